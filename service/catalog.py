@@ -1,0 +1,170 @@
+"""The model catalog: which models exist, what each can do, what each costs.
+
+Loaded once from the shipped `catalog.yaml`. A request's model name resolves here (aliases included)
+before anything else looks at it; an unknown name is a 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.errors import ModelNotFound
+from service.sizes import Size, parse_size
+
+SHIPPED_CATALOG = Path(__file__).with_name("catalog.yaml")
+MICROS_PER_USD = 1_000_000
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed; the message names the model and field."""
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    min_width: int
+    max_width: int
+    min_height: int
+    max_height: int
+    multiple_of: int = 1
+
+    def allows(self, size: Size) -> bool:
+        return (
+            self.min_width <= size.width <= self.max_width
+            and self.min_height <= size.height <= self.max_height
+            and size.width % self.multiple_of == 0
+            and size.height % self.multiple_of == 0
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.min_width}-{self.max_width} x {self.min_height}-{self.max_height} pixels, "
+            f"multiples of {self.multiple_of}"
+        )
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    default_size: Size
+    max_images: int
+    max_images_per_call: int
+    sizes: tuple[Size, ...] = ()
+    size_rule: SizeRule | None = None
+    qualities: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()
+    output_formats: tuple[str, ...] = ("png",)
+    reference_image: bool = False
+
+    def offers(self, size: Size) -> bool:
+        if self.size_rule is not None:
+            return self.size_rule.allows(size)
+        return size in self.sizes
+
+    def describe_sizes(self) -> str:
+        if self.size_rule is not None:
+            return self.size_rule.describe()
+        return ", ".join(str(s) for s in self.sizes)
+
+
+@dataclass(frozen=True)
+class PriceRule:
+    """Micro-dollars per image, by quality; `default_micros` for any quality not listed."""
+
+    default_micros: int
+    by_quality: Mapping[str, int] = field(default_factory=dict)
+
+    def per_image(self, quality: str | None) -> int:
+        return self.by_quality.get(quality or "", self.default_micros)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    provider: str
+    upstream_id: str
+    created: int
+    capabilities: Capabilities
+    price: PriceRule
+    description: str = ""
+
+
+class Catalog:
+    def __init__(self, models: Mapping[str, ModelSpec], aliases: Mapping[str, str] | None = None) -> None:
+        self._models = dict(models)
+        self._aliases = dict(aliases or {})
+        for alias, target in self._aliases.items():
+            if target not in self._models:
+                raise CatalogError(f"alias {alias!r} points at unknown model {target!r}")
+
+    def resolve(self, name: str) -> ModelSpec:
+        model = self._models.get(self._aliases.get(name, name))
+        if model is None:
+            raise ModelNotFound(
+                f"The model {name!r} does not exist. GET /v1/models lists the available models.",
+                param="model",
+            )
+        return model
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(sorted(self._models.values(), key=lambda m: m.id))
+
+    def aliases_of(self, model_id: str) -> tuple[str, ...]:
+        return tuple(sorted(a for a, target in self._aliases.items() if target == model_id))
+
+
+def _usd_to_micros(value: object, where: str) -> int:
+    try:
+        micros = Decimal(str(value)) * MICROS_PER_USD
+    except InvalidOperation as exc:
+        raise CatalogError(f"{where}: price {value!r} is not a number") from exc
+    if micros < 0 or micros != micros.to_integral_value():
+        raise CatalogError(f"{where}: price {value!r} must be >= 0 with at most 6 decimals")
+    return int(micros)
+
+
+def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
+    try:
+        provider, _, _ = model_id.partition("/")
+        rule = entry.get("size_rule")
+        sizes = tuple(parse_size(s) for s in entry.get("sizes", ()))
+        if (rule is None) == (not sizes):
+            raise CatalogError(f"{model_id}: give exactly one of `sizes` and `size_rule`")
+        prices = dict(entry["price"])
+        default_price = _usd_to_micros(prices.pop("default"), model_id)
+        capabilities = Capabilities(
+            default_size=parse_size(entry["default_size"]),
+            max_images=int(entry["max_images"]),
+            max_images_per_call=int(entry["max_images_per_call"]),
+            sizes=sizes,
+            size_rule=SizeRule(**rule) if rule is not None else None,
+            qualities=tuple(entry.get("qualities", ())),
+            styles=tuple(entry.get("styles", ())),
+            output_formats=tuple(entry.get("output_formats", ("png",))),
+            reference_image=bool(entry.get("reference_image", False)),
+        )
+        if not capabilities.offers(capabilities.default_size):
+            raise CatalogError(f"{model_id}: default_size {capabilities.default_size} is not offered")
+        return ModelSpec(
+            id=model_id,
+            provider=entry.get("provider", provider),
+            upstream_id=str(entry["upstream_id"]),
+            created=int(entry.get("created", 0)),
+            capabilities=capabilities,
+            price=PriceRule(default_price, {q: _usd_to_micros(p, model_id) for q, p in prices.items()}),
+            description=str(entry.get("description", "")),
+        )
+    except CatalogError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"{model_id}: {exc!r}") from exc
+
+
+def load_catalog(path: Path = SHIPPED_CATALOG) -> Catalog:
+    document = yaml.safe_load(path.read_text())
+    models = {model_id: _model_from_entry(model_id, entry) for model_id, entry in document["models"].items()}
+    return Catalog(models, document.get("aliases") or {})

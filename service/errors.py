@@ -1,0 +1,205 @@
+"""Domain errors and the one place that turns them into responses.
+
+Every failure a caller can see is an `MgError` subclass. `to_grpc_status` renders it for both kinds of
+caller at once:
+  - gRPC callers get the status code plus a `google.rpc.Status` with `ErrorInfo{reason, domain="mg"}`
+    (and `RetryInfo` when a retry makes sense) in `grpc-status-details-bin`;
+  - REST callers (through Envoy) get the OpenAI envelope `{"error": {code, message, type, param}}`
+    with the right HTTP status: the envelope travels in trailing metadata (`x-mg-error`,
+    `x-http-status`) that envoy/errors.lua turns into the HTTP response.
+Nothing else in the service builds an error response.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "mg"
+
+# Trailing-metadata keys the Envoy Lua filter reads (and strips) on the REST path.
+HTTP_STATUS_KEY = "x-http-status"
+ENVELOPE_KEY = "x-mg-error"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    code: str
+    http_status: int
+    grpc_status: grpc.StatusCode
+    type: str
+
+
+class MgError(Exception):
+    """A failure with a defined meaning for callers. Subclasses fix the kind; `code` may be sharper."""
+
+    kind: ClassVar[ErrorKind]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.kind.code
+        self.retry_after_s = retry_after_s
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "type": self.kind.type,
+                "param": self.param,
+            }
+        }
+
+
+def _kind(code: str, http: int, grpc_status: grpc.StatusCode, type_: str) -> ErrorKind:
+    return ErrorKind(code, http, grpc_status, type_)
+
+
+_S = grpc.StatusCode
+
+
+class BadRequest(MgError):
+    kind = _kind("BAD_REQUEST", 400, _S.INVALID_ARGUMENT, "invalid_request_error")
+
+
+class ContentPolicyViolation(MgError):
+    kind = _kind("CONTENT_POLICY_VIOLATION", 400, _S.INVALID_ARGUMENT, "invalid_request_error")
+
+
+class Unauthenticated(MgError):
+    kind = _kind("UNAUTHENTICATED", 401, _S.UNAUTHENTICATED, "authentication_error")
+
+
+class BudgetExceeded(MgError):
+    kind = _kind("BUDGET_EXCEEDED", 402, _S.RESOURCE_EXHAUSTED, "insufficient_quota")
+
+
+class ModelNotAllowed(MgError):
+    kind = _kind("MODEL_NOT_ALLOWED", 403, _S.PERMISSION_DENIED, "permission_error")
+
+
+class Forbidden(MgError):
+    kind = _kind("FORBIDDEN", 403, _S.PERMISSION_DENIED, "permission_error")
+
+
+class ModelNotFound(MgError):
+    kind = _kind("MODEL_NOT_FOUND", 404, _S.NOT_FOUND, "invalid_request_error")
+
+
+class NotFound(MgError):
+    kind = _kind("NOT_FOUND", 404, _S.NOT_FOUND, "invalid_request_error")
+
+
+class IdempotencyKeyReused(MgError):
+    kind = _kind("IDEMPOTENCY_KEY_REUSED", 422, _S.FAILED_PRECONDITION, "invalid_request_error")
+
+
+class RequestTooLarge(MgError):
+    kind = _kind("REQUEST_TOO_LARGE", 413, _S.INVALID_ARGUMENT, "invalid_request_error")
+
+
+class RateLimited(MgError):
+    kind = _kind("RATE_LIMITED", 429, _S.RESOURCE_EXHAUSTED, "rate_limit_error")
+
+
+class UpstreamError(MgError):
+    kind = _kind("UPSTREAM_ERROR", 502, _S.UNAVAILABLE, "server_error")
+
+
+class Unavailable(MgError):
+    kind = _kind("UNAVAILABLE", 503, _S.UNAVAILABLE, "server_error")
+
+
+class UpstreamTimeout(MgError):
+    kind = _kind("UPSTREAM_TIMEOUT", 504, _S.DEADLINE_EXCEEDED, "server_error")
+
+
+class Internal(MgError):
+    kind = _kind("INTERNAL", 500, _S.INTERNAL, "server_error")
+
+
+ALL_ERRORS: tuple[type[MgError], ...] = (
+    BadRequest,
+    ContentPolicyViolation,
+    Unauthenticated,
+    BudgetExceeded,
+    Forbidden,
+    ModelNotAllowed,
+    NotFound,
+    ModelNotFound,
+    IdempotencyKeyReused,
+    RequestTooLarge,
+    RateLimited,
+    UpstreamError,
+    Unavailable,
+    UpstreamTimeout,
+    Internal,
+)
+
+# What the edge uses for an error it produced itself (no server envelope): HTTP status -> kind.
+# The first kind listed for a status wins, so the general kinds come first in ALL_ERRORS.
+EDGE_DEFAULTS: dict[int, ErrorKind] = {}
+for _error in ALL_ERRORS:
+    EDGE_DEFAULTS.setdefault(_error.kind.http_status, _error.kind)
+
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def _packed(
+    message: status_pb2.Status | error_details_pb2.ErrorInfo | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_grpc_status(error: MgError, headers: Metadata = ()) -> tuple[grpc.StatusCode, str, Metadata]:
+    """(status code, message, trailing metadata) for aborting an RPC with `error`.
+
+    `headers` are the response headers the request had gathered (x-request-id, rate-limit headers);
+    on an error they travel as trailing metadata, which the transcoder surfaces as HTTP headers.
+    """
+    kind = error.kind
+    info = error_details_pb2.ErrorInfo(
+        reason=error.code,
+        domain=ERROR_DOMAIN,
+        metadata={"http_status": str(kind.http_status), "type": kind.type, "param": error.param or ""},
+    )
+    status = status_pb2.Status(code=kind.grpc_status.value[0], message=error.message)
+    status.details.append(_packed(info))
+    metadata: list[tuple[str, str | bytes]] = list(headers)
+    if error.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=error.retry_after_s))
+        status.details.append(_packed(retry))
+        metadata.append(("retry-after", str(error.retry_after_s)))
+    metadata += [
+        (STATUS_DETAILS_KEY, status.SerializeToString()),
+        (HTTP_STATUS_KEY, str(kind.http_status)),
+        # ensure_ascii keeps the header value printable ASCII with no newlines, as metadata requires.
+        (ENVELOPE_KEY, json.dumps(error.envelope(), separators=(",", ":"), ensure_ascii=True)),
+    ]
+    return kind.grpc_status, error.message, tuple(metadata)
+
+
+def lua_defaults_table() -> str:
+    """The Lua table envoy/errors.lua uses for errors Envoy produces itself (404 route, 503, 504...)."""
+    rows = [
+        f'  [{status}] = {{"{kind.type}", "{kind.code}"}},' for status, kind in sorted(EDGE_DEFAULTS.items())
+    ]
+    return "local DEFAULTS = {\n" + "\n".join(rows) + "\n}"

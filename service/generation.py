@@ -1,0 +1,121 @@
+"""Running a validated request against its provider: fan-out of `n`, deadline, partial success.
+
+`n` larger than the model's per-call maximum becomes several upstream calls run in parallel (bounded);
+the images that arrive are concatenated in call order. If some calls fail, the request still succeeds
+with what arrived (and is charged for that only); if all fail, the first failure is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ImageProvider, ProviderUsage
+from service.validation import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[GeneratedImage]
+    usage: ProviderUsage | None
+    warnings: tuple[str, ...]
+    failed_calls: int = 0
+
+
+def plan_calls(request: GenerationRequest) -> list[ImageCall]:
+    """Split the request into upstream calls of at most `max_images_per_call` images each."""
+    per_call = request.model.capabilities.max_images_per_call
+    calls = []
+    for first in range(0, request.n, per_call):
+        calls.append(
+            ImageCall(
+                upstream_model=request.model.upstream_id,
+                prompt=request.prompt,
+                n=min(per_call, request.n - first),
+                size=request.size,
+                first_index=first,
+                quality=request.quality,
+                style=request.style,
+                output_format=request.output_format,
+                background=request.background,
+                moderation=request.moderation,
+                output_compression=request.output_compression,
+                user=request.user,
+                options=request.provider_options,
+            )
+        )
+    return calls
+
+
+def _sum_usage(results: list[ImageCallResult]) -> ProviderUsage | None:
+    reported = [r.usage for r in results if r.usage is not None]
+    if not reported:
+        return None
+
+    def total(name: str) -> int | None:
+        values = [getattr(u, name) for u in reported if getattr(u, name) is not None]
+        return sum(values) if values else None
+
+    return ProviderUsage(
+        input_tokens=total("input_tokens"),
+        output_tokens=total("output_tokens"),
+        input_image_tokens=total("input_image_tokens"),
+    )
+
+
+class Generator:
+    def __init__(self, providers: Mapping[str, ImageProvider], fanout_concurrency: int) -> None:
+        self._providers = providers
+        self._fanout_concurrency = max(1, fanout_concurrency)
+
+    async def generate(self, request: GenerationRequest, timeout_s: float) -> GenerationResult:
+        provider = self._providers.get(request.model.provider)
+        if provider is None:
+            raise Unavailable(
+                f"Provider {request.model.provider!r} is not configured on this gateway.", param="model"
+            )
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._run(provider, request)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{request.model.id} did not return images within {timeout_s:g} seconds."
+            ) from None
+
+    async def _run(self, provider: ImageProvider, request: GenerationRequest) -> GenerationResult:
+        limit = asyncio.Semaphore(self._fanout_concurrency)
+
+        async def one(call: ImageCall) -> ImageCallResult:
+            async with limit:
+                result = await provider.generate(call)
+            if not result.images:
+                raise UpstreamError(f"{provider.name} returned no images.")
+            return result
+
+        outcomes = await asyncio.gather(*(one(c) for c in plan_calls(request)), return_exceptions=True)
+        results = [o for o in outcomes if isinstance(o, ImageCallResult)]
+        failures = [o for o in outcomes if not isinstance(o, ImageCallResult)]
+        for failure in failures:
+            if isinstance(failure, asyncio.CancelledError):
+                raise failure
+        if not results:
+            raise _as_mg_error(failures[0], provider.name)
+        for failure in failures:
+            log.warning("partial failure of a fanned-out call to %s: %r", provider.name, failure)
+        warnings = list(request.warnings)
+        for result in results:
+            warnings.extend(result.warnings)
+        images = [image for result in results for image in result.images][: request.n]
+        return GenerationResult(images, _sum_usage(results), tuple(warnings), failed_calls=len(failures))
+
+
+def _as_mg_error(failure: BaseException, provider: str) -> BaseException:
+    if isinstance(failure, MgError | TimeoutError):
+        return failure
+    log.error("unexpected failure in the %s adapter", provider, exc_info=failure)
+    return Internal(f"The {provider} adapter failed unexpectedly.")

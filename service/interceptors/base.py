@@ -1,0 +1,45 @@
+"""A server interceptor that wraps the unary methods of the mg API with one concern's `around`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+
+MG_API_PREFIX = "/mg.v1."
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """Subclasses implement `around`; other services (health checking) pass through untouched."""
+
+    def applies_to(self, method: str) -> bool:
+        return method.startswith(MG_API_PREFIX)
+
+    async def around(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> Any:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not self.applies_to(method):
+            return handler
+        # grpc.aio hands coroutine behaviors to interceptors; the stubs type them as sync.
+        behavior = cast(Behavior, handler.unary_unary)
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            return await self.around(behavior, request, context, method)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,83 @@
+"""Outermost interceptor: request id, deadline, response headers, and error rendering.
+
+It gives every call a `RequestContext` (readable anywhere in the call via `current_request()`), sends
+the gathered response headers with the response, and turns any exception raised below it into the
+caller-visible error through `service.errors` (the only place errors are rendered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from ulid import ULID
+
+from service.errors import Internal, MgError, to_grpc_status
+from service.interceptors.base import Behavior, UnaryInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    method: str
+    started: float  # time.monotonic()
+    deadline: float  # time.monotonic() by which the answer is due
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return (("x-request-id", self.request_id), *self.response_headers)
+
+
+_current: ContextVar[RequestContext] = ContextVar("mg_request_context")
+
+
+def current_request() -> RequestContext:
+    return _current.get()
+
+
+class RequestContextInterceptor(UnaryInterceptor):
+    def __init__(self, max_duration_s: float) -> None:
+        self._max_duration_s = max_duration_s
+
+    async def around(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> Any:
+        started = time.monotonic()
+        # The caller's own gRPC deadline may be shorter than the gateway's maximum; never longer.
+        caller_remaining = context.time_remaining()
+        budget = self._max_duration_s
+        if caller_remaining is not None:
+            budget = min(budget, caller_remaining)
+        ctx = RequestContext(str(ULID()), method, started, started + budget)
+        token = _current.set(ctx)
+        try:
+            response = await behavior(request, context)
+        except MgError as error:
+            await _abort(context, error, ctx)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unhandled error in %s (request %s)", method, ctx.request_id)
+            await _abort(context, Internal("Internal error; the request id identifies it in the logs."), ctx)
+        else:
+            # Errors must be raised before any initial metadata is sent (or their trailers are lost),
+            # so success headers go out only here, with the response.
+            await context.send_initial_metadata(ctx.headers())
+            return response
+        finally:
+            _current.reset(token)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: MgError, ctx: RequestContext) -> None:
+    code, message, trailing = to_grpc_status(error, ctx.headers())
+    await context.abort(code, message, trailing)

@@ -1,0 +1,70 @@
+"""The narrow contract every provider adapter implements.
+
+An adapter translates one `ImageCall` into its provider's wire format, makes the call, and translates
+the answer into an `ImageCallResult` (or raises an `MgError`). It never splits `n` (generation.py does
+that once for every provider), never reads the environment (settings are injected at construction),
+and never decides prices or enforcement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from service.sizes import Size
+
+
+@dataclass(frozen=True)
+class ImageCall:
+    """One upstream call: at most the model's `max_images_per_call` images."""
+
+    upstream_model: str
+    prompt: str
+    n: int
+    size: Size
+    # Position of this call's first image in the whole request (calls of one request differ by it).
+    first_index: int = 0
+    quality: str | None = None
+    style: str | None = None
+    output_format: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    output_compression: int | None = None
+    user: str | None = None
+    # This provider's entry of the request's providerOptions, and nothing from other providers.
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    media_type: str = "image/png"
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderUsage:
+    """Token counts where the provider reports them."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_image_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageCallResult:
+    images: Sequence[GeneratedImage]
+    usage: ProviderUsage | None = None
+    upstream_request_id: str | None = None
+    # Inputs the provider could not honour (e.g. a style it lacks), for logs and callers.
+    warnings: Sequence[str] = ()
+
+
+class ImageProvider(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def generate(self, call: ImageCall) -> ImageCallResult: ...
+
+    async def aclose(self) -> None: ...

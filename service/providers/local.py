@@ -1,0 +1,113 @@
+"""The built-in offline provider (`local/...`): renders real PNGs with no account and no network.
+
+Each image is a pure function of (model, prompt, seed, image index, quality, style, size): the same
+request renders the same bytes, and a different prompt renders a visibly different picture (its own
+palette, gradient, shapes, and the prompt as a caption). Options (providerOptions.local):
+  seed      integer, default 0: another seed, another picture for the same prompt
+  delay_ms  0-600000: wait this long before answering, to try slow-provider behaviour (timeouts,
+            retries) without a real provider
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import hashlib
+import io
+import random
+from collections.abc import Mapping
+
+from PIL import Image, ImageDraw, ImageFont
+
+from service.errors import BadRequest
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
+from service.sizes import Size
+
+MAX_DELAY_MS = 600_000
+_SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}
+_DEFAULT_SHAPES = 16
+
+
+def _integer_option(options: Mapping[str, object], name: str, default: int, low: int, high: int) -> int:
+    value = options.get(name, default)
+    # providerOptions arrive as JSON numbers (floats after google.protobuf.Struct); accept whole ones.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise BadRequest(
+            f"providerOptions.local.{name} must be an integer", param=f"providerOptions.local.{name}"
+        )
+    if not low <= int(value) <= high:
+        raise BadRequest(
+            f"providerOptions.local.{name} must be between {low} and {high}",
+            param=f"providerOptions.local.{name}",
+        )
+    return int(value)
+
+
+def _image_key(call: ImageCall, seed: int, index: int) -> bytes:
+    parts = (call.upstream_model, call.prompt, str(seed), str(index), call.quality or "", call.style or "")
+    return hashlib.sha256("\x1f".join(parts).encode()).digest()
+
+
+def _color(rng: random.Random, saturation: float, value: float, alpha: int | None = None) -> tuple[int, ...]:
+    red, green, blue = colorsys.hsv_to_rgb(rng.random(), saturation, value)
+    rgb = (round(red * 255), round(green * 255), round(blue * 255))
+    return rgb if alpha is None else (*rgb, alpha)
+
+
+def render_png(prompt: str, size: Size, key: bytes, shapes: int, vivid: bool) -> bytes:
+    rng = random.Random(key)
+    saturation = 0.85 if vivid else 0.35
+    width, height = size.width, size.height
+    # Background: a two-colour gradient at a prompt-dependent angle.
+    # (rotated at twice the size and cropped to the middle, so no corner is left unfilled)
+    gradient = Image.linear_gradient("L").resize((512, 512)).rotate(rng.uniform(0, 360))
+    mask = gradient.crop((128, 128, 384, 384)).resize((width, height))
+    start = Image.new("RGB", (width, height), _color(rng, saturation, 0.95))
+    end = Image.new("RGB", (width, height), _color(rng, saturation, 0.35))
+    image = Image.composite(start, end, mask)
+    draw = ImageDraw.Draw(image, "RGBA")
+    for _ in range(shapes):
+        x0, x1 = sorted(rng.uniform(-0.1, 1.1) * width for _ in range(2))
+        y0, y1 = sorted(rng.uniform(-0.1, 1.1) * height for _ in range(2))
+        fill = _color(rng, saturation, rng.uniform(0.4, 1.0), alpha=rng.randint(60, 170))
+        kind = rng.randrange(3)
+        if kind == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif kind == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        else:
+            points = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(3)]
+            draw.polygon(points, fill=fill)
+    # Caption: the prompt, so a person can tell the pictures apart at a glance.
+    font_size = max(10, min(width, height) // 24)
+    font = ImageFont.load_default(size=font_size)
+    band = font_size * 2
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 140))
+    draw.text((font_size // 2, height - band + font_size // 2), prompt[:200], font=font, fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+class LocalProvider:
+    """Offline renderer; behaves like a remote provider (async, optional latency)."""
+
+    name = "local"
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        seed = _integer_option(call.options, "seed", 0, 0, 2**63 - 1)
+        delay_ms = _integer_option(call.options, "delay_ms", 0, 0, MAX_DELAY_MS)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+        shapes = _SHAPES_BY_QUALITY.get(call.quality or "", _DEFAULT_SHAPES)
+        vivid = call.style != "natural"
+        images = []
+        for index in range(call.first_index, call.first_index + call.n):
+            key = _image_key(call, seed, index)
+            # Rendering is CPU work: keep it off the event loop so other requests keep moving.
+            data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid)
+            images.append(GeneratedImage(data=data, media_type="image/png"))
+        return ImageCallResult(images=images)
+
+    async def aclose(self) -> None:
+        return None

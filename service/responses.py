@@ -1,0 +1,112 @@
+"""Building the OpenAI-shaped `ImagesResponse` from a generation result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+from mg.v1 import image_generation_pb2 as pb
+from ulid import ULID
+
+from service.catalog import Catalog, ModelSpec
+from service.generation import GenerationResult
+from service.tokens import count_prompt_tokens
+from service.validation import GenerationRequest
+
+# The official ImagesResponse schema allows only these echo values; others are left out, not sent.
+ECHO_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
+ECHO_QUALITIES = frozenset({"low", "medium", "high"})
+ECHO_BACKGROUNDS = frozenset({"transparent", "opaque"})
+ECHO_OUTPUT_FORMATS = frozenset({"png", "jpeg", "webp"})
+
+
+def new_image_id() -> str:
+    return f"img_{ULID()}"
+
+
+def _echo(value: str | None, allowed: frozenset[str]) -> str | None:
+    return value if value in allowed else None
+
+
+def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
+    reported = result.usage
+    input_tokens = reported.input_tokens if reported and reported.input_tokens is not None else None
+    if input_tokens is None:
+        input_tokens = count_prompt_tokens(request.prompt)
+    output_tokens = reported.output_tokens if reported and reported.output_tokens is not None else 0
+    image_tokens = reported.input_image_tokens if reported and reported.input_image_tokens is not None else 0
+    return pb.Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=input_tokens + output_tokens,
+        input_tokens_details=pb.InputTokensDetails(
+            text_tokens=input_tokens - image_tokens, image_tokens=image_tokens
+        ),
+        output_images=len(result.images),
+    )
+
+
+def images_response(request: GenerationRequest, result: GenerationResult) -> pb.ImagesResponse:
+    data = [
+        pb.Image(b64_json=image.data, revised_prompt=image.revised_prompt)
+        if image.revised_prompt is not None
+        else pb.Image(b64_json=image.data)
+        for image in result.images
+    ]
+    output_format = request.output_format or result.images[0].media_type.removeprefix("image/")
+    return pb.ImagesResponse(
+        id=new_image_id(),
+        created=int(time.time()),
+        model=request.model_name,
+        data=data,
+        usage=_usage(request, result),
+        size=_echo(str(request.size), ECHO_SIZES),
+        quality=_echo(request.quality, ECHO_QUALITIES),
+        background=_echo(request.background, ECHO_BACKGROUNDS),
+        output_format=_echo(output_format, ECHO_OUTPUT_FORMATS),
+    )
+
+
+def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
+    caps = model.capabilities
+    rule = caps.size_rule
+    return pb.ModelCapabilities(
+        sizes=[str(s) for s in caps.sizes],
+        size_rule=pb.SizeRule(
+            min_width=rule.min_width,
+            max_width=rule.max_width,
+            min_height=rule.min_height,
+            max_height=rule.max_height,
+            multiple_of=rule.multiple_of,
+        )
+        if rule
+        else None,
+        default_size=str(caps.default_size),
+        max_images=caps.max_images,
+        max_images_per_call=caps.max_images_per_call,
+        qualities=caps.qualities,
+        styles=caps.styles,
+        output_formats=caps.output_formats,
+        reference_image=caps.reference_image,
+    )
+
+
+def models_response(catalog: Catalog, available_providers: Collection[str]) -> pb.ListModelsResponse:
+    return pb.ListModelsResponse(
+        object="list",
+        data=[
+            pb.Model(
+                id=model.id,
+                object="model",
+                created=model.created,
+                owned_by=model.provider,
+                capabilities=_capabilities(model),
+                price=pb.ModelPrice(
+                    per_image_micros={"default": model.price.default_micros, **model.price.by_quality}
+                ),
+                available=model.provider in available_providers,
+                aliases=catalog.aliases_of(model.id),
+            )
+            for model in catalog
+        ],
+    )

@@ -1,0 +1,101 @@
+"""One gRPC worker process: build the server, serve until SIGTERM, then drain.
+
+`mg serve` runs one of these per core; they share the gRPC port with SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from mg.v1 import image_generation_pb2_grpc as pb_grpc
+
+from service.catalog import load_catalog
+from service.config import Settings, load_settings
+from service.generation import Generator
+from service.interceptors.auth import AuthInterceptor
+from service.interceptors.request_context import RequestContextInterceptor
+from service.providers import build_providers
+from service.servicer import ImageGenerationServicer
+
+log = logging.getLogger("mg.worker")
+SERVICE_NAME = "mg.v1.ImageGeneration"
+
+
+def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # Generations are long: keep idle client connections (Envoy's) open, answer their pings.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+@dataclass(frozen=True)
+class Worker:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+
+async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker:
+    """A ready-to-start server bound to settings.grpc_port (0 picks a free port)."""
+    providers = build_providers(settings)
+    servicer = ImageGenerationServicer(
+        catalog=load_catalog(),
+        generator=Generator(providers, settings.fanout_concurrency),
+        available_providers=frozenset(providers),
+    )
+    server = grpc.aio.server(
+        interceptors=[RequestContextInterceptor(settings.max_duration_s), AuthInterceptor()],
+        options=grpc_options(settings, reuse_port=reuse_port),
+    )
+    pb_grpc.add_ImageGenerationServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    return Worker(server, port, health_servicer)
+
+
+async def serve(settings: Settings, ready_fd: int | None = None) -> None:
+    worker = await build_server(settings)
+    await worker.server.start()
+    log.info("worker %d serving gRPC on %s:%d", os.getpid(), settings.grpc_host, worker.port)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("worker %d draining (up to %gs)", os.getpid(), settings.shutdown_grace_s)
+    await worker.health.enter_graceful_shutdown()
+    await worker.server.stop(settings.shutdown_grace_s)
+    log.info("worker %d stopped", os.getpid())
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    parser = argparse.ArgumentParser(description="one mg gRPC worker (started by `mg serve`)")
+    parser.add_argument("--ready-fd", type=int, help="write 'ready' to this fd once serving")
+    args = parser.parse_args()
+    asyncio.run(serve(settings, args.ready_fd))
+
+
+if __name__ == "__main__":
+    main()

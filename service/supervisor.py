@@ -1,0 +1,160 @@
+"""`mg serve`: the gRPC worker processes and Envoy, started and watched as one gateway.
+
+- Workers (one per core by default) share the gRPC port with SO_REUSEPORT. A worker that dies is
+  restarted; one that cannot start stops the gateway.
+- Envoy starts once every worker serves. If Envoy dies, the gateway says so and exits non-zero
+  rather than half-running.
+- SIGTERM / SIGINT: workers stop taking new calls and finish in-flight ones (up to the shutdown
+  grace), Envoy keeps relaying their answers until they are done, then Envoy stops; exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from service.config import Settings
+from service.edge import EnvoyProcess, write_edge_files
+
+log = logging.getLogger("mg")
+START_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.1
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    """Fail early and clearly if the port is taken (SO_REUSEPORT would otherwise share it silently)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"{what} port {host}:{port} is in use ({exc.strerror})") from exc
+
+
+class WorkerProcess:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service.server", "--ready-fd", str(write_fd)],
+                pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            if not _read_ready(read_fd, timeout_s):
+                code = self.process.poll()
+                raise StartupError(f"gRPC worker {self.index} did not start (exit code {code})")
+        finally:
+            os.close(read_fd)
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self, timeout_s: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d did not drain in time; killing it", self.index)
+            self.process.kill()
+            self.process.wait()
+
+
+def _read_ready(fd: int, timeout_s: float) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        if not selector.select(timeout_s):
+            return False
+        return os.read(fd, 64).startswith(b"ready")
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.workers = [WorkerProcess(i) for i in range(settings.worker_count)]
+        run_dir = settings.run_dir
+        self.envoy = EnvoyProcess(
+            settings, write_edge_files(settings, run_dir / "envoy"), run_dir / "envoy.log"
+        )
+        self._stop_requested = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
+
+    def start(self) -> None:
+        s = self.settings
+        ensure_port_free(s.grpc_host, s.grpc_port, "gRPC")
+        ensure_port_free(s.http_host, s.http_port, "HTTP")
+        ensure_port_free("127.0.0.1", s.envoy_admin_port, "Envoy admin")
+        for worker in self.workers:
+            worker.start()
+        self.envoy.start()
+        if not self.envoy.wait_ready(START_TIMEOUT_S):
+            raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
+
+    def watch(self) -> int:
+        """Block until asked to stop (0) or Envoy dies (1)."""
+        while not self._stop_requested:
+            code = self.envoy.exit_code()
+            if code is not None:
+                log.error("Envoy exited with code %s; stopping the gateway.\n%s", code, self.envoy.log_tail())
+                return 1
+            for worker in self.workers:
+                code = worker.exit_code()
+                if code is not None:
+                    log.error("gRPC worker %d exited with code %s; restarting it", worker.index, code)
+                    try:
+                        worker.start()
+                    except StartupError as exc:
+                        log.error("%s; stopping the gateway.", exc)
+                        return 1
+            time.sleep(POLL_INTERVAL_S)
+        return 0
+
+    def stop(self) -> None:
+        # Workers first: they finish in-flight calls while Envoy still relays the answers.
+        for worker in self.workers:
+            worker.terminate()
+        for worker in self.workers:
+            worker.wait(self.settings.shutdown_grace_s + 5)
+        self.envoy.stop()
+
+
+def serve(settings: Settings, on_ready: Callable[[Settings], None]) -> int:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    gateway = Gateway(settings)
+    signal.signal(signal.SIGTERM, gateway.request_stop)
+    signal.signal(signal.SIGINT, gateway.request_stop)
+    try:
+        gateway.start()
+    except StartupError as exc:
+        log.error("mg could not start: %s", exc)
+        gateway.stop()
+        return 1
+    on_ready(settings)
+    code = gateway.watch()
+    gateway.stop()
+    log.info("mg stopped")
+    return code

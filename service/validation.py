@@ -1,0 +1,189 @@
+"""Request validation: a wire request becomes a `GenerationRequest` or a 400/403/404 with `param`.
+
+Everything here runs before any enforcement that costs money and before any upstream call, so bad
+input changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import json_format
+from mg.v1 import image_generation_pb2 as pb
+
+from service.catalog import Catalog, ModelSpec
+from service.errors import BadRequest, ModelNotAllowed
+from service.sizes import Size, parse_size
+
+MAX_PROMPT_CHARS = 8000
+MAX_N = 8
+MAX_USER_CHARS = 256
+# "url" (gateway-hosted, signed URLs) arrives with the blob store; until then it is a clear 400.
+RESPONSE_FORMATS = ("b64_json",)
+STYLES = ("vivid", "natural")
+BACKGROUNDS = ("transparent", "opaque", "auto")
+MODERATIONS = ("low", "auto")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request, provider-neutral."""
+
+    model_name: str  # as the caller wrote it (echoed back in the response)
+    model: ModelSpec
+    prompt: str
+    n: int
+    size: Size
+    response_format: str
+    quality: str | None = None
+    style: str | None = None
+    user: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    reference_image: str | None = None
+    # The providerOptions entry of the model's provider; other providers' entries are dropped.
+    provider_options: Mapping[str, object] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def _choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
+    if not value:
+        return None
+    if value not in allowed:
+        raise BadRequest(
+            f"Invalid {param} {value!r}: expected one of {', '.join(allowed)}.",
+            param=param,
+            code="INVALID_VALUE",
+        )
+    return value
+
+
+def _prompt(request: pb.GenerateImagesRequest) -> str:
+    if not request.prompt.strip():
+        raise BadRequest("prompt is required and must not be blank.", param="prompt")
+    if len(request.prompt) > MAX_PROMPT_CHARS:
+        raise BadRequest(
+            f"prompt is {len(request.prompt)} characters; the limit is {MAX_PROMPT_CHARS}.",
+            param="prompt",
+            code="PROMPT_TOO_LONG",
+        )
+    return request.prompt
+
+
+def _n(request: pb.GenerateImagesRequest, model: ModelSpec) -> int:
+    n = request.n if request.HasField("n") else 1
+    limit = min(MAX_N, model.capabilities.max_images)
+    if not 1 <= n <= limit:
+        raise BadRequest(f"n must be between 1 and {limit} for {model.id}; got {n}.", param="n")
+    return n
+
+
+def _size(request: pb.GenerateImagesRequest, model: ModelSpec) -> Size:
+    capabilities = model.capabilities
+    if not request.size or request.size == "auto":
+        return capabilities.default_size
+    size = parse_size(request.size)
+    if not capabilities.offers(size):
+        raise BadRequest(
+            f"Size {size} is not offered by {model.id}; it offers {capabilities.describe_sizes()}.",
+            param="size",
+            code="UNSUPPORTED_SIZE",
+        )
+    return size
+
+
+def _quality(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
+    qualities = model.capabilities.qualities
+    if request.quality and qualities and request.quality not in qualities:
+        raise BadRequest(
+            f"Quality {request.quality!r} is not offered by {model.id}; it offers {', '.join(qualities)}.",
+            param="quality",
+            code="UNSUPPORTED_QUALITY",
+        )
+    return request.quality or None
+
+
+def _output_format(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
+    output_format = _choice(request.output_format, OUTPUT_FORMATS, "output_format")
+    offered = model.capabilities.output_formats
+    if output_format is not None and output_format not in offered:
+        raise BadRequest(
+            f"output_format {output_format!r} is not offered by {model.id}; it offers {', '.join(offered)}.",
+            param="output_format",
+        )
+    return output_format
+
+
+def _output_compression(request: pb.GenerateImagesRequest) -> int | None:
+    if not request.HasField("output_compression"):
+        return None
+    if not 0 <= request.output_compression <= 100:
+        raise BadRequest("output_compression must be between 0 and 100.", param="output_compression")
+    return request.output_compression
+
+
+def _stream(request: pb.GenerateImagesRequest, model: ModelSpec) -> None:
+    if request.stream:
+        raise BadRequest(f"Streaming is not supported by {model.id}.", param="stream")
+    if request.HasField("partial_images") and not 0 <= request.partial_images <= 3:
+        raise BadRequest("partial_images must be between 0 and 3.", param="partial_images")
+
+
+def _provider_options(request: pb.GenerateImagesRequest, model: ModelSpec) -> Mapping[str, object]:
+    if not request.HasField("provider_options"):
+        return {}
+    entry = json_format.MessageToDict(request.provider_options).get(model.provider, {})
+    if not isinstance(entry, dict):
+        raise BadRequest(
+            f"providerOptions.{model.provider} must be an object.", param=f"providerOptions.{model.provider}"
+        )
+    return entry
+
+
+def _reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
+    if not request.reference_image:
+        return None
+    if not model.capabilities.reference_image:
+        raise ModelNotAllowed(
+            f"{model.id} cannot take a reference_image (no edit / image-to-image support).",
+            param="reference_image",
+            code="MODEL_NOT_ALLOWED",
+        )
+    return request.reference_image
+
+
+def validate(request: pb.GenerateImagesRequest, catalog: Catalog) -> GenerationRequest:
+    if not request.model:
+        raise BadRequest("model is required, e.g. 'local/sketch'.", param="model")
+    model = catalog.resolve(request.model)
+    prompt = _prompt(request)
+    if len(request.user) > MAX_USER_CHARS:
+        raise BadRequest(f"user must be at most {MAX_USER_CHARS} characters.", param="user")
+    style = _choice(request.style, STYLES, "style")
+    warnings: list[str] = []
+    if style is not None and style not in model.capabilities.styles:
+        warnings.append(f"style {style!r} ignored: {model.id} has no styles")
+        style = None
+    _stream(request, model)
+    return GenerationRequest(
+        model_name=request.model,
+        model=model,
+        prompt=prompt,
+        n=_n(request, model),
+        size=_size(request, model),
+        response_format=_choice(request.response_format, RESPONSE_FORMATS, "response_format") or "b64_json",
+        quality=_quality(request, model),
+        style=style,
+        user=request.user or None,
+        background=_choice(request.background, BACKGROUNDS, "background"),
+        moderation=_choice(request.moderation, MODERATIONS, "moderation"),
+        output_format=_output_format(request, model),
+        output_compression=_output_compression(request),
+        reference_image=_reference_image(request, model),
+        provider_options=_provider_options(request, model),
+        warnings=tuple(warnings),
+    )
