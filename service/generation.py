@@ -84,7 +84,7 @@ class Generator:
                 return await self._run(provider, request)
         except TimeoutError:
             raise UpstreamTimeout(
-                f"{request.model.id} did not return images within {timeout_s:g} seconds."
+                f"{request.model.id} did not return images within {timeout_s:.3g} seconds."
             ) from None
 
     async def _run(self, provider: ImageProvider, request: GenerationRequest) -> GenerationResult:

@@ -17,7 +17,7 @@ import io
 import random
 from collections.abc import Mapping
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
@@ -26,6 +26,7 @@ from service.sizes import Size
 MAX_DELAY_MS = 600_000
 _SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}
 _DEFAULT_SHAPES = 16
+_GRAIN = 16  # amplitude of the grain, in 8-bit levels
 
 
 def _integer_option(options: Mapping[str, object], name: str, default: int, low: int, high: int) -> int:
@@ -78,6 +79,13 @@ def render_png(prompt: str, size: Size, key: bytes, shapes: int, vivid: bool) ->
         else:
             points = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(3)]
             draw.polygon(points, fill=fill)
+    # Film grain, from the same seeded generator: real photographs don't compress to nothing, and
+    # neither should these, so size limits are exercised as real providers exercise them.
+    noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).point(
+        lambda v: v * _GRAIN // 256
+    )
+    image = ImageChops.add(image, Image.merge("RGB", (noise, noise, noise)), 1.0, -_GRAIN // 2)
+    draw = ImageDraw.Draw(image, "RGBA")
     # Caption: the prompt, so a person can tell the pictures apart at a glance.
     font_size = max(10, min(width, height) // 24)
     font = ImageFont.load_default(size=font_size)

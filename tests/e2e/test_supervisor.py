@@ -1,0 +1,88 @@
+"""`mg serve` as one unit: it drains on SIGTERM, dies loudly with Envoy, and restarts lost workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.gateway import GatewayProcess
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not alive
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def generate(gateway: GatewayProcess, delay_ms: int = 0) -> httpx.Response:
+    body = {
+        "model": "local/sketch",
+        "prompt": "x",
+        "size": "256x256",
+        "providerOptions": {"local": {"delay_ms": delay_ms}},
+    }
+    return httpx.post(
+        f"{gateway.http_url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json=body,
+        timeout=60,
+    )
+
+
+def test_sigterm_lets_in_flight_generations_finish(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path).start()
+    children = gateway.children()
+    results: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: results.append(generate(gateway, delay_ms=3000)))
+    worker.start()
+    time.sleep(1)  # the request is now in flight
+    gateway.signal(signal.SIGTERM)
+    worker.join(30)
+    assert results and results[0].status_code == 200, results
+    assert gateway.wait(30) == 0
+    assert not any(pid_alive(pid) for pid in children)
+
+
+def test_the_gateway_exits_non_zero_when_envoy_dies(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path).start()
+    children = gateway.children()
+    os.kill(gateway.envoy_pid(), signal.SIGKILL)
+    assert gateway.wait(30) == 1
+    assert "Envoy exited" in "".join(gateway.output)
+    assert not any(pid_alive(pid) for pid in children)
+
+
+def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path).start()
+    try:
+        envoy = gateway.envoy_pid()
+        victim = next(pid for pid in gateway.children() if pid != envoy)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while victim in gateway.children() or len(gateway.children()) < 3:
+            assert time.monotonic() < deadline, gateway.output
+            time.sleep(0.1)
+        assert all(generate(gateway).status_code == 200 for _ in range(6))
+    finally:
+        gateway.stop()
+
+
+def test_a_taken_port_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        gateway = GatewayProcess(tmp_path)
+        gateway.grpc_port = squatter.getsockname()[1]
+        with pytest.raises(RuntimeError, match=r"gRPC port .* is in use"):
+            gateway.start()
+        assert gateway.wait(10) == 1

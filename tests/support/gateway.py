@@ -1,0 +1,106 @@
+"""Run the real gateway (`mg serve`: gRPC workers + Envoy) as a child process for a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.ports import free_port
+
+READY_LINE = "mg is ready"
+
+
+@dataclass
+class GatewayProcess:
+    data_dir: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def key(self) -> str:
+        return (self.data_dir / "dev-api-key").read_text().strip()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MG_HTTP_PORT": str(self.http_port),
+            "MG_GRPC_PORT": str(self.grpc_port),
+            "MG_ENVOY_ADMIN_PORT": str(self.admin_port),
+            "MG_DATA_DIR": str(self.data_dir),
+            "MG_WORKERS": "2",
+            "MG_ENVOY_CONCURRENCY": "1",
+            **self.env_overrides,
+        }
+
+    def start(self, timeout_s: float = 60) -> GatewayProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.process is not None and self.process.stdout is not None
+            for line in self.process.stdout:
+                self.output.append(line)
+                if READY_LINE in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while not ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("gateway did not start:\n" + "".join(self.output))
+        return self
+
+    def children(self) -> list[int]:
+        assert self.process is not None
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def envoy_pid(self) -> int:
+        for pid in self.children():
+            if "envoy" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode():
+                return pid
+        raise LookupError("no envoy child")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(45)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

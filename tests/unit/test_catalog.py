@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.catalog import CatalogError, PriceRule, load_catalog
+from service.errors import ModelNotFound
+from service.sizes import Size, parse_size
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    return path
+
+
+MODEL = """
+models:
+  acme/one:
+    upstream_id: one-v1
+    sizes: [512x512, 1024x1024]
+    default_size: 1024x1024
+    max_images: 4
+    max_images_per_call: 2
+    price: {default: "0.04", hd: "0.080001"}
+aliases:
+  fast: acme/one
+"""
+
+
+def test_loads_models_prices_and_aliases(tmp_path: Path) -> None:
+    catalog = load_catalog(write(tmp_path, MODEL))
+    model = catalog.resolve("fast")
+    assert model.id == "acme/one" and model.provider == "acme" and model.upstream_id == "one-v1"
+    assert model.price == PriceRule(40_000, {"hd": 80_001})
+    assert model.price.per_image("hd") == 80_001 and model.price.per_image(None) == 40_000
+    assert catalog.aliases_of("acme/one") == ("fast",)
+    assert model.capabilities.offers(Size(512, 512)) and not model.capabilities.offers(Size(256, 256))
+
+
+def test_unknown_models_are_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound):
+        load_catalog(write(tmp_path, MODEL)).resolve("acme/two")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('price: {default: "0.04", hd: "0.080001"}', 'price: {default: "0.0000001"}'), "at most 6 decimals"),
+        (('price: {default: "0.04", hd: "0.080001"}', 'price: {default: "cheap"}'), "not a number"),
+        (("default_size: 1024x1024", "default_size: 256x256"), "not offered"),
+        (("    sizes: [512x512, 1024x1024]\n", ""), "exactly one of"),
+        (("fast: acme/one", "fast: acme/none"), "unknown model"),
+        (("    max_images: 4\n", ""), "max_images"),
+    ],
+)
+def test_malformed_entries_are_refused_with_the_model_named(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(write(tmp_path, MODEL.replace(*change)))
+
+
+def test_the_shipped_catalog_loads() -> None:
+    ids = [m.id for m in load_catalog()]
+    assert "local/sketch" in ids and "local/canvas" in ids
+
+
+def test_size_helpers() -> None:
+    assert str(parse_size("1536x1024")) == "1536x1024"
+    assert Size(1536, 1024).nearest_ratio(["1:1", "3:2", "16:9"]) == "3:2"

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import grpc
+import yaml
+
+from service import errors
+from service.config import Settings, SettingsError, load_settings
+from service.edge import render_config, render_lua
+
+
+def test_codes_are_unique_and_every_status_has_an_edge_default() -> None:
+    codes = [e.kind.code for e in errors.ALL_ERRORS]
+    assert len(codes) == len(set(codes))
+    assert set(errors.EDGE_DEFAULTS) == {e.kind.http_status for e in errors.ALL_ERRORS}
+    assert errors.EDGE_DEFAULTS[404].code == "NOT_FOUND" and errors.EDGE_DEFAULTS[403].code == "FORBIDDEN"
+
+
+def test_status_metadata_carries_the_envelope() -> None:
+    error = errors.RateLimited("slow down", retry_after_s=3)
+    code, message, metadata = errors.to_grpc_status(error, (("x-request-id", "r1"),))
+    values = dict(metadata)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and message == "slow down"
+    assert (
+        values["x-http-status"] == "429" and values["retry-after"] == "3" and values["x-request-id"] == "r1"
+    )
+    envelope = json.loads(str(values["x-mg-error"]))
+    assert envelope == {
+        "error": {"code": "RATE_LIMITED", "message": "slow down", "type": "rate_limit_error", "param": None}
+    }
+
+
+def test_non_ascii_messages_stay_valid_metadata() -> None:
+    _, _, metadata = errors.to_grpc_status(errors.BadRequest("prompt «é» \n bad"))
+    assert str(dict(metadata)["x-mg-error"]).isascii()
+
+
+def test_lua_gets_the_default_table_from_the_error_module() -> None:
+    lua = render_lua()
+    assert '[503] = {"server_error", "UNAVAILABLE"},' in lua and "--@@DEFAULTS@@" not in lua
+
+
+def test_edge_timeouts_outlast_the_max_duration() -> None:
+    settings = replace(Settings(), max_duration_s=300)
+    config = yaml.safe_load(render_config(settings, __import__("pathlib").Path("/x.lua")))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    for value in (route["timeout"], route["idle_timeout"], manager["stream_idle_timeout"]):
+        assert float(value.removesuffix("s")) > 300
+
+
+def test_settings_come_from_mg_variables() -> None:
+    settings = load_settings({"MG_HTTP_PORT": "9000", "MG_MAX_DURATION_S": "2.5", "MG_WORKERS": ""})
+    assert settings.http_port == 9000 and settings.max_duration_s == 2.5 and settings.workers == 0
+
+
+def test_bad_settings_are_refused_with_the_variable_named() -> None:
+    for environ in ({"MG_HTTP_PORT": "eighty"}, {"MG_WORKERS": "-1"}, {"MG_MAX_DURATION_S": "0"}):
+        try:
+            load_settings(environ)
+        except SettingsError as exc:
+            assert next(iter(environ)) in str(exc)
+        else:
+            raise AssertionError(f"{environ} accepted")

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from mg.v1 import image_generation_pb2 as pb
+
+from service.catalog import load_catalog
+from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound
+from service.sizes import Size
+from service.validation import validate
+
+CATALOG = load_catalog()
+
+
+def request(**fields: object) -> pb.GenerateImagesRequest:
+    base: dict[str, object] = {"model": "local/sketch", "prompt": "a cat"}
+    options = fields.pop("provider_options", None)
+    message = pb.GenerateImagesRequest(**{**base, **fields})
+    if options is not None:
+        message.provider_options.update(options)
+    return message
+
+
+def test_defaults() -> None:
+    valid = validate(request(), CATALOG)
+    assert (valid.n, valid.size, valid.response_format) == (1, Size(1024, 1024), "b64_json")
+    assert valid.model.id == "local/sketch" and valid.model_name == "local/sketch"
+
+
+def test_size_rule_models_take_any_size_inside_the_rule() -> None:
+    assert validate(request(model="local/canvas", size="320x240"), CATALOG).size == Size(320, 240)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "param"),
+    [
+        ({"model": ""}, BadRequest, "model"),
+        ({"model": "missing/model"}, ModelNotFound, "model"),
+        ({"prompt": ""}, BadRequest, "prompt"),
+        ({"prompt": "   \n"}, BadRequest, "prompt"),
+        ({"prompt": "x" * 8001}, BadRequest, "prompt"),
+        ({"n": 0}, BadRequest, "n"),
+        ({"n": 9}, BadRequest, "n"),
+        ({"n": -1}, BadRequest, "n"),
+        ({"size": "1024"}, BadRequest, "size"),
+        ({"size": "0x10"}, BadRequest, "size"),
+        ({"size": "1024X1024"}, BadRequest, "size"),
+        ({"size": "640x480"}, BadRequest, "size"),
+        ({"model": "local/canvas", "size": "100x100"}, BadRequest, "size"),  # not a multiple of 16
+        ({"model": "local/canvas", "size": "4096x4096"}, BadRequest, "size"),
+        ({"quality": "ultra"}, BadRequest, "quality"),
+        ({"style": "loud"}, BadRequest, "style"),
+        ({"response_format": "png"}, BadRequest, "response_format"),
+        ({"user": "u" * 257}, BadRequest, "user"),
+        ({"background": "pink"}, BadRequest, "background"),
+        ({"moderation": "none"}, BadRequest, "moderation"),
+        ({"output_format": "gif"}, BadRequest, "output_format"),
+        ({"output_format": "webp"}, BadRequest, "output_format"),  # valid enum, not offered by the model
+        ({"output_compression": 101}, BadRequest, "output_compression"),
+        ({"stream": True}, BadRequest, "stream"),
+        ({"partial_images": 4}, BadRequest, "partial_images"),
+        ({"reference_image": "aGk="}, ModelNotAllowed, "reference_image"),
+        ({"provider_options": {"local": "fast"}}, BadRequest, "providerOptions.local"),
+    ],
+)
+def test_bad_input_names_the_field(fields: dict[str, object], error: type[MgError], param: str) -> None:
+    with pytest.raises(error) as caught:
+        validate(request(**fields), CATALOG)
+    assert caught.value.param == param
+
+
+def test_style_is_dropped_with_a_warning_for_models_without_styles() -> None:
+    valid = validate(request(model="local/canvas", style="vivid"), CATALOG)
+    assert valid.style is None and valid.warnings
+
+
+def test_only_the_models_provider_options_are_kept() -> None:
+    valid = validate(request(provider_options={"local": {"seed": 3}, "openai": {"background": "x"}}), CATALOG)
+    assert valid.provider_options == {"seed": 3}
