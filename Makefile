@@ -7,7 +7,7 @@ PROTOS  = $(shell find proto -name '*.proto')
 INSTALLED = $(VENV)/.installed
 GENERATED = $(GEN)/.generated
 
-.PHONY: install proto run test check lint typecheck bench proto-ts clean
+.PHONY: install proto run test check lint typecheck proto-ts clean
 
 install: $(INSTALLED)
 
@@ -25,7 +25,8 @@ $(GENERATED): $(INSTALLED) $(PROTOS) proto/generate.sh
 	VENV=$(VENV) OUT=$(GEN) proto/generate.sh
 	touch $@
 
-# TypeScript stubs for Node callers (protoc-gen-es); needs npm. Tested by tests/clients/.
+# TypeScript stubs for Node callers (protoc-gen-es) in gen/typescript; needs node and npm.
+# tests/clients/ generates them the same way and calls the gateway with them.
 proto-ts: $(INSTALLED)
 	VENV=$(VENV) OUT=$(GEN) proto/generate.sh typescript
 
@@ -43,9 +44,6 @@ typecheck: proto
 
 test: proto check
 	$(BIN)/pytest
-
-bench: proto
-	$(BIN)/python -m tests.bench
 
 clean:
 	rm -rf $(GEN) $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generates code from proto/ with grpcio-tools' bundled protoc.
 #   generate.sh             Python stubs ($OUT/python) + Envoy descriptor set ($OUT/mg.pb)
-#   generate.sh typescript  TypeScript messages + service descriptors ($OUT/typescript), via protoc-gen-es
+#   generate.sh typescript  TypeScript messages + service descriptors ($TS_OUT, default $OUT/typescript),
+#                           via protoc-gen-es; callers need @bufbuild/protobuf and @connectrpc/connect-node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -32,11 +33,12 @@ python)
 typescript)
   TS_TOOLS=tests/clients/typescript
   (cd "$TS_TOOLS" && npm ci --silent --no-audit --no-fund)
-  rm -rf "$OUT/typescript" && mkdir -p "$OUT/typescript"
+  TS_OUT=${TS_OUT:-$OUT/typescript}
+  rm -rf "$TS_OUT" && mkdir -p "$TS_OUT"
   protoc --plugin=protoc-gen-es="$TS_TOOLS/node_modules/.bin/protoc-gen-es" \
-    --es_out="$OUT/typescript" --es_opt=target=js+dts,import_extension=js $PROTOS \
+    --es_out="$TS_OUT" --es_opt=target=js+dts,import_extension=js $PROTOS \
     google/api/annotations.proto google/api/http.proto google/api/httpbody.proto
-  echo "generated $OUT/typescript"
+  echo "generated $TS_OUT"
   ;;
 *) echo "usage: $0 [python|typescript]" >&2; exit 2 ;;
 esac

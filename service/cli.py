@@ -52,7 +52,7 @@ Try it:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    return serve(settings, _print_ready)
+    return serve(settings, _print_ready, with_envoy=not args.no_envoy)
 
 
 def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -69,7 +69,12 @@ def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mg", description="mg image-generation gateway")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the gateway (gRPC workers + Envoy) on MG_* settings")
+    serve_parser = commands.add_parser(
+        "serve", help="run the gateway (gRPC workers + Envoy) on MG_* settings"
+    )
+    serve_parser.add_argument(
+        "--no-envoy", action="store_true", help="run only the gRPC workers (Envoy runs elsewhere)"
+    )
     envoy = commands.add_parser("envoy-config", help="write the Envoy config for these settings")
     envoy.add_argument("--out", required=True, help="directory for envoy.yaml and errors.lua")
     envoy.add_argument("--lua-path", help="where Envoy will find errors.lua (default: in --out)")

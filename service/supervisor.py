@@ -4,6 +4,7 @@
   restarted; one that cannot start stops the gateway.
 - Envoy starts once every worker serves. If Envoy dies, the gateway says so and exits non-zero
   rather than half-running.
+- `--no-envoy` runs the workers alone, for deployments that run Envoy apart (docker-compose).
 - SIGTERM / SIGINT: workers stop taking new calls and finish in-flight ones (up to the shutdown
   grace), Envoy keeps relaying their answers until they are done, then Envoy stops; exit 0.
 """
@@ -91,12 +92,14 @@ def _read_ready(fd: int, timeout_s: float) -> bool:
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, with_envoy: bool = True) -> None:
         self.settings = settings
         self.workers = [WorkerProcess(i) for i in range(settings.worker_count)]
         run_dir = settings.run_dir
-        self.envoy = EnvoyProcess(
-            settings, write_edge_files(settings, run_dir / "envoy"), run_dir / "envoy.log"
+        self.envoy = (
+            EnvoyProcess(settings, write_edge_files(settings, run_dir / "envoy"), run_dir / "envoy.log")
+            if with_envoy
+            else None
         )
         self._stop_requested = False
 
@@ -106,10 +109,13 @@ class Gateway:
     def start(self) -> None:
         s = self.settings
         ensure_port_free(s.grpc_host, s.grpc_port, "gRPC")
-        ensure_port_free(s.http_host, s.http_port, "HTTP")
-        ensure_port_free("127.0.0.1", s.envoy_admin_port, "Envoy admin")
+        if self.envoy is not None:
+            ensure_port_free(s.http_host, s.http_port, "HTTP")
+            ensure_port_free("127.0.0.1", s.envoy_admin_port, "Envoy admin")
         for worker in self.workers:
             worker.start()
+        if self.envoy is None:
+            return
         self.envoy.start()
         if not self.envoy.wait_ready(START_TIMEOUT_S):
             raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
@@ -117,9 +123,7 @@ class Gateway:
     def watch(self) -> int:
         """Block until asked to stop (0) or Envoy dies (1)."""
         while not self._stop_requested:
-            code = self.envoy.exit_code()
-            if code is not None:
-                log.error("Envoy exited with code %s; stopping the gateway.\n%s", code, self.envoy.log_tail())
+            if self._envoy_died():
                 return 1
             for worker in self.workers:
                 code = worker.exit_code()
@@ -133,18 +137,25 @@ class Gateway:
             time.sleep(POLL_INTERVAL_S)
         return 0
 
+    def _envoy_died(self) -> bool:
+        if self.envoy is None or (code := self.envoy.exit_code()) is None:
+            return False
+        log.error("Envoy exited with code %s; stopping the gateway.\n%s", code, self.envoy.log_tail())
+        return True
+
     def stop(self) -> None:
         # Workers first: they finish in-flight calls while Envoy still relays the answers.
         for worker in self.workers:
             worker.terminate()
         for worker in self.workers:
             worker.wait(self.settings.shutdown_grace_s + 5)
-        self.envoy.stop()
+        if self.envoy is not None:
+            self.envoy.stop()
 
 
-def serve(settings: Settings, on_ready: Callable[[Settings], None]) -> int:
+def serve(settings: Settings, on_ready: Callable[[Settings], None], *, with_envoy: bool = True) -> int:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, with_envoy=with_envoy)
     signal.signal(signal.SIGTERM, gateway.request_stop)
     signal.signal(signal.SIGINT, gateway.request_stop)
     try:
