@@ -56,6 +56,13 @@ class Settings:
     # Upstream calls one generation may run in parallel when `n` is split.
     fanout_concurrency: int = field(default=4, metadata={"env": "MG_FANOUT_CONCURRENCY"})
     log_level: str = field(default="info", metadata={"env": "MG_LOG_LEVEL"})
+    # Store: Redis when set (replicas share state), else SQLite in the data dir.
+    redis_url: str = field(default="", metadata={"env": "MG_REDIS_URL"})
+    redis_prefix: str = field(default="mg:", metadata={"env": "MG_REDIS_PREFIX"})
+    # SQLite durability: NORMAL survives a gateway crash, FULL also power loss (fsync per commit).
+    sqlite_synchronous: str = field(default="NORMAL", metadata={"env": "MG_SQLITE_SYNCHRONOUS"})
+    # Requests per minute per key for projects that set none.
+    default_rpm: int = field(default=60, metadata={"env": "MG_DEFAULT_RPM"})
 
     @property
     def worker_count(self) -> int:
@@ -109,4 +116,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.max_duration_s <= 0:
         raise SettingsError("MG_MAX_DURATION_S must be positive")
+    if settings.default_rpm <= 0:
+        raise SettingsError("MG_DEFAULT_RPM must be positive")
+    if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise SettingsError("MG_SQLITE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA")
     return settings

@@ -1,0 +1,123 @@
+"""The store contract: projects, keys, rate-limit state, spend reservations and the ledger.
+
+Two implementations keep exactly this contract: SQLite (the embedded default, shared by the worker
+processes of one gateway through the file) and Redis (any number of replicas). Every operation that
+must be atomic (a rate-limit hit, a reservation against the cap, settling with its ledger entry) is
+one transaction (SQLite) or one Lua script (Redis). tests/contract runs one suite against both.
+
+Money is integer micro-dollars everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class ProjectExists(StoreError):
+    pass
+
+
+class UnknownProject(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str
+    created_at: float
+    # Hard cap on spend, micro-dollars; None means no cap.
+    budget_micros: int | None = None
+    # Glob patterns of model ids ("openai/*"); empty means every model.
+    allow: tuple[str, ...] = ()
+    # Requests per minute per key; None means the gateway default.
+    rpm: int | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    project_id: str
+    key_hash: str  # sha256 hex of the whole key; the key itself is never stored
+    prefix: str  # the first characters, for people to recognise a key in lists
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    # Seconds until the limiter is back to a full minute's allowance.
+    reset_s: float
+    # When refused: seconds until one more request is allowed.
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Spend:
+    spent_micros: int
+    reserved_micros: int
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One generation attempt that reached the provider stage, successful or not."""
+
+    request_id: str
+    project_id: str
+    key_id: str
+    model: str
+    provider: str
+    n_requested: int
+    images_returned: int
+    size: str
+    quality: str
+    cost_micros: int
+    input_tokens: int
+    upstream_latency_ms: int
+    outcome: str  # "ok", "partial", or the error code
+    created_at: float
+    idempotency_key: str = ""
+    upstream_request_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    # projects
+    async def create_project(self, project: Project) -> None: ...
+    async def get_project(self, name: str) -> Project | None: ...
+    async def get_project_by_id(self, project_id: str) -> Project | None: ...
+    async def list_projects(self) -> list[Project]: ...
+    async def update_project(self, project: Project) -> None: ...
+
+    # keys
+    async def create_key(self, key: ApiKey) -> None: ...
+    async def find_key(self, key_hash: str) -> ApiKey | None: ...
+    async def list_keys(self, project_id: str | None = None) -> list[ApiKey]: ...
+    async def revoke_key(self, key_id: str, at: float) -> bool: ...
+
+    # rate limiting: one request against `limit` per minute for `bucket`
+    async def hit_rate_limit(self, bucket: str, limit: int) -> RateDecision: ...
+
+    # spend: reserve before the upstream call, then settle (with its ledger entry) or release
+    async def reserve(
+        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+    ) -> bool: ...
+    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None: ...
+    async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None: ...
+    async def spend(self, project_id: str) -> Spend: ...
+
+    # ledger
+    async def ledger(
+        self, project_id: str | None = None, since: float | None = None
+    ) -> list[LedgerEntry]: ...
+
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...

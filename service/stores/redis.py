@@ -1,0 +1,261 @@
+"""The shared store: Redis, for any number of gateway replicas.
+
+Every operation that must be atomic is one Lua script, and scripts read the clock from Redis
+(`TIME`), so replicas with skewed clocks still agree on rate limits and reservation leases.
+Keys live under a prefix (MG_REDIS_PREFIX) so several gateways can share one Redis.
+
+Durability: the ledger and spend are only as durable as Redis is configured to be. Run Redis with
+AOF (`appendonly yes`; `appendfsync everysec` loses at most about a second of writes on a crash of
+the Redis host, `always` loses none) — docker-compose.yml does. Without persistence a Redis restart
+forgets spend, so caps would start again from zero.
+
+If Redis cannot be reached, operations raise `Unavailable` (503); the client reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, fields
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.errors import Unavailable
+from service.stores.base import (
+    ApiKey,
+    LedgerEntry,
+    Project,
+    ProjectExists,
+    RateDecision,
+    Spend,
+    UnknownProject,
+)
+
+T = TypeVar("T")
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
+
+# KEYS: names hash, project hash. ARGV: name, id, then field/value pairs.
+CREATE_PROJECT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+return 1
+"""
+
+# KEYS: bucket. ARGV: limit. Same arithmetic as stores/gcra.py.
+RATE_LIMIT = (
+    _NOW
+    + """
+local limit = tonumber(ARGV[1])
+local interval = 60 / limit
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local start = math.max(tat, now)
+local new_tat = start + interval
+if new_tat - now > 60 + 1e-9 then
+  return {0, 0, tostring(start - now), tostring(new_tat - now - 60)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+return {1, math.floor((60 - (new_tat - now)) / interval + 1e-9), tostring(new_tat - now), '0'}
+"""
+)
+
+# Reservations: zset id -> lease expiry, hash id -> amount. Expired leases are dropped first.
+_DROP_EXPIRED = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(expired) do redis.call('HDEL', KEYS[3], id) end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+local reserved = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[3])) do reserved = reserved + tonumber(v) end
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+"""
+
+# KEYS: spent, reservation zset, amount hash. ARGV: id, amount, cap ('' = none), lease seconds.
+RESERVE = (
+    _NOW
+    + _DROP_EXPIRED
+    + """
+local amount = tonumber(ARGV[2])
+if ARGV[3] ~= '' and spent + reserved + amount > tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], amount)
+return 1
+"""
+)
+
+# KEYS: spent, reservation zset, amount hash. Returns {spent, reserved} as strings.
+SPEND = _NOW + _DROP_EXPIRED + "return {tostring(spent), tostring(reserved)}"
+
+# KEYS: spent, reservation zset, amount hash, ledger stream. ARGV: id, cost, entry JSON ('' = none).
+SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if tonumber(ARGV[2]) ~= 0 then redis.call('INCRBY', KEYS[1], ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3]) end
+return 1
+"""
+
+_PROJECT_FIELDS = [f.name for f in fields(Project)]
+_KEY_FIELDS = [f.name for f in fields(ApiKey)]
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _project_from(raw: dict[str, str]) -> Project:
+    values = {k: json.loads(v) for k, v in raw.items()}
+    values["allow"] = tuple(values["allow"])
+    return Project(**values)
+
+
+def _key_from(raw: dict[str, str]) -> ApiKey:
+    return ApiKey(**{k: json.loads(v) for k, v in raw.items()})
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = "mg:") -> None:
+        # Typed as Any: redis-py's stubs type every reply as bytes | str whatever decode_responses says.
+        self._redis: Any = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True
+        )
+        self._prefix = prefix
+        self._create_project = self._redis.register_script(CREATE_PROJECT)
+        self._rate_limit = self._redis.register_script(RATE_LIMIT)
+        self._reserve = self._redis.register_script(RESERVE)
+        self._spend = self._redis.register_script(SPEND)
+        self._settle = self._redis.register_script(SETTLE)
+
+    def _k(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    def _spend_keys(self, project_id: str) -> list[str]:
+        return [self._k("spent", project_id), self._k("resv", project_id), self._k("resv-amount", project_id)]
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise Unavailable(f"The Redis store is unavailable: {exc}") from exc
+
+    # --- projects
+
+    async def create_project(self, project: Project) -> None:
+        pairs = [item for name in _PROJECT_FIELDS for item in (name, _encode(_plain(getattr(project, name))))]
+        created = await self._call(
+            lambda: self._create_project(
+                keys=[self._k("project-names"), self._k("project", project.id)],
+                args=[project.name, project.id, *pairs],
+            )
+        )
+        if not created:
+            raise ProjectExists(project.name)
+
+    async def get_project(self, name: str) -> Project | None:
+        project_id = await self._call(lambda: self._redis.hget(self._k("project-names"), name))
+        return None if project_id is None else await self.get_project_by_id(project_id)
+
+    async def get_project_by_id(self, project_id: str) -> Project | None:
+        raw = await self._call(lambda: self._redis.hgetall(self._k("project", project_id)))
+        return _project_from(raw) if raw else None
+
+    async def list_projects(self) -> list[Project]:
+        ids = await self._call(lambda: self._redis.hvals(self._k("project-names")))
+        projects = [await self.get_project_by_id(i) for i in ids]
+        return sorted((p for p in projects if p is not None), key=lambda p: p.name)
+
+    async def update_project(self, project: Project) -> None:
+        key = self._k("project", project.id)
+        if not await self._call(lambda: self._redis.exists(key)):
+            raise UnknownProject(project.name)
+        mapping = {
+            name: _encode(_plain(getattr(project, name))) for name in ("budget_micros", "allow", "rpm")
+        }
+        await self._call(lambda: self._redis.hset(key, mapping=mapping))
+
+    # --- keys
+
+    async def create_key(self, key: ApiKey) -> None:
+        mapping = {name: _encode(getattr(key, name)) for name in _KEY_FIELDS}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("key", key.key_hash), mapping=mapping)
+            pipe.hset(self._k("key-ids"), key.id, key.key_hash)
+            await self._call(pipe.execute)
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        raw = await self._call(lambda: self._redis.hgetall(self._k("key", key_hash)))
+        return _key_from(raw) if raw else None
+
+    async def list_keys(self, project_id: str | None = None) -> list[ApiKey]:
+        hashes = await self._call(lambda: self._redis.hvals(self._k("key-ids")))
+        keys = [await self.find_key(h) for h in hashes]
+        found = [k for k in keys if k is not None and (project_id is None or k.project_id == project_id)]
+        return sorted(found, key=lambda k: k.created_at)
+
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        key_hash = await self._call(lambda: self._redis.hget(self._k("key-ids"), key_id))
+        if key_hash is None:
+            return False
+        key = await self.find_key(key_hash)
+        if key is None or key.revoked_at is not None:
+            return False
+        await self._call(lambda: self._redis.hset(self._k("key", key.key_hash), "revoked_at", _encode(at)))
+        return True
+
+    # --- rate limiting
+
+    async def hit_rate_limit(self, bucket: str, limit: int) -> RateDecision:
+        allowed, remaining, reset, retry = await self._call(
+            lambda: self._rate_limit(keys=[self._k("rl", bucket)], args=[limit])
+        )
+        return RateDecision(bool(allowed), limit, int(remaining), float(reset), float(retry))
+
+    # --- spend
+
+    async def reserve(
+        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+    ) -> bool:
+        args: list[str | int | float] = [
+            reservation_id,
+            amount_micros,
+            "" if cap_micros is None else cap_micros,
+            lease_s,
+        ]
+        return bool(await self._call(lambda: self._reserve(keys=self._spend_keys(project_id), args=args)))
+
+    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
+        await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
+
+    async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None:
+        await self._finish(reservation_id, project_id, 0, entry)
+
+    async def _finish(
+        self, reservation_id: str, project_id: str, cost: int, entry: LedgerEntry | None
+    ) -> None:
+        keys = [*self._spend_keys(project_id), self._k("ledger")]
+        args: list[str | int] = [reservation_id, cost, "" if entry is None else json.dumps(asdict(entry))]
+        await self._call(lambda: self._settle(keys=keys, args=args))
+
+    async def spend(self, project_id: str) -> Spend:
+        spent, reserved = await self._call(lambda: self._spend(keys=self._spend_keys(project_id)))
+        return Spend(int(float(spent)), int(float(reserved)))
+
+    # --- ledger
+
+    async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
+        start = "-" if since is None else str(int(since * 1000))
+        rows = await self._call(lambda: self._redis.xrange(self._k("ledger"), min=start))
+        entries = [LedgerEntry(**json.loads(fields_["entry"])) for _, fields_ in rows]
+        return [e for e in entries if project_id is None or e.project_id == project_id]
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

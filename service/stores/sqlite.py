@@ -1,0 +1,325 @@
+"""The embedded store: one SQLite file shared by every worker process of a gateway.
+
+WAL mode lets readers run beside the one writer; every atomic operation is a `BEGIN IMMEDIATE`
+transaction, which takes the write lock up front, so concurrent workers serialise on it instead of
+failing on upgrade. Each store object owns one connection on one dedicated thread: sqlite3 blocks,
+and the event loop must not.
+
+Durability: a transaction is committed before the response is sent. With the default
+`synchronous=NORMAL` (WAL) a committed transaction survives a crash or kill of the gateway; set
+MG_SQLITE_SYNCHRONOUS=FULL to also survive power loss, at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.errors import Unavailable
+from service.stores.base import (
+    ApiKey,
+    LedgerEntry,
+    Project,
+    ProjectExists,
+    RateDecision,
+    Spend,
+    UnknownProject,
+)
+from service.stores.gcra import gcra
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
+    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS rate_limits (bucket TEXT PRIMARY KEY, tat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS spend (project_id TEXT PRIMARY KEY, spent_micros INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, amount_micros INTEGER NOT NULL, expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_by_project ON reservations(project_id, expires_at);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL, project_id TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
+    provider TEXT NOT NULL, n_requested INTEGER NOT NULL, images_returned INTEGER NOT NULL,
+    size TEXT NOT NULL, quality TEXT NOT NULL, cost_micros INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+    upstream_latency_ms INTEGER NOT NULL, outcome TEXT NOT NULL, created_at REAL NOT NULL,
+    idempotency_key TEXT NOT NULL, upstream_request_id TEXT NOT NULL, extra TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_by_project ON ledger(project_id, created_at);
+"""
+
+_LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
+
+
+def _project(row: sqlite3.Row) -> Project:
+    return Project(
+        id=row["id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        budget_micros=row["budget_micros"],
+        allow=tuple(json.loads(row["allow"])),
+        rpm=row["rpm"],
+    )
+
+
+def _key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(**{name: row[name] for name in row.keys()})  # noqa: SIM118 (Row has no __iter__ of keys)
+
+
+def _ledger_entry(row: sqlite3.Row) -> LedgerEntry:
+    values = {name: row[name] for name in _LEDGER_COLUMNS}
+    values["extra"] = json.loads(values["extra"])
+    return LedgerEntry(**values)
+
+
+class SqliteStore:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mg-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # (statement by statement: executescript would commit behind the transaction's back)
+            with _write(conn):
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            return operation(self._connection())
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"The SQLite store is unavailable: {exc}") from exc
+
+    # --- projects
+
+    async def create_project(self, project: Project) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?)",
+                    (project.id, project.name, project.created_at, project.budget_micros,
+                     json.dumps(list(project.allow)), project.rpm),
+                )  # fmt: skip
+            except sqlite3.IntegrityError as exc:
+                raise ProjectExists(project.name) from exc
+
+        await self._run(op)
+
+    async def get_project(self, name: str) -> Project | None:
+        return await self._run(
+            lambda conn: _one(conn, "SELECT * FROM projects WHERE name = ?", (name,), _project)
+        )
+
+    async def get_project_by_id(self, project_id: str) -> Project | None:
+        return await self._run(
+            lambda conn: _one(conn, "SELECT * FROM projects WHERE id = ?", (project_id,), _project)
+        )
+
+    async def list_projects(self) -> list[Project]:
+        return await self._run(
+            lambda conn: [_project(r) for r in conn.execute("SELECT * FROM projects ORDER BY name")]
+        )
+
+    async def update_project(self, project: Project) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "UPDATE projects SET budget_micros = ?, allow = ?, rpm = ? WHERE id = ?",
+                (project.budget_micros, json.dumps(list(project.allow)), project.rpm, project.id),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownProject(project.name)
+
+        await self._run(op)
+
+    # --- keys
+
+    async def create_key(self, key: ApiKey) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.project_id, key.key_hash, key.prefix, key.created_at, key.revoked_at),
+            )
+        )
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        return await self._run(
+            lambda conn: _one(conn, "SELECT * FROM keys WHERE key_hash = ?", (key_hash,), _key)
+        )
+
+    async def list_keys(self, project_id: str | None = None) -> list[ApiKey]:
+        def op(conn: sqlite3.Connection) -> list[ApiKey]:
+            if project_id is None:
+                rows = conn.execute("SELECT * FROM keys ORDER BY created_at")
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM keys WHERE project_id = ? ORDER BY created_at", (project_id,)
+                )
+            return [_key(r) for r in rows]
+
+        return await self._run(op)
+
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id)
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(op)
+
+    # --- rate limiting
+
+    async def hit_rate_limit(self, bucket: str, limit: int) -> RateDecision:
+        def op(conn: sqlite3.Connection) -> RateDecision:
+            with _write(conn):
+                row = conn.execute("SELECT tat FROM rate_limits WHERE bucket = ?", (bucket,)).fetchone()
+                decision, new_tat = gcra(row["tat"] if row else None, time.time(), limit)
+                if new_tat is not None:
+                    conn.execute(
+                        "INSERT INTO rate_limits VALUES (?, ?) "
+                        "ON CONFLICT(bucket) DO UPDATE SET tat = excluded.tat",
+                        (bucket, new_tat),
+                    )
+                return decision
+
+        return await self._run(op)
+
+    # --- spend
+
+    async def reserve(
+        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+    ) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            with _write(conn):
+                conn.execute(
+                    "DELETE FROM reservations WHERE project_id = ? AND expires_at <= ?", (project_id, now)
+                )
+                if cap_micros is not None:
+                    spend = _spend(conn, project_id)
+                    if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
+                        return False
+                conn.execute(
+                    "INSERT INTO reservations VALUES (?, ?, ?, ?)",
+                    (reservation_id, project_id, amount_micros, now + lease_s),
+                )
+                return True
+
+        return await self._run(op)
+
+    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+                conn.execute(
+                    "INSERT INTO spend VALUES (?, ?) ON CONFLICT(project_id) "
+                    "DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros",
+                    (entry.project_id, entry.cost_micros),
+                )
+                _append(conn, entry)
+
+        await self._run(op)
+
+    async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+                if entry is not None:
+                    _append(conn, entry)
+
+        await self._run(op)
+
+    async def spend(self, project_id: str) -> Spend:
+        return await self._run(lambda conn: _spend(conn, project_id, now=time.time()))
+
+    # --- ledger
+
+    async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
+        def op(conn: sqlite3.Connection) -> list[LedgerEntry]:
+            query = "SELECT * FROM ledger WHERE created_at >= ?"
+            args: list[object] = [since or 0.0]
+            if project_id is not None:
+                query += " AND project_id = ?"
+                args.append(project_id)
+            return [_ledger_entry(r) for r in conn.execute(query + " ORDER BY seq", args)]
+
+        return await self._run(op)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        def op() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, op)
+        self._thread.shutdown(wait=True)
+
+
+class _write:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one atomic write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _one(
+    conn: sqlite3.Connection, query: str, args: tuple[Any, ...], make: Callable[[sqlite3.Row], T]
+) -> T | None:
+    row = conn.execute(query, args).fetchone()
+    return make(row) if row is not None else None
+
+
+def _spend(conn: sqlite3.Connection, project_id: str, now: float | None = None) -> Spend:
+    now = time.time() if now is None else now
+    spent = conn.execute("SELECT spent_micros FROM spend WHERE project_id = ?", (project_id,)).fetchone()
+    reserved = conn.execute(
+        "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM reservations "
+        "WHERE project_id = ? AND expires_at > ?",
+        (project_id, now),
+    ).fetchone()
+    return Spend(spent["spent_micros"] if spent else 0, reserved["total"])
+
+
+def _append(conn: sqlite3.Connection, entry: LedgerEntry) -> None:
+    values = asdict(entry)
+    values["extra"] = json.dumps(values["extra"])
+    columns = ", ".join(_LEDGER_COLUMNS)
+    placeholders = ", ".join(f":{c}" for c in _LEDGER_COLUMNS)
+    conn.execute(f"INSERT INTO ledger ({columns}) VALUES ({placeholders})", values)

@@ -1,0 +1,175 @@
+"""One contract, two stores: every test here runs against SQLite and against a real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from ulid import ULID
+
+from service.stores.base import ApiKey, LedgerEntry, Project, ProjectExists, Store, UnknownProject
+from service.stores.redis import RedisStore
+from service.stores.sqlite import SqliteStore
+from tests.support.redis_server import SHARED_URL, clear_prefix
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Store]]:
+    """Opens stores on one backend: like separate worker processes (or replicas) sharing it."""
+    prefix = f"mg-test:{ULID()}:"
+    opened: list[Store] = []
+
+    def open_one() -> Store:
+        one: Store = (
+            SqliteStore(tmp_path / "store.sqlite3")
+            if request.param == "sqlite"
+            else RedisStore(SHARED_URL, prefix)
+        )
+        opened.append(one)
+        return one
+
+    yield open_one
+    for one in opened:
+        await one.close()
+    if request.param == "redis":
+        clear_prefix(SHARED_URL, prefix)
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()
+
+
+def project(name: str = "acme", **fields: object) -> Project:
+    return Project(**{"id": f"proj_{ULID()}", "name": name, "created_at": time.time(), **fields})  # type: ignore[arg-type]
+
+
+def entry(project_id: str, cost: int, outcome: str = "ok", **fields: object) -> LedgerEntry:
+    values: dict[str, object] = {
+        "request_id": str(ULID()), "project_id": project_id, "key_id": "key_1", "model": "local/sketch",
+        "provider": "local", "n_requested": 1, "images_returned": 1 if outcome == "ok" else 0,
+        "size": "1024x1024", "quality": "", "cost_micros": cost, "input_tokens": 5, "upstream_latency_ms": 12,
+        "outcome": outcome, "created_at": time.time(), **fields,
+    }  # fmt: skip
+    return LedgerEntry(**values)  # type: ignore[arg-type]
+
+
+async def test_projects_round_trip(store: Store) -> None:
+    created = project(budget_micros=5_000_000, allow=("openai/*", "local/sketch"), rpm=30)
+    await store.create_project(created)
+    assert await store.get_project("acme") == created
+    assert await store.get_project_by_id(created.id) == created
+    assert await store.get_project("nobody") is None
+    with pytest.raises(ProjectExists):
+        await store.create_project(project())
+    updated = Project(created.id, "acme", created.created_at, budget_micros=None, allow=(), rpm=None)
+    await store.update_project(updated)
+    assert await store.get_project("acme") == updated
+    await store.create_project(project("beta"))
+    assert [p.name for p in await store.list_projects()] == ["acme", "beta"]
+    with pytest.raises(UnknownProject):
+        await store.update_project(project("ghost"))
+
+
+async def test_keys_are_found_by_hash_listed_and_revoked(store: Store) -> None:
+    owner = project()
+    await store.create_project(owner)
+    key = ApiKey("key_1", owner.id, "h" * 64, "mg_live_abcd", time.time())
+    await store.create_key(key)
+    await store.create_key(ApiKey("key_2", owner.id, "g" * 64, "mg_live_efgh", time.time() + 1))
+    assert await store.find_key("h" * 64) == key
+    assert await store.find_key("x" * 64) is None
+    assert [k.id for k in await store.list_keys(owner.id)] == ["key_1", "key_2"]
+    assert await store.list_keys("proj_other") == []
+    assert await store.revoke_key("key_1", 123.0)
+    assert not await store.revoke_key("key_1", 124.0)  # already revoked
+    assert not await store.revoke_key("key_missing", 124.0)
+    revoked = await store.find_key("h" * 64)
+    assert revoked is not None and revoked.revoked_at == 123.0
+
+
+async def test_rate_limit_allows_a_minutes_burst_then_refuses(store: Store) -> None:
+    decisions = [await store.hit_rate_limit("key_1", 5) for _ in range(6)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False]
+    assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0, 0]
+    assert 0 < decisions[-1].retry_after_s <= 12
+    assert 47 < decisions[4].reset_s <= 60
+    assert (await store.hit_rate_limit("key_2", 5)).allowed  # buckets are independent
+
+
+async def test_rate_limit_holds_across_store_instances(open_store: Callable[[], Store]) -> None:
+    stores = [open_store() for _ in range(4)]
+    decisions = await asyncio.gather(*(stores[i % 4].hit_rate_limit("hot", 10) for i in range(40)))
+    assert sum(d.allowed for d in decisions) == 10
+
+
+async def test_reservations_hold_the_cap_across_store_instances(open_store: Callable[[], Store]) -> None:
+    stores = [open_store() for _ in range(4)]
+    store = stores[0]
+    owner = project(budget_micros=10_000)
+    await store.create_project(owner)
+    results = await asyncio.gather(
+        *(stores[i % 4].reserve(owner.id, f"r{i}", 1_000, owner.budget_micros, lease_s=60) for i in range(50))
+    )
+    assert sum(results) == 10
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (0, 10_000)
+
+
+async def test_settle_charges_the_actual_cost_and_writes_the_ledger(store: Store) -> None:
+    owner = project(budget_micros=10_000)
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "r1", 4_000, 10_000, lease_s=60)
+    await store.settle("r1", entry(owner.id, 3_000))
+    assert await store.spend(owner.id) == type(await store.spend(owner.id))(3_000, 0)
+    # the released 1,000 is available again: 3,000 spent + 7,000 fits, 7,001 does not
+    assert not await store.reserve(owner.id, "r2", 7_001, 10_000, lease_s=60)
+    assert await store.reserve(owner.id, "r3", 7_000, 10_000, lease_s=60)
+    (ledger_entry,) = await store.ledger(owner.id)
+    assert ledger_entry.cost_micros == 3_000 and ledger_entry.outcome == "ok"
+
+
+async def test_release_frees_the_reservation_and_charges_nothing(store: Store) -> None:
+    owner = project(budget_micros=1_000)
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "r1", 1_000, 1_000, lease_s=60)
+    assert not await store.reserve(owner.id, "r2", 1, 1_000, lease_s=60)
+    await store.release("r1", owner.id, entry(owner.id, 0, outcome="UPSTREAM_ERROR"))
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (0, 0)
+    assert [e.outcome for e in await store.ledger(owner.id)] == ["UPSTREAM_ERROR"]
+
+
+async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None:
+    owner = project(budget_micros=1_000)
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "crashed", 1_000, 1_000, lease_s=0.2)
+    assert not await store.reserve(owner.id, "r2", 1_000, 1_000, lease_s=60)
+    await asyncio.sleep(0.3)
+    assert await store.reserve(owner.id, "r3", 1_000, 1_000, lease_s=60)
+
+
+async def test_no_cap_means_no_limit(store: Store) -> None:
+    owner = project()
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "r1", 10**12, None, lease_s=60)
+
+
+async def test_ledger_filters_by_project_and_time(store: Store) -> None:
+    a, b = project("a"), project("b")
+    await store.create_project(a)
+    await store.create_project(b)
+    for owner, cost in ((a, 1), (b, 2), (a, 3)):
+        assert await store.reserve(owner.id, f"r{cost}", cost, None, lease_s=60)
+        await store.settle(f"r{cost}", entry(owner.id, cost, idempotency_key=f"idem-{cost}"))
+    assert [e.cost_micros for e in await store.ledger(a.id)] == [1, 3]
+    assert [e.cost_micros for e in await store.ledger()] == [1, 2, 3]
+    assert (await store.ledger(a.id))[1].idempotency_key == "idem-3"
+    assert await store.ledger(since=time.time() + 60) == []
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()
