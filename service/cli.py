@@ -1,17 +1,34 @@
-"""The `mg` command: `mg serve` runs the gateway; `mg envoy-config` prints the edge config."""
+"""The `mg` command.
+
+mg serve [--no-envoy]                 the gateway (gRPC workers + Envoy)
+mg envoy-config --out DIR             the edge config, for running Envoy apart
+mg projects create|list|show|update   projects: spend cap, model allowlist, requests per minute
+mg keys create|list|revoke            API keys (`create` prints the new key alone on stdout)
+mg usage [--project P] [--since 24h]  spend and images per model, from the ledger
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
-import secrets
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
+from service import admin
 from service.config import Settings, SettingsError, load_settings
 from service.edge import render_config, render_lua
+from service.pricing import usd
+from service.stores import open_store
+from service.stores.base import ProjectExists, Store
 from service.supervisor import serve
 
+T = TypeVar("T")
 DEV_KEY_FILE = "dev-api-key"
 SAVE_FIRST_IMAGE = (
     "python3 -c 'import base64,json,sys; "
@@ -19,31 +36,50 @@ SAVE_FIRST_IMAGE = (
 )
 
 
-def _dev_key(settings: Settings) -> str:
-    """A key for trying the gateway out; kept in the data dir so restarts print the same one."""
-    path = settings.data_dir / DEV_KEY_FILE
-    if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text("mg_live_" + secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
+def _with_store(settings: Settings, operation: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(settings)
+        try:
+            return await operation(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
-def _print_ready(settings: Settings) -> None:
-    base = f"http://{'127.0.0.1' if settings.http_host in ('0.0.0.0', '') else settings.http_host}"
-    base += f":{settings.http_port}"
-    key = _dev_key(settings)
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _when(timestamp: float | None) -> str:
+    return "" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print(payload: Any, as_json: bool, table: Callable[[], str]) -> None:
+    print(json.dumps(payload, indent=2) if as_json else table())
+
+
+# --- serve
+
+
+def _print_ready(settings: Settings, key: str | None) -> None:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host
+    base = f"http://{host}:{settings.http_port}"
+    shown = key or "<create one: mg keys create --project NAME>"
     print(
         f"""
 mg is ready
   REST (OpenAI-compatible): {base}/v1
   gRPC:                     {settings.grpc_host}:{settings.grpc_port}  (mg.v1.ImageGeneration)
-  API key:                  {key}
-    (development key: until projects and keys are configured, any bearer token is accepted)
+  API key:                  {shown}
 
 Try it:
   curl -s {base}/v1/images/generations \\
-    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -H "Authorization: Bearer {shown}" -H "Content-Type: application/json" \\
     -d '{{"model": "local/sketch", "prompt": "a lighthouse at dusk", "size": "512x512"}}' \\
     | {SAVE_FIRST_IMAGE}
 """,
@@ -52,7 +88,16 @@ Try it:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    return serve(settings, _print_ready, with_envoy=not args.no_envoy)
+    # The dev key is kept in the data dir (mode 0600) so restarts can print it again; the store, as
+    # always, holds only its hash.
+    key_file = settings.data_dir / DEV_KEY_FILE
+    saved = key_file.read_text().strip() if key_file.exists() else None
+    key = _with_store(settings, lambda store: admin.dev_key(store, saved))
+    if key is not None and key != saved:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+    return serve(settings, lambda s: _print_ready(s, key), with_envoy=not args.no_envoy)
 
 
 def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -66,19 +111,212 @@ def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# --- projects
+
+
+def _project_dict(project: Any, spend: Any | None = None) -> dict[str, Any]:
+    data = asdict(project)
+    data["allow"] = list(project.allow)
+    data["budget_usd"] = None if project.budget_micros is None else project.budget_micros / 1_000_000
+    if spend is not None:
+        data["spent_usd"] = spend.spent_micros / 1_000_000
+        data["reserved_usd"] = spend.reserved_micros / 1_000_000
+    return data
+
+
+def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        if args.action == "create":
+            try:
+                project = await admin.create_project(store, args.name, args.budget_usd, args.allow, args.rpm)
+            except ProjectExists:
+                raise admin.AdminError(f"a project named {args.name!r} exists") from None
+            print(project.name)
+            return 0
+        if args.action == "update":
+            await admin.update_project(
+                store,
+                args.name,
+                budget_usd=args.budget_usd,
+                no_budget=args.no_budget,
+                allow=args.allow,
+                allow_all=args.allow_all,
+                rpm=args.rpm,
+            )
+            print(args.name)
+            return 0
+        projects = (
+            await store.list_projects()
+            if args.action == "list"
+            else [await admin.project_named(store, args.name)]
+        )
+        rows = [(p, await store.spend(p.id)) for p in projects]
+        data = [_project_dict(p, s) for p, s in rows]
+        _print(
+            data if args.action == "list" else data[0],
+            args.json,
+            lambda: _table(
+                ["name", "id", "budget", "spent", "reserved", "rpm", "allow"],
+                [
+                    (
+                        p.name,
+                        p.id,
+                        "none" if p.budget_micros is None else usd(p.budget_micros),
+                        usd(s.spent_micros),
+                        usd(s.reserved_micros),
+                        p.rpm or f"default ({settings.default_rpm})",
+                        ", ".join(p.allow) or "*",
+                    )
+                    for p, s in rows
+                ],
+            ),
+        )
+        return 0
+
+    return _with_store(settings, run)
+
+
+# --- keys
+
+
+def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        if args.action == "create":
+            token, _ = await admin.create_key(store, args.project)
+            print(token)  # alone on stdout, so scripts can capture it
+            return 0
+        if args.action == "revoke":
+            await admin.revoke_key(store, args.key_id)
+            print(args.key_id)
+            return 0
+        project_id = (await admin.project_named(store, args.project)).id if args.project else None
+        keys = await store.list_keys(project_id)
+        names = {p.id: p.name for p in await store.list_projects()}
+        data = [
+            {k: v for k, v in asdict(key).items() if k != "key_hash"} | {"project": names.get(key.project_id)}
+            for key in keys
+        ]
+        _print(
+            data,
+            args.json,
+            lambda: _table(
+                ["id", "prefix", "project", "created", "revoked"],
+                [
+                    (
+                        k.id,
+                        k.prefix + "...",
+                        names.get(k.project_id, k.project_id),
+                        _when(k.created_at),
+                        _when(k.revoked_at),
+                    )
+                    for k in keys
+                ],
+            ),
+        )
+        return 0
+
+    return _with_store(settings, run)
+
+
+# --- usage
+
+
+def _cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        since = admin.parse_since(args.since) if args.since else None
+        rows = await admin.usage(store, args.project, since)
+        data = [asdict(r) | {"cost_usd": r.cost_micros / 1_000_000} for r in rows]
+        _print(
+            data,
+            args.json,
+            lambda: _table(
+                ["project", "model", "requests", "failed", "images", "spend", "input tokens"],
+                [
+                    (r.project, r.model, r.requests, r.failed, r.images, usd(r.cost_micros), r.input_tokens)
+                    for r in rows
+                ]
+                + [("total", "", *_totals(rows))],
+            ),
+        )
+        return 0
+
+    return _with_store(settings, run)
+
+
+def _totals(rows: list[admin.UsageRow]) -> tuple[object, ...]:
+    return (
+        sum(r.requests for r in rows),
+        sum(r.failed for r in rows),
+        sum(r.images for r in rows),
+        usd(sum(r.cost_micros for r in rows)),
+        sum(r.input_tokens for r in rows),
+    )
+
+
+# --- argument parsing
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mg", description="mg image-generation gateway")
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve_parser = commands.add_parser(
         "serve", help="run the gateway (gRPC workers + Envoy) on MG_* settings"
     )
-    serve_parser.add_argument(
-        "--no-envoy", action="store_true", help="run only the gRPC workers (Envoy runs elsewhere)"
-    )
+    serve_parser.add_argument("--no-envoy", action="store_true", help="run only the gRPC workers")
+
     envoy = commands.add_parser("envoy-config", help="write the Envoy config for these settings")
     envoy.add_argument("--out", required=True, help="directory for envoy.yaml and errors.lua")
     envoy.add_argument("--lua-path", help="where Envoy will find errors.lua (default: in --out)")
-    args = parser.parse_args(argv)
+
+    projects = commands.add_parser("projects", help="manage projects").add_subparsers(
+        dest="action", required=True
+    )
+    create = projects.add_parser("create", help="create a project")
+    create.add_argument("name")
+    create.add_argument("--budget-usd", help="hard spend cap in USD (default: none)")
+    create.add_argument("--allow", action="append", default=[], metavar="PATTERN", help="allowed model glob")
+    create.add_argument("--rpm", type=int, help="requests per minute per key")
+    for action in ("list", "show"):
+        listing = projects.add_parser(action, help=f"{action} project(s) with spend")
+        if action == "show":
+            listing.add_argument("name")
+        listing.add_argument("--json", action="store_true")
+    update = projects.add_parser("update", help="change a project's cap, allowlist or rpm")
+    update.add_argument("name")
+    update.add_argument("--budget-usd")
+    update.add_argument("--no-budget", action="store_true", help="remove the spend cap")
+    update.add_argument("--allow", action="append", metavar="PATTERN", help="replace the allowlist")
+    update.add_argument("--allow-all", action="store_true", help="clear the allowlist")
+    update.add_argument("--rpm", type=int)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    key_create = keys.add_parser("create", help="create a key; prints it alone on stdout")
+    key_create.add_argument("--project", required=True)
+    key_list = keys.add_parser("list", help="list keys (never the keys themselves)")
+    key_list.add_argument("--project")
+    key_list.add_argument("--json", action="store_true")
+    key_revoke = keys.add_parser("revoke", help="revoke a key by id")
+    key_revoke.add_argument("key_id")
+
+    usage = commands.add_parser("usage", help="spend and images per model from the ledger")
+    usage.add_argument("--project")
+    usage.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
+    usage.add_argument("--json", action="store_true")
+    return parser
+
+
+HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": _cmd_serve,
+    "envoy-config": _cmd_envoy_config,
+    "projects": _cmd_projects,
+    "keys": _cmd_keys,
+    "usage": _cmd_usage,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -87,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
-    handlers = {"serve": _cmd_serve, "envoy-config": _cmd_envoy_config}
-    return handlers[args.command](settings, args)
+    try:
+        return HANDLERS[args.command](settings, args)
+    except admin.AdminError as exc:
+        print(f"mg: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

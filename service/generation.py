@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ class GenerationResult:
     usage: ProviderUsage | None
     warnings: tuple[str, ...]
     failed_calls: int = 0
+    # Wall time of the upstream calls (all of them, in parallel), for the ledger.
+    upstream_latency_ms: int = 0
+    upstream_request_ids: tuple[str, ...] = ()
 
 
 def plan_calls(request: GenerationRequest) -> list[ImageCall]:
@@ -89,6 +93,7 @@ class Generator:
 
     async def _run(self, provider: ImageProvider, request: GenerationRequest) -> GenerationResult:
         limit = asyncio.Semaphore(self._fanout_concurrency)
+        started = time.monotonic()
 
         async def one(call: ImageCall) -> ImageCallResult:
             async with limit:
@@ -111,7 +116,14 @@ class Generator:
         for result in results:
             warnings.extend(result.warnings)
         images = [image for result in results for image in result.images][: request.n]
-        return GenerationResult(images, _sum_usage(results), tuple(warnings), failed_calls=len(failures))
+        return GenerationResult(
+            images,
+            _sum_usage(results),
+            tuple(warnings),
+            failed_calls=len(failures),
+            upstream_latency_ms=round((time.monotonic() - started) * 1000),
+            upstream_request_ids=tuple(r.upstream_request_id for r in results if r.upstream_request_id),
+        )
 
 
 def _as_mg_error(failure: BaseException, provider: str) -> BaseException:

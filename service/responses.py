@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
@@ -91,7 +91,9 @@ def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
     )
 
 
-def models_response(catalog: Catalog, available_providers: Collection[str]) -> pb.ListModelsResponse:
+def models_response(
+    catalog: Catalog, models: Iterable[ModelSpec], available_providers: Collection[str]
+) -> pb.ListModelsResponse:
     return pb.ListModelsResponse(
         object="list",
         data=[
@@ -107,6 +109,6 @@ def models_response(catalog: Catalog, available_providers: Collection[str]) -> p
                 available=model.provider in available_providers,
                 aliases=catalog.aliases_of(model.id),
             )
-            for model in catalog
+            for model in models
         ],
     )

@@ -17,13 +17,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
-from service.catalog import load_catalog
+from service.catalog import Catalog, load_catalog
 from service.config import Settings, load_settings
 from service.generation import Generator
+from service.interceptors.access import AccessInterceptor
 from service.interceptors.auth import AuthInterceptor
+from service.interceptors.rate_limit import RateLimitInterceptor
 from service.interceptors.request_context import RequestContextInterceptor
+from service.interceptors.spend import SpendInterceptor
 from service.providers import build_providers
 from service.servicer import ImageGenerationServicer
+from service.stores import open_store
+from service.stores.base import Store
 
 log = logging.getLogger("mg.worker")
 SERVICE_NAME = "mg.v1.ImageGeneration"
@@ -45,18 +50,32 @@ class Worker:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    store: Store
+
+
+def interceptors(settings: Settings, store: Store, catalog: Catalog) -> list[grpc.aio.ServerInterceptor]:
+    """The enforcement chain, outermost first (DESIGN.md section 3)."""
+    return [
+        RequestContextInterceptor(settings.max_duration_s),
+        AuthInterceptor(store),
+        RateLimitInterceptor(store, settings.default_rpm),
+        AccessInterceptor(catalog),
+        SpendInterceptor(store, settings.max_duration_s),
+    ]
 
 
 async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker:
     """A ready-to-start server bound to settings.grpc_port (0 picks a free port)."""
     providers = build_providers(settings)
+    catalog = load_catalog()
+    store = open_store(settings)
     servicer = ImageGenerationServicer(
-        catalog=load_catalog(),
+        catalog=catalog,
         generator=Generator(providers, settings.fanout_concurrency),
         available_providers=frozenset(providers),
     )
     server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor(settings.max_duration_s), AuthInterceptor()],
+        interceptors=interceptors(settings, store, catalog),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     pb_grpc.add_ImageGenerationServicer_to_server(servicer, server)
@@ -65,7 +84,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return Worker(server, port, health_servicer)
+    return Worker(server, port, health_servicer, store)
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:
@@ -83,6 +102,7 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     log.info("worker %d draining (up to %gs)", os.getpid(), settings.shutdown_grace_s)
     await worker.health.enter_graceful_shutdown()
     await worker.server.stop(settings.shutdown_grace_s)
+    await worker.store.close()
     log.info("worker %d stopped", os.getpid())
 
 

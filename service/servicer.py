@@ -1,7 +1,7 @@
-"""The ImageGeneration servicer: thin. Validate, generate, shape the response.
+"""The ImageGeneration servicer: thin. Generate, shape the response.
 
-Cross-cutting concerns (request id, auth, and later rate limits, idempotency, spend) live in the
-interceptors; errors are raised as `MgError` and rendered by the request-context interceptor.
+Everything around a call (request id, auth, rate limit, model access and validation, spend) is an
+interceptor; errors are raised as `MgError` and rendered by the request-context interceptor.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from mg.v1 import image_generation_pb2_grpc as pb_grpc
 from service.catalog import Catalog
 from service.errors import NotFound
 from service.generation import Generator
+from service.interceptors.access import model_allowed
 from service.interceptors.request_context import current_request
 from service.responses import images_response, models_response
-from service.validation import validate
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -30,12 +30,15 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
         self._available_providers = available_providers
 
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Context) -> pb.ImagesResponse:
-        generation = validate(request, self._catalog)
-        result = await self._generator.generate(generation, current_request().remaining_s())
-        return images_response(generation, result)
+        ctx = current_request()
+        generation = ctx.require_generation()  # validated (and paid for) by the interceptors
+        ctx.result = await self._generator.generate(generation, ctx.remaining_s())
+        return images_response(generation, ctx.result)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
-        return models_response(self._catalog, self._available_providers)
+        project = current_request().require_principal().project
+        visible = [m for m in self._catalog if model_allowed(project, m.id)]
+        return models_response(self._catalog, visible, self._available_providers)
 
     async def GetFile(self, request: pb.GetFileRequest, context: Context) -> httpbody_pb2.HttpBody:
         # Hosted URLs (response_format=url) arrive with the blob store; until then no file exists.

@@ -1,7 +1,7 @@
-"""Authentication: every mg API call but GetFile (signed URLs) needs `Authorization: Bearer <key>`.
+"""Authentication: `Authorization: Bearer mg_live_...` -> the key and its project.
 
-Until projects and keys exist (enforcement issue), any well-formed bearer token is accepted; the
-header itself is already required, so clients are written correctly from the start.
+Every mg API call needs it except GetFile, whose signed URL is its own credential. Keys are looked
+up by hash on every call (no cache), so a revoked key stops working at once on every replica.
 """
 
 from __future__ import annotations
@@ -12,17 +12,19 @@ import grpc
 
 from service.errors import Unauthenticated
 from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.request_context import Principal, current_request
+from service.keys import hash_key, looks_like_key
+from service.stores.base import Store
 
 # Hosted files are fetched by browsers and <img> tags; their URL signature is the credential.
 PUBLIC_METHODS = frozenset({"/mg.v1.ImageGeneration/GetFile"})
+INVALID_KEY = "Invalid API key. Keys look like 'mg_live_...'; create one with `mg keys create`."
 
 
 def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
     if not values:
-        raise Unauthenticated(
-            "Missing Authorization header; send 'Authorization: Bearer <your mg API key>'.",
-        )
+        raise Unauthenticated("Missing Authorization header; send 'Authorization: Bearer <your mg API key>'.")
     scheme, _, token = str(values[0]).partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Malformed Authorization header; expected 'Bearer <your mg API key>'.")
@@ -30,11 +32,25 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class AuthInterceptor(UnaryInterceptor):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
     def applies_to(self, method: str) -> bool:
         return super().applies_to(method) and method not in PUBLIC_METHODS
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
     ) -> Any:
-        bearer_token(context)
+        token = bearer_token(context)
+        if not looks_like_key(token):
+            raise Unauthenticated(INVALID_KEY)
+        key = await self._store.find_key(hash_key(token))
+        if key is None:
+            raise Unauthenticated(INVALID_KEY)
+        if key.revoked_at is not None:
+            raise Unauthenticated(f"The API key {key.prefix}... has been revoked.")
+        project = await self._store.get_project_by_id(key.project_id)
+        if project is None:
+            raise Unauthenticated(f"The API key {key.prefix}... belongs to no project.")
+        current_request().principal = Principal(key, project)
         return await behavior(request, context)

@@ -18,18 +18,44 @@ import grpc
 from ulid import ULID
 
 from service.errors import Internal, MgError, to_grpc_status
+from service.generation import GenerationResult
 from service.interceptors.base import Behavior, UnaryInterceptor
+from service.stores.base import ApiKey, Project
+from service.validation import GenerationRequest
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key that authenticated, and its project."""
+
+    key: ApiKey
+    project: Project
+
+
 @dataclass
 class RequestContext:
+    """What the interceptors learn about a call, for the ones after them and the servicer."""
+
     request_id: str
     method: str
     started: float  # time.monotonic()
     deadline: float  # time.monotonic() by which the answer is due
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    principal: Principal | None = None  # set by auth
+    generation: GenerationRequest | None = None  # set by validation (GenerateImages)
+    result: GenerationResult | None = None  # set by the servicer once images arrived
+
+    def require_principal(self) -> Principal:
+        if self.principal is None:
+            raise RuntimeError("no principal: the auth interceptor must run first")
+        return self.principal
+
+    def require_generation(self) -> GenerationRequest:
+        if self.generation is None:
+            raise RuntimeError("no validated request: the validation interceptor must run first")
+        return self.generation
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

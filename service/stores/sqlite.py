@@ -98,7 +98,7 @@ class SqliteStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             # (statement by statement: executescript would commit behind the transaction's back)
@@ -284,6 +284,20 @@ class SqliteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, op)
         self._thread.shutdown(wait=True)
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """WAL is a property of the file, set once. Switching needs a moment with no other connection,
+    and SQLite reports "locked" at once (no busy wait) when workers open the file together, so the
+    switch is retried for a while."""
+    for _ in range(100):
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            time.sleep(0.05)
+    raise sqlite3.OperationalError("could not switch the store to WAL mode")
 
 
 class _write:

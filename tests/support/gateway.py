@@ -48,8 +48,25 @@ class GatewayProcess:
             "MG_DATA_DIR": str(self.data_dir),
             "MG_WORKERS": "2",
             "MG_ENVOY_CONCURRENCY": "1",
+            # Tests that exercise rate limits create projects with their own --rpm.
+            "MG_DEFAULT_RPM": "100000",
             **self.env_overrides,
         }
+
+    def mg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the admin CLI against this gateway's store."""
+        return subprocess.run(
+            [sys.executable, "-m", "service", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def new_key(self, project: str, *options: str) -> str:
+        """Create a project with these options and a key for it; returns the key."""
+        self.mg("projects", "create", project, *options)
+        return self.mg("keys", "create", "--project", project).stdout.strip()
 
     def start(self, timeout_s: float = 60) -> GatewayProcess:
         self.process = subprocess.Popen(

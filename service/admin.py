@@ -1,0 +1,149 @@
+"""Admin operations behind `mg projects`, `mg keys` and `mg usage`: plain functions over a store."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from ulid import ULID
+
+from service.catalog import MICROS_PER_USD
+from service.keys import hash_key, new_key
+from service.stores.base import ApiKey, Project, Store, UnknownProject
+
+DEV_PROJECT = "dev"
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class AdminError(ValueError):
+    """A bad admin command argument; the message says what to fix."""
+
+
+def usd_to_micros(text: str) -> int:
+    try:
+        micros = Decimal(text) * MICROS_PER_USD
+    except InvalidOperation as exc:
+        raise AdminError(f"{text!r} is not an amount in USD") from exc
+    if micros < 0 or micros != micros.to_integral_value():
+        raise AdminError(f"{text!r}: amounts are >= 0 with at most 6 decimals")
+    return int(micros)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """'24h', '7d', '30m' (ago), or an ISO date/time ('2026-11-01', '2026-11-01T12:00:00+00:00')."""
+    now = time.time() if now is None else now
+    if match := _RELATIVE.match(text):
+        return now - int(match.group(1)) * _UNIT_S[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise AdminError(f"--since {text!r}: use e.g. 24h, 7d or 2026-11-01") from exc
+    return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+
+
+async def project_named(store: Store, name: str) -> Project:
+    project = await store.get_project(name)
+    if project is None:
+        raise AdminError(f"no project named {name!r} (see `mg projects list`)")
+    return project
+
+
+async def create_project(
+    store: Store, name: str, budget_usd: str | None, allow: list[str], rpm: int | None
+) -> Project:
+    if not name or len(name) > 100:
+        raise AdminError("a project name is 1-100 characters")
+    if rpm is not None and rpm <= 0:
+        raise AdminError("--rpm must be positive")
+    project = Project(
+        id=f"proj_{ULID()}",
+        name=name,
+        created_at=time.time(),
+        budget_micros=usd_to_micros(budget_usd) if budget_usd is not None else None,
+        allow=tuple(allow),
+        rpm=rpm,
+    )
+    await store.create_project(project)
+    return project
+
+
+async def update_project(
+    store: Store,
+    name: str,
+    *,
+    budget_usd: str | None = None,
+    no_budget: bool = False,
+    allow: list[str] | None = None,
+    allow_all: bool = False,
+    rpm: int | None = None,
+) -> Project:
+    project = await project_named(store, name)
+    if rpm is not None and rpm <= 0:
+        raise AdminError("--rpm must be positive")
+    budget = project.budget_micros
+    if no_budget:
+        budget = None
+    elif budget_usd is not None:
+        budget = usd_to_micros(budget_usd)
+    patterns = () if allow_all else tuple(allow) if allow is not None else project.allow
+    updated = Project(project.id, project.name, project.created_at, budget, patterns, rpm or project.rpm)
+    try:
+        await store.update_project(updated)
+    except UnknownProject as exc:
+        raise AdminError(f"no project named {name!r}") from exc
+    return updated
+
+
+async def create_key(store: Store, project_name: str) -> tuple[str, ApiKey]:
+    project = await project_named(store, project_name)
+    token, key = new_key(project.id)
+    await store.create_key(key)
+    return token, key
+
+
+async def revoke_key(store: Store, key_id: str) -> None:
+    if not await store.revoke_key(key_id, time.time()):
+        raise AdminError(f"no active key {key_id!r} (see `mg keys list`)")
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    project: str
+    model: str
+    requests: int
+    failed: int
+    images: int
+    cost_micros: int
+    input_tokens: int
+
+
+async def usage(store: Store, project_name: str | None, since: float | None) -> list[UsageRow]:
+    project_id = (await project_named(store, project_name)).id if project_name else None
+    names = {p.id: p.name for p in await store.list_projects()}
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for entry in await store.ledger(project_id, since):
+        row = totals[(names.get(entry.project_id, entry.project_id), entry.model)]
+        row[0] += 1
+        row[1] += entry.outcome not in ("ok", "partial")
+        row[2] += entry.images_returned
+        row[3] += entry.cost_micros
+        row[4] += entry.input_tokens
+    return [UsageRow(project, model, *values) for (project, model), values in sorted(totals.items())]
+
+
+async def dev_key(store: Store, saved: str | None) -> str | None:
+    """A key to print at start: on a gateway's first start (no projects at all) project `dev` and a
+    new key for it; later, the `saved` key while it is still valid. None when there is none."""
+    if not await store.list_projects():
+        await create_project(store, DEV_PROJECT, None, [], None)
+        token, _ = await create_key(store, DEV_PROJECT)
+        return token
+    if saved is None:
+        return None
+    key = await store.find_key(hash_key(saved))
+    return saved if key is not None and key.revoked_at is None else None

@@ -1,0 +1,44 @@
+"""Model access: the project's allowlist (glob patterns over model ids), checked first of all the
+GenerateImages checks, and validation of the request against the model's capabilities."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+import grpc
+
+from service.catalog import Catalog
+from service.errors import ModelNotAllowed
+from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.request_context import current_request
+from service.stores.base import Project
+from service.validation import validate
+
+GENERATE_IMAGES = "/mg.v1.ImageGeneration/GenerateImages"
+
+
+def model_allowed(project: Project, model_id: str) -> bool:
+    return not project.allow or any(fnmatchcase(model_id, pattern) for pattern in project.allow)
+
+
+class AccessInterceptor(UnaryInterceptor):
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def applies_to(self, method: str) -> bool:
+        return method == GENERATE_IMAGES
+
+    async def around(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> Any:
+        ctx = current_request()
+        project = ctx.require_principal().project
+        model = self._catalog.resolve(request.model) if request.model else None
+        if model is not None and not model_allowed(project, model.id):
+            allowed = ", ".join(project.allow)
+            raise ModelNotAllowed(
+                f"Project {project.name!r} may not use {model.id}; its allowlist is {allowed}.", param="model"
+            )
+        ctx.generation = validate(request, self._catalog)
+        return await behavior(request, context)

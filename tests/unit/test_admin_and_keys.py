@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from service.admin import AdminError, parse_since, usd_to_micros
+from service.keys import hash_key, looks_like_key, new_key
+from service.pricing import usd
+from service.stores.gcra import gcra
+
+
+def test_new_keys_are_long_random_and_stored_as_hashes() -> None:
+    token, record = new_key("proj_1")
+    assert looks_like_key(token) and len(token) >= len("mg_live_") + 43
+    assert record.key_hash == hash_key(token) != token
+    assert token.startswith(record.prefix) and len(record.prefix) == 12
+    assert new_key("proj_1")[0] != token
+
+
+@pytest.mark.parametrize(
+    "text", ["", "mg_live_", "mg_live_short", "sk-" + "a" * 48, "mg_live_" + "a" * 42 + "!"]
+)
+def test_malformed_keys_are_recognised(text: str) -> None:
+    assert not looks_like_key(text)
+
+
+def test_usd_amounts_become_integer_micros() -> None:
+    assert usd_to_micros("12.5") == 12_500_000
+    assert usd_to_micros("0.000001") == 1
+    for bad in ("-1", "0.0000001", "ten"):
+        with pytest.raises(AdminError):
+            usd_to_micros(bad)
+    assert usd(2_500) == "$0.0025" and usd(1_000_000) == "$1"
+
+
+def test_since_accepts_relative_and_iso_times() -> None:
+    assert parse_since("24h", now=100_000) == 100_000 - 86_400
+    assert parse_since("2026-11-01T00:00:00+00:00") == 1793491200
+    with pytest.raises(AdminError):
+        parse_since("last tuesday")
+
+
+def test_gcra_spaces_requests_after_the_burst() -> None:
+    decision, tat = gcra(None, 0.0, limit=2)
+    assert decision.allowed and decision.remaining == 1
+    decision, tat = gcra(tat, 0.0, limit=2)
+    assert decision.allowed and decision.remaining == 0
+    refused, unchanged = gcra(tat, 0.0, limit=2)
+    assert not refused.allowed and unchanged is None and refused.retry_after_s == pytest.approx(30)
+    assert gcra(tat, 30.0, limit=2)[0].allowed
