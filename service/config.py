@@ -63,6 +63,13 @@ class Settings:
     sqlite_synchronous: str = field(default="NORMAL", metadata={"env": "MG_SQLITE_SYNCHRONOUS"})
     # Requests per minute per key for projects that set none.
     default_rpm: int = field(default=60, metadata={"env": "MG_DEFAULT_RPM"})
+    # Idempotency: how long results are kept for replay, and the lease of an in-flight claim
+    # (renewed while the generation runs; a dead server's claim lapses after it).
+    idempotency_retention_s: float = field(default=86400.0, metadata={"env": "MG_IDEMPOTENCY_RETENTION_S"})
+    idempotency_lease_s: float = field(default=30.0, metadata={"env": "MG_IDEMPOTENCY_LEASE_S"})
+    # A generation with an idempotency key keeps running after its caller got the 504 (or left),
+    # for up to this much longer than the max duration, so a retry with the key gets the result.
+    background_completion_s: float = field(default=300.0, metadata={"env": "MG_BACKGROUND_COMPLETION_S"})
 
     @property
     def worker_count(self) -> int:
@@ -76,6 +83,11 @@ class Settings:
     def grpc_max_message_bytes(self) -> int:
         # base64 makes the REST body 4/3 of the gRPC message; the gRPC limit follows the REST one.
         return self.max_response_bytes
+
+    @property
+    def upstream_limit_s(self) -> float:
+        """The longest a generation with an idempotency key may run, answered or not."""
+        return self.max_duration_s + self.background_completion_s
 
     @property
     def descriptor_set(self) -> Path:
@@ -116,6 +128,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.max_duration_s <= 0:
         raise SettingsError("MG_MAX_DURATION_S must be positive")
+    if settings.idempotency_lease_s <= 0 or settings.idempotency_retention_s <= 0:
+        raise SettingsError("MG_IDEMPOTENCY_LEASE_S and MG_IDEMPOTENCY_RETENTION_S must be positive")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

@@ -203,3 +203,25 @@ def lua_defaults_table() -> str:
         f'  [{status}] = {{"{kind.type}", "{kind.code}"}},' for status, kind in sorted(EDGE_DEFAULTS.items())
     ]
     return "local DEFAULTS = {\n" + "\n".join(rows) + "\n}"
+
+
+_BY_NAME = {error.__name__: error for error in ALL_ERRORS}
+
+
+def error_to_json(error: MgError) -> str:
+    """A stored form of an error, so a call that joined another gets exactly the error it got."""
+    return json.dumps(
+        {
+            "kind": type(error).__name__,
+            "message": error.message,
+            "param": error.param,
+            "code": error.code,
+            "retry_after_s": error.retry_after_s,
+        }
+    )
+
+
+def error_from_json(text: str) -> MgError:
+    data = json.loads(text)
+    kind = _BY_NAME.get(data["kind"], Internal)
+    return kind(data["message"], param=data["param"], code=data["code"], retry_after_s=data["retry_after_s"])

@@ -22,6 +22,7 @@ from service.config import Settings, load_settings
 from service.generation import Generator
 from service.interceptors.access import AccessInterceptor
 from service.interceptors.auth import AuthInterceptor
+from service.interceptors.idempotency import IdempotencyInterceptor
 from service.interceptors.rate_limit import RateLimitInterceptor
 from service.interceptors.request_context import RequestContextInterceptor
 from service.interceptors.spend import SpendInterceptor
@@ -51,16 +52,21 @@ class Worker:
     port: int
     health: health.aio.HealthServicer
     store: Store
+    idempotency: IdempotencyInterceptor
 
 
-def interceptors(settings: Settings, store: Store, catalog: Catalog) -> list[grpc.aio.ServerInterceptor]:
-    """The enforcement chain, outermost first (DESIGN.md section 3)."""
+def interceptors(
+    settings: Settings, store: Store, catalog: Catalog, idempotency: IdempotencyInterceptor
+) -> list[grpc.aio.ServerInterceptor]:
+    """The enforcement chain, outermost first (DESIGN.md section 3). Idempotency comes right after
+    auth: replays skip rate limits and spend, and only the call that owns a key runs the rest."""
     return [
         RequestContextInterceptor(settings.max_duration_s),
         AuthInterceptor(store),
+        idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
         AccessInterceptor(catalog),
-        SpendInterceptor(store, settings.max_duration_s),
+        SpendInterceptor(store, settings.upstream_limit_s),
     ]
 
 
@@ -74,8 +80,11 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         generator=Generator(providers, settings.fanout_concurrency),
         available_providers=frozenset(providers),
     )
+    idempotency = IdempotencyInterceptor(
+        store, settings.idempotency_lease_s, settings.idempotency_retention_s, settings.upstream_limit_s
+    )
     server = grpc.aio.server(
-        interceptors=interceptors(settings, store, catalog),
+        interceptors=interceptors(settings, store, catalog, idempotency),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     pb_grpc.add_ImageGenerationServicer_to_server(servicer, server)
@@ -84,7 +93,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return Worker(server, port, health_servicer, store)
+    return Worker(server, port, health_servicer, store, idempotency)
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:
@@ -102,6 +111,7 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     log.info("worker %d draining (up to %gs)", os.getpid(), settings.shutdown_grace_s)
     await worker.health.enter_graceful_shutdown()
     await worker.server.stop(settings.shutdown_grace_s)
+    await worker.idempotency.drain(settings.shutdown_grace_s)
     await worker.store.close()
     log.info("worker %d stopped", os.getpid())
 

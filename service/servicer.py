@@ -32,7 +32,7 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Context) -> pb.ImagesResponse:
         ctx = current_request()
         generation = ctx.require_generation()  # validated (and paid for) by the interceptors
-        ctx.result = await self._generator.generate(generation, ctx.remaining_s())
+        ctx.result = await self._generator.generate(generation, ctx.upstream_remaining_s())
         return images_response(generation, ctx.result)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,10 @@ class RequestContext:
     started: float  # time.monotonic()
     deadline: float  # time.monotonic() by which the answer is due
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    # The deadline of the upstream work itself: the caller's deadline, unless the work may outlive
+    # the caller (idempotent calls finish in the background).
+    upstream_deadline: float = 0.0
+    idempotency_key: str = ""
     principal: Principal | None = None  # set by auth
     generation: GenerationRequest | None = None  # set by validation (GenerateImages)
     result: GenerationResult | None = None  # set by the servicer once images arrived
@@ -60,6 +66,9 @@ class RequestContext:
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def upstream_remaining_s(self) -> float:
+        return max(0.0, max(self.deadline, self.upstream_deadline) - time.monotonic())
+
     def headers(self) -> tuple[tuple[str, str], ...]:
         return (("x-request-id", self.request_id), *self.response_headers)
 
@@ -69,6 +78,16 @@ _current: ContextVar[RequestContext] = ContextVar("mg_request_context")
 
 def current_request() -> RequestContext:
     return _current.get()
+
+
+@contextmanager
+def bound(ctx: RequestContext) -> Iterator[RequestContext]:
+    """Make `ctx` the current request's context for the code inside."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
 
 
 class RequestContextInterceptor(UnaryInterceptor):
@@ -85,23 +104,23 @@ class RequestContextInterceptor(UnaryInterceptor):
         if caller_remaining is not None:
             budget = min(budget, caller_remaining)
         ctx = RequestContext(str(ULID()), method, started, started + budget)
-        token = _current.set(ctx)
-        try:
-            response = await behavior(request, context)
-        except MgError as error:
-            await _abort(context, error, ctx)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception:
-            log.exception("unhandled error in %s (request %s)", method, ctx.request_id)
-            await _abort(context, Internal("Internal error; the request id identifies it in the logs."), ctx)
-        else:
-            # Errors must be raised before any initial metadata is sent (or their trailers are lost),
-            # so success headers go out only here, with the response.
-            await context.send_initial_metadata(ctx.headers())
-            return response
-        finally:
-            _current.reset(token)
+        with bound(ctx):
+            try:
+                response = await behavior(request, context)
+            except MgError as error:
+                await _abort(context, error, ctx)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unhandled error in %s (request %s)", method, ctx.request_id)
+                await _abort(
+                    context, Internal("Internal error; the request id identifies it in the logs."), ctx
+                )
+            else:
+                # Errors must be raised before any initial metadata is sent (or their trailers are
+                # lost), so success headers go out only here, with the response.
+                await context.send_initial_metadata(ctx.headers())
+                return response
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: MgError, ctx: RequestContext) -> None:

@@ -49,13 +49,14 @@ def ledger_entry(ctx: RequestContext, outcome: str, images: int, cost: int, inpu
         outcome=outcome,
         created_at=time.time(),
         upstream_request_id=",".join(result.upstream_request_ids) if result else "",
+        idempotency_key=ctx.idempotency_key,
     )
 
 
 class SpendInterceptor(UnaryInterceptor):
-    def __init__(self, store: Store, max_duration_s: float) -> None:
+    def __init__(self, store: Store, upstream_limit_s: float) -> None:
         self._store = store
-        self._lease_s = max_duration_s + LEASE_MARGIN_S
+        self._lease_s = upstream_limit_s + LEASE_MARGIN_S
 
     def applies_to(self, method: str) -> bool:
         return method == GENERATE_IMAGES

@@ -6,6 +6,10 @@ must be atomic (a rate-limit hit, a reservation against the cap, settling with i
 one transaction (SQLite) or one Lua script (Redis). tests/contract runs one suite against both.
 
 Money is integer micro-dollars everywhere.
+
+Idempotency records: a claim is taken atomically when no live record exists (none, a failed one,
+or an in-flight one whose lease lapsed because its owner died); otherwise the existing record is
+returned and the caller decides (join, replay, or refuse a different request under the same key).
 """
 
 from __future__ import annotations
@@ -89,6 +93,32 @@ class LedgerEntry:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class IdempotencyState:
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What one idempotency key (scoped to a project) stands for."""
+
+    fingerprint: str
+    state: str  # IdempotencyState
+    owner: str  # request id of the call that claimed the key
+    lease_expires_at: float  # in-flight claims lapse at this time unless renewed
+    response: bytes = b""  # the serialized response, once succeeded
+    error: str = ""  # the error envelope (JSON) the owner got, once failed
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to claim a key: `claimed`, or the record that is already there."""
+
+    claimed: bool
+    record: IdempotencyRecord | None = None
+
+
 class Store(Protocol):
     # projects
     async def create_project(self, project: Project) -> None: ...
@@ -118,6 +148,16 @@ class Store(Protocol):
     async def ledger(
         self, project_id: str | None = None, since: float | None = None
     ) -> list[LedgerEntry]: ...
+
+    # idempotency: claim / renew / finish a key; records live for their retention, failures briefly
+    # `waiting_for`: the owner a joiner waits on; its failure is returned to the joiner, not claimed over.
+    async def claim_idempotency(
+        self, project_id: str, key: str, fingerprint: str, owner: str, lease_s: float, waiting_for: str = ""
+    ) -> Claim: ...
+    async def renew_idempotency(self, project_id: str, key: str, owner: str, lease_s: float) -> bool: ...
+    async def finish_idempotency(
+        self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
+    ) -> None: ...
 
     async def ping(self) -> None: ...
     async def close(self) -> None: ...

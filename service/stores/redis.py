@@ -14,6 +14,7 @@ If Redis cannot be reached, operations raise `Unavailable` (503); the client rec
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, fields
@@ -26,6 +27,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    Claim,
+    IdempotencyRecord,
+    IdempotencyState,
     LedgerEntry,
     Project,
     ProjectExists,
@@ -97,6 +101,50 @@ if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3]) end
 return 1
 """
 
+# Idempotency record: a hash that expires with its lease, retention or failure linger (PEXPIRE).
+# KEYS: record. ARGV: fingerprint, owner, lease seconds, waiting_for.
+# Returns {1} when claimed, else {0, fingerprint, state, owner, lease, error}.
+CLAIM = (
+    _NOW
+    + """
+local h = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'owner', 'lease', 'error')
+if h[2] then
+  local blocks = true
+  if h[2] == 'in_flight' then blocks = tonumber(h[4]) > now
+  elseif h[2] == 'failed' then blocks = h[3] == ARGV[4] end
+  if blocks then return {0, h[1], h[2], h[3], h[4], h[5]} end
+end
+redis.call('DEL', KEYS[1])
+local lease = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'state', 'in_flight', 'owner', ARGV[2],
+           'lease', tostring(now + lease), 'error', '', 'response', '')
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000))
+return {1}
+"""
+)
+
+# KEYS: record. ARGV: owner, lease seconds.
+RENEW = (
+    _NOW
+    + """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'in_flight' then
+  return 0
+end
+local lease = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lease', tostring(now + lease))
+if redis.call('PTTL', KEYS[1]) < lease * 1000 then redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000)) end
+return 1
+"""
+)
+
+# KEYS: record. ARGV: owner, state, response (bytes), error, keep seconds.
+FINISH = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'response', ARGV[3], 'error', ARGV[4], 'lease', '0')
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[5]) * 1000))
+return 1
+"""
+
 _PROJECT_FIELDS = [f.name for f in fields(Project)]
 _KEY_FIELDS = [f.name for f in fields(ApiKey)]
 
@@ -127,6 +175,11 @@ class RedisStore:
         self._reserve = self._redis.register_script(RESERVE)
         self._spend = self._redis.register_script(SPEND)
         self._settle = self._redis.register_script(SETTLE)
+        self._claim = self._redis.register_script(CLAIM)
+        self._renew = self._redis.register_script(RENEW)
+        self._finish_record = self._redis.register_script(FINISH)
+        # Stored responses are binary; this client returns bytes.
+        self._raw: Any = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
     def _k(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -250,11 +303,45 @@ class RedisStore:
         entries = [LedgerEntry(**json.loads(fields_["entry"])) for _, fields_ in rows]
         return [e for e in entries if project_id is None or e.project_id == project_id]
 
+    # --- idempotency
+
+    def _record_key(self, project_id: str, key: str) -> str:
+        # The key is caller-chosen text: hash it into a fixed-size, delimiter-free name.
+        return self._k("idem", project_id, hashlib.sha256(key.encode()).hexdigest())
+
+    async def claim_idempotency(
+        self, project_id: str, key: str, fingerprint: str, owner: str, lease_s: float, waiting_for: str = ""
+    ) -> Claim:
+        name = self._record_key(project_id, key)
+        reply = await self._call(
+            lambda: self._claim(keys=[name], args=[fingerprint, owner, lease_s, waiting_for])
+        )
+        if reply[0] == 1:
+            return Claim(True)
+        _, fingerprint_, state, owner_, lease, error = reply
+        response = b""
+        if state == IdempotencyState.SUCCEEDED:
+            # A finished record never changes, so reading its response separately is safe.
+            response = await self._call(lambda: self._raw.hget(name, "response")) or b""
+        return Claim(False, IdempotencyRecord(fingerprint_, state, owner_, float(lease), response, error))
+
+    async def renew_idempotency(self, project_id: str, key: str, owner: str, lease_s: float) -> bool:
+        name = self._record_key(project_id, key)
+        return bool(await self._call(lambda: self._renew(keys=[name], args=[owner, lease_s])))
+
+    async def finish_idempotency(
+        self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
+    ) -> None:
+        name = self._record_key(project_id, key)
+        args: list[str | bytes | float] = [owner, record.state, record.response, record.error, keep_s]
+        await self._call(lambda: self._finish_record(keys=[name], args=args))
+
     async def ping(self) -> None:
         await self._call(self._redis.ping)
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._raw.aclose()
 
 
 def _plain(value: Any) -> Any:

@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    Claim,
+    IdempotencyRecord,
+    IdempotencyState,
     LedgerEntry,
     Project,
     ProjectExists,
@@ -60,6 +63,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     idempotency_key TEXT NOT NULL, upstream_request_id TEXT NOT NULL, extra TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_by_project ON ledger(project_id, created_at);
+CREATE TABLE IF NOT EXISTS idempotency (
+    project_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, state TEXT NOT NULL,
+    owner TEXT NOT NULL, lease_expires_at REAL NOT NULL, response BLOB NOT NULL, error TEXT NOT NULL,
+    expires_at REAL NOT NULL, PRIMARY KEY (project_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
 """
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
@@ -273,6 +282,55 @@ class SqliteStore:
 
         return await self._run(op)
 
+    # --- idempotency
+
+    async def claim_idempotency(
+        self, project_id: str, key: str, fingerprint: str, owner: str, lease_s: float, waiting_for: str = ""
+    ) -> Claim:
+        def op(conn: sqlite3.Connection) -> Claim:
+            now = time.time()
+            with _write(conn):
+                conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+                row = conn.execute(
+                    "SELECT * FROM idempotency WHERE project_id = ? AND key = ?", (project_id, key)
+                ).fetchone()
+                if row is not None:
+                    record = _idempotency_record(row)
+                    if _blocks_claim(record, now, waiting_for):
+                        return Claim(False, record)
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (project_id, key, fingerprint, IdempotencyState.IN_FLIGHT, owner, now + lease_s, b"", "",
+                     now + lease_s),
+                )  # fmt: skip
+                return Claim(True)
+
+        return await self._run(op)
+
+    async def renew_idempotency(self, project_id: str, key: str, owner: str, lease_s: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            until = time.time() + lease_s
+            cursor = conn.execute(
+                "UPDATE idempotency SET lease_expires_at = ?, expires_at = MAX(expires_at, ?) "
+                "WHERE project_id = ? AND key = ? AND owner = ? AND state = ?",
+                (until, until, project_id, key, owner, IdempotencyState.IN_FLIGHT),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(op)
+
+    async def finish_idempotency(
+        self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency SET state = ?, response = ?, error = ?, lease_expires_at = 0, "
+                "expires_at = ? WHERE project_id = ? AND key = ? AND owner = ?",
+                (record.state, record.response, record.error, time.time() + keep_s, project_id, key, owner),
+            )
+
+        await self._run(op)
+
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
@@ -311,6 +369,26 @@ class _write:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _idempotency_record(row: sqlite3.Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        fingerprint=row["fingerprint"],
+        state=row["state"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        response=bytes(row["response"]),
+        error=row["error"],
+    )
+
+
+def _blocks_claim(record: IdempotencyRecord, now: float, waiting_for: str) -> bool:
+    """A live record keeps the key: a success, a running owner, or the failure a joiner waits on."""
+    if record.state == IdempotencyState.IN_FLIGHT:
+        return record.lease_expires_at > now
+    if record.state == IdempotencyState.FAILED:
+        return record.owner == waiting_for
+    return True
 
 
 def _one(

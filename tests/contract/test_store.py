@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from ulid import ULID
 
-from service.stores.base import ApiKey, LedgerEntry, Project, ProjectExists, Store, UnknownProject
+from service.stores.base import (
+    ApiKey,
+    IdempotencyRecord,
+    IdempotencyState,
+    LedgerEntry,
+    Project,
+    ProjectExists,
+    Store,
+    UnknownProject,
+)
 from service.stores.redis import RedisStore
 from service.stores.sqlite import SqliteStore
 from tests.support.redis_server import SHARED_URL, clear_prefix
@@ -173,3 +182,74 @@ async def test_ledger_filters_by_project_and_time(store: Store) -> None:
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+# --- idempotency records
+
+
+def succeeded(owner: str, response: bytes) -> IdempotencyRecord:
+    return IdempotencyRecord("fp", IdempotencyState.SUCCEEDED, owner, 0, response=response)
+
+
+async def test_one_claim_wins_among_concurrent_callers(open_store: Callable[[], Store]) -> None:
+    stores = [open_store() for _ in range(4)]
+    claims = await asyncio.gather(
+        *(stores[i % 4].claim_idempotency("p", "k", "fp", f"req{i}", lease_s=30) for i in range(20))
+    )
+    assert sum(c.claimed for c in claims) == 1
+    losers = [c.record for c in claims if not c.claimed]
+    assert all(
+        r is not None and r.state == IdempotencyState.IN_FLIGHT and r.fingerprint == "fp" for r in losers
+    )
+    assert len({r.owner for r in losers if r is not None}) == 1
+
+
+async def test_success_is_kept_and_returned_with_its_bytes(store: Store) -> None:
+    assert (await store.claim_idempotency("p", "k", "fp", "req1", lease_s=30)).claimed
+    response = bytes(range(256)) * 1000  # binary, with every byte value
+    await store.finish_idempotency("p", "k", "req1", succeeded("req1", response), keep_s=60)
+    claim = await store.claim_idempotency("p", "k", "fp", "req2", lease_s=30)
+    assert not claim.claimed and claim.record is not None
+    assert (claim.record.state, claim.record.owner, claim.record.response) == ("succeeded", "req1", response)
+    # keys are scoped to their project
+    assert (await store.claim_idempotency("other", "k", "fp", "req3", lease_s=30)).claimed
+
+
+async def test_a_failure_releases_the_key_but_is_shown_to_its_joiners(store: Store) -> None:
+    assert (await store.claim_idempotency("p", "k", "fp", "req1", lease_s=30)).claimed
+    failed = IdempotencyRecord("fp", IdempotencyState.FAILED, "req1", 0, error='{"code": "UPSTREAM_ERROR"}')
+    await store.finish_idempotency("p", "k", "req1", failed, keep_s=60)
+    joined = await store.claim_idempotency("p", "k", "fp", "req2", lease_s=30, waiting_for="req1")
+    assert (
+        not joined.claimed
+        and joined.record is not None
+        and joined.record.error == '{"code": "UPSTREAM_ERROR"}'
+    )
+    assert (await store.claim_idempotency("p", "k", "fp", "req3", lease_s=30)).claimed  # a retry runs again
+
+
+async def test_a_lapsed_lease_lets_the_next_caller_claim(store: Store) -> None:
+    assert (await store.claim_idempotency("p", "k", "fp", "dead", lease_s=0.2)).claimed
+    assert not (await store.claim_idempotency("p", "k", "fp", "req2", lease_s=30)).claimed
+    await asyncio.sleep(0.3)
+    assert (await store.claim_idempotency("p", "k", "fp", "req3", lease_s=30)).claimed
+    # the dead owner can neither renew nor finish any more
+    assert not await store.renew_idempotency("p", "k", "dead", lease_s=30)
+    await store.finish_idempotency("p", "k", "dead", succeeded("dead", b"late"), keep_s=60)
+    claim = await store.claim_idempotency("p", "k", "fp", "req4", lease_s=30)
+    assert claim.record is not None and claim.record.owner == "req3"
+
+
+async def test_renewing_keeps_a_claim_alive(store: Store) -> None:
+    assert (await store.claim_idempotency("p", "k", "fp", "req1", lease_s=0.3)).claimed
+    for _ in range(3):
+        await asyncio.sleep(0.15)
+        assert await store.renew_idempotency("p", "k", "req1", lease_s=0.3)
+    assert not (await store.claim_idempotency("p", "k", "fp", "req2", lease_s=30)).claimed
+
+
+async def test_records_expire_after_their_retention(store: Store) -> None:
+    assert (await store.claim_idempotency("p", "k", "fp", "req1", lease_s=30)).claimed
+    await store.finish_idempotency("p", "k", "req1", succeeded("req1", b"img"), keep_s=0.2)
+    await asyncio.sleep(0.3)
+    assert (await store.claim_idempotency("p", "k", "fp2", "req2", lease_s=30)).claimed

@@ -75,6 +75,7 @@ class GatewayProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group, so a test can kill the whole gateway
         )
         ready = threading.Event()
 
@@ -103,6 +104,12 @@ class GatewayProcess:
             if "envoy" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode():
                 return pid
         raise LookupError("no envoy child")
+
+    def crash(self) -> None:
+        """kill -9 the supervisor, its workers and Envoy at once, as a machine failure would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.process is not None
