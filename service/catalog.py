@@ -1,12 +1,26 @@
 """The model catalog: which models exist, what each can do, what each costs.
 
-Loaded once from the shipped `catalog.yaml`. A request's model name resolves here (aliases included)
-before anything else looks at it; an unknown name is a 404.
+Loaded once from the shipped files, one per provider (`service/models/<provider>.yaml`). A request's
+model name resolves here (aliases included) before anything else looks at it; an unknown name is a 404.
+
+File format (`models:` maps public ids "provider/model-id" to entries; optional `aliases:`):
+  upstream_id           what the provider's API calls the model
+  sizes                 exact "WxH" sizes offered, or
+  size_rule             {min_width, max_width, min_height, max_height, multiple_of,
+                         min_ratio, max_ratio (width/height), max_pixels}
+  default_size          used when the request has no size
+  max_images            the most images one request may ask for (n)
+  max_images_per_call   the most one upstream call returns; larger n is split into parallel calls
+  qualities, styles, output_formats, reference_image, max_prompt_chars (default 8000)
+  price                 USD per image: "default", and overrides by "<quality>", "@<size>" or
+                        "<quality>@<size>" (most specific wins); held as integer micro-dollars
+  token_prices          {text_input, image_input, output}: USD per million tokens, for providers
+                        that bill tokens and report them (the per-image price is then the estimate)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -17,7 +31,7 @@ import yaml
 from service.errors import ModelNotFound
 from service.sizes import Size, parse_size
 
-SHIPPED_CATALOG = Path(__file__).with_name("catalog.yaml")
+SHIPPED_MODELS = Path(__file__).with_name("models")
 MICROS_PER_USD = 1_000_000
 
 
@@ -32,20 +46,31 @@ class SizeRule:
     min_height: int
     max_height: int
     multiple_of: int = 1
+    min_ratio: float = 0.0  # width / height
+    max_ratio: float = float("inf")
+    max_pixels: int = 0  # 0: no limit beyond the sides
 
     def allows(self, size: Size) -> bool:
+        ratio = size.width / size.height
         return (
             self.min_width <= size.width <= self.max_width
             and self.min_height <= size.height <= self.max_height
             and size.width % self.multiple_of == 0
             and size.height % self.multiple_of == 0
+            and self.min_ratio <= ratio <= self.max_ratio
+            and (not self.max_pixels or size.width * size.height <= self.max_pixels)
         )
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.min_width}-{self.max_width} x {self.min_height}-{self.max_height} pixels, "
             f"multiples of {self.multiple_of}"
         )
+        if self.min_ratio or self.max_ratio != float("inf"):
+            text += f", aspect ratio (width/height) {self.min_ratio:g}-{self.max_ratio:g}"
+        if self.max_pixels:
+            text += f", at most {self.max_pixels} pixels"
+        return text
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,7 @@ class Capabilities:
     styles: tuple[str, ...] = ()
     output_formats: tuple[str, ...] = ("png",)
     reference_image: bool = False
+    max_prompt_chars: int = 8000
 
     def offers(self, size: Size) -> bool:
         if self.size_rule is not None:
@@ -72,14 +98,29 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class TokenRates:
+    """Micro-dollars per million tokens."""
+
+    text_input: int
+    image_input: int
+    output: int
+
+
+@dataclass(frozen=True)
 class PriceRule:
-    """Micro-dollars per image, by quality; `default_micros` for any quality not listed."""
+    """Micro-dollars per image: `default_micros`, overridden by "<quality>", "@<size>" or
+    "<quality>@<size>" keys in `overrides` (most specific first)."""
 
     default_micros: int
-    by_quality: Mapping[str, int] = field(default_factory=dict)
+    overrides: Mapping[str, int] = field(default_factory=dict)
+    tokens: TokenRates | None = None
 
-    def per_image(self, quality: str | None) -> int:
-        return self.by_quality.get(quality or "", self.default_micros)
+    def per_image(self, quality: str | None, size: Size | None = None) -> int:
+        quality = quality or ""
+        for key in (f"{quality}@{size}", f"@{size}", quality):
+            if key in self.overrides:
+                return self.overrides[key]
+        return self.default_micros
 
 
 @dataclass(frozen=True)
@@ -136,6 +177,7 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             raise CatalogError(f"{model_id}: give exactly one of `sizes` and `size_rule`")
         prices = dict(entry["price"])
         default_price = _usd_to_micros(prices.pop("default"), model_id)
+        tokens = entry.get("token_prices")
         capabilities = Capabilities(
             default_size=parse_size(entry["default_size"]),
             max_images=int(entry["max_images"]),
@@ -146,6 +188,7 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             styles=tuple(entry.get("styles", ())),
             output_formats=tuple(entry.get("output_formats", ("png",))),
             reference_image=bool(entry.get("reference_image", False)),
+            max_prompt_chars=int(entry.get("max_prompt_chars", 8000)),
         )
         if not capabilities.offers(capabilities.default_size):
             raise CatalogError(f"{model_id}: default_size {capabilities.default_size} is not offered")
@@ -155,7 +198,11 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             upstream_id=str(entry["upstream_id"]),
             created=int(entry.get("created", 0)),
             capabilities=capabilities,
-            price=PriceRule(default_price, {q: _usd_to_micros(p, model_id) for q, p in prices.items()}),
+            price=PriceRule(
+                default_price,
+                {key: _usd_to_micros(p, model_id) for key, p in prices.items()},
+                TokenRates(**{k: _usd_to_micros(v, model_id) for k, v in tokens.items()}) if tokens else None,
+            ),
             description=str(entry.get("description", "")),
         )
     except CatalogError:
@@ -164,7 +211,15 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
         raise CatalogError(f"{model_id}: {exc!r}") from exc
 
 
-def load_catalog(path: Path = SHIPPED_CATALOG) -> Catalog:
-    document = yaml.safe_load(path.read_text())
-    models = {model_id: _model_from_entry(model_id, entry) for model_id, entry in document["models"].items()}
-    return Catalog(models, document.get("aliases") or {})
+def load_catalog(paths: Iterable[Path] | None = None) -> Catalog:
+    """The catalog from these files (default: every shipped provider file)."""
+    models: dict[str, ModelSpec] = {}
+    aliases: dict[str, str] = {}
+    for path in sorted(SHIPPED_MODELS.glob("*.yaml")) if paths is None else paths:
+        document = yaml.safe_load(path.read_text()) or {}
+        for model_id, entry in (document.get("models") or {}).items():
+            if model_id in models:
+                raise CatalogError(f"{path.name}: {model_id} is defined twice")
+            models[model_id] = _model_from_entry(model_id, entry)
+        aliases.update(document.get("aliases") or {})
+    return Catalog(models, aliases)

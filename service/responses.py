@@ -88,6 +88,19 @@ def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
         styles=caps.styles,
         output_formats=caps.output_formats,
         reference_image=caps.reference_image,
+        max_prompt_chars=caps.max_prompt_chars,
+    )
+
+
+def _price(model: ModelSpec) -> pb.ModelPrice:
+    price, tokens = model.price, model.price.tokens
+    return pb.ModelPrice(
+        per_image_micros={"default": price.default_micros, **price.overrides},
+        per_million_tokens_micros=pb.TokenPrices(
+            text_input=tokens.text_input, image_input=tokens.image_input, output=tokens.output
+        )
+        if tokens
+        else None,
     )
 
 
@@ -103,9 +116,7 @@ def models_response(
                 created=model.created,
                 owned_by=model.provider,
                 capabilities=_capabilities(model),
-                price=pb.ModelPrice(
-                    per_image_micros={"default": model.price.default_micros, **model.price.by_quality}
-                ),
+                price=_price(model),
                 available=model.provider in available_providers,
                 aliases=catalog.aliases_of(model.id),
             )

@@ -56,7 +56,11 @@ class Worker:
 
 
 def interceptors(
-    settings: Settings, store: Store, catalog: Catalog, idempotency: IdempotencyInterceptor
+    settings: Settings,
+    store: Store,
+    catalog: Catalog,
+    idempotency: IdempotencyInterceptor,
+    available_providers: frozenset[str],
 ) -> list[grpc.aio.ServerInterceptor]:
     """The enforcement chain, outermost first (DESIGN.md section 3). Idempotency comes right after
     auth: replays skip rate limits and spend, and only the call that owns a key runs the rest."""
@@ -65,7 +69,7 @@ def interceptors(
         AuthInterceptor(store),
         idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
-        AccessInterceptor(catalog),
+        AccessInterceptor(catalog, available_providers),
         SpendInterceptor(store, settings.upstream_limit_s),
     ]
 
@@ -84,7 +88,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         store, settings.idempotency_lease_s, settings.idempotency_retention_s, settings.upstream_limit_s
     )
     server = grpc.aio.server(
-        interceptors=interceptors(settings, store, catalog, idempotency),
+        interceptors=interceptors(settings, store, catalog, idempotency, frozenset(providers)),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     pb_grpc.add_ImageGenerationServicer_to_server(servicer, server)

@@ -62,12 +62,13 @@ def _choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
     return value
 
 
-def _prompt(request: pb.GenerateImagesRequest) -> str:
+def _prompt(request: pb.GenerateImagesRequest, model: ModelSpec) -> str:
     if not request.prompt.strip():
         raise BadRequest("prompt is required and must not be blank.", param="prompt")
-    if len(request.prompt) > MAX_PROMPT_CHARS:
+    limit = min(MAX_PROMPT_CHARS, model.capabilities.max_prompt_chars)
+    if len(request.prompt) > limit:
         raise BadRequest(
-            f"prompt is {len(request.prompt)} characters; the limit is {MAX_PROMPT_CHARS}.",
+            f"prompt is {len(request.prompt)} characters; the limit for {model.id} is {limit}.",
             param="prompt",
             code="PROMPT_TOO_LONG",
         )
@@ -160,7 +161,7 @@ def validate(request: pb.GenerateImagesRequest, catalog: Catalog) -> GenerationR
     if not request.model:
         raise BadRequest("model is required, e.g. 'local/sketch'.", param="model")
     model = catalog.resolve(request.model)
-    prompt = _prompt(request)
+    prompt = _prompt(request, model)
     if len(request.user) > MAX_USER_CHARS:
         raise BadRequest(f"user must be at most {MAX_USER_CHARS} characters.", param="user")
     style = _choice(request.style, STYLES, "style")

@@ -1,5 +1,6 @@
 """Model access: the project's allowlist (glob patterns over model ids), checked first of all the
-GenerateImages checks, and validation of the request against the model's capabilities."""
+GenerateImages checks; validation of the request against the model's capabilities; and whether the
+model's provider is configured at all. All before any money is reserved."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import grpc
 
 from service.catalog import Catalog
-from service.errors import ModelNotAllowed
+from service.config import PROVIDER_ENV
+from service.errors import ModelNotAllowed, Unavailable
 from service.interceptors.base import Behavior, UnaryInterceptor
 from service.interceptors.request_context import current_request
 from service.stores.base import Project
@@ -23,8 +25,9 @@ def model_allowed(project: Project, model_id: str) -> bool:
 
 
 class AccessInterceptor(UnaryInterceptor):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, available_providers: frozenset[str]) -> None:
         self._catalog = catalog
+        self._available = available_providers
 
     def applies_to(self, method: str) -> bool:
         return method == GENERATE_IMAGES
@@ -41,4 +44,13 @@ class AccessInterceptor(UnaryInterceptor):
                 f"Project {project.name!r} may not use {model.id}; its allowlist is {allowed}.", param="model"
             )
         ctx.generation = validate(request, self._catalog)
+        provider = ctx.generation.model.provider
+        if provider not in self._available:
+            variable = PROVIDER_ENV.get(provider, (f"the {provider} API key",))[0]
+            raise Unavailable(
+                f"{ctx.generation.model.id} is unavailable: provider {provider!r} is not configured on this "
+                f"gateway (set {variable}).",
+                param="model",
+                code="PROVIDER_NOT_CONFIGURED",
+            )
         return await behavior(request, context)

@@ -22,6 +22,7 @@ from service.interceptors.base import Behavior, UnaryInterceptor
 from service.interceptors.request_context import RequestContext, current_request
 from service.pricing import cost_micros, estimate_micros, usd
 from service.stores.base import LedgerEntry, Store
+from service.tokens import count_prompt_tokens
 
 log = logging.getLogger(__name__)
 # A reservation outlives the longest possible call by this much before its lease lapses.
@@ -67,7 +68,8 @@ class SpendInterceptor(UnaryInterceptor):
         ctx = current_request()
         project = ctx.require_principal().project
         generation = ctx.require_generation()
-        estimate = estimate_micros(generation)
+        prompt_tokens = count_prompt_tokens(generation.prompt) if generation.model.price.tokens else 0
+        estimate = estimate_micros(generation, prompt_tokens)
         reservation = ctx.request_id
         if not await self._store.reserve(
             project.id, reservation, estimate, project.budget_micros, self._lease_s
@@ -83,7 +85,7 @@ class SpendInterceptor(UnaryInterceptor):
             await asyncio.shield(self._release(ctx, "CANCELLED"))
             raise
         images = len(response.data)
-        cost = cost_micros(generation, images)
+        cost = cost_micros(generation, images, ctx.result.usage if ctx.result else None)
         outcome = "ok" if images == generation.n else "partial"
         entry = ledger_entry(ctx, outcome, images, cost, response.usage.input_tokens)
         try:

@@ -1,22 +1,28 @@
-"""Provider adapters, one module each, built from settings by name (no dispatch on provider names)."""
+"""Provider adapters, one module each, built from settings by name (no dispatch on provider names).
+
+`local` always runs; every other provider runs when its API key is set (see config.PROVIDER_ENV).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.config import Settings
+from service.config import ProviderConfig, Settings
 from service.providers.base import ImageProvider
 from service.providers.local import LocalProvider
+from service.providers.openai import OpenAIProvider
 
-# provider name -> factory; a factory returns None when the provider has no credentials configured.
-ProviderFactory = Callable[[Settings], ImageProvider | None]
+AdapterFactory = Callable[[ProviderConfig, Settings], ImageProvider]
 
-FACTORIES: dict[str, ProviderFactory] = {
-    "local": lambda settings: LocalProvider(),
+ADAPTERS: dict[str, AdapterFactory] = {
+    "openai": OpenAIProvider.create,
 }
 
 
 def build_providers(settings: Settings) -> dict[str, ImageProvider]:
     """The providers that can serve requests with these settings."""
-    built = {name: factory(settings) for name, factory in FACTORIES.items()}
-    return {name: provider for name, provider in built.items() if provider is not None}
+    providers: dict[str, ImageProvider] = {"local": LocalProvider()}
+    for name, config in settings.providers.items():
+        if name in ADAPTERS:
+            providers[name] = ADAPTERS[name](config, settings)
+    return providers

@@ -23,6 +23,8 @@ class ImageCall:
     prompt: str
     n: int
     size: Size
+    # time.monotonic() by which the call must be done (retries and polling stay inside it).
+    deadline: float
     # Position of this call's first image in the whole request (calls of one request differ by it).
     first_index: int = 0
     quality: str | None = None

@@ -274,6 +274,12 @@ def test_sdk_sees_authentication_error_for_no_key(gateway: GatewayProcess) -> No
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "UNAUTHENTICATED"
 
 
+def test_a_provider_without_credentials_is_a_clear_503(gateway: GatewayProcess) -> None:
+    response = generate_raw(gateway, {"model": "openai/dall-e-3", "prompt": "x"})
+    error = assert_error(response, 503, "PROVIDER_NOT_CONFIGURED", "model")
+    assert "OPENAI_API_KEY" in error["message"]
+
+
 def test_unknown_route_is_a_404_envelope(gateway: GatewayProcess) -> None:
     assert_error(httpx.get(f"{gateway.http_url}/v1/nothing-here"), 404, "NOT_FOUND")
 

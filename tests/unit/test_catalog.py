@@ -30,7 +30,7 @@ aliases:
 
 
 def test_loads_models_prices_and_aliases(tmp_path: Path) -> None:
-    catalog = load_catalog(write(tmp_path, MODEL))
+    catalog = load_catalog([write(tmp_path, MODEL)])
     model = catalog.resolve("fast")
     assert model.id == "acme/one" and model.provider == "acme" and model.upstream_id == "one-v1"
     assert model.price == PriceRule(40_000, {"hd": 80_001})
@@ -41,7 +41,7 @@ def test_loads_models_prices_and_aliases(tmp_path: Path) -> None:
 
 def test_unknown_models_are_not_found(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound):
-        load_catalog(write(tmp_path, MODEL)).resolve("acme/two")
+        load_catalog([write(tmp_path, MODEL)]).resolve("acme/two")
 
 
 @pytest.mark.parametrize(
@@ -59,12 +59,24 @@ def test_malformed_entries_are_refused_with_the_model_named(
     tmp_path: Path, change: tuple[str, str], message: str
 ) -> None:
     with pytest.raises(CatalogError, match=message):
-        load_catalog(write(tmp_path, MODEL.replace(*change)))
+        load_catalog([write(tmp_path, MODEL.replace(*change))])
 
 
 def test_the_shipped_catalog_loads() -> None:
     ids = [m.id for m in load_catalog()]
     assert "local/sketch" in ids and "local/canvas" in ids
+
+
+def test_prices_by_quality_and_size(tmp_path: Path) -> None:
+    text = MODEL.replace(
+        'price: {default: "0.04", hd: "0.080001"}',
+        'price: {default: "0.04", hd: "0.08", "@512x512": "0.03", "hd@512x512": "0.05"}',
+    )
+    price = load_catalog([write(tmp_path, text)]).resolve("acme/one").price
+    assert price.per_image("hd", Size(512, 512)) == 50_000
+    assert price.per_image("standard", Size(512, 512)) == 30_000
+    assert price.per_image("hd", Size(1024, 1024)) == 80_000
+    assert price.per_image(None, Size(1024, 1024)) == 40_000
 
 
 def test_size_helpers() -> None:

@@ -18,7 +18,13 @@ def run(call: ImageCall) -> list[bytes]:
 
 
 def call(**fields: object) -> ImageCall:
-    base: dict[str, object] = {"upstream_model": "sketch", "prompt": "a cat", "n": 1, "size": Size(320, 200)}
+    base: dict[str, object] = {
+        "upstream_model": "sketch",
+        "prompt": "a cat",
+        "n": 1,
+        "size": Size(320, 200),
+        "deadline": 0.0,
+    }
     return ImageCall(**{**base, **fields})  # type: ignore[arg-type]
 
 

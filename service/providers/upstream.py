@@ -1,0 +1,219 @@
+"""HTTP access to one provider, shared by every call to it.
+
+- One `httpx.AsyncClient` per provider: connections are kept alive across requests.
+- Retryable failures (429, 500/502/503/504, connection errors) are retried with exponential backoff
+  (and the provider's Retry-After) while the call's deadline allows; then they become errors.
+- Every non-2xx answer becomes an `MgError` in one place (`upstream_error`), with the provider's own
+  message kept; adapters only say how their provider signals a content refusal.
+- Images behind provider URLs are downloaded with a size and time limit and checked to be images,
+  so responses never depend on a provider URL that expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from service.config import ProviderConfig, Settings
+from service.errors import (
+    BadRequest,
+    ContentPolicyViolation,
+    MgError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from service.images import sniff_media_type
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+BACKOFF_BASE_S = 0.5
+MAX_RETRY_AFTER_S = 20.0
+
+# (status, parsed JSON body or None, text) -> is this a content refusal?
+RefusalTest = Callable[[int, Any, str], bool]
+
+
+def provider_message(body: Any, text: str) -> str:
+    """The provider's own error message, wherever its envelope keeps it."""
+    if isinstance(body, dict):
+        for path in (("error", "message"), ("message",), ("detail",), ("error",), ("errors",), ("name",)):
+            value: Any = body
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, list) and value:
+                return "; ".join(str(v.get("msg", v)) if isinstance(v, dict) else str(v) for v in value)
+    return text.strip()[:500] or "no message"
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def upstream_error(provider: str, response: httpx.Response, is_refusal: RefusalTest) -> MgError:
+    """The one mapping from a provider's error answer to what the caller sees."""
+    status, body, text = response.status_code, _json_or_none(response), response.text
+    message = f"{provider}: {provider_message(body, text)}"
+    if is_refusal(status, body, text):
+        return ContentPolicyViolation(message)
+    if status == 429:
+        return RateLimited(message, code="UPSTREAM_RATE_LIMITED", retry_after_s=_retry_after(response) or 10)
+    if status in (401, 403):
+        return UpstreamError(f"{provider} rejected the gateway's credentials ({status}): {message}")
+    if status in (400, 404, 413, 422):
+        return BadRequest(message, code="PROVIDER_REJECTED_REQUEST")
+    return UpstreamError(f"{message} (HTTP {status})")
+
+
+def malformed(provider: str, detail: str) -> UpstreamError:
+    return UpstreamError(f"{provider} answered with something unusable: {detail}")
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0, int(float(value))) if value else None
+    except ValueError:
+        return None
+
+
+class Upstream:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        is_refusal: RefusalTest,
+        *,
+        attempts: int = 3,
+        max_download_bytes: int = 50 * 1024 * 1024,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self._is_refusal = is_refusal
+        self._attempts = max(1, attempts)
+        self._max_download_bytes = max_download_bytes
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=60)
+        self._client = httpx.AsyncClient(
+            base_url=base_url, headers=dict(headers), limits=limits, transport=transport, timeout=None
+        )
+        self._downloads = httpx.AsyncClient(
+            limits=limits, transport=transport, timeout=None, follow_redirects=True
+        )
+
+    @classmethod
+    def from_config(
+        cls, config: ProviderConfig, settings: Settings, headers: Mapping[str, str], is_refusal: RefusalTest
+    ) -> Upstream:
+        return cls(
+            config.name,
+            config.base_url,
+            headers,
+            is_refusal,
+            attempts=settings.upstream_attempts,
+            max_download_bytes=settings.max_download_bytes,
+        )
+
+    async def request(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
+        """A 2xx response, or the mapped error once retries are used up or the deadline is near."""
+        for attempt in range(1, self._attempts + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"{self.provider} did not answer in time.")
+            try:
+                response = await self._client.request(method, path, timeout=remaining, **kwargs)
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeout(f"{self.provider} did not answer in time.") from exc
+            except httpx.TransportError as exc:
+                error: MgError = UpstreamError(f"Could not reach {self.provider}: {exc!r}")
+                pause = self._backoff(attempt, None)
+            else:
+                if response.is_success:
+                    return response
+                error = upstream_error(self.provider, response, self._is_refusal)
+                if response.status_code not in RETRYABLE_STATUS or isinstance(error, ContentPolicyViolation):
+                    raise error
+                pause = self._backoff(attempt, _retry_after(response))
+            if attempt == self._attempts or time.monotonic() + pause >= deadline:
+                raise error
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, retry_after: int | None) -> float:
+        if retry_after is not None:
+            return min(float(retry_after), MAX_RETRY_AFTER_S)
+        return float(BACKOFF_BASE_S * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+
+    async def json(self, method: str, path: str, deadline: float, **kwargs: Any) -> Any:
+        """`request`, with the body parsed as JSON (garbage is a 502 with what arrived)."""
+        response = await self.request(method, path, deadline, **kwargs)
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise malformed(self.provider, f"not JSON: {response.text[:200]!r}") from None
+
+    async def download(self, url: str, deadline: float) -> tuple[bytes, str]:
+        """(bytes, media type) of an image at a provider URL; size-limited, time-limited, sniffed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"No time left to download the image from {self.provider}.")
+        try:
+            async with self._downloads.stream("GET", url, timeout=remaining) as response:
+                if not response.is_success:
+                    raise UpstreamError(
+                        f"{self.provider} image download failed (HTTP {response.status_code})."
+                    )
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > self._max_download_bytes:
+                    raise UpstreamError(
+                        f"{self.provider} image is larger than {self._max_download_bytes} bytes."
+                    )
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_download_bytes:
+                        raise UpstreamError(
+                            f"{self.provider} image is larger than {self._max_download_bytes} bytes."
+                        )
+                    chunks.append(chunk)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"Downloading the image from {self.provider} timed out.") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Could not download the image from {self.provider}: {exc!r}") from exc
+        data = b"".join(chunks)
+        media_type = sniff_media_type(data)
+        if media_type is None:
+            raise malformed(self.provider, "the image URL did not serve an image")
+        return data, media_type
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        await self._downloads.aclose()
+
+
+def decode_image(provider: str, b64: object) -> tuple[bytes, str]:
+    """(bytes, media type) from a provider's base64 field; anything else is a 502."""
+    if not isinstance(b64, str) or not b64:
+        raise malformed(provider, "an image without data")
+    if b64.startswith("data:"):
+        b64 = b64.partition(",")[2]
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise malformed(provider, "image data that is not base64") from None
+    media_type = sniff_media_type(data)
+    if media_type is None:
+        raise malformed(provider, "image data that is not an image")
+    return data, media_type

@@ -1,0 +1,175 @@
+"""The base of the fake provider servers: a real HTTP server on loopback that records every request,
+validates bodies against the provider's own published schema, and answers as the provider would.
+
+Deterministic triggers in the prompt, shared by every fake:
+  BLOCKME      the provider's content-refusal answer
+  RATELIMIT    429 every time;   RATELIMIT_ONCE  429 once per prompt, then success
+  FAILME       500 every time;   FLAKY           503 once per prompt, then success
+  GARBAGE      200 with a body that is not what the provider promises
+  EMPTY        200 with no images
+  SLOW         answer after a delay (async providers: stay pending for a few polls)
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jsonschema
+from PIL import Image
+
+SCHEMAS = Path(__file__).with_name("schemas")
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    json: Any = None
+    form: dict[str, Any] = field(default_factory=dict)  # multipart: name -> str or bytes (files)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(payload: Any, status: int = 200, **headers: str) -> Reply:
+    return Reply(status, json.dumps(payload).encode(), {"content-type": "application/json", **headers})
+
+
+def png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg(width: int = 8, height: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 30, 200)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+class SchemaViolation(Exception):
+    """What the adapter sent does not match the provider's definition."""
+
+
+def check_body(schema_file: str, definition: str, body: Any, *, closed: bool = True) -> None:
+    """Validate against the provider's published schema; `closed` also refuses fields the schema does
+    not define (the published schemas are open, but a misspelt field must fail a test)."""
+    schema = json.loads((SCHEMAS / schema_file).read_text())
+    try:
+        jsonschema.validate(body, {**schema, "$ref": f"#/$defs/{definition}"})
+    except jsonschema.ValidationError as exc:
+        raise SchemaViolation(exc.message) from None
+    if closed and isinstance(body, dict):
+        known = set(schema["$defs"][definition].get("properties", {}))
+        unknown = set(body) - known
+        if unknown:
+            raise SchemaViolation(f"fields not in {definition}: {sorted(unknown)}")
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        form[str(name)] = payload if part.get_filename() else payload.decode()
+    return form
+
+
+class FakeProvider:
+    """Subclasses implement `handle`; `url` is the base URL to give the adapter."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.seen: Counter[str] = Counter()  # trigger -> times seen (for the *_ONCE triggers)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def handle(self, request: Recorded) -> Reply:
+        raise NotImplementedError
+
+    def once(self, key: str) -> bool:
+        """True the first time `key` is seen."""
+        with self._lock:
+            self.seen[key] += 1
+            return self.seen[key] == 1
+
+    def _dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("content-length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        parts = urlsplit(handler.path)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        recorded = Recorded(method, parts.path, parse_qs(parts.query), headers, body)
+        content_type = headers.get("content-type", "")
+        if content_type.startswith("application/json") and body:
+            recorded.json = json.loads(body)
+        elif content_type.startswith("multipart/form-data"):
+            recorded.form = parse_multipart(content_type, body)
+        with self._lock:
+            self.requests.append(recorded)
+        try:
+            reply = self.handle(recorded)
+        except SchemaViolation as exc:
+            reply = json_reply({"error": {"message": f"schema: {exc}", "type": "invalid_request_error"}}, 400)
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("content-length", str(len(reply.body)))
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+
+    @contextmanager
+    def running(self) -> Iterator[FakeProvider]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                fake._dispatch(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._dispatch(self, "POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def generation_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST"]
