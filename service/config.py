@@ -106,6 +106,22 @@ class Settings:
     # the gateway downloads from a provider URL.
     upstream_attempts: int = field(default=3, metadata={"env": "MG_UPSTREAM_ATTEMPTS"})
     max_download_bytes: int = field(default=50 * MIB, metadata={"env": "MG_MAX_DOWNLOAD_BYTES"})
+    # Hosted images (response_format=url): the public base of the URLs (behind a load balancer, its
+    # address), how long a signed URL works, the HMAC key (replicas must share it; default: a key
+    # generated once in the data dir), and how long image files are kept.
+    public_url: str = field(default="", metadata={"env": "MG_PUBLIC_URL"})
+    url_ttl_s: float = field(default=3600.0, metadata={"env": "MG_URL_TTL_S"})
+    url_signing_key: str = field(default="", metadata={"env": "MG_URL_SIGNING_KEY"})
+    file_retention_s: float = field(default=86400.0, metadata={"env": "MG_FILE_RETENTION_S"})
+    # Image files in S3-compatible storage instead of the data dir (replicas share them).
+    s3_bucket: str = field(default="", metadata={"env": "MG_S3_BUCKET"})
+    s3_prefix: str = field(default="mg/", metadata={"env": "MG_S3_PREFIX"})
+    s3_endpoint_url: str = field(default="", metadata={"env": "MG_S3_ENDPOINT_URL"})
+    s3_region: str = field(default="", metadata={"env": "MG_S3_REGION"})
+    s3_access_key_id: str = field(default="", metadata={"env": "MG_S3_ACCESS_KEY_ID"})
+    s3_secret_access_key: str = field(default="", metadata={"env": "MG_S3_SECRET_ACCESS_KEY"})
+    # Largest request body the edge accepts (a 20 MB reference image is ~27 MB of base64).
+    max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict, metadata={"env": ""})
 
@@ -119,8 +135,15 @@ class Settings:
 
     @property
     def grpc_max_message_bytes(self) -> int:
-        # base64 makes the REST body 4/3 of the gRPC message; the gRPC limit follows the REST one.
-        return self.max_response_bytes
+        # The gRPC limit must carry the largest response and the largest request the edge admits.
+        return max(self.max_response_bytes, self.max_request_bytes)
+
+    @property
+    def public_base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
 
     @property
     def upstream_limit_s(self) -> float:

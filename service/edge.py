@@ -49,6 +49,7 @@ def render_config(settings: Settings, lua_path: Path) -> str:
         lua_path=lua_path,
         descriptor_path=settings.descriptor_set,
         max_response_bytes=settings.max_response_bytes,
+        max_request_bytes=settings.max_request_bytes,
         upstream_max_streams=settings.envoy_upstream_max_streams,
     )
 

@@ -46,13 +46,16 @@ def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
     )
 
 
-def images_response(request: GenerationRequest, result: GenerationResult) -> pb.ImagesResponse:
-    data = [
-        pb.Image(b64_json=image.data, revised_prompt=image.revised_prompt)
-        if image.revised_prompt is not None
-        else pb.Image(b64_json=image.data)
-        for image in result.images
-    ]
+def images_response(
+    request: GenerationRequest, result: GenerationResult, urls: list[str] | None = None
+) -> pb.ImagesResponse:
+    """The response; with `urls` (hosted copies of the images, in order) instead of the bytes."""
+    data = []
+    for index, image in enumerate(result.images):
+        item = pb.Image(url=urls[index]) if urls is not None else pb.Image(b64_json=image.data)
+        if image.revised_prompt is not None:
+            item.revised_prompt = image.revised_prompt
+        data.append(item)
     output_format = request.output_format or result.images[0].media_type.removeprefix("image/")
     return pb.ImagesResponse(
         id=new_image_id(),

@@ -17,9 +17,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
+from service.blobs import BlobStore, open_blob_store, sweep_forever
 from service.catalog import Catalog, load_catalog
 from service.config import Settings, load_settings
 from service.generation import Generator
+from service.hosting import Hosting, signing_key
 from service.interceptors.access import AccessInterceptor
 from service.interceptors.auth import AuthInterceptor
 from service.interceptors.idempotency import IdempotencyInterceptor
@@ -53,6 +55,7 @@ class Worker:
     health: health.aio.HealthServicer
     store: Store
     idempotency: IdempotencyInterceptor
+    blobs: BlobStore
 
 
 def interceptors(
@@ -79,13 +82,20 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     providers = build_providers(settings)
     catalog = load_catalog()
     store = open_store(settings)
+    blobs = open_blob_store(settings)
+    hosting = Hosting(blobs, signing_key(settings), settings.public_base_url, settings.url_ttl_s)
     servicer = ImageGenerationServicer(
         catalog=catalog,
         generator=Generator(providers, settings.fanout_concurrency),
         available_providers=frozenset(providers),
+        hosting=hosting,
     )
     idempotency = IdempotencyInterceptor(
-        store, settings.idempotency_lease_s, settings.idempotency_retention_s, settings.upstream_limit_s
+        store,
+        settings.idempotency_lease_s,
+        settings.idempotency_retention_s,
+        settings.upstream_limit_s,
+        hosting,
     )
     server = grpc.aio.server(
         interceptors=interceptors(settings, store, catalog, idempotency, frozenset(providers)),
@@ -97,7 +107,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return Worker(server, port, health_servicer, store, idempotency)
+    return Worker(server, port, health_servicer, store, idempotency, blobs)
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:
@@ -107,6 +117,7 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
+    sweeper = asyncio.create_task(sweep_forever(worker.blobs, settings.file_retention_s))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +127,7 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     await worker.health.enter_graceful_shutdown()
     await worker.server.stop(settings.shutdown_grace_s)
     await worker.idempotency.drain(settings.shutdown_grace_s)
+    sweeper.cancel()
     await worker.store.close()
     log.info("worker %d stopped", os.getpid())
 

@@ -19,8 +19,7 @@ from service.sizes import Size, parse_size
 MAX_PROMPT_CHARS = 8000
 MAX_N = 8
 MAX_USER_CHARS = 256
-# "url" (gateway-hosted, signed URLs) arrives with the blob store; until then it is a clear 400.
-RESPONSE_FORMATS = ("b64_json",)
+RESPONSE_FORMATS = ("b64_json", "url")
 STYLES = ("vivid", "natural")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 MODERATIONS = ("low", "auto")

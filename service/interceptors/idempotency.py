@@ -35,6 +35,7 @@ from service.errors import (
     error_from_json,
     error_to_json,
 )
+from service.hosting import Hosting
 from service.interceptors.access import GENERATE_IMAGES
 from service.interceptors.base import Behavior, UnaryInterceptor
 from service.interceptors.request_context import RequestContext, current_request
@@ -72,8 +73,11 @@ def fingerprint(request: pb.GenerateImagesRequest) -> str:
 
 
 class IdempotencyInterceptor(UnaryInterceptor):
-    def __init__(self, store: Store, lease_s: float, retention_s: float, upstream_limit_s: float) -> None:
+    def __init__(
+        self, store: Store, lease_s: float, retention_s: float, upstream_limit_s: float, hosting: Hosting
+    ) -> None:
         self._store = store
+        self._hosting = hosting
         self._lease_s = lease_s
         self._retention_s = retention_s
         self._upstream_limit_s = upstream_limit_s
@@ -108,7 +112,8 @@ class IdempotencyInterceptor(UnaryInterceptor):
                 )
             if record.state == IdempotencyState.SUCCEEDED:
                 ctx.response_headers.append(REPLAY_HEADER)
-                return pb.ImagesResponse.FromString(record.response)
+                # hosted URLs are signed afresh: same files, a new expiry
+                return self._hosting.resign(pb.ImagesResponse.FromString(record.response), project_id)
             if record.state == IdempotencyState.FAILED:
                 raise error_from_json(record.error)
             waiting_for = record.owner

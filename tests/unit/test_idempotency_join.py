@@ -12,7 +12,9 @@ import pytest
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
+from service.blobs import LocalBlobStore
 from service.errors import UpstreamError
+from service.hosting import Hosting
 from service.interceptors.idempotency import IdempotencyInterceptor
 from service.interceptors.request_context import Principal, RequestContext, bound
 from service.stores.base import ApiKey, Project
@@ -48,7 +50,8 @@ async def call(interceptor: IdempotencyInterceptor, behavior: FailingLate) -> Ba
 
 
 def interceptor(store: SqliteStore) -> IdempotencyInterceptor:
-    return IdempotencyInterceptor(store, lease_s=5, retention_s=60, upstream_limit_s=30)
+    hosting = Hosting(LocalBlobStore(Path("/nonexistent")), b"key", "http://gateway", ttl_s=60)
+    return IdempotencyInterceptor(store, lease_s=5, retention_s=60, upstream_limit_s=30, hosting=hosting)
 
 
 @pytest.fixture

@@ -1,0 +1,106 @@
+"""Gateway-hosted image URLs: images go to the blob store and come back as HMAC-signed, expiring
+URLs served by GetFile (`/v1/files/{id}?exp=..&sig=..`).
+
+The signature covers the file id, its project and the expiry, so a URL cannot be stretched, moved
+to another file, or used for a file of another project; it is checked in constant time. Replays of
+an idempotent request get freshly signed URLs to the same stored bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from mg.v1 import image_generation_pb2 as pb
+
+from service.blobs import Blob, BlobStore, new_blob_id, valid_blob_id
+from service.config import Settings
+from service.errors import Forbidden, NotFound
+from service.providers.base import GeneratedImage
+
+SIGNING_KEY_FILE = "url-signing-key"
+
+
+def signing_key(settings: Settings) -> bytes:
+    """MG_URL_SIGNING_KEY, or a key generated once in the data dir (shared by its workers)."""
+    if settings.url_signing_key:
+        return settings.url_signing_key.encode()
+    path = settings.data_dir / SIGNING_KEY_FILE
+    if not path.exists():
+        _create_once(path, secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()
+
+
+def _create_once(path: Path, content: str) -> None:
+    """Write `content` to `path` unless another process got there first (link is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(content)
+    temporary.chmod(0o600)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class Hosting:
+    def __init__(self, blobs: BlobStore, key: bytes, public_url: str, ttl_s: float) -> None:
+        self._blobs = blobs
+        self._key = key
+        self._public_url = public_url
+        self._ttl_s = ttl_s
+
+    def _signature(self, file_id: str, project_id: str, exp: int) -> str:
+        digest = hmac.new(self._key, f"{file_id}:{project_id}:{exp}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def url(self, file_id: str, project_id: str) -> str:
+        exp = int(time.time() + self._ttl_s)
+        return (
+            f"{self._public_url}/v1/files/{file_id}?exp={exp}&sig={self._signature(file_id, project_id, exp)}"
+        )
+
+    async def host(self, project_id: str, images: list[GeneratedImage]) -> list[str]:
+        urls = []
+        for image in images:
+            file_id = new_blob_id()
+            await self._blobs.put(file_id, Blob(image.data, image.media_type, project_id, time.time()))
+            urls.append(self.url(file_id, project_id))
+        return urls
+
+    def resign(self, response: pb.ImagesResponse, project_id: str) -> pb.ImagesResponse:
+        """The same response with every hosted URL signed afresh (same files, new expiry)."""
+        fresh = pb.ImagesResponse()
+        fresh.CopyFrom(response)
+        for image in fresh.data:
+            if image.url:
+                image.url = self.url(urlsplit(image.url).path.rsplit("/", 1)[-1], project_id)
+        return fresh
+
+    async def fetch(self, file_id: str, exp: int, sig: str) -> tuple[Blob, int]:
+        """(the file, seconds its URL stays valid) for a signed request; 403 / 404 otherwise."""
+        if not valid_blob_id(file_id):
+            raise NotFound(f"No file {file_id!r}.", param="id")
+        remaining = exp - int(time.time())
+        if remaining <= 0:
+            raise Forbidden("This file URL has expired; request the image again for a fresh URL.")
+        blob = await self._blobs.get(file_id)
+        if blob is None:
+            raise NotFound(f"No file {file_id!r}.", param="id")
+        if not hmac.compare_digest(sig.encode(), self._signature(file_id, blob.project_id, exp).encode()):
+            raise Forbidden("This file URL's signature is not valid.")
+        return blob, remaining
+
+
+def signed_query(url: str) -> tuple[int, str]:
+    """(exp, sig) of a hosted URL, for tests and tools."""
+    query = parse_qs(urlsplit(url).query)
+    return int(query["exp"][0]), query["sig"][0]

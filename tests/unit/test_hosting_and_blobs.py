@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ulid import ULID
+
+from service.blobs import Blob, LocalBlobStore, S3BlobStore, new_blob_id
+from service.errors import Forbidden, NotFound
+from service.hosting import Hosting, signed_query
+from service.providers.base import GeneratedImage
+from tests.support.s3_server import S3Server
+
+
+def hosting(tmp_path: Path, key: bytes = b"k" * 32) -> Hosting:
+    return Hosting(LocalBlobStore(tmp_path), key, "https://img.example", ttl_s=60)
+
+
+def test_a_url_signed_for_another_project_or_key_is_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        host = hosting(tmp_path)
+        (url,) = await host.host("proj_a", [GeneratedImage(b"\x89PNG\r\n\x1a\nxx")])
+        file_id = url.split("/files/")[1].split("?")[0]
+        blob, remaining = await host.fetch(file_id, *signed_query(url))
+        assert blob.project_id == "proj_a" and 0 < remaining <= 60
+        with pytest.raises(Forbidden):
+            await host.fetch(file_id, *signed_query(host.url(file_id, "proj_b")))
+        with pytest.raises(Forbidden):
+            await hosting(tmp_path, key=b"x" * 32).fetch(file_id, *signed_query(url))
+        with pytest.raises(NotFound):
+            await host.fetch("../../etc/passwd", *signed_query(url))
+
+    asyncio.run(go())
+
+
+def test_local_sweeper_deletes_only_old_files(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = LocalBlobStore(tmp_path)
+        old, new = new_blob_id(), new_blob_id()
+        await store.put(old, Blob(b"old", "image/png", "p", time.time() - 100))
+        await store.put(new, Blob(b"new", "image/png", "p", time.time()))
+        assert await store.delete_older_than(time.time() - 50) == 1
+        assert await store.get(old) is None and (await store.get(new)) is not None
+
+    asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+def test_s3_store_round_trip_and_sweep(s3: S3Server) -> None:
+    bucket = f"unit-{str(ULID()).lower()}"
+    s3.create_bucket(bucket)
+
+    async def go() -> None:
+        store = S3BlobStore(bucket, "mg/", s3.client())
+        blob_id = new_blob_id()
+        await store.put(blob_id, Blob(b"\x89PNG data", "image/png", "proj_1", 123.5))
+        blob = await store.get(blob_id)
+        assert blob == Blob(b"\x89PNG data", "image/png", "proj_1", 123.5)
+        assert await store.get(new_blob_id()) is None
+        assert await store.delete_older_than(time.time() + 60) == 1
+        assert await store.get(blob_id) is None
+
+    asyncio.run(go())
