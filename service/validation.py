@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf import json_format
 from mg.v1 import image_generation_pb2 as pb
@@ -136,12 +137,24 @@ def _stream(request: pb.GenerateImagesRequest, model: ModelSpec) -> None:
 def _provider_options(request: pb.GenerateImagesRequest, model: ModelSpec) -> Mapping[str, object]:
     if not request.HasField("provider_options"):
         return {}
-    entry = json_format.MessageToDict(request.provider_options).get(model.provider, {})
+    entry = _whole_numbers(json_format.MessageToDict(request.provider_options)).get(model.provider, {})
     if not isinstance(entry, dict):
         raise BadRequest(
             f"providerOptions.{model.provider} must be an object.", param=f"providerOptions.{model.provider}"
         )
     return entry
+
+
+def _whole_numbers(value: Any) -> Any:
+    """JSON numbers arrive through google.protobuf.Struct as floats; give whole ones back as ints,
+    so every adapter sees `"seed": 42` as the caller wrote it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:

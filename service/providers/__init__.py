@@ -9,13 +9,25 @@ from collections.abc import Callable
 
 from service.config import ProviderConfig, Settings
 from service.providers.base import ImageProvider
+from service.providers.bfl import BFLProvider
+from service.providers.bytedance import BytedanceProvider
+from service.providers.google import GoogleProvider
 from service.providers.local import LocalProvider
 from service.providers.openai import OpenAIProvider
+from service.providers.recraft import RecraftProvider
+from service.providers.stability import StabilityProvider
+from service.providers.xai import XAIProvider
 
 AdapterFactory = Callable[[ProviderConfig, Settings], ImageProvider]
 
 ADAPTERS: dict[str, AdapterFactory] = {
+    "bfl": BFLProvider.create,
+    "bytedance": BytedanceProvider.create,
+    "google": GoogleProvider.create,
     "openai": OpenAIProvider.create,
+    "recraft": RecraftProvider.create,
+    "stability": StabilityProvider.create,
+    "xai": XAIProvider.create,
 }
 
 

@@ -63,6 +63,17 @@ class ImageCallResult:
     warnings: Sequence[str] = ()
 
 
+# Request fields many providers have no equivalent for.
+OPENAI_ONLY_FIELDS = ("quality", "style", "background", "moderation", "output_compression")
+
+
+def ignored_fields(call: ImageCall, provider: str, names: Sequence[str] = OPENAI_ONLY_FIELDS) -> list[str]:
+    """Warnings for the fields in `names` the caller set but this provider cannot honour."""
+    return [
+        f"{name} ignored: {provider} has no equivalent" for name in names if getattr(call, name) is not None
+    ]
+
+
 class ImageProvider(Protocol):
     @property
     def name(self) -> str: ...

@@ -12,7 +12,7 @@ from typing import Any
 
 from service.config import ProviderConfig, Settings
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
-from service.providers.upstream import Upstream, decode_image, malformed
+from service.providers.upstream import Upstream, data_items, decode_image
 
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
 DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd"}
@@ -88,19 +88,12 @@ class OpenAIProvider:
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
-        response = await self._upstream.request("POST", "/images/generations", call.deadline, json=body)
-        try:
-            payload = response.json()
-            items = payload["data"]
-        except (ValueError, KeyError, TypeError):
-            raise malformed(self.name, f"no data in {response.text[:200]!r}") from None
-        if not isinstance(items, list):
-            raise malformed(self.name, "data is not a list")
+        payload, response = await self._upstream.json_object(
+            "POST", "/images/generations", call.deadline, json=body
+        )
         images = []
-        for item in items:
-            data, media_type = decode_image(
-                self.name, item.get("b64_json") if isinstance(item, dict) else None
-            )
+        for item in data_items(self.name, payload):
+            data, media_type = decode_image(self.name, item.get("b64_json"))
             images.append(GeneratedImage(data, media_type, item.get("revised_prompt")))
         return ImageCallResult(
             images=images,

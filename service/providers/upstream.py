@@ -62,15 +62,25 @@ def _json_or_none(response: httpx.Response) -> Any:
         return None
 
 
-def upstream_error(provider: str, response: httpx.Response, is_refusal: RefusalTest) -> MgError:
-    """The one mapping from a provider's error answer to what the caller sees."""
+def _never(status: int, body: Any, text: str) -> bool:
+    return False
+
+
+def upstream_error(
+    provider: str,
+    response: httpx.Response,
+    is_refusal: RefusalTest,
+    is_credential_error: RefusalTest = _never,
+) -> MgError:
+    """The one mapping from a provider's error answer to what the caller sees. `is_credential_error`
+    is for providers that reject a bad key with something other than 401/403."""
     status, body, text = response.status_code, _json_or_none(response), response.text
     message = f"{provider}: {provider_message(body, text)}"
     if is_refusal(status, body, text):
         return ContentPolicyViolation(message)
     if status == 429:
         return RateLimited(message, code="UPSTREAM_RATE_LIMITED", retry_after_s=_retry_after(response) or 10)
-    if status in (401, 403):
+    if status in (401, 403) or is_credential_error(status, body, text):
         return UpstreamError(f"{provider} rejected the gateway's credentials ({status}): {message}")
     if status in (400, 404, 413, 422):
         return BadRequest(message, code="PROVIDER_REJECTED_REQUEST")
@@ -100,9 +110,11 @@ class Upstream:
         attempts: int = 3,
         max_download_bytes: int = 50 * 1024 * 1024,
         transport: httpx.AsyncBaseTransport | None = None,
+        is_credential_error: RefusalTest = _never,
     ) -> None:
         self.provider = provider
         self._is_refusal = is_refusal
+        self._is_credential_error = is_credential_error
         self._attempts = max(1, attempts)
         self._max_download_bytes = max_download_bytes
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=60)
@@ -115,7 +127,12 @@ class Upstream:
 
     @classmethod
     def from_config(
-        cls, config: ProviderConfig, settings: Settings, headers: Mapping[str, str], is_refusal: RefusalTest
+        cls,
+        config: ProviderConfig,
+        settings: Settings,
+        headers: Mapping[str, str],
+        is_refusal: RefusalTest,
+        is_credential_error: RefusalTest = _never,
     ) -> Upstream:
         return cls(
             config.name,
@@ -124,6 +141,7 @@ class Upstream:
             is_refusal,
             attempts=settings.upstream_attempts,
             max_download_bytes=settings.max_download_bytes,
+            is_credential_error=is_credential_error,
         )
 
     async def request(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
@@ -142,7 +160,7 @@ class Upstream:
             else:
                 if response.is_success:
                     return response
-                error = upstream_error(self.provider, response, self._is_refusal)
+                error = upstream_error(self.provider, response, self._is_refusal, self._is_credential_error)
                 if response.status_code not in RETRYABLE_STATUS or isinstance(error, ContentPolicyViolation):
                     raise error
                 pause = self._backoff(attempt, _retry_after(response))
@@ -163,6 +181,19 @@ class Upstream:
             return response.json()
         except (ValueError, json.JSONDecodeError):
             raise malformed(self.provider, f"not JSON: {response.text[:200]!r}") from None
+
+    async def json_object(
+        self, method: str, path: str, deadline: float, **kwargs: Any
+    ) -> tuple[dict[str, Any], httpx.Response]:
+        """(the JSON object answered, the response for its headers); anything else is a 502."""
+        response = await self.request(method, path, deadline, **kwargs)
+        try:
+            payload = response.json()
+        except (ValueError, json.JSONDecodeError):
+            payload = None
+        if not isinstance(payload, dict):
+            raise malformed(self.provider, f"not a JSON object: {response.text[:200]!r}")
+        return payload, response
 
     async def download(self, url: str, deadline: float) -> tuple[bytes, str]:
         """(bytes, media type) of an image at a provider URL; size-limited, time-limited, sniffed."""
@@ -201,6 +232,14 @@ class Upstream:
     async def aclose(self) -> None:
         await self._client.aclose()
         await self._downloads.aclose()
+
+
+def data_items(provider: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `data` list of an OpenAI-style images answer, checked to be a list of objects."""
+    items = payload.get("data")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise malformed(provider, "no list of images under `data`")
+    return items
 
 
 def decode_image(provider: str, b64: object) -> tuple[bytes, str]:

@@ -15,7 +15,13 @@ import pytest
 
 from service.images import sniff_media_type
 from tests.fakes.base import FakeProvider
+from tests.fakes.bfl import FakeBFL
+from tests.fakes.bytedance import FakeSeedream
+from tests.fakes.google import FakeGoogle
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.recraft import FakeRecraft
+from tests.fakes.stability import FakeStability
+from tests.fakes.xai import FakeXAI
 from tests.support.gateway import GatewayProcess
 
 
@@ -30,8 +36,47 @@ class Case:
     size: str
 
 
+# provider, fake, key variable, base URL variable, base path, model, size
 CASES = [
     Case("openai", FakeOpenAI, "OPENAI_API_KEY", "OPENAI_BASE_URL", "/v1", "openai/gpt-image-1", "1024x1024"),
+    Case(
+        "recraft",
+        FakeRecraft,
+        "RECRAFT_API_KEY",
+        "RECRAFT_BASE_URL",
+        "/v1",
+        "recraft/recraft-v3",
+        "1024x1024",
+    ),
+    Case("bfl", FakeBFL, "BFL_API_KEY", "BFL_BASE_URL", "/v1", "bfl/flux-pro-1.1", "1024x1024"),
+    Case(
+        "google",
+        FakeGoogle,
+        "GEMINI_API_KEY",
+        "GEMINI_BASE_URL",
+        "/v1beta",
+        "google/gemini-2.5-flash-image",
+        "1024x1024",
+    ),
+    Case(
+        "stability",
+        FakeStability,
+        "STABILITY_API_KEY",
+        "STABILITY_BASE_URL",
+        "",
+        "stability/stable-image-core",
+        "1024x1024",
+    ),
+    Case("xai", FakeXAI, "XAI_API_KEY", "XAI_BASE_URL", "/v1", "xai/grok-imagine-image", "1024x1024"),
+    Case(
+        "bytedance",
+        FakeSeedream,
+        "ARK_API_KEY",
+        "ARK_BASE_URL",
+        "/api/v3",
+        "bytedance/seedream-4.0",
+        "2048x2048",
+    ),
 ]
 
 

@@ -76,3 +76,10 @@ def test_style_is_dropped_with_a_warning_for_models_without_styles() -> None:
 def test_only_the_models_provider_options_are_kept() -> None:
     valid = validate(request(provider_options={"local": {"seed": 3}, "openai": {"background": "x"}}), CATALOG)
     assert valid.provider_options == {"seed": 3}
+
+
+def test_whole_numbers_come_back_as_ints_after_the_struct() -> None:
+    options = {"local": {"seed": 3, "scale": 1.5, "nested": [{"n": 2}]}}
+    valid = validate(request(provider_options=options), CATALOG)
+    assert valid.provider_options == {"seed": 3, "scale": 1.5, "nested": [{"n": 2}]}
+    assert isinstance(valid.provider_options["seed"], int)

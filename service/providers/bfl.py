@@ -1,0 +1,188 @@
+"""Black Forest Labs FLUX API (shared/providers/bfl-flux.md): asynchronous, one image per task.
+
+POST {base}/<model> with `x-key` auth creates a task and answers {id, polling_url, cost}; the adapter
+polls `polling_url` (only when it is on the base URL's host or a *.bfl.ai / *.bfl.ml host, since the
+key travels with it; otherwise {base}/get_result?id=) every `poll_interval_s` until `Ready`, then
+downloads `result.sample` (a ~10-minute signed URL, fetched without the key). `Request Moderated` /
+`Content Moderated` are content refusals, `Error` / `Failed` / `Task not found` upstream errors, and a
+task still pending at `call.deadline` an upstream timeout.
+
+Sizes: flux-pro-1.1 (and other width/height endpoints) get the exact width/height (256-1440,
+multiples of 32); ultra and Kontext get `aspect_ratio`, looked up exactly from ASPECT_RATIOS.
+quality, background, moderation and output_compression have no BFL equivalent and are dropped with
+a warning; output_format (jpeg/png/webp) is passed through.
+providerOptions.bfl: seed (int), safety_tolerance (int 0-6), prompt_upsampling (bool), raw (bool,
+flux-pro-1.1-ultra only). Other keys are dropped with a warning. The submit `cost` (credits, 1 = $0.01)
+has no place in ImageCallResult and is not returned; the task id is the upstream request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from service.config import ProviderConfig, Settings
+from service.errors import BadRequest, ContentPolicyViolation, UpstreamError, UpstreamTimeout
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
+from service.providers.upstream import Upstream, malformed
+
+ASPECT_RATIO_MODELS = frozenset({"flux-pro-1.1-ultra", "flux-kontext-pro", "flux-kontext-max"})
+ASPECT_RATIOS = ["21:9", "16:9", "3:2", "4:3", "1:1", "3:4", "2:3", "9:16", "9:21"]
+MIN_SIDE, MAX_SIDE, MULTIPLE = 256, 1440, 32
+OUTPUT_FORMATS = frozenset({"jpeg", "png", "webp"})
+# providerOptions.bfl key -> (type, models that take it or None for all)
+OPTIONS: dict[str, tuple[type, frozenset[str] | None]] = {
+    "seed": (int, None),
+    "safety_tolerance": (int, None),
+    "prompt_upsampling": (bool, None),
+    "raw": (bool, frozenset({"flux-pro-1.1-ultra"})),
+}
+MODERATED = frozenset({"Request Moderated", "Content Moderated"})
+FAILED = frozenset({"Error", "Failed", "Task not found"})
+KEY_HOSTS = (".bfl.ai", ".bfl.ml")
+
+
+def is_refusal(status: int, body: Any, text: str) -> bool:
+    """BFL refuses content through poll states; an HTTP-level "moderated" detail is treated alike
+    (not documented, kept defensive)."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return status in (400, 422) and isinstance(detail, str) and "moderat" in detail.lower()
+
+
+def _size_fields(call: ImageCall) -> dict[str, Any]:
+    size, model = call.size, call.upstream_model
+    if model in ASPECT_RATIO_MODELS:
+        label = size.nearest_ratio(ASPECT_RATIOS)
+        width, height = (int(side) for side in label.split(":"))
+        if width * size.height != height * size.width:
+            raise BadRequest(
+                f"Size {size} has no exact aspect ratio for {model}: {', '.join(ASPECT_RATIOS)}.",
+                param="size",
+                code="INVALID_SIZE",
+            )
+        return {"aspect_ratio": label}
+    sides = (size.width, size.height)
+    if any(not MIN_SIDE <= side <= MAX_SIDE or side % MULTIPLE for side in sides):
+        raise BadRequest(
+            f"Size {size} is not valid for {model}: sides {MIN_SIDE}-{MAX_SIDE}, multiples of {MULTIPLE}.",
+            param="size",
+            code="INVALID_SIZE",
+        )
+    return {"width": size.width, "height": size.height}
+
+
+def _option(key: str, value: object, kind: type) -> object:
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # providerOptions arrive through a protobuf Struct: numbers are floats
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequest(
+            f"providerOptions.bfl.{key} must be {'an integer' if kind is int else 'a boolean'}.",
+            param=f"providerOptions.bfl.{key}",
+        )
+    return value
+
+
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+    """(JSON body, warnings) for POST /<model>."""
+    model, warnings = call.upstream_model, []
+    body: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call)}
+    if call.output_format:
+        if call.output_format not in OUTPUT_FORMATS:
+            raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
+        body["output_format"] = call.output_format
+    warnings += ignored_fields(call, "BFL")
+    unknown = []
+    for key, value in call.options.items():
+        kind, models = OPTIONS.get(key, (object, frozenset()))
+        if kind is object or (models is not None and model not in models):
+            unknown.append(key)
+        elif value is not None:
+            body[key] = _option(key, value, kind)
+    if unknown:
+        warnings.append(f"providerOptions.bfl keys ignored for {model}: {', '.join(sorted(unknown))}")
+    return body, warnings
+
+
+class BFLProvider:
+    name = "bfl"
+    poll_interval_s = 0.5
+
+    def __init__(self, upstream: Upstream, base_url: str) -> None:
+        self._upstream = upstream
+        self._base = urlsplit(base_url)
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> BFLProvider:
+        headers = {"x-key": config.api_key, "accept": "application/json"}
+        return cls(Upstream.from_config(config, settings, headers, is_refusal), config.base_url)
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        body, warnings = request_body(call)
+        tasks = [asyncio.ensure_future(self._one(call, body)) for _ in range(call.n)]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        return ImageCallResult(
+            images=[image for image, _ in outcomes],
+            upstream_request_id=",".join(task_id for _, task_id in outcomes),
+            warnings=warnings,
+        )
+
+    async def _one(self, call: ImageCall, body: dict[str, Any]) -> tuple[GeneratedImage, str]:
+        """Submit one task, poll it to a terminal state, download its image."""
+        submitted = await self._upstream.json("POST", f"/{call.upstream_model}", call.deadline, json=body)
+        task_id = submitted.get("id") if isinstance(submitted, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise malformed(self.name, f"no task id in {str(submitted)[:200]!r}")
+        poll_url = self._poll_url(submitted.get("polling_url"), task_id)
+        status: object = "Pending"
+        while True:
+            remaining = call.deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"{self.name}: task {task_id} was still {status} at the deadline.")
+            await asyncio.sleep(min(self.poll_interval_s, remaining))
+            result = await self._poll(poll_url, task_id, call.deadline)
+            status = result.get("status") or result.get("state")
+            if not isinstance(status, str):
+                raise malformed(self.name, f"a poll answer without status: {str(result)[:200]!r}")
+            if status == "Ready":
+                output = result.get("result")
+                sample = output.get("sample") if isinstance(output, dict) else None
+                if not isinstance(sample, str) or not sample:
+                    raise malformed(self.name, f"task {task_id} is Ready without result.sample")
+                data, media_type = await self._upstream.download(sample, call.deadline)
+                return GeneratedImage(data, media_type), task_id
+            reasons = f" {result['details']}" if result.get("details") else ""
+            if status in MODERATED:
+                raise ContentPolicyViolation(f"{self.name}: {status}{reasons}")
+            if status in FAILED:
+                raise UpstreamError(f"{self.name}: task {task_id} ended with status {status!r}{reasons}")
+
+    def _poll_url(self, polling_url: object, task_id: str) -> str:
+        """polling_url when the key may travel there, else the base host's get_result."""
+        if isinstance(polling_url, str):
+            url = urlsplit(polling_url)
+            host = url.hostname or ""
+            trusted = (url.scheme, url.netloc) == (self._base.scheme, self._base.netloc) or (
+                url.scheme == "https" and host.endswith(KEY_HOSTS)
+            )
+            if trusted and parse_qs(url.query).get("id"):
+                return polling_url
+        return f"/get_result?id={task_id}"
+
+    async def _poll(self, url: str, task_id: str, deadline: float) -> dict[str, Any]:
+        try:
+            result = await self._upstream.json("GET", url, deadline)
+        except BadRequest as exc:  # a 4xx on our own poll is the provider's problem, not the caller's
+            raise UpstreamError(f"polling task {task_id} failed: {exc.message}") from None
+        if not isinstance(result, dict):
+            raise malformed(self.name, f"a poll answer that is not an object: {str(result)[:200]!r}")
+        return result
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()

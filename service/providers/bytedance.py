@@ -1,0 +1,182 @@
+"""ByteDance Seedream on BytePlus ModelArk / Volcengine Ark (shared/providers/bytedance-seedream.md).
+
+POST {base}/images/generations (base ".../api/v3"), `Authorization: Bearer <ARK key>`, synchronous JSON.
+There is no `n`: one request makes one image. The shipped catalog keeps max_images_per_call at 1, so
+generation.py serves n with parallel single-image calls (independent samples, nothing missing). If a
+catalog entry allows more (4.x/5.x only), the call uses sequential batch mode
+(`sequential_image_generation: auto`, `max_images: n`); the model may return fewer images (warning).
+A batch item may carry an `error` instead of an image: failed items are skipped with a warning, and
+if every item failed the first item's error is raised (a content refusal for *SensitiveContentDetected
+codes, which also arrive as HTTP 400). A top-level `error` in a 200 body (SDK schema) counts the same.
+
+The adapter always asks for `response_format: b64_json`; items that come back as URLs (valid 24 h)
+are downloaded. Sizes go as exact "WxH". quality, style, background, moderation and
+output_compression have no equivalent and are dropped with a warning; 3.0/4.0/4.5 always answer JPEG,
+so only a non-JPEG output_format is sent (5.0 models). Usage: `usage.output_tokens` (no input tokens).
+
+providerOptions.bytedance:
+  watermark             true/false; sent only when given (the upstream default is true: a visible
+                        "AI generated" mark bottom-right)
+  seed                  integer -1..2147483647 (3.0 t2i; 4.x ignores it, unconfirmed)
+  guidance_scale        number 1..10 (3.0 t2i only)
+  size                  resolution tier "1K" | "2K" | "3K" | "4K": replaces the WxH size (4.x/5.x)
+  optimize_prompt_mode  "standard" | "fast" -> optimize_prompt_options.mode (4.x/5.x; fast: 4.0 only)
+  output_format         "jpeg" | "png" (5.0 models only)
+Other keys (stream, sequential_image_generation, max_images, ...) are dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from service.config import ProviderConfig, Settings
+from service.errors import BadRequest, ContentPolicyViolation, MgError, UpstreamError
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage, ignored_fields
+from service.providers.upstream import Upstream, data_items, decode_image, malformed
+
+NAME = "bytedance"
+REFUSAL_MARK = "SensitiveContentDetected"  # Input{Text,Image}/OutputImage SensitiveContentDetected
+TIERS = ("1K", "2K", "3K", "4K")
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _seed(value: object) -> int | None:
+    number = _number(value)  # providerOptions numbers arrive as floats (google.protobuf.Struct)
+    if number is None or not number.is_integer() or not -1 <= number <= 2_147_483_647:
+        return None
+    return int(number)
+
+
+def _guidance(value: object) -> float | None:
+    number = _number(value)
+    return number if number is not None and 1 <= number <= 10 else None
+
+
+def _tier(value: object) -> str | None:
+    return value.upper() if isinstance(value, str) and value.upper() in TIERS else None
+
+
+# option -> (what it must be, check returning the value to send or None when invalid)
+OPTIONS: dict[str, tuple[str, Callable[[object], object | None]]] = {
+    "watermark": ("true or false", lambda v: v if isinstance(v, bool) else None),
+    "seed": ("an integer from -1 to 2147483647", _seed),
+    "guidance_scale": ("a number from 1 to 10", _guidance),
+    "size": (f"one of {', '.join(TIERS)}", _tier),
+    "optimize_prompt_mode": ("'standard' or 'fast'", lambda v: v if v in ("standard", "fast") else None),
+    "output_format": ("'jpeg' or 'png'", lambda v: v if v in ("jpeg", "png") else None),
+}
+
+
+def _code(error: object) -> str:
+    return str(error.get("code") or "") if isinstance(error, dict) else ""
+
+
+def is_refusal(status: int, body: Any, text: str) -> bool:
+    return REFUSAL_MARK in _code(body.get("error") if isinstance(body, dict) else None)
+
+
+def item_error(error: Mapping[str, Any]) -> MgError:
+    """The error a failed image (or a 200 with a top-level error) stands for."""
+    code, message = _code(error), str(error.get("message") or "no message")
+    if REFUSAL_MARK in code:
+        return ContentPolicyViolation(f"{NAME}: {message}")
+    return UpstreamError(f"{NAME}: {code or 'error'}: {message}")
+
+
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+    """(JSON body, warnings) for POST /images/generations."""
+    body: dict[str, Any] = {
+        "model": call.upstream_model,
+        "prompt": call.prompt,
+        "size": str(call.size),
+        "response_format": "b64_json",
+    }
+    warnings = ignored_fields(call, "Seedream")
+    if call.output_format and call.output_format != "jpeg":
+        body["output_format"] = call.output_format
+    if call.n > 1:
+        body["sequential_image_generation"] = "auto"
+        body["sequential_image_generation_options"] = {"max_images": call.n}
+    unknown = []
+    for key, raw in call.options.items():
+        if key not in OPTIONS:
+            unknown.append(key)
+            continue
+        rule, check = OPTIONS[key]
+        value = check(raw)
+        if value is None:
+            param = f"providerOptions.{NAME}.{key}"
+            raise BadRequest(f"{param} must be {rule}; got {raw!r}.", param=param)
+        if key == "optimize_prompt_mode":
+            body["optimize_prompt_options"] = {"mode": value}
+        else:
+            body[key] = value
+        if key == "size":
+            warnings.append(f"size {call.size} replaced by the {value} tier (providerOptions.{NAME}.size)")
+    if unknown:
+        warnings.append(f"providerOptions.{NAME} keys ignored: {', '.join(sorted(unknown))}")
+    return body, warnings
+
+
+def parse_usage(payload: Mapping[str, Any]) -> ProviderUsage | None:
+    usage = payload.get("usage")
+    tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
+    return ProviderUsage(output_tokens=tokens) if isinstance(tokens, int) else None
+
+
+class BytedanceProvider:
+    name = NAME
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> BytedanceProvider:
+        headers = {"Authorization": f"Bearer {config.api_key}"}
+        return cls(Upstream.from_config(config, settings, headers, is_refusal))
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        body, warnings = request_body(call)
+        payload, response = await self._upstream.json_object(
+            "POST", "/images/generations", call.deadline, json=body
+        )
+        items = data_items(self.name, payload)
+        succeeded = [item for item in items if not isinstance(item.get("error"), dict)]
+        failed = [item["error"] for item in items if isinstance(item.get("error"), dict)]
+        top = payload.get("error")
+        if isinstance(top, dict) and (top.get("code") or top.get("message")):
+            failed.append(top)
+        if failed and not succeeded:
+            raise item_error(failed[0])
+        images = await asyncio.gather(*(self._image(item, call.deadline) for item in succeeded))
+        if failed:
+            first = failed[0]
+            warnings.append(
+                f"{len(failed)} image(s) failed upstream and were skipped: "
+                f"{_code(first) or 'error'}: {first.get('message') or 'no message'}"
+            )
+        if call.n > 1 and len(items) < call.n:
+            warnings.append(f"{self.name} returned {len(items)} of {call.n} images in batch mode")
+        return ImageCallResult(
+            images=images,
+            usage=parse_usage(payload),
+            upstream_request_id=response.headers.get("x-request-id"),
+            warnings=warnings,
+        )
+
+    async def _image(self, item: Mapping[str, Any], deadline: float) -> GeneratedImage:
+        if item.get("b64_json"):
+            data, media_type = decode_image(self.name, item["b64_json"])
+        elif isinstance(item.get("url"), str) and item["url"]:
+            data, media_type = await self._upstream.download(item["url"], deadline)
+        else:
+            raise malformed(self.name, "an image item with neither b64_json nor url")
+        return GeneratedImage(data, media_type)
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()

@@ -1,0 +1,242 @@
+"""Google Gemini API: Gemini image models (:generateContent) and Imagen (:predict) (providers/google.md).
+
+POST {base}/models/{model}:generateContent or :predict, `x-goog-api-key` auth, always synchronous base64.
+The wire shape follows the upstream id: "imagen-*" ids use :predict, every other id :generateContent.
+
+Gemini image models return one image per call (catalog max_images_per_call: 1). The size becomes
+imageConfig.aspectRatio; Gemini 3 models also get imageConfig.imageSize (1K/2K/4K) from the longer side,
+and quality hd/high asks for at least 2K. Refusals arrive inside a 200: promptFeedback.blockReason or a
+candidate whose finishReason is a safety reason; both raise ContentPolicyViolation. Usage comes from
+usageMetadata (promptTokenCount -> input tokens); responseId is the upstream request id.
+providerOptions.google: responseModalities (default ["IMAGE"]), imageConfig (merged over the computed
+one), imageSize, safetySettings, seed, temperature, googleSearch (true -> tools [{"googleSearch": {}}]).
+
+Imagen takes parameters.sampleCount (1-4), aspectRatio (five ratios) and, on Imagen 4 standard/ultra,
+sampleImageSize 2K for large sizes or quality hd/high. Safety filtering drops images silently: no
+predictions at all is a ContentPolicyViolation, fewer than asked is a warning.
+providerOptions.google: personGeneration (dont_allow/allow_adult, sent upper case), imageSize.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from service.config import ProviderConfig, Settings
+from service.errors import ContentPolicyViolation, UpstreamError
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
+from service.providers.upstream import Upstream, decode_image, malformed
+from service.sizes import Size
+
+# The ratios the googleapis proto documents for ImageConfig.aspectRatio (its list has no 4:5 / 5:4).
+GEMINI_RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9"]
+IMAGEN_RATIOS = ["1:1", "3:4", "4:3", "9:16", "16:9"]
+GEMINI_OPTIONS = ("responseModalities", "imageConfig", "imageSize", "safetySettings", "seed", "temperature",
+                  "googleSearch")  # fmt: skip
+IMAGEN_OPTIONS = ("personGeneration", "imageSize")
+HIGH_QUALITIES = frozenset({"hd", "high"})
+# finishReasons that mean "blocked by policy" (others, e.g. NO_IMAGE / OTHER / MAX_TOKENS, are failures).
+REFUSAL_FINISH = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
+                            "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"})  # fmt: skip
+
+
+def is_refusal(status: int, body: Any, text: str) -> bool:
+    """Google reports content blocks inside 200 answers, never as an HTTP error."""
+    return False
+
+
+def is_credential_error(status: int, body: Any, text: str) -> bool:
+    """Google answers a bad API key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    return isinstance(details, list) and any(
+        isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details
+    )
+
+
+def _is_imagen(model: str) -> bool:
+    return model.startswith("imagen-")
+
+
+def _tier(size: Size, quality: str | None) -> str:
+    """1K/2K/4K: the smallest tier whose native longer side (1K <= ~1584, 2K <= ~3168) covers the size."""
+    longer = max(size.width, size.height)
+    tier = "1K" if longer <= 1600 else "2K" if longer <= 3200 else "4K"
+    return "2K" if tier == "1K" and quality in HIGH_QUALITIES else tier
+
+
+def _aspect_ratio(size: Size, ratios: list[str], warnings: list[str]) -> str:
+    label = size.nearest_ratio(ratios)
+    width, height = label.split(":")
+    if Fraction(int(width), int(height)) != size.aspect_ratio:
+        warnings.append(f"size {size} is not exactly a supported aspect ratio; sent {label}")
+    return label
+
+
+def _common_warnings(call: ImageCall, known: tuple[str, ...]) -> list[str]:
+    warnings = [f"{name} ignored: google does not support it" for name, value in (
+        ("style", call.style), ("background", call.background), ("moderation", call.moderation),
+        ("output_compression", call.output_compression)) if value is not None]  # fmt: skip
+    if call.output_format not in (None, "png"):
+        warnings.append(f"output_format {call.output_format} ignored: google returns PNG")
+    unknown = sorted(set(call.options) - set(known))
+    if unknown:
+        warnings.append(f"providerOptions.google keys ignored: {', '.join(unknown)}")
+    return warnings
+
+
+def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+    """(JSON body, warnings) for POST models/{model}:generateContent."""
+    options = dict(call.options)
+    warnings = _common_warnings(call, GEMINI_OPTIONS)
+    if call.n > 1:  # the catalog's max_images_per_call is 1, so generation.py never asks for more
+        warnings.append(f"n={call.n}: {call.upstream_model} returns one image per call")
+    image_config: dict[str, Any] = {"aspectRatio": _aspect_ratio(call.size, GEMINI_RATIOS, warnings)}
+    if call.upstream_model.startswith("gemini-3"):
+        image_config["imageSize"] = _tier(call.size, call.quality)
+    elif call.quality is not None:
+        warnings.append(f"quality ignored: {call.upstream_model} has a single resolution")
+    if "imageSize" in options:
+        image_config["imageSize"] = options["imageSize"]
+    extra = options.get("imageConfig")
+    if isinstance(extra, dict):
+        image_config.update(extra)
+    elif extra is not None:
+        warnings.append("providerOptions.google.imageConfig ignored: not an object")
+    config: dict[str, Any] = {"responseModalities": options.get("responseModalities", ["IMAGE"])}
+    config.update({k: options[k] for k in ("seed", "temperature") if k in options})
+    config["imageConfig"] = image_config
+    body: dict[str, Any] = {
+        "contents": [{"role": "user", "parts": [{"text": call.prompt}]}],
+        "generationConfig": config,
+    }
+    if "safetySettings" in options:
+        body["safetySettings"] = options["safetySettings"]
+    if options.get("googleSearch"):
+        body["tools"] = [{"googleSearch": {}}]
+    return body, warnings
+
+
+def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+    """(JSON body, warnings) for POST models/{model}:predict."""
+    warnings = _common_warnings(call, IMAGEN_OPTIONS)
+    parameters: dict[str, Any] = {
+        "sampleCount": min(max(call.n, 1), 4),
+        "aspectRatio": _aspect_ratio(call.size, IMAGEN_RATIOS, warnings),
+    }
+    if call.upstream_model.startswith(("imagen-4.0-generate", "imagen-4.0-ultra")):
+        if _tier(call.size, call.quality) != "1K":
+            parameters["sampleImageSize"] = "2K"
+    elif call.quality is not None:
+        warnings.append(f"quality ignored: {call.upstream_model} has a single resolution")
+    if "imageSize" in call.options:
+        parameters["sampleImageSize"] = call.options["imageSize"]
+    if "personGeneration" in call.options:
+        parameters["personGeneration"] = str(call.options["personGeneration"]).upper()
+    return {"instances": [{"prompt": call.prompt}], "parameters": parameters}, warnings
+
+
+def parse_usage(payload: dict[str, Any]) -> ProviderUsage | None:
+    usage = payload.get("usageMetadata")
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("promptTokensDetails")
+    image_tokens = [
+        d.get("tokenCount", 0)
+        for d in (details if isinstance(details, list) else [])
+        if isinstance(d, dict) and d.get("modality") == "IMAGE"
+    ]
+    return ProviderUsage(
+        input_tokens=usage.get("promptTokenCount"),
+        output_tokens=usage.get("candidatesTokenCount"),
+        input_image_tokens=sum(image_tokens) if image_tokens else None,
+    )
+
+
+class GoogleProvider:
+    name = "google"
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> GoogleProvider:
+        headers = {"x-goog-api-key": config.api_key}
+        return cls(Upstream.from_config(config, settings, headers, is_refusal, is_credential_error))
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        if _is_imagen(call.upstream_model):
+            return await self._imagen(call)
+        return await self._gemini(call)
+
+    async def _post(self, model: str, method: str, body: dict[str, Any], deadline: float) -> Any:
+        payload = await self._upstream.json("POST", f"/models/{model}:{method}", deadline, json=body)
+        if not isinstance(payload, dict):
+            raise malformed(self.name, f"not a JSON object: {str(payload)[:200]!r}")
+        return payload
+
+    async def _gemini(self, call: ImageCall) -> ImageCallResult:
+        body, warnings = gemini_body(call)
+        payload = await self._post(call.upstream_model, "generateContent", body, call.deadline)
+        feedback = payload.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            detail = feedback.get("blockReasonMessage") or "the prompt was blocked"
+            raise ContentPolicyViolation(f"{self.name}: {detail} ({feedback['blockReason']})")
+        candidates = payload.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            raise malformed(self.name, "no candidates in the answer")
+        images, texts, reasons = [], [], []
+        for candidate in candidates:
+            if not isinstance(candidate, dict):
+                raise malformed(self.name, "a candidate that is not an object")
+            reasons.append((str(candidate.get("finishReason", "")), candidate.get("finishMessage")))
+            content = candidate.get("content") or {}
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else []:
+                if not isinstance(part, dict) or part.get("thought"):
+                    continue  # thinking output (Gemini 3 interim images) is not the answer
+                blob = part.get("inlineData")
+                if isinstance(blob, dict) and str(blob.get("mimeType", "image/")).startswith("image/"):
+                    images.append(GeneratedImage(*decode_image(self.name, blob.get("data"))))
+                elif isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+        if not images:
+            reason, message = reasons[0]
+            if reason in REFUSAL_FINISH:
+                raise ContentPolicyViolation(f"{self.name}: {message or 'the image was blocked'} ({reason})")
+            said = f": {' '.join(texts)[:300]!r}" if texts else ""
+            raise UpstreamError(f"{self.name} returned no image (finishReason {reason or 'none'}){said}")
+        request_id = payload.get("responseId")
+        return ImageCallResult(
+            images=images,
+            usage=parse_usage(payload),
+            upstream_request_id=request_id if isinstance(request_id, str) else None,
+            warnings=warnings,
+        )
+
+    async def _imagen(self, call: ImageCall) -> ImageCallResult:
+        body, warnings = imagen_body(call)
+        payload = await self._post(call.upstream_model, "predict", body, call.deadline)
+        predictions = payload.get("predictions", [])
+        if not isinstance(predictions, list):
+            raise malformed(self.name, "predictions is not a list")
+        images, filtered = [], []
+        for item in predictions:
+            if not isinstance(item, dict):
+                raise malformed(self.name, "a prediction that is not an object")
+            if "bytesBase64Encoded" in item:
+                images.append(GeneratedImage(*decode_image(self.name, item["bytesBase64Encoded"])))
+            else:
+                filtered.append(str(item.get("raiFilteredReason") or "filtered"))
+        asked = body["parameters"]["sampleCount"]
+        if not images:
+            reasons = f": {'; '.join(filtered)}" if filtered else ""
+            raise ContentPolicyViolation(f"{self.name}: Imagen's safety filters removed every image{reasons}")
+        if len(images) < asked:
+            warnings.append(
+                f"{asked - len(images)} of {asked} images were removed by Imagen's safety filters"
+            )
+        return ImageCallResult(images=images, usage=None, warnings=warnings)
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()

@@ -1,0 +1,158 @@
+"""xAI image API: the grok-imagine-image models (shared/providers/xai.md).
+
+POST {base}/images/generations, Bearer auth, OpenAI-like JSON but with no `size`, `quality` or `style`
+(xAI rejects `size`; its protocol definition has no quality field). The requested WxH becomes
+`aspect_ratio` (W:H reduced and looked up in xAI's list; the catalog offers only sizes that map exactly)
+plus `resolution: "2k"` when the longer side is above 1024 (else "1k"). The adapter always asks for
+`b64_json`; URL answers are downloaded. Output is JPEG.
+
+Moderation arrives inside a 200: a blocked image is a placeholder item with `respect_moderation: false`
+and no data. All items blocked -> ContentPolicyViolation; some blocked -> the others are returned with
+a warning. A prompt refused at the HTTP level (400 naming moderation) is a refusal too.
+xAI reports no tokens; `usage.cost_in_usd_ticks` (1e10 ticks per USD) is kept as a warning line.
+
+providerOptions.xai: `aspect_ratio` (any xAI ratio, including "auto"; wins over the one derived from
+the size) and `resolution` ("1k" | "2k"; wins over the derived one). Other keys are dropped with a
+warning, as are quality, style, background, moderation and output_compression.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from service.config import ProviderConfig, Settings
+from service.errors import BadRequest, ContentPolicyViolation
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
+from service.providers.upstream import Upstream, data_items, decode_image, malformed, provider_message
+from service.sizes import Size
+
+# xAI's aspect ratios (REST spelling), keyed by their reduced fraction; "auto" only via providerOptions.
+RATIOS = ["1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2", "2:1"]
+_BY_FRACTION = {Fraction(*(Fraction(p) for p in label.split(":"))): label for label in RATIOS}
+RESOLUTIONS = ("1k", "2k")
+OPTIONS = ("aspect_ratio", "resolution")
+TICKS_PER_USD = 10_000_000_000
+REFUSAL_WORDS = ("moderation", "content policy", "content_policy", "safety", "inappropriate")
+
+
+def is_refusal(status: int, body: Any, text: str) -> bool:
+    """A 400 whose message (either envelope) speaks of moderation; the wording is unconfirmed."""
+    if status != 400:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("code") in ("content_policy_violation", "moderation_blocked"):
+        return True
+    message = provider_message(body, text).lower()
+    return any(word in message for word in REFUSAL_WORDS)
+
+
+def is_credential_error(status: int, body: Any, text: str) -> bool:
+    """xAI answers a wrong key with 400 "Incorrect API key provided": the gateway's fault."""
+    return status == 400 and "api key" in provider_message(body, text).lower()
+
+
+def aspect_and_resolution(size: Size) -> tuple[str, str]:
+    """("W:H" from xAI's list, "1k"|"2k") for a size; a size with another ratio is a 400."""
+    label = _BY_FRACTION.get(size.aspect_ratio)
+    if label is None:
+        raise BadRequest(
+            f"xai takes an aspect ratio, and {size} is not one of {', '.join(RATIOS)}.",
+            param="size",
+            code="INVALID_SIZE",
+        )
+    return label, "2k" if max(size.width, size.height) > 1024 else "1k"
+
+
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+    """(JSON body, warnings) for POST /images/generations."""
+    aspect_ratio, resolution = aspect_and_resolution(call.size)
+    warnings: list[str] = []
+    chosen: dict[str, str] = {"aspect_ratio": aspect_ratio, "resolution": resolution}
+    for key in OPTIONS:
+        value = call.options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str) and value:
+            chosen[key] = value
+        else:
+            warnings.append(f"providerOptions.xai.{key} ignored: expected a string, got {value!r}")
+    body: dict[str, Any] = {
+        "model": call.upstream_model,
+        "prompt": call.prompt,
+        "n": call.n,
+        **chosen,
+        "response_format": "b64_json",
+    }
+    if call.user:
+        body["user"] = call.user
+    warnings += ignored_fields(call, "xai")
+    if call.output_format not in (None, "jpeg"):
+        warnings.append(f"output_format {call.output_format!r} ignored: xai returns JPEG")
+    unknown = sorted(set(call.options) - set(OPTIONS))
+    if unknown:
+        warnings.append(f"providerOptions.xai keys ignored: {', '.join(unknown)}")
+    return body, warnings
+
+
+def cost_warning(payload: dict[str, Any]) -> str | None:
+    """xAI's own cost report (int, or int64 as a string), kept for logs; it is not token usage."""
+    usage = payload.get("usage")
+    ticks = usage.get("cost_in_usd_ticks") if isinstance(usage, dict) else None
+    try:
+        value = int(ticks) if isinstance(ticks, int | str) and not isinstance(ticks, bool) else None
+    except ValueError:
+        return None
+    if value is None:
+        return None
+    return f"xai reported cost_in_usd_ticks={value} (USD {Decimal(value) / TICKS_PER_USD:.6f})"
+
+
+class XAIProvider:
+    name = "xai"
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> XAIProvider:
+        headers = {"Authorization": f"Bearer {config.api_key}"}
+        return cls(Upstream.from_config(config, settings, headers, is_refusal, is_credential_error))
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        body, warnings = request_body(call)
+        payload, response = await self._upstream.json_object(
+            "POST", "/images/generations", call.deadline, json=body
+        )
+        items = data_items(self.name, payload)
+        kept = [item for item in items if item.get("respect_moderation") is not False]
+        blocked = len(items) - len(kept)
+        if blocked and not kept:
+            raise ContentPolicyViolation(
+                f"{self.name}: the image was blocked by xAI's moderation (respect_moderation: false)."
+            )
+        if blocked:
+            warnings.append(f"xai moderation blocked {blocked} of {len(items)} images")
+        decoded = await asyncio.gather(*(self._image(item, call.deadline) for item in kept))
+        images = [
+            GeneratedImage(data, media_type, item.get("revised_prompt") or None)
+            for item, (data, media_type) in zip(kept, decoded, strict=True)
+        ]
+        if (cost := cost_warning(payload)) is not None:
+            warnings.append(cost)
+        return ImageCallResult(
+            images=images, upstream_request_id=response.headers.get("x-request-id"), warnings=warnings
+        )
+
+    async def _image(self, item: dict[str, Any], deadline: float) -> tuple[bytes, str]:
+        if item.get("b64_json"):
+            return decode_image(self.name, item["b64_json"])
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return await self._upstream.download(url, deadline)
+        raise malformed(self.name, "an image item with neither b64_json nor url")
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()

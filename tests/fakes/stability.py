@@ -1,0 +1,145 @@
+"""A fake of Stability AI's v2beta Stable Image generate endpoints (shared/providers/stability.md and
+tests/fakes/schemas/stability.json): Bearer auth, multipart/form-data only, the form checked against the
+endpoint's multipart schema (closed), `Accept` deciding between raw image bytes (with `finish-reason` /
+`seed` headers) and the JSON body, and the `{id, name, errors}` error envelope.
+
+Triggers: the shared ones (BLOCKME is the 403 `content_moderation` answer), plus FILTERME: a 200 whose
+finish_reason is CONTENT_FILTERED (the call "succeeded" but the image is blurred)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from typing import Any
+
+from PIL import Image
+
+from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, jpeg, json_reply, png
+
+ENDPOINTS = {
+    "/v2beta/stable-image/generate/ultra": "GenerateUltraRequest",
+    "/v2beta/stable-image/generate/core": "GenerateCoreRequest",
+    "/v2beta/stable-image/generate/sd3": "GenerateSD3Request",
+}
+NUMBER_FIELDS = ("seed", "strength", "cfg_scale")
+FILE_FIELDS = ("image",)
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+MODERATION_MESSAGE = (
+    "Your request was flagged by our content moderation system, as a result your request was denied and "
+    "you were not charged."
+)
+DEFAULT_SEED = 3471229011
+
+
+def webp(width: int = 8, height: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 200, 30)).save(out, format="WEBP")
+    return out.getvalue()
+
+
+IMAGES = {"png": png, "jpeg": jpeg, "webp": webp}
+
+
+def error(status: int, name: str, *messages: str, **headers: str) -> Reply:
+    return json_reply({"id": uuid.uuid4().hex, "name": name, "errors": list(messages)}, status, **headers)
+
+
+class FakeStability(FakeProvider):
+    api_key = "sk-fake-stability"
+
+    def handle(self, request: Recorded) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return error(401, "unauthorized", "authorization: invalid or missing API key")
+        definition = ENDPOINTS.get(request.path)
+        if request.method != "POST" or definition is None:
+            return error(404, "not_found", f"{request.method} {request.path}: not found")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return error(400, "bad_request", "content-type: must be multipart/form-data")
+        try:
+            form = self._typed(request.form)
+            check_body("stability.json", definition, form)
+        except SchemaViolation as exc:
+            return error(400, "bad_request", str(exc))
+        if problem := self._check_rules(definition, form):
+            return error(400, "bad_request", problem)
+        if reply := self._trigger(form["prompt"]):
+            return reply
+        return self._image(request, form, "CONTENT_FILTERED" if "FILTERME" in form["prompt"] else "SUCCESS")
+
+    @staticmethod
+    def _typed(form: dict[str, Any]) -> dict[str, Any]:
+        """Form parts are text; the schema types numbers and files, so convert as the server would."""
+        typed: dict[str, Any] = {}
+        for name, value in form.items():
+            if name in FILE_FIELDS:
+                typed[name] = "<binary>" if isinstance(value, bytes) else value
+            elif isinstance(value, bytes):
+                raise SchemaViolation(f"{name}: must be a text field, not a file")
+            elif name in NUMBER_FIELDS:
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise SchemaViolation(f"{name}: {value!r} is not a number") from None
+                typed[name] = int(number) if number.is_integer() else number
+            else:
+                typed[name] = value
+        return typed
+
+    @staticmethod
+    def _check_rules(definition: str, form: dict[str, Any]) -> str | None:
+        """The rules the spec states in prose rather than as schema keywords."""
+        if definition == "GenerateUltraRequest" and "image" in form and "strength" not in form:
+            return "strength: required when image is provided"
+        if definition == "GenerateSD3Request":
+            if form.get("mode", "text-to-image") == "image-to-image":
+                if "image" not in form or "strength" not in form:
+                    return "image-to-image requires image and strength"
+                if "aspect_ratio" in form:
+                    return "aspect_ratio: only valid for text-to-image requests"
+            elif "image" in form or "strength" in form:
+                return "image, strength: only valid for image-to-image requests"
+        return None
+
+    def _trigger(self, prompt: str) -> Reply | None:
+        if "BLOCKME" in prompt:
+            return error(403, "content_moderation", MODERATION_MESSAGE)
+        if ("RATELIMIT_ONCE" in prompt and self.once(prompt)) or (
+            "RATELIMIT" in prompt and "_ONCE" not in prompt
+        ):
+            return error(429, "rate_limit_exceeded", "You have exceeded the rate limit of 150 requests "
+                         "within a 10 second period; please wait 60 seconds.")  # fmt: skip
+        if "FAILME" in prompt:
+            return error(500, "internal_error", "An unexpected server error has occurred, please try again.")
+        if "FLAKY" in prompt and self.once(prompt):
+            # The name is a guess: the spec declares no 503 body.
+            return error(503, "service_unavailable", "The service is temporarily unavailable.")
+        if "GARBAGE" in prompt:
+            return Reply(200, b"<html>upstream proxy error</html>", {"content-type": "text/html"})
+        if "EMPTY" in prompt:
+            return json_reply({"image": "", "finish_reason": "SUCCESS", "seed": DEFAULT_SEED})
+        if "SLOW" in prompt:
+            time.sleep(1.5)
+        return None
+
+    def _image(self, request: Recorded, form: dict[str, Any], finish_reason: str) -> Reply:
+        output_format = form.get("output_format", "png")
+        data = IMAGES[output_format]()
+        seed = form.get("seed") or DEFAULT_SEED
+        request_id = f"req-{uuid.uuid4().hex[:16]}"
+        if "application/json" in request.headers.get("accept", "image/*"):
+            payload = {"image": base64.b64encode(data).decode(), "finish_reason": finish_reason, "seed": seed}
+            check_body("stability.json", "GenerateImageJSONResponse", payload)
+            return json_reply(
+                payload,
+                **{"content-type": f"application/json; type={MEDIA_TYPES[output_format]}"},
+                **{"x-request-id": request_id},
+            )
+        headers = {
+            "content-type": MEDIA_TYPES[output_format],
+            "finish-reason": finish_reason,
+            "seed": str(seed),
+            "x-request-id": request_id,
+        }
+        return Reply(200, data, headers)

@@ -1,0 +1,205 @@
+"""The Recraft adapter against a fake Recraft external API that checks what it is sent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.catalog import load_catalog
+from service.config import ProviderConfig, Settings
+from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.providers.base import ImageCallResult
+from service.providers.recraft import RecraftProvider
+from service.sizes import Size
+from tests.fakes.base import png
+from tests.fakes.recraft import FakeRecraft, webp
+from tests.providers.conftest import call, run
+
+CATALOG = Path(__file__).resolve().parents[2] / "service" / "models" / "recraft.yaml"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeRecraft]:
+    # One server for the module (stopping one takes half a second); each test gets it reset.
+    with FakeRecraft().running() as running:
+        assert isinstance(running, FakeRecraft)
+        yield running
+
+
+@pytest.fixture
+def fake(server: FakeRecraft) -> FakeRecraft:
+    server.reset()
+    return server
+
+
+def generate(
+    fake: FakeRecraft, model: str = "recraftv3", key: str = FakeRecraft.api_key, **fields: object
+) -> ImageCallResult:
+    async def go() -> ImageCallResult:
+        provider = RecraftProvider.create(ProviderConfig("recraft", key, f"{fake.url}/v1"), Settings())
+        try:
+            return await provider.generate(call(model, **fields))
+        finally:
+            await provider.aclose()
+
+    return run(go())
+
+
+def test_v3_request_and_response(fake: FakeRecraft) -> None:
+    # (validation.py gives whole numbers back as ints after google.protobuf.Struct made them floats)
+    options = {
+        "style": "digital_illustration", "substyle": "hand_drawn", "negative_prompt": "blur",
+        "controls": {"artistic_level": 3, "colors": [{"rgb": [214, 93, 14]}], "no_text": True},
+        "random_seed": 42,
+    }  # fmt: skip
+    result = generate(fake, n=2, size=Size(1365, 1024), options=options)
+    (sent,) = fake.generation_requests()
+    assert (sent.path, sent.headers["authorization"]) == ("/v1/images/generations", "Bearer rc-fake-recraft")
+    assert sent.json == {
+        "model": "recraftv3", "prompt": "a red fox in snow", "n": 2, "size": "1365x1024",
+        "response_format": "b64_json", "style": "digital_illustration", "substyle": "hand_drawn",
+        "negative_prompt": "blur", "random_seed": 42,
+        "controls": {"artistic_level": 3, "colors": [{"rgb": [214, 93, 14]}], "no_text": True},
+    }  # fmt: skip
+    assert [image.data for image in result.images] == [png(), png()]
+    assert {image.media_type for image in result.images} == {"image/png"}
+    assert result.usage is None and result.warnings == [] and result.images[0].revised_prompt is None
+
+
+def test_output_format_becomes_image_format(fake: FakeRecraft) -> None:
+    result = generate(fake, output_format="webp")
+    assert fake.generation_requests()[0].json["image_format"] == "webp"
+    assert (result.images[0].data, result.images[0].media_type) == (webp(), "image/webp")
+
+
+def test_v2_drops_what_it_lacks_with_warnings(fake: FakeRecraft) -> None:
+    options = {"style": "realistic_image", "negative_prompt": "blur", "text_layout": [], "strength": 0.4}
+    result = generate(fake, "recraftv2", quality="hd", style="vivid", background="opaque", options=options)
+    sent = fake.generation_requests()[0].json
+    assert sent == {"model": "recraftv2", "prompt": "a red fox in snow", "n": 1, "size": "1024x1024",
+                    "response_format": "b64_json", "style": "realistic_image"}  # fmt: skip
+    for word in ("quality", "vivid", "background", "negative_prompt", "text_layout", "strength"):
+        assert any(word in w for w in result.warnings), word
+    assert len(result.images) == 1
+
+
+@pytest.mark.parametrize("style", ["vector_illustration", "icon", "Vector art"])
+def test_vector_styles_are_refused_before_calling_recraft(fake: FakeRecraft, style: str) -> None:
+    with pytest.raises(BadRequest, match="vector") as caught:
+        generate(fake, options={"style": style})
+    assert caught.value.param == "providerOptions.recraft.style"
+    assert fake.generation_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"style": "any", "style_id": "5b4a7c1e-2f3d-4e6a-9b8c-0d1e2f3a4b5c"}, "style_id"),
+        ({"style": 3.0}, "style"),
+        ({"controls": "loud"}, "controls"),
+        ({"random_seed": 1.5}, "random_seed"),
+        ({"random_seed": True}, "random_seed"),
+    ],
+)
+def test_malformed_options_are_400s(fake: FakeRecraft, options: dict[str, object], param: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        generate(fake, options=options)
+    assert caught.value.param == f"providerOptions.recraft.{param}"
+    assert fake.generation_requests() == []
+
+
+@pytest.mark.parametrize("b64", [True, False])
+def test_an_svg_answer_from_a_custom_vector_style_is_a_clear_502(fake: FakeRecraft, b64: bool) -> None:
+    fake.always_url = not b64
+    with pytest.raises(UpstreamError, match="SVG"):
+        generate(fake, options={"style_id": FakeRecraft.VECTOR_STYLE_ID})
+
+
+def test_url_answers_are_downloaded(fake: FakeRecraft) -> None:
+    fake.always_url = True
+    fake.revised_prompts = True
+    result = generate(fake, n=3)
+    assert [image.data for image in result.images] == [png()] * 3
+    assert result.images[0].revised_prompt == "A detailed rendering of a red fox in snow"
+    downloads = [r for r in fake.requests if r.method == "GET"]
+    assert len(downloads) == 3 and all(r.path.endswith("raster_image.png") for r in downloads)
+
+
+def test_every_catalog_size_is_accepted_as_is(fake: FakeRecraft) -> None:
+    models = [m for m in load_catalog([CATALOG]) if m.provider == "recraft"]
+    assert {m.id: m.upstream_id for m in models} == {
+        "recraft/recraft-v2": "recraftv2", "recraft/recraft-v3": "recraftv3",
+    }  # fmt: skip
+    for model in models:
+        assert model.capabilities.max_images_per_call == 6
+        assert model.capabilities.max_prompt_chars == 1000
+        for size in model.capabilities.sizes:
+            assert len(generate(fake, model.upstream_id, size=size).images) == 1
+    sent = [r.json["size"] for r in fake.generation_requests()]
+    assert sent[:15] == [str(s) for s in models[0].capabilities.sizes]
+
+
+def test_a_request_recraft_rejects_is_a_400_with_its_message(fake: FakeRecraft) -> None:
+    with pytest.raises(BadRequest, match="size 1216x896 is not supported") as caught:
+        generate(fake, size=Size(1216, 896))
+    assert caught.value.code == "PROVIDER_REJECTED_REQUEST"
+    with pytest.raises(BadRequest, match="does not belong to style"):
+        generate(fake, options={"style": "realistic_image", "substyle": "pixel_art"})
+
+
+def test_refusals_are_content_policy_violations(fake: FakeRecraft) -> None:
+    with pytest.raises(ContentPolicyViolation, match="prohibited content"):
+        generate(fake, prompt="BLOCKME please")
+    assert len(fake.generation_requests()) == 1  # never retried
+
+
+def test_transient_failures_are_retried(fake: FakeRecraft) -> None:
+    assert len(generate(fake, prompt="FLAKY fox").images) == 1
+    assert len(generate(fake, prompt="RATELIMIT_ONCE fox").images) == 1
+    assert len(fake.generation_requests()) == 4
+
+
+def test_persistent_rate_limits_pass_through_as_429(fake: FakeRecraft) -> None:
+    with pytest.raises(RateLimited) as caught:
+        generate(fake, prompt="RATELIMIT fox")
+    assert caught.value.code == "UPSTREAM_RATE_LIMITED"
+    assert len(fake.generation_requests()) == 3  # MG_UPSTREAM_ATTEMPTS
+
+
+def test_server_errors_are_upstream_errors_with_the_providers_message(fake: FakeRecraft) -> None:
+    with pytest.raises(UpstreamError, match="internal server error"):
+        generate(fake, prompt="FAILME")
+
+
+def test_garbage_and_empty_answers(fake: FakeRecraft) -> None:
+    with pytest.raises(UpstreamError, match="unusable"):
+        generate(fake, prompt="GARBAGE")
+    assert generate(fake, prompt="EMPTY").images == []  # generation.py turns this into a 502
+
+
+def test_bad_credentials_are_an_upstream_error_not_a_401(fake: FakeRecraft) -> None:
+    with pytest.raises(UpstreamError, match="credentials"):
+        generate(fake, key="rc-wrong")
+
+
+def test_the_deadline_bounds_the_call(fake: FakeRecraft) -> None:
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        generate(fake, prompt="SLOW", deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 1.4
+
+
+def test_the_fake_takes_image_to_image_as_multipart(fake: FakeRecraft) -> None:
+    import httpx
+
+    auth = {"Authorization": f"Bearer {FakeRecraft.api_key}"}
+    fields = {"prompt": "winter", "strength": "0.3", "model": "recraftv3", "response_format": "b64_json"}
+    ok = httpx.post(f"{fake.url}/v1/images/imageToImage", headers=auth, data=fields,
+                    files={"image": ("in.png", png(), "image/png")})  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["credits"] == 40
+    missing = httpx.post(f"{fake.url}/v1/images/imageToImage", headers=auth, data={"prompt": "x"},
+                         files={"image": ("in.png", png(), "image/png")})  # fmt: skip
+    assert missing.status_code == 400

@@ -1,0 +1,197 @@
+"""The Stability adapter against a fake Stable Image v2beta API that checks the multipart form it is sent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from service.config import ProviderConfig, Settings
+from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.providers.base import ImageCallResult
+from service.providers.stability import StabilityProvider
+from service.sizes import Size
+from tests.fakes.base import jpeg, png
+from tests.fakes.stability import FakeStability, webp
+from tests.providers.conftest import call, run
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeStability]:
+    # One server for the module (stopping one costs ~0.5 s); each test starts with a clean record.
+    with FakeStability().running() as running:
+        assert isinstance(running, FakeStability)
+        yield running
+
+
+@pytest.fixture
+def fake(server: FakeStability) -> FakeStability:
+    server.requests.clear()
+    server.seen.clear()
+    return server
+
+
+def generate(
+    fake: FakeStability, model: str, key: str = FakeStability.api_key, **fields: object
+) -> ImageCallResult:
+    async def go() -> ImageCallResult:
+        provider = StabilityProvider.create(ProviderConfig("stability", key, fake.url), Settings())
+        try:
+            return await provider.generate(call(model, **fields))
+        finally:
+            await provider.aclose()
+
+    return run(go())
+
+
+def test_core_request_and_response(fake: FakeStability) -> None:
+    options = {"negative_prompt": "blur", "seed": 42.0, "style_preset": "photographic"}
+    result = generate(
+        fake, "stable-image-core", size=Size(1536, 1024), output_format="png", user="u-1", options=options
+    )
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v2beta/stable-image/generate/core"
+    assert sent.headers["authorization"] == "Bearer sk-fake-stability"
+    assert sent.headers["accept"] == "application/json"
+    assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert sent.headers["stability-client-user-id"] == "u-1"
+    assert sent.form == {
+        "prompt": "a red fox in snow", "aspect_ratio": "3:2", "output_format": "png",
+        "negative_prompt": "blur", "seed": "42", "style_preset": "photographic",
+    }  # fmt: skip
+    assert [image.data for image in result.images] == [png()]
+    assert result.images[0].media_type == "image/png" and result.images[0].revised_prompt is None
+    assert result.usage is None and result.warnings == []
+    assert result.upstream_request_id is not None and result.upstream_request_id.startswith("req-")
+
+
+def test_sd3_models_go_to_sd3_with_a_model_field(fake: FakeStability) -> None:
+    generate(fake, "sd3.5-large-turbo", options={"cfg_scale": 1.5})
+    generate(fake, "sd3.5-medium")
+    turbo, medium = fake.generation_requests()
+    assert turbo.path == medium.path == "/v2beta/stable-image/generate/sd3"
+    assert turbo.form == {
+        "prompt": "a red fox in snow", "model": "sd3.5-large-turbo", "aspect_ratio": "1:1", "cfg_scale": "1.5"
+    }  # fmt: skip
+    assert medium.form["model"] == "sd3.5-medium"
+
+
+def test_ultra_takes_no_cfg_scale_and_unknown_options_are_dropped_with_warnings(fake: FakeStability) -> None:
+    result = generate(fake, "stable-image-ultra", quality="hd", background="transparent",
+                      options={"cfg_scale": 5, "strength": 0.4, "style_preset": "anime"})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v2beta/stable-image/generate/ultra"
+    assert sent.form == {"prompt": "a red fox in snow", "aspect_ratio": "1:1", "style_preset": "anime"}
+    assert any("cfg_scale, strength" in w for w in result.warnings)
+    assert any(w.startswith("quality ignored") for w in result.warnings)
+    assert any(w.startswith("background ignored") for w in result.warnings)
+
+
+def test_sizes_become_exact_aspect_ratios(fake: FakeStability) -> None:
+    ratios = {"1024x1024": "1:1", "1536x864": "16:9", "864x1536": "9:16", "1536x1024": "3:2",
+              "1024x1536": "2:3", "1280x1024": "5:4", "1024x1280": "4:5", "1344x576": "21:9",
+              "576x1344": "9:21"}  # fmt: skip
+    for size in ratios:
+        width, height = size.split("x")
+        generate(fake, "sd3.5-large", size=Size(int(width), int(height)))
+    assert [r.form["aspect_ratio"] for r in fake.generation_requests()] == list(ratios.values())
+
+
+def test_a_size_without_an_exact_ratio_is_refused_before_calling(fake: FakeStability) -> None:
+    with pytest.raises(BadRequest) as caught:
+        generate(fake, "stable-image-core", size=Size(1792, 1024))  # 7:4, not 16:9
+    assert caught.value.code == "INVALID_SIZE" and caught.value.param == "size"
+    assert fake.generation_requests() == []
+
+
+def test_output_formats(fake: FakeStability) -> None:
+    for output_format, data, media_type in (("jpeg", jpeg(), "image/jpeg"), ("webp", webp(), "image/webp")):
+        result = generate(fake, "sd3.5-large", output_format=output_format)
+        assert fake.generation_requests()[-1].form["output_format"] == output_format
+        assert (result.images[0].data, result.images[0].media_type) == (data, media_type)
+
+
+def test_fanned_out_calls_get_consecutive_seeds(fake: FakeStability) -> None:
+    generate(fake, "stable-image-core", first_index=0, options={"seed": 7})
+    generate(fake, "stable-image-core", first_index=3, options={"seed": 7})
+    generate(fake, "stable-image-core", first_index=2, options={"seed": 0})
+    generate(fake, "stable-image-core", first_index=1, options={"seed": 4294967294})
+    assert [r.form["seed"] for r in fake.generation_requests()] == ["7", "10", "0", "1"]
+
+
+def test_malformed_options_are_bad_requests(fake: FakeStability) -> None:
+    for options in ({"seed": 1.5}, {"seed": -1}, {"seed": "7"}, {"negative_prompt": 3}, {"cfg_scale": "x"}):
+        with pytest.raises(BadRequest) as caught:
+            generate(fake, "sd3.5-large", options=options)
+        assert caught.value.param == f"providerOptions.stability.{next(iter(options))}"
+    assert fake.generation_requests() == []
+
+
+def test_a_request_the_provider_rejects_is_a_400_with_its_message(fake: FakeStability) -> None:
+    with pytest.raises(BadRequest, match="watercolor") as caught:
+        generate(fake, "stable-image-core", options={"style_preset": "watercolor"})
+    assert caught.value.code == "PROVIDER_REJECTED_REQUEST"
+
+
+def test_moderation_403_is_a_content_policy_violation(fake: FakeStability) -> None:
+    with pytest.raises(ContentPolicyViolation, match="flagged by our content moderation"):
+        generate(fake, "stable-image-ultra", prompt="BLOCKME please")
+    assert len(fake.generation_requests()) == 1  # never retried
+
+
+def test_content_filtered_inside_a_200_is_a_content_policy_violation(fake: FakeStability) -> None:
+    with pytest.raises(ContentPolicyViolation, match="CONTENT_FILTERED"):
+        generate(fake, "sd3.5-large", prompt="FILTERME please")
+    assert len(fake.generation_requests()) == 1
+
+
+def test_transient_failures_are_retried(fake: FakeStability) -> None:
+    assert len(generate(fake, "stable-image-core", prompt="FLAKY fox").images) == 1
+    assert len(generate(fake, "stable-image-core", prompt="RATELIMIT_ONCE fox").images) == 1
+    assert len(fake.generation_requests()) == 4
+
+
+def test_persistent_rate_limits_pass_through_as_429(fake: FakeStability) -> None:
+    with pytest.raises(RateLimited, match="rate limit") as caught:
+        generate(fake, "stable-image-core", prompt="RATELIMIT fox")
+    assert caught.value.code == "UPSTREAM_RATE_LIMITED"
+    assert len(fake.generation_requests()) == 3  # MG_UPSTREAM_ATTEMPTS
+
+
+def test_server_errors_are_upstream_errors_with_the_providers_message(fake: FakeStability) -> None:
+    with pytest.raises(UpstreamError, match="unexpected server error"):
+        generate(fake, "stable-image-core", prompt="FAILME")
+
+
+def test_garbage_and_empty_answers_are_upstream_errors(fake: FakeStability) -> None:
+    with pytest.raises(UpstreamError, match="unusable: not a JSON object"):
+        generate(fake, "stable-image-core", prompt="GARBAGE")
+    with pytest.raises(UpstreamError, match="unusable: an image without data"):
+        generate(fake, "stable-image-core", prompt="EMPTY")
+
+
+def test_bad_credentials_are_an_upstream_error_not_a_401(fake: FakeStability) -> None:
+    with pytest.raises(UpstreamError, match="credentials"):
+        generate(fake, "stable-image-core", key="sk-wrong")
+
+
+def test_the_deadline_bounds_the_call(fake: FakeStability) -> None:
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        generate(fake, "stable-image-core", prompt="SLOW", deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 1.4
+
+
+def test_the_fake_speaks_both_encodings_and_only_multipart(fake: FakeStability) -> None:
+    """The fake's own fidelity: raw bytes with headers for image/*, and JSON bodies refused."""
+    auth = {"authorization": f"Bearer {FakeStability.api_key}"}
+    url = f"{fake.url}/v2beta/stable-image/generate/core"
+    raw = httpx.post(url, headers={**auth, "accept": "image/*"}, files={"prompt": (None, "fox")})
+    assert (raw.status_code, raw.content, raw.headers["finish-reason"]) == (200, png(), "SUCCESS")
+    assert raw.headers["content-type"] == "image/png" and raw.headers["seed"]
+    refused = httpx.post(url, headers=auth, json={"prompt": "fox"})
+    assert refused.status_code == 400 and refused.json()["name"] == "bad_request"
+    extra = httpx.post(url, headers=auth, files={"prompt": (None, "fox"), "model": (None, "sd3.5-large")})
+    assert extra.status_code == 400 and "model" in extra.json()["errors"][0]
