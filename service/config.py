@@ -120,6 +120,12 @@ class Settings:
     s3_region: str = field(default="", metadata={"env": "MG_S3_REGION"})
     s3_access_key_id: str = field(default="", metadata={"env": "MG_S3_ACCESS_KEY_ID"})
     s3_secret_access_key: str = field(default="", metadata={"env": "MG_S3_SECRET_ACCESS_KEY"})
+    # Reference images: largest download / decoded size, download time, and networks that URLs may
+    # reach although private (comma-separated CIDRs, for self-hosted image servers).
+    reference_max_bytes: int = field(default=20 * MIB, metadata={"env": "MG_REFERENCE_MAX_BYTES"})
+    reference_max_pixels: int = field(default=50_000_000, metadata={"env": "MG_REFERENCE_MAX_PIXELS"})
+    reference_timeout_s: float = field(default=10.0, metadata={"env": "MG_REFERENCE_TIMEOUT_S"})
+    reference_allow_networks: str = field(default="", metadata={"env": "MG_REFERENCE_ALLOW_NETWORKS"})
     # Largest request body the edge accepts (a 20 MB reference image is ~27 MB of base64).
     max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
@@ -178,6 +184,12 @@ def _convert(raw: str, kind: type, env: str) -> object:
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "Path": Path, "bool": bool}
 
 
+def ipaddress_networks(text: str) -> list[object]:
+    import ipaddress
+
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from `environ` (default: the process environment); unset variables keep defaults."""
     environ = os.environ if environ is None else environ
@@ -191,6 +203,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("MG_MAX_DURATION_S must be positive")
     if settings.idempotency_lease_s <= 0 or settings.idempotency_retention_s <= 0:
         raise SettingsError("MG_IDEMPOTENCY_LEASE_S and MG_IDEMPOTENCY_RETENTION_S must be positive")
+    try:
+        ipaddress_networks(settings.reference_allow_networks)
+    except ValueError as exc:
+        raise SettingsError(f"MG_REFERENCE_ALLOW_NETWORKS: {exc}") from exc
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

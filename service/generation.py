@@ -52,6 +52,7 @@ def plan_calls(request: GenerationRequest, deadline: float) -> list[ImageCall]:
                 output_compression=request.output_compression,
                 user=request.user,
                 options=request.provider_options,
+                reference_image=request.reference,
             )
         )
     return calls

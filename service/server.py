@@ -26,9 +26,11 @@ from service.interceptors.access import AccessInterceptor
 from service.interceptors.auth import AuthInterceptor
 from service.interceptors.idempotency import IdempotencyInterceptor
 from service.interceptors.rate_limit import RateLimitInterceptor
+from service.interceptors.reference import ReferenceImageInterceptor
 from service.interceptors.request_context import RequestContextInterceptor
 from service.interceptors.spend import SpendInterceptor
 from service.providers import build_providers
+from service.reference_images import ReferenceLimits, parse_networks
 from service.servicer import ImageGenerationServicer
 from service.stores import open_store
 from service.stores.base import Store
@@ -73,6 +75,14 @@ def interceptors(
         idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
         AccessInterceptor(catalog, available_providers),
+        ReferenceImageInterceptor(
+            ReferenceLimits(
+                settings.reference_max_bytes,
+                settings.reference_max_pixels,
+                settings.reference_timeout_s,
+                parse_networks(settings.reference_allow_networks),
+            )
+        ),
         SpendInterceptor(store, settings.upstream_limit_s),
     ]
 

@@ -15,6 +15,7 @@ from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog import Catalog, ModelSpec
 from service.errors import BadRequest, ModelNotAllowed
+from service.reference_images import ReferenceImage
 from service.sizes import Size, parse_size
 
 MAX_PROMPT_CHARS = 8000
@@ -44,7 +45,8 @@ class GenerationRequest:
     moderation: str | None = None
     output_format: str | None = None
     output_compression: int | None = None
-    reference_image: str | None = None
+    reference_image: str | None = None  # as sent: base64, data: URL or http(s) URL
+    reference: ReferenceImage | None = None  # loaded and checked (interceptors/reference.py)
     # The providerOptions entry of the model's provider; other providers' entries are dropped.
     provider_options: Mapping[str, object] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()

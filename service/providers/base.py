@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.reference_images import ReferenceImage
 from service.sizes import Size
 
 
@@ -36,6 +37,8 @@ class ImageCall:
     user: str | None = None
     # This provider's entry of the request's providerOptions, and nothing from other providers.
     options: Mapping[str, object] = field(default_factory=dict)
+    # For edit / image-to-image models: the caller's image, already fetched, decoded and checked.
+    reference_image: ReferenceImage | None = None
 
 
 @dataclass(frozen=True)

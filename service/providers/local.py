@@ -6,6 +6,7 @@ palette, gradient, shapes, and the prompt as a caption). Options (providerOption
   seed      integer, default 0: another seed, another picture for the same prompt
   delay_ms  0-600000: wait this long before answering, to try slow-provider behaviour (timeouts,
             retries) without a real provider
+local/canvas also takes a reference_image (image-to-image: the picture shows through).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _integer_option(options: Mapping[str, object], name: str, default: int, low:
 
 def _image_key(call: ImageCall, seed: int, index: int) -> bytes:
     parts = (call.upstream_model, call.prompt, str(seed), str(index), call.quality or "", call.style or "")
-    return hashlib.sha256("\x1f".join(parts).encode()).digest()
+    reference = hashlib.sha256(call.reference_image.data).hexdigest() if call.reference_image else ""
+    return hashlib.sha256("\x1f".join((*parts, reference)).encode()).digest()
 
 
 def _color(rng: random.Random, saturation: float, value: float, alpha: int | None = None) -> tuple[int, ...]:
@@ -55,7 +57,9 @@ def _color(rng: random.Random, saturation: float, value: float, alpha: int | Non
     return rgb if alpha is None else (*rgb, alpha)
 
 
-def render_png(prompt: str, size: Size, key: bytes, shapes: int, vivid: bool) -> bytes:
+def render_png(
+    prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: bytes | None = None
+) -> bytes:
     rng = random.Random(key)
     saturation = 0.85 if vivid else 0.35
     width, height = size.width, size.height
@@ -66,6 +70,10 @@ def render_png(prompt: str, size: Size, key: bytes, shapes: int, vivid: bool) ->
     start = Image.new("RGB", (width, height), _color(rng, saturation, 0.95))
     end = Image.new("RGB", (width, height), _color(rng, saturation, 0.35))
     image = Image.composite(start, end, mask)
+    if reference is not None:
+        # image-to-image: the caller's picture shows through the generated one
+        with Image.open(io.BytesIO(reference)) as source:
+            image = Image.blend(image, source.convert("RGB").resize((width, height)), 0.6)
     draw = ImageDraw.Draw(image, "RGBA")
     for _ in range(shapes):
         x0, x1 = sorted(rng.uniform(-0.1, 1.1) * width for _ in range(2))
@@ -113,7 +121,8 @@ class LocalProvider:
         for index in range(call.first_index, call.first_index + call.n):
             key = _image_key(call, seed, index)
             # Rendering is CPU work: keep it off the event loop so other requests keep moving.
-            data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid)
+            reference = call.reference_image.data if call.reference_image else None
+            data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid, reference)
             images.append(GeneratedImage(data=data, media_type="image/png"))
         return ImageCallResult(images=images)
 

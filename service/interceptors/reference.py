@@ -1,0 +1,32 @@
+"""Reference images: fetched (safely), decoded and checked before any money is reserved, so a bad
+image is a clean 400 that changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import grpc
+
+from service.interceptors.access import GENERATE_IMAGES
+from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.request_context import current_request
+from service.reference_images import ReferenceLimits, load_reference
+
+
+class ReferenceImageInterceptor(UnaryInterceptor):
+    def __init__(self, limits: ReferenceLimits) -> None:
+        self._limits = limits
+
+    def applies_to(self, method: str) -> bool:
+        return method == GENERATE_IMAGES
+
+    async def around(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> Any:
+        ctx = current_request()
+        generation = ctx.require_generation()
+        if generation.reference_image:
+            reference = await load_reference(generation.reference_image, self._limits)
+            ctx.generation = replace(generation, reference=reference)
+        return await behavior(request, context)

@@ -1,0 +1,201 @@
+"""Reference images (`reference_image`: base64, a data: URL, or an http(s) URL), loaded safely.
+
+URLs are fetched without letting a caller reach the gateway's own network: the host is resolved
+once, every address is checked (private, loopback, link-local, multicast, reserved and cloud
+metadata addresses are refused unless MG_REFERENCE_ALLOW_NETWORKS opens them), the connection goes
+to the checked address itself (so DNS cannot change its answer between check and use), and each
+redirect hop is checked the same way. Downloads are size- and time-limited. Whatever arrives must
+decode as a PNG, JPEG, WebP or GIF image of at most MG_REFERENCE_MAX_PIXELS pixels (decompression
+bombs are refused before they are decoded). Every refusal is a 400 naming `reference_image`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import ipaddress
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+from PIL import Image
+
+from service.errors import BadRequest
+
+PARAM = "reference_image"
+MAX_REDIRECTS = 3
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# Cloud metadata endpoints that are not private by address class alone.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ReferenceLimits:
+    max_bytes: int
+    max_pixels: int
+    timeout_s: float
+    allow_networks: tuple[IPNetwork, ...] = ()
+
+
+def refused(message: str) -> BadRequest:
+    return BadRequest(message, param=PARAM, code="INVALID_REFERENCE_IMAGE")
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """MG_REFERENCE_ALLOW_NETWORKS: comma-separated CIDRs (e.g. "10.0.0.0/8,127.0.0.1/32")."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+
+
+def address_allowed(address: IPAddress, allow: Sequence[IPNetwork]) -> bool:
+    if any(address in network for network in allow):
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (
+        address in METADATA_ADDRESSES
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:
+    """The image, checked to decode, within the pixel limit; a 400 otherwise."""
+    if len(data) > limits.max_bytes:
+        raise refused(f"reference_image is larger than {limits.max_bytes} bytes.")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > limits.max_pixels:
+                raise refused(
+                    f"reference_image has {width}x{height} pixels; the limit is {limits.max_pixels}."
+                )
+            media_type = FORMATS.get(image.format or "")
+            if media_type is None:
+                raise refused(f"reference_image must be PNG, JPEG, WebP or GIF, not {image.format}.")
+            image.load()  # decodes every pixel: truncated or corrupt images fail here
+    except BadRequest:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise refused(f"reference_image is not a readable image ({exc}).") from None
+    return ReferenceImage(data, media_type, width, height)
+
+
+def _decode_base64(value: str) -> bytes:
+    if value.startswith("data:"):
+        header, _, value = value.partition(",")
+        if ";base64" not in header:
+            raise refused("A data: URL reference_image must be base64-encoded.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise refused("reference_image is neither base64 image data nor an http(s) URL.") from None
+
+
+async def _checked_address(host: str, port: int, allow: Sequence[IPNetwork]) -> IPAddress:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise refused(f"reference_image host {host!r} does not resolve.") from None
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if not address_allowed(address, allow):
+            raise refused(
+                f"reference_image host {host!r} resolves to a non-public address ({address}); refused."
+            )
+    return addresses[0]
+
+
+async def _fetch_once(
+    client: httpx.AsyncClient, url: str, limits: ReferenceLimits, deadline: float
+) -> httpx.Response:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refused("reference_image URLs must be http(s) with a host.")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = await _checked_address(parts.hostname, port, limits.allow_networks)
+    # Connect to the address just checked; the Host header and TLS name stay the original host.
+    host = f"[{address}]" if address.version == 6 else str(address)
+    pinned = urlunsplit((parts.scheme, f"{host}:{port}", parts.path or "/", parts.query, ""))
+    request = client.build_request(
+        "GET",
+        pinned,
+        headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
+        extensions={"sni_hostname": parts.hostname, "timeout": _timeouts(deadline)},
+    )
+    return await client.send(request, stream=True)
+
+
+def _timeouts(deadline: float) -> dict[str, float]:
+    remaining = max(0.001, deadline - time.monotonic())
+    return {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
+
+
+async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
+    deadline = time.monotonic() + limits.timeout_s
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = await _fetch_once(client, url, limits, deadline)
+            except httpx.TimeoutException:
+                raise refused(f"reference_image download took longer than {limits.timeout_s:g} s.") from None
+            except httpx.HTTPError as exc:
+                raise refused(
+                    f"reference_image could not be downloaded ({exc.__class__.__name__})."
+                ) from None
+            try:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers.get("location", ""))
+                    continue
+                if not response.is_success:
+                    raise refused(f"reference_image URL answered HTTP {response.status_code}.")
+                return await _read_limited(response, limits.max_bytes, deadline)
+            finally:
+                await response.aclose()
+    raise refused(f"reference_image URL redirected more than {MAX_REDIRECTS} times.")
+
+
+async def _read_limited(response: httpx.Response, max_bytes: int, deadline: float) -> bytes:
+    if int(response.headers.get("content-length") or 0) > max_bytes:
+        raise refused(f"reference_image is larger than {max_bytes} bytes.")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise refused(f"reference_image is larger than {max_bytes} bytes.")
+        if time.monotonic() > deadline:
+            raise refused("reference_image download took too long.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def load_reference(value: str, limits: ReferenceLimits) -> ReferenceImage:
+    lowered = value[:8].lower()
+    if lowered.startswith(("http://", "https://")):
+        data = await fetch_reference(value, limits)
+    elif "://" in value[:16]:
+        raise refused("reference_image URLs must be http(s).")
+    else:
+        data = _decode_base64(value)
+    return await asyncio.to_thread(decode_reference, data, limits)
