@@ -1,0 +1,56 @@
+"""reference_image through the whole stack, with the offline image-to-image model (local/canvas)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+
+from tests.fakes.base import png
+from tests.support.checks import assert_error, decode_png
+from tests.support.gateway import GatewayProcess
+from tests.support.image_server import serving
+
+BODY = {"model": "local/canvas", "prompt": "over a red square", "size": "256x256"}
+
+
+def post(gw: GatewayProcess, key: str, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(
+        f"{gw.http_url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {key}"},
+        json=body,
+        timeout=60,
+    )
+
+
+def test_a_base64_reference_changes_the_image(gateway: GatewayProcess) -> None:
+    plain = post(gateway, gateway.key, BODY)
+    edited = post(gateway, gateway.key, {**BODY, "reference_image": base64.b64encode(png(64, 64)).decode()})
+    assert plain.status_code == edited.status_code == 200, edited.text
+    (image,) = [base64.b64decode(d["b64_json"]) for d in edited.json()["data"]]
+    assert decode_png(image).size == (256, 256)
+    assert image != base64.b64decode(plain.json()["data"][0]["b64_json"])
+
+
+def test_refused_references_are_400_and_charge_nothing(gateway: GatewayProcess) -> None:
+    key = gateway.new_key("references-refused")
+    with serving({"/cat.png": (200, {"content-type": "image/png"}, png())}) as base:
+        for reference, match in (
+            (f"{base}/cat.png", "non-public address"),  # the gateway's own loopback
+            ("aGVsbG8gd29ybGQ=", "not a readable image"),
+            ("gopher://example.com/x", "must be http"),
+        ):
+            error = assert_error(
+                post(gateway, key, {**BODY, "reference_image": reference}),
+                400,
+                "INVALID_REFERENCE_IMAGE",
+                "reference_image",
+            )
+            assert match in error["message"]
+    assert json.loads(gateway.mg("usage", "--project", "references-refused", "--json").stdout) == []
+
+
+def test_a_model_without_edit_support_is_403(gateway: GatewayProcess) -> None:
+    body = {**BODY, "model": "local/sketch", "reference_image": base64.b64encode(png()).decode()}
+    assert_error(post(gateway, gateway.key, body), 403, "MODEL_NOT_ALLOWED", "reference_image")

@@ -1,0 +1,107 @@
+"""Reference images: decoding limits, and the SSRF guard against real local HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import ipaddress
+
+import pytest
+from PIL import Image
+
+from service.errors import BadRequest
+from service.reference_images import (
+    ReferenceLimits,
+    address_allowed,
+    decode_reference,
+    load_reference,
+    parse_networks,
+)
+from tests.fakes.base import jpeg, png
+from tests.support.image_server import serving
+
+LIMITS = ReferenceLimits(max_bytes=1_000_000, max_pixels=4_000_000, timeout_s=5)
+
+
+def load(value: str, limits: ReferenceLimits = LIMITS):  # type: ignore[no-untyped-def]
+    return asyncio.run(load_reference(value, limits))
+
+
+def refused(value: str, match: str, limits: ReferenceLimits = LIMITS) -> None:
+    with pytest.raises(BadRequest, match=match) as caught:
+        load(value, limits)
+    assert caught.value.param == "reference_image"
+
+
+def test_base64_and_data_urls_decode() -> None:
+    image = load(base64.b64encode(png(20, 10)).decode())
+    assert (image.media_type, image.width, image.height) == ("image/png", 20, 10)
+    assert load("data:image/jpeg;base64," + base64.b64encode(jpeg()).decode()).media_type == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("not base64 at all!", "neither base64"),
+        (base64.b64encode(b"plain text, not an image").decode(), "not a readable image"),
+        (base64.b64encode(png()[:40]).decode(), "not a readable image"),  # truncated
+        ("file:///etc/passwd", "must be http"),
+        ("ftp://example.com/x.png", "must be http"),
+        ("data:image/png,rawbytes", "must be base64"),
+    ],
+)
+def test_bad_inline_images_are_400(value: str, match: str) -> None:
+    refused(value, match)
+
+
+def test_decompression_bombs_are_refused_before_decoding() -> None:
+    out = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(out, format="PNG")  # 400 M pixels in a few kB
+    assert len(out.getvalue()) < 200_000
+    with pytest.raises(BadRequest, match="pixels"):
+        decode_reference(out.getvalue(), LIMITS)
+
+
+def test_oversized_images_are_refused() -> None:
+    with pytest.raises(BadRequest, match="larger than"):
+        decode_reference(b"x" * 2_000_000, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "fc00::1",
+     "::ffff:127.0.0.1", "0.0.0.0", "100.100.100.200", "224.0.0.1"],
+)  # fmt: skip
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert not address_allowed(ipaddress.ip_address(address), ())
+
+
+def test_public_addresses_and_allowed_networks_pass() -> None:
+    assert address_allowed(ipaddress.ip_address("93.184.216.34"), ())
+    assert address_allowed(ipaddress.ip_address("10.1.2.3"), parse_networks("10.0.0.0/8, 127.0.0.1/32"))
+
+
+def test_urls_to_loopback_are_refused_unless_allowed() -> None:
+    with serving({"/cat.png": (200, {"content-type": "image/png"}, png(30, 30))}) as base:
+        refused(f"{base}/cat.png", "non-public address")
+        refused(f"{base.replace('127.0.0.1', 'localhost')}/cat.png", "non-public address")
+        allowed = ReferenceLimits(1_000_000, 4_000_000, 5, parse_networks("127.0.0.1/32"))
+        assert load(f"{base}/cat.png", allowed).width == 30
+
+
+def test_a_redirect_to_a_refused_address_is_refused() -> None:
+    allowed = ReferenceLimits(1_000_000, 4_000_000, 5, parse_networks("127.0.0.2/32"))
+    with serving({"/cat.png": (200, {}, png())}) as inside:
+        routes = {"/go": (302, {"location": f"{inside}/cat.png"}, b""), "/ok": (200, {}, png(12, 12))}
+        with serving(routes, host="127.0.0.2") as outside:
+            assert load(f"{outside}/ok", allowed).width == 12
+            refused(f"{outside}/go", "non-public address")
+
+
+def test_download_limits_and_http_errors() -> None:
+    big = ReferenceLimits(1000, 4_000_000, 5, parse_networks("127.0.0.1/32"))
+    with serving({"/big.png": (200, {}, b"x" * 5000), "/gone.png": (404, {}, b"")}) as base:
+        refused(f"{base}/big.png", "larger than", big)
+        refused(f"{base}/gone.png", "HTTP 404", big)
+        refused("http://nonexistent.invalid/x.png", "does not resolve")
