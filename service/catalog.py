@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from service.config import Settings
 from service.errors import ModelNotFound
 from service.sizes import Size, parse_size
 
@@ -36,7 +37,11 @@ MICROS_PER_USD = 1_000_000
 
 
 class CatalogError(ValueError):
-    """The catalog file is malformed; the message names the model and field."""
+    """The catalog is malformed; the message names the model and field, `where` the config path."""
+
+    def __init__(self, message: str, where: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,7 @@ class Catalog:
         self._aliases = dict(aliases or {})
         for alias, target in self._aliases.items():
             if target not in self._models:
-                raise CatalogError(f"alias {alias!r} points at unknown model {target!r}")
+                raise CatalogError(f"alias {alias!r} points at unknown model {target!r}", ("aliases", alias))
 
     def resolve(self, name: str) -> ModelSpec:
         model = self._models.get(self._aliases.get(name, name))
@@ -166,6 +171,11 @@ def _usd_to_micros(value: object, where: str) -> int:
     if micros < 0 or micros != micros.to_integral_value():
         raise CatalogError(f"{where}: price {value!r} must be >= 0 with at most 6 decimals")
     return int(micros)
+
+
+def catalog_for(settings: Settings) -> Catalog:
+    """The shipped catalog with the operator's config-file models and aliases applied."""
+    return load_catalog(overrides=settings.catalog_models, extra_aliases=settings.catalog_aliases)
 
 
 def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
@@ -205,21 +215,31 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             ),
             description=str(entry.get("description", "")),
         )
-    except CatalogError:
-        raise
+    except CatalogError as exc:
+        raise CatalogError(str(exc), ("models", model_id)) from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise CatalogError(f"{model_id}: {exc!r}") from exc
+        raise CatalogError(f"{model_id}: {exc!r}", ("models", model_id)) from exc
 
 
-def load_catalog(paths: Iterable[Path] | None = None) -> Catalog:
-    """The catalog from these files (default: every shipped provider file)."""
-    models: dict[str, ModelSpec] = {}
+def load_catalog(
+    paths: Iterable[Path] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    extra_aliases: Mapping[str, str] | None = None,
+) -> Catalog:
+    """The catalog from these files (default: every shipped provider file), then the operator's
+    `overrides` (new entries, or keys replacing those of a shipped entry) and `extra_aliases`."""
+    entries: dict[str, dict[str, Any]] = {}
     aliases: dict[str, str] = {}
     for path in sorted(SHIPPED_MODELS.glob("*.yaml")) if paths is None else paths:
         document = yaml.safe_load(path.read_text()) or {}
         for model_id, entry in (document.get("models") or {}).items():
-            if model_id in models:
+            if model_id in entries:
                 raise CatalogError(f"{path.name}: {model_id} is defined twice")
-            models[model_id] = _model_from_entry(model_id, entry)
+            entries[model_id] = dict(entry)
         aliases.update(document.get("aliases") or {})
-    return Catalog(models, aliases)
+    for model_id, override in (overrides or {}).items():
+        if "/" not in model_id:
+            raise CatalogError(f"{model_id}: model ids are 'provider/model-id'")
+        entries[model_id] = {**entries.get(model_id, {}), **override}
+    aliases.update(extra_aliases or {})
+    return Catalog({model_id: _model_from_entry(model_id, e) for model_id, e in entries.items()}, aliases)

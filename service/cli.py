@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service import admin
+from service.catalog import CatalogError, catalog_for
 from service.config import Settings, SettingsError, load_settings
+from service.config_file import ConfigFileError, read_config_file
 from service.edge import render_config, render_lua
 from service.pricing import usd
 from service.stores import open_store
@@ -85,6 +87,25 @@ Try it:
 """,
         flush=True,
     )
+
+
+def check_config(settings: Settings) -> str:
+    """A one-line summary of a valid configuration; raises ConfigFileError (with the file's line
+    where it can point at one) or CatalogError otherwise."""
+    try:
+        catalog = catalog_for(settings)
+    except CatalogError as exc:
+        if settings.config_file and exc.where:
+            raise read_config_file(Path(settings.config_file)).error(exc.where, str(exc)) from None
+        raise
+    providers = ", ".join(["local", *sorted(settings.providers)])
+    source = settings.config_file or "environment only"
+    return f"ok ({source}): {len(list(catalog))} models; providers configured: {providers}"
+
+
+def _cmd_config_check(settings: Settings, args: argparse.Namespace) -> int:
+    print(check_config(settings))
+    return 0
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -299,6 +320,11 @@ def _parser() -> argparse.ArgumentParser:
     key_revoke = keys.add_parser("revoke", help="revoke a key by id")
     key_revoke.add_argument("key_id")
 
+    config = commands.add_parser("config", help="the configuration").add_subparsers(
+        dest="action", required=True
+    )
+    config.add_parser("check", help="validate settings, the config file (MG_CONFIG) and the catalog")
+
     usage = commands.add_parser("usage", help="spend and images per model from the ledger")
     usage.add_argument("--project")
     usage.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
@@ -312,6 +338,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "projects": _cmd_projects,
     "keys": _cmd_keys,
     "usage": _cmd_usage,
+    "config": _cmd_config_check,
 }
 
 
@@ -319,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-    except SettingsError as exc:
+        if args.command == "serve":
+            check_config(settings)
+    except (SettingsError, ConfigFileError, CatalogError) as exc:
         print(f"mg: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -330,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except admin.AdminError as exc:
         print(f"mg: {exc}", file=sys.stderr)
         return 1
+    except (ConfigFileError, CatalogError) as exc:
+        print(f"mg: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Settings: the only module that reads the environment.
 
-Every setting is an `MG_*` environment variable with a default that runs the embedded setup. Every port
-the gateway opens is a setting, so two instances can run side by side.
+Every setting is an `MG_*` environment variable with a default that runs the embedded setup; the
+optional config file (MG_CONFIG, see config_file.py) can set them too, and the environment wins.
+Every port the gateway opens is a setting, so two instances can run side by side.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from service.config_file import ConfigFile, ConfigFileError, provider_values, read_config_file
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class SettingsError(ValueError):
     """A setting has a value the gateway cannot run with."""
+
+
+__all__ = ["ConfigFileError", "ProviderConfig", "Settings", "SettingsError", "load_settings"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +49,18 @@ PROVIDER_ENV: dict[str, tuple[str, str, str]] = {
 }
 
 
-def load_provider_configs(environ: Mapping[str, str] | None = None) -> dict[str, ProviderConfig]:
-    """The providers whose API key is set."""
+def load_provider_configs(
+    environ: Mapping[str, str] | None = None, config: ConfigFile | None = None
+) -> dict[str, ProviderConfig]:
+    """The providers with an API key (from their own variables, else from the config file)."""
     environ = os.environ if environ is None else environ
     configs = {}
     for name, (key_var, url_var, default_url) in PROVIDER_ENV.items():
-        if environ.get(key_var):
-            base_url = (environ.get(url_var) or default_url).rstrip("/")
-            configs[name] = ProviderConfig(name, environ[key_var], base_url)
+        file_key, file_url = provider_values(config, environ, name) if config else ("", "")
+        api_key = environ.get(key_var) or file_key
+        if api_key:
+            base_url = (environ.get(url_var) or file_url or default_url).rstrip("/")
+            configs[name] = ProviderConfig(name, api_key, base_url)
     return configs
 
 
@@ -130,6 +141,10 @@ class Settings:
     max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict, metadata={"env": ""})
+    # From the config file: catalog entries to add or override, and aliases.
+    config_file: str = field(default="", metadata={"env": "MG_CONFIG"})
+    catalog_models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"env": ""})
+    catalog_aliases: Mapping[str, str] = field(default_factory=dict, metadata={"env": ""})
 
     @property
     def worker_count(self) -> int:
@@ -190,15 +205,44 @@ def ipaddress_networks(text: str) -> list[object]:
     return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
 
 
+def _file_settings(config: ConfigFile) -> dict[str, tuple[str, object]]:
+    """field name -> (MG_ variable, value) for the file's `settings:` section."""
+    by_name = {f.name: str(f.metadata["env"]) for f in fields(Settings) if f.metadata["env"]}
+    del by_name["config_file"]
+    values = {}
+    for name, value in config.settings.items():
+        if name not in by_name:
+            raise config.error(("settings", name), f"unknown setting {name!r}")
+        values[name] = (by_name[name], value)
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `environ` (default: the process environment); unset variables keep defaults."""
+    """Settings from `environ` (default: the process environment) over the config file (MG_CONFIG)
+    over the defaults."""
     environ = os.environ if environ is None else environ
+    config = read_config_file(Path(environ["MG_CONFIG"])) if environ.get("MG_CONFIG") else None
+    from_file = _file_settings(config) if config else {}
     values: dict[str, object] = {}
     for f in fields(Settings):
         env = str(f.metadata["env"])
         if env and env in environ and environ[env] != "":
             values[f.name] = _convert(environ[env], _TYPES[str(f.type)], env)
-    settings = Settings(**values, providers=load_provider_configs(environ))  # type: ignore[arg-type]
+        elif f.name in from_file and config is not None:
+            try:
+                values[f.name] = _convert(str(from_file[f.name][1]), _TYPES[str(f.type)], f.name)
+            except SettingsError as exc:
+                raise config.error(("settings", f.name), str(exc)) from None
+    if config is not None:
+        unknown = set(config.providers) - set(PROVIDER_ENV)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise config.error(
+                ("providers", name), f"unknown provider {name!r}; known: {', '.join(PROVIDER_ENV)}"
+            )
+        values["catalog_models"] = config.models
+        values["catalog_aliases"] = config.aliases
+    settings = Settings(**values, providers=load_provider_configs(environ, config))  # type: ignore[arg-type]
     if settings.max_duration_s <= 0:
         raise SettingsError("MG_MAX_DURATION_S must be positive")
     if settings.idempotency_lease_s <= 0 or settings.idempotency_retention_s <= 0:

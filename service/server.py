@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service.blobs import BlobStore, open_blob_store, sweep_forever
-from service.catalog import Catalog, load_catalog
+from service.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
 from service.generation import Generator
 from service.hosting import Hosting, signing_key
@@ -90,7 +90,7 @@ def interceptors(
 async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker:
     """A ready-to-start server bound to settings.grpc_port (0 picks a free port)."""
     providers = build_providers(settings)
-    catalog = load_catalog()
+    catalog = catalog_for(settings)
     store = open_store(settings)
     blobs = open_blob_store(settings)
     hosting = Hosting(blobs, signing_key(settings), settings.public_base_url, settings.url_ttl_s)

@@ -1,0 +1,111 @@
+"""The optional config file (MG_CONFIG=path/to/mg.yaml). Environment variables override it.
+
+    settings:              any MG_* setting, by its lower-case name without MG_
+      http_port: 8080
+      max_duration_s: 300
+    providers:             per provider: base_url, and the key as api_key_env (the variable that holds
+      openai:              it) or api_key (only if the file itself is kept secret)
+        api_key_env: OPENAI_API_KEY
+        base_url: https://api.openai.com/v1
+    aliases:               extra names for models
+      fast: bytedance/seedream-4.0
+    models:                catalog entries to add, or to override key by key (format: service/catalog.py)
+      openai/gpt-image-1:
+        price: {default: "0.15"}
+
+Every mistake is reported as `file:line: what is wrong`, by `mg config check` and by `mg serve`,
+which refuses to start rather than fail later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SECTIONS = ("settings", "providers", "aliases", "models")
+PROVIDER_KEYS = ("api_key", "api_key_env", "base_url")
+
+
+class ConfigFileError(ValueError):
+    """A config file problem, already phrased as `path:line: message`."""
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    providers: dict[str, dict[str, str]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lines: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def error(self, where: tuple[str, ...], message: str) -> ConfigFileError:
+        """An error pointing at the line of `where` (or of its nearest parent that has one)."""
+        for depth in range(len(where), -1, -1):
+            if where[:depth] in self.lines:
+                return ConfigFileError(f"{self.path}:{self.lines[where[:depth]]}: {message}")
+        return ConfigFileError(f"{self.path}: {message}")
+
+
+def _line_map(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, str(key.value))
+            lines[child] = key.start_mark.line + 1
+            _line_map(value, child, lines)
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigFileError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    lines: dict[tuple[str, ...], int] = {}
+    if root is not None:
+        _line_map(root, (), lines)
+    config = ConfigFile(path, lines=lines)
+    if document is None:
+        return config
+    if not isinstance(document, dict):
+        raise config.error((), "the config file must be a mapping of sections")
+    for section, value in document.items():
+        if section not in SECTIONS:
+            raise config.error((section,), f"unknown section {section!r}; sections are {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise config.error((section,), f"{section} must be a mapping")
+    providers = document.get("providers") or {}
+    for name, entry in providers.items():
+        if not isinstance(entry, dict) or set(entry) - set(PROVIDER_KEYS):
+            raise config.error(
+                ("providers", name), f"provider {name!r} takes only {', '.join(PROVIDER_KEYS)}"
+            )
+    aliases = document.get("aliases") or {}
+    for alias, target in aliases.items():
+        if not isinstance(target, str):
+            raise config.error(("aliases", alias), f"alias {alias!r} must name a model")
+    return ConfigFile(
+        path,
+        settings=dict(document.get("settings") or {}),
+        providers={name: {k: str(v) for k, v in entry.items()} for name, entry in providers.items()},
+        aliases=dict(aliases),
+        models=dict(document.get("models") or {}),
+        lines=lines,
+    )
+
+
+def provider_values(config: ConfigFile, environ: Mapping[str, str], name: str) -> tuple[str, str]:
+    """(api key, base URL) the file gives a provider; empty where it gives none."""
+    entry = config.providers.get(name, {})
+    key = entry.get("api_key") or (environ.get(entry["api_key_env"], "") if "api_key_env" in entry else "")
+    return key, entry.get("base_url", "")

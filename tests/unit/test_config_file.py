@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.catalog import catalog_for
+from service.cli import check_config
+from service.config import load_settings
+from service.config_file import ConfigFileError
+
+GOOD = """\
+settings:
+  http_port: 9100
+  max_duration_s: 120
+providers:
+  openai:
+    api_key_env: MY_OPENAI_KEY
+    base_url: http://proxy.internal/v1
+aliases:
+  fast: local/sketch
+models:
+  local/sketch:
+    price: {default: "0.005"}
+  local/tiny:
+    provider: local
+    upstream_id: sketch
+    sizes: [256x256]
+    default_size: 256x256
+    max_images: 2
+    max_images_per_call: 1
+    price: {default: "0.0001"}
+"""
+
+
+def write(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "mg.yaml"
+    path.write_text(text)
+    return {"MG_CONFIG": str(path)}
+
+
+def test_the_file_sets_settings_providers_models_and_aliases(tmp_path: Path) -> None:
+    settings = load_settings({**write(tmp_path, GOOD), "MY_OPENAI_KEY": "sk-1"})
+    assert (settings.http_port, settings.max_duration_s) == (9100, 120.0)
+    assert settings.providers["openai"].api_key == "sk-1"
+    assert settings.providers["openai"].base_url == "http://proxy.internal/v1"
+    catalog = catalog_for(settings)
+    assert catalog.resolve("fast").id == "local/sketch"
+    assert catalog.resolve("local/sketch").price.default_micros == 5000
+    assert (
+        catalog.resolve("local/sketch").capabilities.max_images_per_call == 4
+    )  # kept from the shipped entry
+    assert catalog.resolve("local/tiny").capabilities.max_images == 2
+    assert check_config(settings).startswith("ok")
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    environ = {
+        **write(tmp_path, GOOD),
+        "MG_HTTP_PORT": "9200",
+        "OPENAI_API_KEY": "sk-env",
+        "MY_OPENAI_KEY": "x",
+    }
+    settings = load_settings(environ)
+    assert settings.http_port == 9200 and settings.providers["openai"].api_key == "sk-env"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("settings:\n  http_port: 80\n  max_duration_s: soon\n", 3, "not a valid float"),
+        ("settings:\n  colour: blue\n", 2, "unknown setting"),
+        ("setting:\n  http_port: 1\n", 1, "unknown section"),
+        ("providers:\n  dalle: {api_key: x}\n", 2, "unknown provider"),
+        ("providers:\n  openai: {token: x}\n", 2, "takes only"),
+        ("aliases:\n  fast: nobody/nothing\n", 2, "unknown model"),
+        ("models:\n  local/sketch:\n    default_size: 640x480\n", 2, "not offered"),
+        ("settings: [1, 2\n", 2, "not valid YAML"),  # where the parser gave up
+    ],
+)
+def test_mistakes_point_at_their_line(tmp_path: Path, text: str, line: int, message: str) -> None:
+    environ = write(tmp_path, text)
+    with pytest.raises(ConfigFileError, match=rf"mg.yaml:{line}: .*{message}"):
+        check_config(load_settings(environ))
