@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from service.catalog import CatalogError, catalog_for
 from service.config import Settings, SettingsError, load_settings
 from service.config_file import ConfigFileError, read_config_file
 from service.edge import render_config, render_lua
+from service.observability import configure_logging
 from service.pricing import usd
 from service.stores import open_store
 from service.stores.base import ProjectExists, Store
@@ -351,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ConfigFileError, CatalogError) as exc:
         print(f"mg: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     try:
         return HANDLERS[args.command](settings, args)
     except admin.AdminError as exc:

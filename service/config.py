@@ -99,6 +99,11 @@ class Settings:
     # Upstream calls one generation may run in parallel when `n` is split.
     fanout_concurrency: int = field(default=4, metadata={"env": "MG_FANOUT_CONCURRENCY"})
     log_level: str = field(default="info", metadata={"env": "MG_LOG_LEVEL"})
+    # Prompts in the request log lines (off by default: prompts can be personal data).
+    log_prompts: bool = field(default=False, metadata={"env": "MG_LOG_PROMPTS"})
+    # Prometheus metrics of all workers, served by `mg serve` itself; 0 turns them off.
+    metrics_host: str = field(default="127.0.0.1", metadata={"env": "MG_METRICS_HOST"})
+    metrics_port: int = field(default=9464, metadata={"env": "MG_METRICS_PORT"})
     # Store: Redis when set (replicas share state), else SQLite in the data dir.
     redis_url: str = field(default="", metadata={"env": "MG_REDIS_URL"})
     redis_prefix: str = field(default="mg:", metadata={"env": "MG_REDIS_PREFIX"})

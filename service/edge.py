@@ -63,6 +63,16 @@ def write_edge_files(settings: Settings, directory: Path) -> EdgeFiles:
     return EdgeFiles(config, lua)
 
 
+def die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the gateway process dies, even by SIGKILL,
+    so no Envoy is left holding the ports. Runs before any thread exists in the supervisor."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EnvoyProcess:
     """Envoy as a child process, with readiness from its admin endpoint."""
 
@@ -89,6 +99,7 @@ class EnvoyProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
+from service.observability import IN_FLIGHT
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ImageProvider, ProviderUsage
 from service.validation import GenerationRequest
 
@@ -86,8 +87,9 @@ class Generator:
                 f"Provider {request.model.provider!r} is not configured on this gateway.", param="model"
             )
         try:
-            async with asyncio.timeout(timeout_s):
-                return await self._run(provider, request, time.monotonic() + timeout_s)
+            with IN_FLIGHT.track_inprogress():
+                async with asyncio.timeout(timeout_s):
+                    return await self._run(provider, request, time.monotonic() + timeout_s)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"{request.model.id} did not return images within {timeout_s:.3g} seconds."

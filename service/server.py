@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass
 
 import grpc
@@ -25,10 +24,13 @@ from service.hosting import Hosting, signing_key
 from service.interceptors.access import AccessInterceptor
 from service.interceptors.auth import AuthInterceptor
 from service.interceptors.idempotency import IdempotencyInterceptor
+from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.rate_limit import RateLimitInterceptor
 from service.interceptors.reference import ReferenceImageInterceptor
 from service.interceptors.request_context import RequestContextInterceptor
 from service.interceptors.spend import SpendInterceptor
+from service.observability import configure_logging
+from service.operations import add_operations, follow_store_health
 from service.providers import build_providers
 from service.reference_images import ReferenceLimits, parse_networks
 from service.servicer import ImageGenerationServicer
@@ -71,6 +73,7 @@ def interceptors(
     auth: replays skip rate limits and spend, and only the call that owns a key runs the rest."""
     return [
         RequestContextInterceptor(settings.max_duration_s),
+        ObserveInterceptor(settings.log_prompts),
         AuthInterceptor(store),
         idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
@@ -112,6 +115,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     pb_grpc.add_ImageGenerationServicer_to_server(servicer, server)
+    add_operations(server, store)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -128,25 +132,36 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
     sweeper = asyncio.create_task(sweep_forever(worker.blobs, settings.file_retention_s))
+    health_follower = asyncio.create_task(follow_store_health(worker.store, worker.health))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stopping))
     await stopping.wait()
     log.info("worker %d draining (up to %gs)", os.getpid(), settings.shutdown_grace_s)
     await worker.health.enter_graceful_shutdown()
     await worker.server.stop(settings.shutdown_grace_s)
     await worker.idempotency.drain(settings.shutdown_grace_s)
     sweeper.cancel()
+    orphan_watch.cancel()
+    health_follower.cancel()
     await worker.store.close()
     log.info("worker %d stopped", os.getpid())
 
 
+async def _stop_when_orphaned(stopping: asyncio.Event) -> None:
+    """Drain and exit if `mg serve` dies (even by SIGKILL): a worker never outlives its gateway."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event tells a process its parent died)
+        await asyncio.sleep(1)
+    log.warning("worker %d lost its supervisor; draining", os.getpid())
+    stopping.set()
+
+
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     parser = argparse.ArgumentParser(description="one mg gRPC worker (started by `mg serve`)")
     parser.add_argument("--ready-fd", type=int, help="write 'ready' to this fd once serving")
     args = parser.parse_args()

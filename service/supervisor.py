@@ -14,13 +14,18 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from service.config import Settings
 from service.edge import EnvoyProcess, write_edge_files
@@ -44,8 +49,9 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
 
 
 class WorkerProcess:
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, metrics_dir: Path) -> None:
         self.index = index
+        self.metrics_dir = metrics_dir
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -55,6 +61,8 @@ class WorkerProcess:
                 [sys.executable, "-m", "service.server", "--ready-fd", str(write_fd)],
                 pass_fds=(write_fd,),
                 stdin=subprocess.DEVNULL,
+                # prometheus_client's multiprocess mode: each worker writes its values here
+                env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
             )
         finally:
             os.close(write_fd)
@@ -94,8 +102,9 @@ def _read_ready(fd: int, timeout_s: float) -> bool:
 class Gateway:
     def __init__(self, settings: Settings, *, with_envoy: bool = True) -> None:
         self.settings = settings
-        self.workers = [WorkerProcess(i) for i in range(settings.worker_count)]
         run_dir = settings.run_dir
+        self.metrics_dir = run_dir / "metrics"
+        self.workers = [WorkerProcess(i, self.metrics_dir) for i in range(settings.worker_count)]
         self.envoy = (
             EnvoyProcess(settings, write_edge_files(settings, run_dir / "envoy"), run_dir / "envoy.log")
             if with_envoy
@@ -112,13 +121,20 @@ class Gateway:
         if self.envoy is not None:
             ensure_port_free(s.http_host, s.http_port, "HTTP")
             ensure_port_free("127.0.0.1", s.envoy_admin_port, "Envoy admin")
+        # values of a previous run's workers must not be summed into this one's
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True)
+        if s.metrics_port:
+            ensure_port_free(s.metrics_host, s.metrics_port, "metrics")
         for worker in self.workers:
             worker.start()
-        if self.envoy is None:
-            return
-        self.envoy.start()
-        if not self.envoy.wait_ready(START_TIMEOUT_S):
-            raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
+        if self.envoy is not None:
+            self.envoy.start()
+            if not self.envoy.wait_ready(START_TIMEOUT_S):
+                raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
+        # Last: its thread must not exist while Envoy is forked (see edge.die_with_parent).
+        if s.metrics_port:
+            serve_metrics(s.metrics_host, s.metrics_port, self.metrics_dir)
 
     def watch(self) -> int:
         """Block until asked to stop (0) or Envoy dies (1)."""
@@ -129,6 +145,8 @@ class Gateway:
                 code = worker.exit_code()
                 if code is not None:
                     log.error("gRPC worker %d exited with code %s; restarting it", worker.index, code)
+                    if worker.process is not None:
+                        mark_process_dead(worker.process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
                     try:
                         worker.start()
                     except StartupError as exc:
@@ -151,6 +169,13 @@ class Gateway:
             worker.wait(self.settings.shutdown_grace_s + 5)
         if self.envoy is not None:
             self.envoy.stop()
+
+
+def serve_metrics(host: str, port: int, directory: Path) -> None:
+    """Prometheus text format on http://host:port/metrics: the sum over every worker process."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
 
 
 def serve(settings: Settings, on_ready: Callable[[Settings], None], *, with_envoy: bool = True) -> int:

@@ -102,6 +102,7 @@ class IdempotencyInterceptor(UnaryInterceptor):
                 project_id, key, request_fingerprint, ctx.request_id, self._lease_s, waiting_for
             )
             if claim.claimed:
+                ctx.idempotency_outcome = "owner"
                 return await self._own(behavior, request, context, ctx, project_id, key, request_fingerprint)
             record = claim.record
             assert record is not None
@@ -111,10 +112,12 @@ class IdempotencyInterceptor(UnaryInterceptor):
                     param="idempotency_key",
                 )
             if record.state == IdempotencyState.SUCCEEDED:
+                ctx.idempotency_outcome = "join" if waiting_for else "replay"
                 ctx.response_headers.append(REPLAY_HEADER)
                 # hosted URLs are signed afresh: same files, a new expiry
                 return self._hosting.resign(pb.ImagesResponse.FromString(record.response), project_id)
             if record.state == IdempotencyState.FAILED:
+                ctx.idempotency_outcome = "join"
                 raise error_from_json(record.error)
             waiting_for = record.owner
             await self._wait(ctx, project_id, key)

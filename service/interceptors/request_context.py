@@ -52,6 +52,8 @@ class RequestContext:
     principal: Principal | None = None  # set by auth
     generation: GenerationRequest | None = None  # set by validation (GenerateImages)
     result: GenerationResult | None = None  # set by the servicer once images arrived
+    cost_micros: int = 0  # set by spend once charged
+    idempotency_outcome: str = ""  # set by idempotency: owner | join | replay
 
     def require_principal(self) -> Principal:
         if self.principal is None:

@@ -20,6 +20,7 @@ from service.errors import BudgetExceeded, MgError, Unavailable
 from service.interceptors.access import GENERATE_IMAGES
 from service.interceptors.base import Behavior, UnaryInterceptor
 from service.interceptors.request_context import RequestContext, current_request
+from service.observability import record_charge
 from service.pricing import cost_micros, estimate_micros, usd
 from service.stores.base import LedgerEntry, Store
 from service.tokens import count_prompt_tokens
@@ -88,6 +89,8 @@ class SpendInterceptor(UnaryInterceptor):
         cost = cost_micros(generation, images, ctx.result.usage if ctx.result else None)
         outcome = "ok" if images == generation.n else "partial"
         entry = ledger_entry(ctx, outcome, images, cost, response.usage.input_tokens)
+        ctx.cost_micros = cost
+        record_charge(project.name, generation.model.id, generation.model.provider, images, cost)
         try:
             await asyncio.shield(self._store.settle(reservation, entry))
         except Unavailable:

@@ -86,3 +86,15 @@ def test_a_taken_port_stops_start_up_with_a_clear_message(tmp_path: Path) -> Non
         with pytest.raises(RuntimeError, match=r"gRPC port .* is in use"):
             gateway.start()
         assert gateway.wait(10) == 1
+
+
+def test_killing_the_supervisor_takes_workers_and_envoy_with_it(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path).start()
+    children = gateway.children()
+    assert gateway.process is not None
+    os.kill(gateway.process.pid, signal.SIGKILL)  # the supervisor alone, no chance to clean up
+    gateway.process.wait(10)
+    deadline = time.monotonic() + 15
+    while any(pid_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, [pid for pid in children if pid_alive(pid)]
+        time.sleep(0.2)

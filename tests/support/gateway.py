@@ -23,6 +23,7 @@ class GatewayProcess:
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
 
@@ -45,6 +46,7 @@ class GatewayProcess:
             "MG_HTTP_PORT": str(self.http_port),
             "MG_GRPC_PORT": str(self.grpc_port),
             "MG_ENVOY_ADMIN_PORT": str(self.admin_port),
+            "MG_METRICS_PORT": str(self.metrics_port),
             "MG_DATA_DIR": str(self.data_dir),
             "MG_WORKERS": "2",
             "MG_ENVOY_CONCURRENCY": "1",

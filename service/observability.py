@@ -1,0 +1,75 @@
+"""Metrics and logs.
+
+Metrics are Prometheus metrics in multiprocess mode: every worker writes its values to files in a
+directory the supervisor gives it (PROMETHEUS_MULTIPROC_DIR), and the supervisor serves the sum of
+all workers on MG_METRICS_PORT. Logs are JSON lines on stderr; each request gets exactly one line
+(`request_log_fields`), with the key's prefix and never the key, provider credentials or image
+bytes, and the prompt only when MG_LOG_PROMPTS is on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+REQUESTS = Counter(
+    "mg_requests_total", "Requests by method, model, provider, project and outcome code.",
+    ["method", "model", "provider", "project", "code"],
+)  # fmt: skip
+LATENCY = Histogram(
+    "mg_request_duration_seconds", "End-to-end request time.", ["method", "model"], buckets=_SECONDS
+)
+UPSTREAM_LATENCY = Histogram(
+    "mg_upstream_duration_seconds", "Time spent in provider calls.", ["provider", "model"], buckets=_SECONDS
+)
+IMAGES = Counter("mg_images_total", "Images generated (delivered).", ["model", "provider", "project"])
+SPEND = Counter("mg_spend_usd_total", "Spend charged, in USD.", ["project", "model"])
+IN_FLIGHT = Gauge(
+    "mg_generations_in_flight",
+    "Generations running now (including background ones).",
+    multiprocess_mode="livesum",
+)
+IDEMPOTENT = Counter(
+    "mg_idempotent_total", "Idempotent requests served without a new generation.", ["outcome"]
+)
+REJECTIONS = Counter("mg_rejections_total", "Requests refused by a limit.", ["reason"])
+
+REJECTION_REASONS = {"RATE_LIMITED": "rate_limit", "BUDGET_EXCEEDED": "budget"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `fields` given in `extra`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def record_charge(project: str, model: str, provider: str, images: int, cost_micros: int) -> None:
+    """Called once per settled generation (also for ones that finished after their caller left)."""
+    IMAGES.labels(model, provider, project).inc(images)
+    SPEND.labels(project, model).inc(cost_micros / 1_000_000)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,65 @@
+"""Liveness and readiness (GET /healthz, /readyz), and gRPC health kept in step with the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+from mg.v1 import image_generation_pb2 as pb
+from mg.v1 import image_generation_pb2_grpc as pb_grpc
+
+from service.errors import MgError, Unavailable
+from service.stores.base import Store
+
+log = logging.getLogger(__name__)
+SERVICE_NAMES = ("", "mg.v1.ImageGeneration")
+
+
+async def store_check(store: Store) -> str:
+    try:
+        await store.ping()
+    except MgError as exc:
+        return exc.message
+    return "ok"
+
+
+class OperationsServicer(pb_grpc.OperationsServicer):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def Liveness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
+        return pb.HealthStatus(status="ok")
+
+    async def Readiness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
+        checks = {"store": await store_check(self._store)}
+        failing = {name: result for name, result in checks.items() if result != "ok"}
+        if failing:
+            raise Unavailable("Not ready: " + "; ".join(f"{k}: {v}" for k, v in failing.items()))
+        return pb.HealthStatus(status="ready", checks=checks)
+
+
+async def follow_store_health(
+    store: Store, servicer: health.aio.HealthServicer, interval_s: float = 5.0
+) -> None:
+    """gRPC health checking says NOT_SERVING while the store cannot be reached."""
+    serving = True
+    while True:
+        healthy = await store_check(store) == "ok"
+        if healthy != serving:
+            serving = healthy
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if healthy
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            log.warning("store %s; gRPC health is now %s", "back" if healthy else "unreachable", status)
+            for name in SERVICE_NAMES:
+                await servicer.set(name, status)
+        await asyncio.sleep(interval_s)
+
+
+def add_operations(server: grpc.aio.Server, store: Store) -> None:
+    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store), server)

@@ -1,0 +1,165 @@
+"""What an operator relies on: health endpoints, Prometheus metrics that move, one JSON log line per
+request without secrets, readiness that follows the store, a config the gateway refuses to start on,
+and a SIGTERM that leaves the ledger complete."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.gateway import GatewayProcess
+from tests.support.redis_server import PrivateRedis
+
+BODY = {"model": "local/sketch", "prompt": "a secret lighthouse", "size": "256x256"}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path_factory.mktemp("ops")).start()
+    yield process
+    process.stop()
+
+
+def post(gw: GatewayProcess, key: str, body: dict[str, object] = BODY, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{gw.http_url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {key}", **headers},
+        json=body,
+        timeout=60,
+    )
+
+
+def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{gw.metrics_port}/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_health_endpoints(gw: GatewayProcess) -> None:
+    assert httpx.get(f"{gw.http_url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gw.http_url}/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "checks": {"store": "ok"}}
+
+
+def test_metrics_move_with_requests(gw: GatewayProcess) -> None:
+    key = gw.new_key("metrics", "--rpm", "3")
+    labels = {"model": "local/sketch", "project": "metrics"}
+    before = metric(gw, "mg_requests_total", code="OK", **labels)
+    for _ in range(2):
+        assert post(gw, key).status_code == 200
+    assert post(gw, key, **{"x-mg-idempotency-key": "m-1"}).status_code == 200
+    assert post(gw, key, **{"x-mg-idempotency-key": "m-1"}).status_code == 200  # replay: not rate limited
+    assert post(gw, key).status_code == 429
+    assert metric(gw, "mg_requests_total", code="OK", **labels) - before == 4
+    assert metric(gw, "mg_requests_total", code="RATE_LIMITED", **labels) == 1
+    assert metric(gw, "mg_images_total", **labels) == 3
+    assert metric(gw, "mg_spend_usd_total", **labels) == pytest.approx(0.003)
+    assert metric(gw, "mg_idempotent_total", outcome="replay") >= 1
+    assert metric(gw, "mg_rejections_total", reason="rate_limit") >= 1
+    assert metric(gw, "mg_request_duration_seconds_count", method="GenerateImages", model="local/sketch") >= 5
+    assert metric(gw, "mg_upstream_duration_seconds_count", provider="local") >= 3
+    assert metric(gw, "mg_generations_in_flight") == 0
+
+
+def test_one_json_log_line_per_request_and_no_secrets(gw: GatewayProcess) -> None:
+    key = gw.new_key("logs")
+    response = post(gw, key)
+    request_id = response.headers["x-request-id"]
+    assert post(gw, "mg_live_" + "Z" * 43).status_code == 401
+    time.sleep(0.3)
+    output = "".join(gw.output)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{") and request_id in line]
+    assert len(lines) == 1
+    (line,) = lines
+    assert line["logger"] == "mg.request" and line["status"] == 200 and line["project"] == "logs"
+    assert line["key"] == key[:12] and line["images"] == 1 and line["cost_usd"] == 0.001
+    assert line["model"] == "local/sketch" and line["provider"] == "local" and line["latency_ms"] >= 0
+    assert key not in output and "Z" * 43 not in output  # never a key, even a wrong one
+    assert "secret lighthouse" not in output  # prompts only with MG_LOG_PROMPTS
+    assert any('"code": "UNAUTHENTICATED"' in line for line in output.splitlines())
+
+
+def test_readiness_and_grpc_health_follow_the_store(tmp_path: Path) -> None:
+    redis_server = PrivateRedis(tmp_path).start()
+    gw = GatewayProcess(tmp_path / "gw", {"MG_REDIS_URL": redis_server.url}).start()
+    try:
+        redis_server.stop()
+        not_ready = httpx.get(f"{gw.http_url}/readyz")
+        assert not_ready.status_code == 503 and not_ready.json()["error"]["code"] == "UNAVAILABLE"
+        assert httpx.get(f"{gw.http_url}/healthz").status_code == 200  # alive, just not ready
+        with grpc.insecure_channel(gw.grpc_target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 15
+            while (
+                stub.Check(health_pb2.HealthCheckRequest()).status
+                != health_pb2.HealthCheckResponse.NOT_SERVING
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            redis_server.start()
+            while (
+                stub.Check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < deadline + 15
+                time.sleep(0.5)
+        assert httpx.get(f"{gw.http_url}/readyz").status_code == 200
+    finally:
+        gw.stop()
+        redis_server.stop()
+
+
+def test_a_bad_config_file_stops_start_up_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "mg.yaml"
+    config.write_text("settings:\n  shutdown_grace_s: 10\n  max_duration_s: soon\n")
+    gateway = GatewayProcess(tmp_path / "data", {"MG_CONFIG": str(config)})
+    run = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env=gateway.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert f"{config}:3: max_duration_s='soon' is not a valid float" in run.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "service", "config", "check"], env=gateway.env, capture_output=True, text=True
+    )
+    assert check.returncode == 2 and ":3:" in check.stderr
+
+
+def test_sigterm_drains_and_the_ledger_is_complete(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path).start()
+    key = gw.new_key("drain")
+    slow = {**BODY, "providerOptions": {"local": {"delay_ms": 2500}}}
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(post(gw, key, slow).status_code)) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)
+    gw.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    assert results == [200, 200, 200]
+    assert gw.wait(30) == 0
+    rows = json.loads(gw.mg("usage", "--project", "drain", "--json").stdout)
+    assert [(r["requests"], r["images"], r["failed"]) for r in rows] == [(3, 3, 0)]
