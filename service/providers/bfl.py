@@ -12,16 +12,29 @@ multiples of 32); ultra and Kontext get `aspect_ratio`, looked up exactly from A
 quality, background, moderation and output_compression have no BFL equivalent and are dropped with
 a warning; output_format (jpeg/png/webp) is passed through.
 providerOptions.bfl: seed (int), safety_tolerance (int 0-6), prompt_upsampling (bool), raw (bool,
-flux-pro-1.1-ultra only). Other keys are dropped with a warning. The submit `cost` (credits, 1 = $0.01)
-has no place in ImageCallResult and is not returned; the task id is the upstream request id.
+flux-pro-1.1-ultra only), image_prompt_strength (number 0-1, flux-pro-1.1-ultra with a reference image
+only: how far the output follows the image prompt; BFL's default 0.1). Other keys, and
+image_prompt_strength without a reference image, are dropped with a warning. The submit `cost`
+(credits, 1 = $0.01) has no place in ImageCallResult and is not returned; the task id is the upstream
+request id.
+
+Reference images (same endpoint, same JSON body, raw base64 without a data: prefix): Kontext takes
+them as `input_image` (an instruction edit), flux-pro-1.1 and ultra as `image_prompt` (a Redux image
+prompt: a remix / variation, not a pixel-preserving edit). Kontext still gets the requested size's
+`aspect_ratio` (without it, it would follow the input's). GIFs are sent as PNG of their first frame
+(BFL names no GIF support; unconfirmed either way).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, UpstreamError, UpstreamTimeout
@@ -38,6 +51,15 @@ OPTIONS: dict[str, tuple[type, frozenset[str] | None]] = {
     "safety_tolerance": (int, None),
     "prompt_upsampling": (bool, None),
     "raw": (bool, frozenset({"flux-pro-1.1-ultra"})),
+    "image_prompt_strength": (float, frozenset({"flux-pro-1.1-ultra"})),
+}
+REFERENCE_ONLY = frozenset({"image_prompt_strength"})  # options that only mean something with an image
+# endpoint -> the body field that carries the reference image (base64)
+IMAGE_FIELDS = {
+    "flux-kontext-pro": "input_image",
+    "flux-kontext-max": "input_image",
+    "flux-pro-1.1": "image_prompt",
+    "flux-pro-1.1-ultra": "image_prompt",
 }
 MODERATED = frozenset({"Request Moderated", "Content Moderated"})
 FAILED = frozenset({"Error", "Failed", "Task not found"})
@@ -76,18 +98,34 @@ def _size_fields(call: ImageCall) -> dict[str, Any]:
 def _option(key: str, value: object, kind: type) -> object:
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)  # providerOptions arrive through a protobuf Struct: numbers are floats
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadRequest(
-            f"providerOptions.bfl.{key} must be {'an integer' if kind is int else 'a boolean'}.",
-            param=f"providerOptions.bfl.{key}",
-        )
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        what = {int: "an integer", float: "a number", bool: "a boolean"}[kind]
+        raise BadRequest(f"providerOptions.bfl.{key} must be {what}.", param=f"providerOptions.bfl.{key}")
     return value
+
+
+def _image_field(call: ImageCall) -> dict[str, str]:
+    """{field: base64} for the reference image, or {} without one."""
+    reference, model = call.reference_image, call.upstream_model
+    if reference is None:
+        return {}
+    if model not in IMAGE_FIELDS:
+        raise BadRequest(f"{model} cannot take a reference_image.", param="reference_image")
+    data = reference.data
+    if reference.media_type == "image/gif":
+        with Image.open(io.BytesIO(data)) as image:
+            out = io.BytesIO()
+            image.convert("RGBA").save(out, format="PNG")
+            data = out.getvalue()
+    return {IMAGE_FIELDS[model]: base64.b64encode(data).decode("ascii")}
 
 
 def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     """(JSON body, warnings) for POST /<model>."""
     model, warnings = call.upstream_model, []
-    body: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call)}
+    body: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call), **_image_field(call)}
     if call.output_format:
         if call.output_format not in OUTPUT_FORMATS:
             raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
@@ -98,6 +136,8 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
         kind, models = OPTIONS.get(key, (object, frozenset()))
         if kind is object or (models is not None and model not in models):
             unknown.append(key)
+        elif key in REFERENCE_ONLY and call.reference_image is None:
+            warnings.append(f"providerOptions.bfl.{key} ignored: it needs a reference_image")
         elif value is not None:
             body[key] = _option(key, value, kind)
     if unknown:

@@ -14,6 +14,13 @@ are downloaded. Sizes go as exact "WxH". quality, style, background, moderation 
 output_compression have no equivalent and are dropped with a warning; 3.0/4.0/4.5 always answer JPEG,
 so only a non-JPEG output_format is sent (5.0 models). Usage: `usage.output_tokens` (no input tokens).
 
+Reference images (edit / image-to-image, 4.x/5.x): there is no edit endpoint; the image goes in the same
+JSON body as `image`, a single `data:<media_type>;base64,...` string; size and the options below are
+sent as for text-to-image. Each image may be at most 10 MB (a 400 naming reference_image before any
+call); references plus batch outputs are capped at 15, so batch mode then asks for at most 14. A
+flagged reference is InputImageSensitiveContentDetected (a content refusal).
+Seedream 4.x has no edit knobs (no strength or mask): edits take the same providerOptions as below.
+
 providerOptions.bytedance:
   watermark             true/false; sent only when given (the upstream default is true: a visible
                         "AI generated" mark bottom-right)
@@ -28,6 +35,7 @@ Other keys (stream, sequential_image_generation, max_images, ...) are dropped wi
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,10 +43,13 @@ from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, MgError, UpstreamError
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage, ignored_fields
 from service.providers.upstream import Upstream, data_items, decode_image, malformed
+from service.reference_images import ReferenceImage, refused
 
 NAME = "bytedance"
 REFUSAL_MARK = "SensitiveContentDetected"  # Input{Text,Image}/OutputImage SensitiveContentDetected
 TIERS = ("1K", "2K", "3K", "4K")
+MAX_REFERENCE_BYTES = 10 * 1024 * 1024  # "each <= 10 MB" (shared/providers/bytedance-seedream.md)
+MAX_IMAGES_IN_AND_OUT = 15  # reference images + generated images in batch mode
 
 
 def _number(value: object) -> float | None:
@@ -88,6 +99,13 @@ def item_error(error: Mapping[str, Any]) -> MgError:
     return UpstreamError(f"{NAME}: {code or 'error'}: {message}")
 
 
+def data_url(image: ReferenceImage) -> str:
+    """The reference as the `image` field: a base64 data URL (the gateway never passes the caller's URL)."""
+    if len(image.data) > MAX_REFERENCE_BYTES:
+        raise refused(f"reference_image is larger than Seedream's limit of {MAX_REFERENCE_BYTES} bytes.")
+    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
 def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     """(JSON body, warnings) for POST /images/generations."""
     body: dict[str, Any] = {
@@ -96,12 +114,17 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
         "size": str(call.size),
         "response_format": "b64_json",
     }
+    if call.reference_image is not None:
+        body["image"] = data_url(call.reference_image)
     warnings = ignored_fields(call, "Seedream")
     if call.output_format and call.output_format != "jpeg":
         body["output_format"] = call.output_format
     if call.n > 1:
+        references = 0 if call.reference_image is None else 1
         body["sequential_image_generation"] = "auto"
-        body["sequential_image_generation_options"] = {"max_images": call.n}
+        body["sequential_image_generation_options"] = {
+            "max_images": min(call.n, MAX_IMAGES_IN_AND_OUT - references)
+        }
     unknown = []
     for key, raw in call.options.items():
         if key not in OPTIONS:

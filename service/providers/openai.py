@@ -1,23 +1,49 @@
 """OpenAI Images API: GPT image models (gpt-image-*) and DALL-E 2/3 (shared/providers/openai.md).
 
-POST {base}/images/generations, Bearer auth. GPT image models always answer base64 with token usage;
-DALL-E is asked for base64 too, so no provider URL is ever needed. Quality words map across families
-(standard -> medium, hd -> high for GPT image; the reverse for dall-e-3); style goes to dall-e-3 only.
-providerOptions.openai may set background, moderation, output_format, output_compression.
+POST {base}/images/generations (JSON), Bearer auth. GPT image models always answer base64 with token
+usage; DALL-E is asked for base64 too, so no provider URL is ever needed. Quality words map across
+families (standard -> medium, hd -> high for GPT image; the reverse for dall-e-3); style goes to
+dall-e-3 only.
+
+With a reference image the call goes to POST {base}/images/edits as multipart/form-data, the image
+as the `image` file part (the official schema's name; the doc's curl shows `image[]`, which dall-e-2
+refuses as "an array"). GPT image models take png/jpeg/webp, anything else (GIF) is re-encoded as
+PNG; dall-e-2 takes a PNG with an alpha channel, so other images are re-encoded as RGBA PNG (without
+a mask, dall-e-2 edits the transparent area; an opaque image needs a mask). dall-e-3 has no edits
+(its catalog entry refuses reference images). The edit form has no `moderation` field, so it is
+dropped with a warning. The answer is parsed as for generations.
+
+providerOptions.openai may set background, moderation, output_format, output_compression (GPT image
+models), and for edits only: input_fidelity ("high" | "low"; GPT image models except
+gpt-image-1-mini) and mask (base64 PNG or data: URL, same size as the image; fully transparent
+pixels mark the area to change). Keys that do not apply are dropped with a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import io
 from typing import Any
 
+import httpx
+from PIL import Image
+
 from service.config import ProviderConfig, Settings
+from service.errors import BadRequest
+from service.images import sniff_media_type
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.upstream import Upstream, data_items, decode_image
+from service.reference_images import ReferenceImage
 
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
 DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd"}
 GPT_OPTIONS = ("background", "moderation", "output_format", "output_compression")
+GPT_KEYS = (*GPT_OPTIONS, "input_fidelity")  # "mask" is a file part, see edit_files
 REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+MASK_PARAM = "providerOptions.openai.mask"
 
 
 def is_refusal(status: int, body: Any, text: str) -> bool:
@@ -31,12 +57,23 @@ def _is_gpt_image(model: str) -> bool:
     return model.startswith(("gpt-image", "chatgpt-image"))
 
 
+def _gpt_fields(model: str, edit: bool) -> tuple[str, ...]:
+    """The optional GPT image fields this model takes on this endpoint."""
+    if not edit:
+        return GPT_OPTIONS
+    fidelity = () if model.startswith("gpt-image-1-mini") else ("input_fidelity",)
+    return ("background", "output_format", "output_compression", *fidelity)
+
+
 def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
-    """(JSON body, warnings) for POST /images/generations."""
-    model, warnings = call.upstream_model, []
+    """(fields, warnings): the JSON body for /images/generations or, with a reference image, the text
+    fields of the /images/edits form (`edit_files` adds the image and mask parts)."""
+    model, edit, warnings = call.upstream_model, call.reference_image is not None, []
+    endpoint = "edits" if edit else "generations"
     body: dict[str, Any] = {"model": model, "prompt": call.prompt, "n": call.n, "size": str(call.size)}
     if call.user:
         body["user"] = call.user
+    used: set[str] = {"mask"} if edit and "mask" in call.options else set()
     if _is_gpt_image(model):
         if call.quality:
             body["quality"] = GPT_QUALITY.get(call.quality, call.quality)
@@ -46,8 +83,16 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
             "output_format": call.output_format,
             "output_compression": call.output_compression,
         }
-        fields.update({k: v for k, v in call.options.items() if k in GPT_OPTIONS})
-        body.update({k: v for k, v in fields.items() if v is not None})
+        fields.update({k: v for k, v in call.options.items() if k in GPT_KEYS})
+        accepted = _gpt_fields(model, edit)
+        for name, value in fields.items():
+            used.add(name)
+            if value is None:
+                continue
+            if name in accepted:
+                body[name] = value
+            else:
+                warnings.append(f"{name} ignored: {model} {endpoint} do not take it")
     else:
         body["response_format"] = "b64_json"
         if model == "dall-e-3":
@@ -57,10 +102,43 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
                 body["style"] = call.style
         ignored = [k for k, v in (("background", call.background), ("moderation", call.moderation)) if v]
         warnings += [f"{name} ignored: {model} does not support it" for name in ignored]
-    unknown = sorted(set(call.options) - set(GPT_OPTIONS))
+    unknown = sorted(set(call.options) - used)
     if unknown:
         warnings.append(f"providerOptions.openai keys ignored: {', '.join(unknown)}")
     return body, warnings
+
+
+def _image_part(model: str, reference: ReferenceImage) -> tuple[bytes, str]:
+    """The reference image as this model's edits take it: GPT image models png/jpeg/webp as they are;
+    dall-e-2 a PNG with transparency (it refuses others: "format must be in ['RGBA', 'LA', 'L']")."""
+    if _is_gpt_image(model) and reference.media_type in EXTENSIONS:
+        return reference.data, reference.media_type
+    with Image.open(io.BytesIO(reference.data)) as image:
+        if image.format == "PNG" and image.mode in ("RGBA", "LA", "L"):
+            return reference.data, "image/png"
+        out = io.BytesIO()
+        image.convert("RGBA").save(out, format="PNG")
+    return out.getvalue(), "image/png"
+
+
+def _decode_mask(value: object) -> bytes:
+    text = value.partition(",")[2] if isinstance(value, str) and value.startswith("data:") else value
+    try:
+        data = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+    except (binascii.Error, ValueError):
+        data = b""
+    if sniff_media_type(data) != "image/png":
+        raise BadRequest("mask must be a base64 PNG image.", param=MASK_PARAM, code="INVALID_MASK")
+    return data
+
+
+def edit_files(call: ImageCall, reference: ReferenceImage) -> dict[str, tuple[str, bytes, str]]:
+    """The file parts of an /images/edits form: the reference image and the optional mask."""
+    data, media_type = _image_part(call.upstream_model, reference)
+    files = {"image": (f"image.{EXTENSIONS[media_type]}", data, media_type)}
+    if "mask" in call.options:
+        files["mask"] = ("mask.png", _decode_mask(call.options["mask"]), "image/png")
+    return files
 
 
 def parse_usage(body: dict[str, Any]) -> ProviderUsage | None:
@@ -87,10 +165,28 @@ class OpenAIProvider:
         return cls(Upstream.from_config(config, settings, headers, is_refusal))
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
+        reference = call.reference_image
+        if reference is not None and call.upstream_model == "dall-e-3":
+            raise BadRequest(
+                "dall-e-3 does not support edits.", param="reference_image", code="EDIT_NOT_SUPPORTED"
+            )
         body, warnings = request_body(call)
-        payload, response = await self._upstream.json_object(
-            "POST", "/images/generations", call.deadline, json=body
-        )
+        if reference is None:
+            payload, response = await self._upstream.json_object(
+                "POST", "/images/generations", call.deadline, json=body
+            )
+        else:
+            form = {name: str(value) for name, value in body.items()}
+            files = await asyncio.to_thread(edit_files, call, reference)  # re-encoding is CPU work
+            payload, response = await self._upstream.json_object(
+                "POST", "/images/edits", call.deadline, data=form, files=files
+            )
+        return self._result(payload, response, warnings)
+
+    def _result(
+        self, payload: dict[str, Any], response: httpx.Response, warnings: list[str]
+    ) -> ImageCallResult:
+        """The answer of either endpoint (same shape): base64 images, usage, request id."""
         images = []
         for item in data_items(self.name, payload):
             data, media_type = decode_image(self.name, item.get("b64_json"))

@@ -6,6 +6,12 @@ sent as the exact "WxH" from Recraft's table (the catalog offers only those); `n
 quality and style (vivid/natural) have no Recraft equivalent and are dropped with a warning;
 output_format png/webp becomes `image_format` (in the published OpenAPI model; unconfirmed in prose).
 
+With a reference_image the call goes to POST {base}/images/imageToImage as multipart/form-data: the
+bytes as the file part `image`, the other fields as text parts (same answer shape). Recraft takes PNG,
+JPEG or WebP with sides of 256-4096 px; a GIF or a smaller/larger image is a 400 naming
+reference_image before any call. The endpoint has no `size` (a differing size is dropped with a
+warning); `controls` and `text_layout` exist only in its JSON form and are dropped with a warning.
+
 providerOptions.recraft (anything else is dropped with a warning):
   style            base style (any, realistic_image, digital_illustration, logo_raster, ...) or a named
                    style; vector styles (vector_illustration, icon, names with "vector") are refused
@@ -13,9 +19,13 @@ providerOptions.recraft (anything else is dropped with a warning):
   substyle         must belong to `style`
   style_id         UUID of a custom style; not together with `style`
   negative_prompt  text (V3 only; dropped with a warning on V2)
-  controls         {artistic_level, colors: [{rgb}], background_color: {rgb}, no_text}
-  text_layout      [{text, bbox}] (V3 only; dropped with a warning on V2)
+  controls         {artistic_level, colors: [{rgb}], background_color: {rgb}, no_text} (not with a
+                   reference image)
+  text_layout      [{text, bbox}] (V3 only; dropped with a warning on V2 and with a reference image)
   random_seed      integer
+  strength         image-to-image only: number 0-1, 0 keeps the reference, 1 ignores it; default 0.5
+                   (the gateway's mapping in the doc; Recraft requires the field). Without a reference
+                   image it is dropped with a warning.
 A custom style_id may still be a vector style: an SVG answer is a 502 that says so.
 Recraft reports no tokens (it reports `credits`, API units), so usage is None.
 """
@@ -26,8 +36,9 @@ from typing import Any
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, UpstreamError
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.upstream import Upstream, data_items, decode_image, malformed, provider_message
+from service.reference_images import ReferenceImage, refused
 
 OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "style": str,
@@ -37,10 +48,16 @@ OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "controls": dict,
     "text_layout": list,
     "random_seed": (int, float),
+    "strength": (int, float),
 }
 V3_ONLY = ("negative_prompt", "text_layout")
+JSON_ONLY = ("controls", "text_layout")  # imageToImage takes these only in its JSON form
+DEFAULT_STRENGTH = 0.5
 VECTOR_STYLES = frozenset({"vector_illustration", "icon"})
 IMAGE_FORMATS = frozenset({"png", "webp"})
+# What imageToImage accepts (doc section 3): media type -> file extension, and the side limits.
+REFERENCE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+MIN_SIDE, MAX_SIDE = 256, 4096
 REFUSAL_CODES = frozenset({"content_policy", "content_policy_violation", "nsfw", "prohibited_content"})
 REFUSAL_WORDS = ("nsfw", "prohibited content", "content policy", "inappropriate content")
 # base64 of "<svg" and of "<?xml": how a vector answer starts.
@@ -79,6 +96,8 @@ def _options(call: ImageCall, warnings: list[str]) -> dict[str, Any]:
     seed = options.get("random_seed")
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**32):
         raise _bad_option("random_seed", "must be an integer from 0 to 4294967295")
+    if not 0 <= options.get("strength", DEFAULT_STRENGTH) <= 1:
+        raise _bad_option("strength", "must be a number from 0 to 1")
     style = options.get("style")
     if isinstance(style, str) and (style.lower() in VECTOR_STYLES or "vector" in style.lower()):
         raise _bad_option(
@@ -92,14 +111,12 @@ def _options(call: ImageCall, warnings: list[str]) -> dict[str, Any]:
     return options
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
-    """(JSON body, warnings) for POST /images/generations."""
-    warnings: list[str] = []
+def _common(call: ImageCall, warnings: list[str]) -> dict[str, Any]:
+    """The fields generations and imageToImage share, and warnings for what neither can honour."""
     body: dict[str, Any] = {
         "model": call.upstream_model,
         "prompt": call.prompt,
         "n": call.n,
-        "size": str(call.size),
         "response_format": "b64_json",
     }
     if call.output_format in IMAGE_FORMATS:
@@ -110,18 +127,49 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
         warnings.append(f"quality {call.quality!r} ignored: Recraft has no quality setting")
     if call.style:
         warnings.append(f"style {call.style!r} ignored: use providerOptions.recraft.style for Recraft styles")
-    ignored = [
-        name
-        for name, value in (
-            ("background", call.background),
-            ("moderation", call.moderation),
-            ("output_compression", call.output_compression),
-        )
-        if value is not None
-    ]
-    warnings += [f"{name} ignored: Recraft does not support it" for name in ignored]
+    warnings += ignored_fields(call, "Recraft", ("background", "moderation", "output_compression"))
     body.update(_options(call, warnings))
+    return body
+
+
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+    """(JSON body, warnings) for POST /images/generations."""
+    warnings: list[str] = []
+    body = _common(call, warnings)
+    body["size"] = str(call.size)
+    if body.pop("strength", None) is not None:
+        warnings.append("providerOptions.recraft.strength ignored: it applies only with a reference_image")
     return body, warnings
+
+
+def _check_reference(reference: ReferenceImage) -> str:
+    """The file extension Recraft expects for this reference image; a 400 if Recraft cannot take it."""
+    extension = REFERENCE_TYPES.get(reference.media_type)
+    if extension is None:
+        raise refused(f"Recraft image-to-image takes PNG, JPEG or WebP, not {reference.media_type}.")
+    if not all(MIN_SIDE <= side <= MAX_SIDE for side in (reference.width, reference.height)):
+        raise refused(
+            f"Recraft image-to-image takes images with sides of {MIN_SIDE}-{MAX_SIDE} px, "
+            f"not {reference.width}x{reference.height}."
+        )
+    return extension
+
+
+def image_to_image_form(
+    call: ImageCall, reference: ReferenceImage
+) -> tuple[dict[str, str], tuple[str, bytes, str], list[str]]:
+    """(text parts, the `image` file part, warnings) for POST /images/imageToImage."""
+    extension = _check_reference(reference)
+    warnings: list[str] = []
+    body = _common(call, warnings)
+    body.setdefault("strength", DEFAULT_STRENGTH)
+    for name in JSON_ONLY:
+        if body.pop(name, None) is not None:
+            warnings.append(f"providerOptions.recraft.{name} ignored: Recraft image-to-image lacks it")
+    if (call.size.width, call.size.height) != (reference.width, reference.height):
+        warnings.append(f"size {call.size} ignored: Recraft image-to-image has no size setting")
+    fields = {name: str(value) for name, value in body.items()}
+    return fields, (f"reference.{extension}", reference.data, reference.media_type), warnings
 
 
 class RecraftProvider:
@@ -136,8 +184,16 @@ class RecraftProvider:
         return cls(Upstream.from_config(config, settings, headers, is_refusal))
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
-        body, warnings = request_body(call)
-        payload, _ = await self._upstream.json_object("POST", "/images/generations", call.deadline, json=body)
+        if call.reference_image is None:
+            body, warnings = request_body(call)
+            payload, _ = await self._upstream.json_object(
+                "POST", "/images/generations", call.deadline, json=body
+            )
+        else:
+            fields, image, warnings = image_to_image_form(call, call.reference_image)
+            payload, _ = await self._upstream.json_object(
+                "POST", "/images/imageToImage", call.deadline, data=fields, files={"image": image}
+            )
         images = [await self._image(item, call.deadline) for item in data_items(self.name, payload)]
         return ImageCallResult(images=images, warnings=warnings)
 

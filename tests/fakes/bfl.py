@@ -4,6 +4,13 @@ FastAPI-style 422 `detail[]` errors, an async task per submit ({id, polling_url 
 GET /v1/get_result?id= answering Pending then Ready / moderated / Error, and signed delivery URLs on
 this fake (no key, expiring after `sample_ttl_s`).
 
+Reference images ride in the same JSON body: `input_image` (`input_image_2..4`) on Kontext,
+`image_prompt` on flux-pro-1.1 / ultra. Each must be raw base64 of a PNG, JPEG or WebP image (a data:
+URL, an http(s) URL, which this fake does not fetch, or anything that does not decode is a 422); the
+decoded bytes are kept on the task (`Task.inputs`) so tests can compare them with what they sent, and
+`input_mp` reports their megapixels. The triggers below apply to edits alike (BLOCKME on an edit is
+the input moderation BFL applies to prompt and image).
+
 Triggers (shared ones in tests/fakes/base.py): BLOCKME -> poll status "Request Moderated" (with
 details); BLOCKME_OUTPUT -> "Content Moderated"; TASKERROR -> poll status "Error"; RATELIMIT(_ONCE) ->
 429 active-task limit; FAILME -> 500; FLAKY -> 503 once; GARBAGE -> HTML 200 on submit; EMPTY ->
@@ -12,12 +19,14 @@ Ready without result.sample; SLOW -> Pending for 1.5 s.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -35,6 +44,8 @@ COST = {"flux-pro-1.1": 4.0, "flux-dev": 2.5, "flux-pro-1.1-ultra": 6.0, "flux-k
         "flux-kontext-max": 8.0}  # fmt: skip
 DEFAULT_FORMAT = {"flux-kontext-pro": "png", "flux-kontext-max": "png"}  # others: jpeg
 RATIO = re.compile(r"^([1-9][0-9]*):([1-9][0-9]*)$")
+IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4", "image_prompt")
+INPUT_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 
 
 def webp() -> bytes:
@@ -44,6 +55,11 @@ def webp() -> bytes:
 
 
 IMAGES = {"jpeg": (jpeg, "image/jpeg"), "png": (png, "image/png"), "webp": (webp, "image/webp")}
+
+
+def _megapixels(data: bytes) -> float:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.width * image.height / 1e6
 
 
 def detail(message: str, status: int) -> Reply:
@@ -64,6 +80,7 @@ class Task:
     created: float
     polls: int = 0
     done: bool = False
+    inputs: dict[str, bytes] = field(default_factory=dict)  # reference image field -> decoded bytes
 
 
 class FakeBFL(FakeProvider):
@@ -96,7 +113,31 @@ class FakeBFL(FakeProvider):
             return invalid([], str(exc), "value_error")
         if problem := self._check_ratio(request.json.get("aspect_ratio")):
             return problem
-        return self._submit(endpoint, request.json)
+        inputs: dict[str, bytes] = {}
+        for name in IMAGE_FIELDS:
+            if (value := request.json.get(name)) is not None:
+                decoded = self._decode_input(name, value)
+                if isinstance(decoded, Reply):
+                    return decoded
+                inputs[name] = decoded
+        return self._submit(endpoint, request.json, inputs)
+
+    @staticmethod
+    def _decode_input(name: str, value: str) -> bytes | Reply:
+        """The image bytes of a base64 reference field, or the 422 BFL would answer."""
+        if value.startswith(("http://", "https://")):
+            return invalid([name], "This fake does not fetch image URLs", "value_error", value[:80])
+        try:
+            data = base64.b64decode(value, validate=True)
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                if image.format not in INPUT_FORMATS:
+                    raise ValueError(image.format)
+        except (binascii.Error, ValueError, OSError):
+            return invalid(
+                [name], "Invalid image: expected base64 PNG, JPEG or WebP", "value_error", value[:80]
+            )
+        return data
 
     def _check_ratio(self, ratio: object) -> Reply | None:
         if ratio is None:
@@ -108,7 +149,7 @@ class FakeBFL(FakeProvider):
             )
         return None
 
-    def _submit(self, endpoint: str, body: dict[str, Any]) -> Reply:
+    def _submit(self, endpoint: str, body: dict[str, Any], inputs: dict[str, bytes] | None = None) -> Reply:
         prompt = body.get("prompt") or ""
         if reply := self._trigger(prompt):
             return reply
@@ -124,7 +165,7 @@ class FakeBFL(FakeProvider):
                 self.credits -= COST[endpoint]
             task = Task(str(uuid.uuid4()), endpoint, prompt,
                         body.get("output_format") or DEFAULT_FORMAT.get(endpoint, "jpeg"),
-                        body.get("seed"), time.monotonic())  # fmt: skip
+                        body.get("seed"), time.monotonic(), inputs=dict(inputs or {}))  # fmt: skip
             self.tasks[task.id] = task
         width, height = body.get("width", 1024), body.get("height", 768)
         return json_reply(
@@ -132,7 +173,7 @@ class FakeBFL(FakeProvider):
                 "id": task.id,
                 "polling_url": f"{self.url}/v1/get_result?id={task.id}",
                 "cost": COST[endpoint],
-                "input_mp": 0.0,
+                "input_mp": round(sum(_megapixels(data) for data in task.inputs.values()), 2),
                 "output_mp": round(width * height / 1e6, 2) if "aspect_ratio" not in body else 1.0,
             }
         )

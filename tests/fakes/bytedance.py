@@ -2,7 +2,10 @@
 shared/providers/bytedance-seedream.md and the Volcengine SDK schema (bytedance-seedream.json): Bearer
 auth, per-model size rules (WxH ranges and 1K-4K tiers), b64 or URL items (URLs served by the fake),
 sequential batch mode with per-item errors, usage with generated_images/output_tokens, request ids,
-and Ark's error envelope {"error": {code, message, param, type}}.
+and Ark's error envelope {"error": {code, message, param, type}}. Reference images arrive in the same
+body as `image` (a string or a list; 4.x/5.x only, up to 10 on 4.0 and 14 on 4.5/5.0, references plus
+batch outputs <= 15): data URLs must be base64 of an image of the declared format, at most 10 MB, that
+decodes; http(s) URLs are accepted unfetched.
 
 Triggers beyond the shared ones (tests/fakes/base.py):
   BLOCKOUTPUT  output flagged: 400 OutputImageSensitiveContentDetected for a single image; in batch
@@ -10,17 +13,22 @@ Triggers beyond the shared ones (tests/fakes/base.py):
   PARTIAL      batch mode: the last item carries an OutputImageSensitiveContentDetected error
   ITEMFAIL     batch mode: every item carries an InternalServiceError error (a 200)
   FEWER        batch mode: the model returns one image whatever max_images says
+  BLOCKIMAGE   with an `image`: 400 InputImageSensitiveContentDetected (the reference is flagged)
 Set `force_url = True` to answer with links even when b64_json is asked for (the download path).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from PIL import Image
 
 from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, jpeg, json_reply, png
 
@@ -28,6 +36,8 @@ BASE = "/api/v3"
 SCHEMA = "bytedance-seedream.json"
 TIER_SIDES = {"1K": 1024, "2K": 2048, "3K": 3072, "4K": 4096}  # the 1:1 output of each tier
 _WXH = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
+_DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp|gif|bmp|tiff);base64,(.*)$", re.DOTALL)
+MAX_REFERENCE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,18 +46,22 @@ class Model:
     min_pixels: int
     max_pixels: int
     side_range: tuple[int, int] | None = None  # 3.0 t2i: each side within it
-    batch: bool = True  # sequential_image_generation, optimize_prompt_options, image
+    batch: bool = True  # sequential_image_generation, optimize_prompt_options
     output_format: bool = False  # 5.0 family only
+    max_references: int = 14  # `image` entries (0: text-to-image only)
 
 
 MODELS = {
-    "seedream-3-0-t2i-250415": Model(frozenset(), 512 * 512, 2048 * 2048, (512, 2048), batch=False),
-    "seedream-4-0-250828": Model(frozenset({"1K", "2K", "4K"}), 1280 * 720, 4096 * 4096),
+    "seedream-3-0-t2i-250415": Model(
+        frozenset(), 512 * 512, 2048 * 2048, (512, 2048), batch=False, max_references=0
+    ),
+    "seedream-4-0-250828": Model(frozenset({"1K", "2K", "4K"}), 1280 * 720, 4096 * 4096, max_references=10),
     "seedream-4-5-251128": Model(frozenset({"2K", "4K"}), 3_686_400, 4096 * 4096),
     "seedream-5-0-260128": Model(frozenset({"2K", "3K"}), 3_686_400, 4096 * 4096, output_format=True),
 }
 SENSITIVE_INPUT = "The request failed because the input text may contain sensitive information."
 SENSITIVE_OUTPUT = "The request failed because the output image may contain sensitive information."
+SENSITIVE_IMAGE = "The request failed because the input image may contain sensitive information."
 
 
 def error(code: str, message: str, status: int = 400, *, param: str = "", type_: str = "BadRequest",
@@ -66,6 +80,10 @@ def invalid(message: str, param: str) -> Reply:
 class FakeSeedream(FakeProvider):
     api_key = "ark-fake-bytedance"
     force_url = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: list[bytes] = []  # every data-URL reference image, decoded, as it arrived
 
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/files/"):  # signed TOS links: no auth
@@ -101,7 +119,7 @@ class FakeSeedream(FakeProvider):
                     and low <= width <= high and low <= height <= high):  # fmt: skip
                 return invalid(f"size {size} is out of the range the model supports", "size")
         if not model.batch:
-            for name in ("image", "sequential_image_generation", "optimize_prompt_options"):
+            for name in ("sequential_image_generation", "optimize_prompt_options"):
                 if name in body:
                     return invalid(f"{name} is not supported by this model", name)
         if "output_format" in body and not model.output_format:
@@ -110,16 +128,54 @@ class FakeSeedream(FakeProvider):
             return invalid("guidance_scale must be between 1 and 10", "guidance_scale")
         if not -1 <= body.get("seed", -1) <= 2_147_483_647:
             return invalid("seed must be between -1 and 2147483647", "seed")
+        if "image" in body and (problem := self._check_images(model, body["image"])):
+            return problem
         max_images = body.get("sequential_image_generation_options", {}).get("max_images", 15)
         if not 1 <= max_images <= 15:
             return invalid("max_images must be between 1 and 15", "sequential_image_generation_options")
+        references = len(body["image"]) if isinstance(body.get("image"), list) else int("image" in body)
+        if body.get("sequential_image_generation") == "auto" and references + max_images > 15:
+            message = "reference images plus max_images must not exceed 15"
+            return invalid(message, "sequential_image_generation_options")
         if body.get("stream"):
             return invalid("this fake does not stream", "stream")
+        return None
+
+    def _check_images(self, model: Model, image: str | list[str]) -> Reply | None:
+        images = image if isinstance(image, list) else [image]
+        if not model.max_references:
+            return invalid("image is not supported by this model", "image")
+        if not 1 <= len(images) <= model.max_references:
+            return invalid(f"image must hold 1 to {model.max_references} images", "image")
+        for item in images:
+            if item.startswith(("http://", "https://")):
+                continue  # the real service fetches it; the fake takes it on trust
+            match = _DATA_URL.match(item)
+            if not match:
+                return invalid("image must be a URL or data:image/<format>;base64,<data>", "image")
+            try:
+                data = base64.b64decode(match.group(2), validate=True)
+            except (binascii.Error, ValueError):
+                return invalid("image holds invalid base64", "image")
+            if len(data) > MAX_REFERENCE_BYTES:
+                return invalid("image must be at most 10 MB", "image")
+            try:
+                with Image.open(io.BytesIO(data)) as decoded:
+                    decoded.load()
+                    actual = (decoded.format or "").lower()
+            except (OSError, ValueError):
+                return invalid("image is not a readable image", "image")
+            declared = {"jpg": "jpeg"}.get(match.group(1), match.group(1))
+            if actual != declared:
+                return invalid(f"image is {actual}, not the declared {declared}", "image")
+            self.references.append(data)
         return None
 
     def _trigger(self, prompt: str, body: dict[str, Any]) -> Reply | None:
         if "BLOCKME" in prompt:
             return error("InputTextSensitiveContentDetected", SENSITIVE_INPUT)
+        if "BLOCKIMAGE" in prompt and "image" in body:
+            return error("InputImageSensitiveContentDetected", SENSITIVE_IMAGE)
         if "BLOCKOUTPUT" in prompt and body.get("sequential_image_generation") != "auto":
             return error("OutputImageSensitiveContentDetected", SENSITIVE_OUTPUT)
         if ("RATELIMIT_ONCE" in prompt and self.once(prompt)) or (

@@ -1,6 +1,7 @@
 """A fake of Recraft's external API, from shared/providers/recraft.md and the published OpenAPI model
 (tests/fakes/schemas/recraft.json): Bearer auth, POST /v1/images/generations (JSON) and
-/v1/images/imageToImage (multipart), the V2/V3 size table, substyle-belongs-to-style and model rules,
+/v1/images/imageToImage (multipart only, fields closed over the schema's allOf, the input image
+decoded and held to Recraft's limits), the V2/V3 size table, substyle-belongs-to-style and model rules,
 `credits`, base64 or self-served URL answers (SVG for vector styles), and `{code, message}` errors
 (the envelope suggested by the doc; Recraft's real one is unconfirmed)."""
 
@@ -9,13 +10,14 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 import time
 import uuid
 from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, json_reply, png
+from tests.fakes.base import SCHEMAS, FakeProvider, Recorded, Reply, check_body, json_reply, png
 
 SIZES = {
     "1024x1024", "1365x1024", "1024x1365", "1536x1024", "1024x1536", "1820x1024", "1024x1820",
@@ -53,9 +55,46 @@ V3_SUBSTYLES = {
     "icon": set(),
     "any": set(),
 }  # fmt: skip
-I2I_FIELDS = {"image", "prompt", "strength", "n", "model", "style", "substyle", "style_id",
-              "negative_prompt", "response_format", "random_seed"}  # fmt: skip
+# imageToImage input limits (doc section 3): formats PIL names, side range, bytes.
+I2I_FORMATS = {"PNG", "JPEG", "WEBP"}
+I2I_SIDES = (256, 4096)
+I2I_MAX_BYTES = 10 * 1024 * 1024
+# Parts the multipart form cannot carry: the doc has controls (and text_layout) in the JSON form only.
+I2I_JSON_ONLY = {"controls", "text_layout"}
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
+
+
+def schema_properties(definition: str) -> dict[str, Any]:
+    """Every property of a $defs entry, through its allOf/$ref chain (check_body's closed check
+    reads only top-level properties, so the fake closes allOf definitions itself)."""
+    defs = json.loads((SCHEMAS / "recraft.json").read_text())["$defs"]
+
+    def collect(node: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in node:
+            return collect(defs[node["$ref"].rsplit("/", 1)[-1]])
+        found = dict(node.get("properties", {}))
+        for part in node.get("allOf", []):
+            found.update(collect(part))
+        return found
+
+    return collect(defs[definition])
+
+
+def typed_form(form: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+    """Multipart text parts as the types the schema gives them (files stay bytes); a bad number is
+    a ValueError."""
+    typed: dict[str, Any] = {}
+    for name, value in form.items():
+        kind = properties.get(name, {}).get("type")
+        if isinstance(value, bytes) or kind not in ("integer", "number", "boolean"):
+            typed[name] = value
+        elif kind == "integer":
+            typed[name] = int(value)
+        elif kind == "number":
+            typed[name] = float(value)
+        else:
+            typed[name] = {"true": True, "false": False}[value]
+    return typed
 
 
 def error(code: str, message: str, status: int = 400) -> Reply:
@@ -85,6 +124,7 @@ class FakeRecraft(FakeProvider):
         self.files: dict[str, tuple[bytes, str]] = {}
         self.always_url = False  # answer URLs even when b64_json was asked (exercises downloads)
         self.revised_prompts = False  # fill revised_prompt (in the model, not seen populated for V2/V3)
+        self.inputs: list[bytes] = []  # imageToImage input images that decoded and passed the limits
 
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/files/"):
@@ -102,7 +142,7 @@ class FakeRecraft(FakeProvider):
                 check_body("recraft.json", "UserControls", request.json["controls"])
             return self._generate(request.json)
         if (request.method, request.path) == ("POST", "/v1/images/imageToImage"):
-            return self._image_to_image(request.form)
+            return self._image_to_image(request)
         return error("not_found", f"unknown endpoint {request.method} {request.path}", 404)
 
     def _generate(self, body: dict[str, Any]) -> Reply:
@@ -166,19 +206,58 @@ class FakeRecraft(FakeProvider):
         per_image = (40 if model.startswith("recraftv3") else 22) * (2 if vector else 1)
         return json_reply({"created": int(time.time()), "credits": per_image * n, "data": items})
 
-    def _image_to_image(self, form: dict[str, Any]) -> Reply:
-        if not form:
+    def _image_to_image(self, request: Recorded) -> Reply:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return error("invalid_request", "expected a multipart/form-data body")
-        if unknown := set(form) - I2I_FIELDS:
+        form = request.form
+        properties = schema_properties("ImageToImageRequest")
+        if unknown := set(form) - set(properties):
             return error("invalid_request", f"unknown fields: {sorted(unknown)}")
-        if not isinstance(form.get("image"), bytes) or "prompt" not in form or "strength" not in form:
-            return error("invalid_request", "image (file), prompt and strength are required")
-        if not 0 <= float(form["strength"]) <= 1:
+        if json_only := set(form) & I2I_JSON_ONLY:
+            return error("invalid_request", f"{sorted(json_only)} only in the JSON form")
+        image = form.get("image")
+        if not isinstance(image, bytes):
+            return error("invalid_request", "image must be a file part")
+        if {name for name, value in form.items() if isinstance(value, bytes)} != {"image"}:
+            return error("invalid_request", "only image may be a file part")
+        try:
+            body = typed_form(form, properties)
+        except (ValueError, KeyError):
+            return error("invalid_request", "a form field has the wrong type")
+        check_body("recraft.json", "ImageToImageRequest", {**body, "image": "<binary>"}, closed=False)
+        if problem := self._check_input(image):
+            return problem
+        if not 0 <= body["strength"] <= 1:
             return error("invalid_request", "strength must be between 0 and 1")
-        if reply := self._trigger(form["prompt"]):
+        model = body.setdefault("model", "recraftv3")
+        if problem := self._check(model, body):
+            return problem
+        if reply := self._trigger(body["prompt"]):
             return reply
-        model = form.get("model", "recraftv3")
-        return self._answer(form, int(form.get("n", 1)), model, model.endswith("_vector"))
+        vector = (
+            model.endswith("_vector")
+            or body.get("style") in VECTOR_STYLES
+            or body.get("style_id") == self.VECTOR_STYLE_ID
+        )
+        return self._answer(body, body.get("n", 1), model, vector)
+
+    def _check_input(self, image: bytes) -> Reply | None:
+        """The input image must decode as PNG, JPEG or WebP within Recraft's limits."""
+        if len(image) > I2I_MAX_BYTES:
+            return error("invalid_request", "image is too large")
+        try:
+            with Image.open(io.BytesIO(image)) as decoded:
+                decoded.load()
+                kind, (width, height) = decoded.format, decoded.size
+        except (OSError, ValueError):
+            return error("invalid_request", "image is not a readable image")
+        if kind not in I2I_FORMATS:
+            return error("invalid_request", f"image format {kind} is not supported")
+        low, high = I2I_SIDES
+        if not (low <= width <= high and low <= height <= high):
+            return error("invalid_request", f"image size {width}x{height} is out of range")
+        self.inputs.append(image)
+        return None
 
     def _trigger(self, prompt: str) -> Reply | None:
         if "BLOCKME" in prompt:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from PIL import Image
 
 from service.catalog import load_catalog
 from service.config import ProviderConfig, Settings
@@ -14,6 +18,7 @@ from service.errors import BadRequest, ContentPolicyViolation, RateLimited, Upst
 from service.providers import bfl, upstream
 from service.providers.base import ImageCallResult
 from service.providers.bfl import BFLProvider, request_body
+from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import Reply, check_body, jpeg, png
 from tests.fakes.bfl import FakeBFL
@@ -254,3 +259,147 @@ def test_the_fakes_answers_match_the_published_schema(fake: FakeBFL) -> None:
     for _ in range(FakeBFL.pending_polls + 1):
         check_body("bfl-flux.json", "ResultResponse", json.loads(fake._result(submitted["id"]).body))
     check_body("bfl-flux.json", "ResultResponse", json.loads(fake._result("nope").body))
+
+
+# --- reference images (Kontext input_image, Redux image_prompt) ---
+
+PNG_REF = ReferenceImage(png(), "image/png", 8, 8)
+JPEG_REF = ReferenceImage(jpeg(), "image/jpeg", 8, 8)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_kontext_edit_sends_the_image_as_raw_base64_input_image(fake: FakeBFL) -> None:
+    result = generate(fake, "flux-kontext-pro", size=Size(1536, 1024), reference_image=PNG_REF,
+                      prompt="make the fox blue", options={"seed": 3.0})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/flux-kontext-pro" and sent.headers["content-type"] == "application/json"
+    assert sent.json == {
+        "prompt": "make the fox blue", "aspect_ratio": "3:2", "input_image": b64(png()), "seed": 3
+    }  # fmt: skip
+    check_body("bfl-flux.json", "FluxKontextProInputs", sent.json, closed=True)
+    (task,) = fake.tasks.values()
+    assert task.inputs == {"input_image": png()}  # the bytes arrived intact
+    assert [(image.data, image.media_type) for image in result.images] == [(png(), "image/png")]
+    assert result.upstream_request_id == task.id and list(result.warnings) == []
+
+
+def test_pro_11_takes_the_reference_as_a_redux_image_prompt(fake: FakeBFL) -> None:
+    result = generate(fake, "flux-pro-1.1", size=Size(1024, 768), reference_image=JPEG_REF)
+    (sent,) = fake.generation_requests()
+    assert sent.json == {
+        "prompt": "a red fox in snow",
+        "width": 1024,
+        "height": 768,
+        "image_prompt": b64(jpeg()),
+    }
+    (task,) = fake.tasks.values()
+    assert task.inputs == {"image_prompt": jpeg()}
+    assert [(image.data, image.media_type) for image in result.images] == [(jpeg(), "image/jpeg")]
+
+
+def test_ultra_takes_an_image_prompt_and_its_strength(fake: FakeBFL) -> None:
+    result = generate(fake, "flux-pro-1.1-ultra", size=Size(1024, 1024), reference_image=PNG_REF,
+                      output_format="webp", options={"image_prompt_strength": 0.35, "raw": True})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.json == {
+        "prompt": "a red fox in snow", "aspect_ratio": "1:1", "image_prompt": b64(png()),
+        "output_format": "webp", "image_prompt_strength": 0.35, "raw": True,
+    }  # fmt: skip
+    assert next(iter(fake.tasks.values())).inputs == {"image_prompt": png()}
+    assert result.images[0].media_type == "image/webp" and list(result.warnings) == []
+    body, _ = request_body(
+        call("flux-pro-1.1-ultra", reference_image=PNG_REF, options={"image_prompt_strength": 1})
+    )
+    assert body["image_prompt_strength"] == 1.0 and isinstance(body["image_prompt_strength"], float)
+
+
+def test_n_edits_send_the_same_image_to_every_task(fake: FakeBFL) -> None:
+    result = generate(fake, "flux-kontext-pro", n=2, reference_image=JPEG_REF)
+    assert len(result.images) == 2
+    assert [task.inputs for task in fake.tasks.values()] == [{"input_image": jpeg()}] * 2
+
+
+def test_a_gif_reference_is_sent_as_png(fake: FakeBFL) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 120, 240)).save(out, format="GIF")
+    generate(fake, "flux-kontext-pro", reference_image=ReferenceImage(out.getvalue(), "image/gif", 8, 8))
+    (task,) = fake.tasks.values()
+    with Image.open(io.BytesIO(task.inputs["input_image"])) as sent:
+        assert sent.format == "PNG" and sent.size == (8, 8)
+        assert sent.convert("RGB").getpixel((3, 3)) == (10, 120, 240)
+
+
+def test_image_prompt_strength_needs_an_image_and_ultra(fake: FakeBFL) -> None:
+    result = generate(fake, "flux-pro-1.1-ultra", options={"image_prompt_strength": 0.5})
+    assert "image_prompt_strength" not in fake.generation_requests()[0].json
+    assert any("image_prompt_strength ignored" in w and "reference_image" in w for w in result.warnings)
+    body, warnings = request_body(
+        call("flux-kontext-pro", reference_image=PNG_REF, options={"image_prompt_strength": 0.5})
+    )
+    assert "image_prompt_strength" not in body and any("image_prompt_strength" in w for w in warnings)
+
+
+def test_a_malformed_strength_is_a_400_before_any_call(fake: FakeBFL) -> None:
+    for value in ("strong", True):
+        with pytest.raises(BadRequest, match="image_prompt_strength must be a number"):
+            generate(
+                fake, "flux-pro-1.1-ultra", reference_image=PNG_REF, options={"image_prompt_strength": value}
+            )
+    assert fake.requests == []
+
+
+def test_an_out_of_range_strength_is_the_providers_400(fake: FakeBFL) -> None:
+    with pytest.raises(BadRequest, match="maximum of 1"):
+        generate(fake, "flux-pro-1.1-ultra", reference_image=PNG_REF, options={"image_prompt_strength": 1.5})
+
+
+def test_an_edit_the_provider_moderates_is_a_content_policy_violation(fake: FakeBFL) -> None:
+    with pytest.raises(ContentPolicyViolation, match="Request Moderated"):
+        generate(fake, "flux-kontext-pro", prompt="BLOCKME edit", reference_image=PNG_REF)
+    assert len(fake.generation_requests()) == 1
+    assert next(iter(fake.tasks.values())).inputs == {"input_image": png()}
+
+
+def test_without_a_reference_image_no_image_field_is_sent() -> None:
+    for model in ("flux-pro-1.1", "flux-pro-1.1-ultra", "flux-kontext-pro"):
+        size = Size(1024, 768)
+        body, warnings = request_body(call(model, size=size))
+        assert set(body) == {"prompt", "width", "height"} or set(body) == {"prompt", "aspect_ratio"}
+        assert not {"input_image", "image_prompt", "image_prompt_strength"} & set(body) and warnings == []
+
+
+def test_a_model_without_image_input_refuses_a_reference_before_any_call(fake: FakeBFL) -> None:
+    with pytest.raises(BadRequest, match="cannot take a reference_image") as caught:
+        generate(fake, "flux-dev", reference_image=PNG_REF)
+    assert caught.value.param == "reference_image" and fake.requests == []
+
+
+def test_the_catalog_offers_reference_images_on_every_bfl_model() -> None:
+    catalog = load_catalog()
+    for model_id in ("bfl/flux-pro-1.1", "bfl/flux-pro-1.1-ultra", "bfl/flux-kontext-pro"):
+        model = catalog.resolve(model_id)
+        assert model.capabilities.reference_image and model.upstream_id in bfl.IMAGE_FIELDS
+
+
+@pytest.mark.parametrize(
+    "value", ["data:image/png;base64," + b64(png()), "https://x.test/a.png", b64(b"not an image"), "%%%"]
+)
+def test_the_fake_refuses_reference_images_that_are_not_raw_base64_images(fake: FakeBFL, value: str) -> None:
+    reply = httpx.post(
+        f"{fake.url}/v1/flux-kontext-pro",
+        headers={"x-key": FakeBFL.api_key},
+        json={"prompt": "edit", "input_image": value},
+    )
+    assert reply.status_code == 422 and reply.json()["detail"][0]["loc"] == ["body", "input_image"]
+    assert fake.tasks == {}
+
+
+def test_the_fake_reports_input_megapixels(fake: FakeBFL) -> None:
+    submitted = json.loads(
+        fake._submit("flux-kontext-pro", {"prompt": "e"}, {"input_image": png(1000, 500)}).body
+    )
+    check_body("bfl-flux.json", "AsyncResponse", submitted, closed=True)
+    assert submitted["input_mp"] == 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ from service.errors import BadRequest, ContentPolicyViolation, RateLimited, Upst
 from service.providers.base import ImageCallResult
 from service.providers.bytedance import BytedanceProvider, is_refusal
 from service.providers.upstream import Upstream
+from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.bytedance import FakeSeedream
@@ -33,6 +35,7 @@ def server() -> Iterator[FakeSeedream]:
 def fake(server: FakeSeedream) -> FakeSeedream:
     server.requests.clear()
     server.seen.clear()
+    server.references.clear()
     server.force_url = False
     return server
 
@@ -75,6 +78,7 @@ def test_request_and_response(fake: FakeSeedream) -> None:
     )
     assert result.upstream_request_id is not None and result.upstream_request_id.startswith("0217")
     assert result.warnings == []
+    assert fake.references == []  # no reference image, no `image` field
 
 
 def test_sizes_pass_as_exact_wxh(fake: FakeSeedream) -> None:
@@ -246,3 +250,74 @@ def test_a_top_level_error_in_a_200_is_raised() -> None:
 def test_malformed_items_are_upstream_errors(payload: object) -> None:
     with pytest.raises(UpstreamError, match="unusable"):
         answer_with(payload)
+
+
+# Reference images (edit / image-to-image): the same endpoint, the image as a data URL in `image`.
+PNG_REF = ReferenceImage(png(), "image/png", 8, 8)
+
+
+def test_a_reference_image_goes_in_the_same_body_as_a_data_url(fake: FakeSeedream) -> None:
+    result = generate(fake, prompt="make the fox blue", reference_image=PNG_REF)
+    (sent,) = fake.generation_requests()
+    assert (sent.path, sent.headers["content-type"]) == ("/api/v3/images/generations", "application/json")
+    assert sent.json == {
+        "model": V4,
+        "prompt": "make the fox blue",
+        "size": "2048x2048",
+        "response_format": "b64_json",
+        "image": "data:image/png;base64," + base64.b64encode(png()).decode(),
+    }
+    assert fake.references == [png()]  # decoded by the fake, byte for byte what was given
+    assert [(image.data, image.media_type) for image in result.images] == [(jpeg(), "image/jpeg")]
+    assert result.usage is not None and result.usage.output_tokens == 16384
+    assert result.warnings == []
+
+
+def test_a_jpeg_reference_with_options_on_4_5(fake: FakeSeedream) -> None:
+    reference = ReferenceImage(jpeg(), "image/jpeg", 8, 8)
+    generate(fake, "seedream-4-5-251128", reference_image=reference,
+             options={"watermark": False, "size": "4K", "optimize_prompt_mode": "standard"})  # fmt: skip
+    sent = fake.generation_requests()[0].json
+    assert sent["image"] == "data:image/jpeg;base64," + base64.b64encode(jpeg()).decode()
+    assert (sent["watermark"], sent["size"], sent["optimize_prompt_options"]) == (
+        False, "4K", {"mode": "standard"}
+    )  # fmt: skip
+    assert fake.references == [jpeg()]
+
+
+def test_batch_mode_with_a_reference_keeps_within_fifteen_images(fake: FakeSeedream) -> None:
+    result = generate(fake, n=3, reference_image=PNG_REF)
+    generate(fake, n=15, reference_image=PNG_REF)  # 1 reference + 14 outputs is the upstream cap
+    three, fifteen = (r.json for r in fake.generation_requests())
+    assert three["sequential_image_generation_options"] == {"max_images": 3} and "image" in three
+    assert fifteen["sequential_image_generation_options"] == {"max_images": 14}
+    assert len(result.images) == 3
+
+
+def test_a_reference_over_ten_megabytes_is_a_400_before_any_call(fake: FakeSeedream) -> None:
+    huge = ReferenceImage(b"\x89PNG" + bytes(10 * 1024 * 1024), "image/png", 8, 8)
+    with pytest.raises(BadRequest, match="10485760 bytes") as caught:
+        generate(fake, reference_image=huge)
+    assert (caught.value.param, caught.value.code) == ("reference_image", "INVALID_REFERENCE_IMAGE")
+    assert fake.generation_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [("BLOCKME fox", "input text may contain"), ("BLOCKIMAGE fox", "input image may contain")],
+)
+def test_refusals_of_an_edit_are_content_policy_violations(
+    fake: FakeSeedream, prompt: str, message: str
+) -> None:
+    with pytest.raises(ContentPolicyViolation, match=message):
+        generate(fake, prompt=prompt, reference_image=PNG_REF)
+    assert len(fake.generation_requests()) == 1  # never retried
+
+
+def test_the_fake_rejects_images_the_provider_would(fake: FakeSeedream) -> None:
+    # 3.0 t2i takes no image (the catalog keeps reference_image false, so the gateway never sends one).
+    with pytest.raises(BadRequest, match="image is not supported by this model"):
+        generate(fake, "seedream-3-0-t2i-250415", size=Size(1024, 1024), reference_image=PNG_REF)
+    with pytest.raises(BadRequest, match="not the declared jpeg"):
+        generate(fake, reference_image=ReferenceImage(png(), "image/jpeg", 8, 8))
+    assert fake.references == []

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from PIL import Image
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.openai import OpenAIProvider
+from service.reference_images import ReferenceImage
 from service.sizes import Size
-from tests.fakes.base import png
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.base import Recorded, jpeg, png
+from tests.fakes.openai import FakeOpenAI, form_parts
 from tests.providers.conftest import call, run
 
 
@@ -122,3 +127,191 @@ def test_the_deadline_bounds_the_call(fake: FakeOpenAI) -> None:
     with pytest.raises(UpstreamTimeout):
         generate(fake, "gpt-image-1", prompt="SLOW", deadline=time.monotonic() + 0.5)
     assert time.monotonic() - started < 1.4
+
+
+# Reference images: POST /images/edits, multipart/form-data.
+
+REF = ReferenceImage(png(), "image/png", 8, 8)
+
+
+def encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (8, 8), alpha: int = 255) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (10, 120, 30, alpha)[: len(mode)] if mode != "L" else 90).save(out, format=fmt)
+    return out.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def file_parts(sent: Recorded) -> dict[str, tuple[str | None, str, bytes]]:
+    return {name: (filename, kind, data) for name, filename, kind, data in form_parts(sent) if filename}
+
+
+def text_fields(sent: Recorded) -> dict[str, str]:
+    return {name: value for name, value in sent.form.items() if isinstance(value, str)}
+
+
+def test_gpt_image_edit_sends_the_reference_image_as_the_image_file_part(fake: FakeOpenAI) -> None:
+    mask = encoded("PNG", "RGBA", alpha=0)
+    options = {"input_fidelity": "high", "mask": b64(mask), "output_compression": 80}
+    result = generate(fake, "gpt-image-1", n=2, size=Size(1536, 1024), quality="hd", background="opaque",
+                      output_format="webp", user="u-1", reference_image=REF, options=options)  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/edits" and sent.headers["content-type"].startswith("multipart/form-data")
+    assert sent.headers["authorization"] == "Bearer sk-fake-openai"
+    assert text_fields(sent) == {
+        "model": "gpt-image-1", "prompt": "a red fox in snow", "n": "2", "size": "1536x1024",
+        "quality": "high", "background": "opaque", "output_format": "webp", "output_compression": "80",
+        "input_fidelity": "high", "user": "u-1",
+    }  # fmt: skip
+    assert file_parts(sent) == {
+        "image": ("image.png", "image/png", REF.data),
+        "mask": ("mask.png", "image/png", mask),
+    }
+    assert fake.edited == [REF.data]
+    # The answer is read as for generations: base64 images, usage (with the input image's tokens), id.
+    assert [image.data for image in result.images] == [png(), png()]
+    assert result.usage is not None
+    assert (result.usage.input_tokens, result.usage.input_image_tokens, result.usage.output_tokens) == (
+        206,
+        194,
+        8320,
+    )
+    assert result.upstream_request_id == "req_fake_123" and result.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media_type", "name"), [("JPEG", "image/jpeg", "image.jpg"), ("WEBP", "image/webp", "image.webp")]
+)
+def test_gpt_image_edit_sends_jpeg_and_webp_as_they_are(
+    fake: FakeOpenAI, fmt: str, media_type: str, name: str
+) -> None:
+    data = encoded(fmt)
+    generate(fake, "gpt-image-1.5", reference_image=ReferenceImage(data, media_type, 8, 8))
+    (sent,) = fake.generation_requests()
+    assert file_parts(sent) == {"image": (name, media_type, data)} and fake.edited == [data]
+
+
+def test_gpt_image_edit_reencodes_a_gif_as_png(fake: FakeOpenAI) -> None:
+    gif = ReferenceImage(encoded("GIF"), "image/gif", 8, 8)
+    generate(fake, "gpt-image-2", size=Size(1536, 864), reference_image=gif)
+    (sent,) = fake.generation_requests()
+    filename, kind, data = file_parts(sent)["image"]
+    assert (filename, kind) == ("image.png", "image/png")
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.size) == ("PNG", (8, 8))
+    assert text_fields(sent)["size"] == "1536x864"
+
+
+def test_dalle2_edit_sends_a_transparent_png_and_asks_for_base64(fake: FakeOpenAI) -> None:
+    mask = encoded("PNG", "RGBA", alpha=0)
+    options = {"mask": f"data:image/png;base64,{b64(mask)}", "input_fidelity": "high"}
+    reference = ReferenceImage(jpeg(), "image/jpeg", 8, 8)
+    result = generate(fake, "dall-e-2", size=Size(512, 512), quality="standard", background="transparent",
+                      reference_image=reference, options=options)  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/edits"
+    assert text_fields(sent) == {
+        "model": "dall-e-2", "prompt": "a red fox in snow", "n": "1", "size": "512x512",
+        "response_format": "b64_json",
+    }  # fmt: skip
+    parts = file_parts(sent)
+    assert parts["mask"] == ("mask.png", "image/png", mask)
+    filename, kind, data = parts["image"]
+    assert (filename, kind) == ("image.png", "image/png")
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGBA", (8, 8))
+    assert [image.data for image in result.images] == [png()] and result.usage is None
+    assert any("background" in w for w in result.warnings)
+    assert any("input_fidelity" in w for w in result.warnings)
+
+
+def test_dalle2_edit_sends_a_png_with_alpha_as_it_is(fake: FakeOpenAI) -> None:
+    data = encoded("PNG", "RGBA", alpha=0)
+    generate(fake, "dall-e-2", reference_image=ReferenceImage(data, "image/png", 8, 8))
+    assert fake.edited == [data]
+
+
+def test_dalle2_refuses_a_non_square_image_with_its_message(fake: FakeOpenAI) -> None:
+    with pytest.raises(BadRequest, match="square"):
+        generate(fake, "dall-e-2", reference_image=ReferenceImage(png(8, 4), "image/png", 8, 4))
+
+
+def test_edit_fields_the_model_does_not_take_are_dropped_with_warnings(fake: FakeOpenAI) -> None:
+    result = generate(fake, "gpt-image-1-mini", moderation="low", reference_image=REF,
+                      options={"input_fidelity": "high", "colour": "red"})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert "moderation" not in sent.form and "input_fidelity" not in sent.form
+    assert result.warnings == [
+        "moderation ignored: gpt-image-1-mini edits do not take it",
+        "input_fidelity ignored: gpt-image-1-mini edits do not take it",
+        "providerOptions.openai keys ignored: colour",
+    ]
+
+
+def test_without_a_reference_image_the_call_is_an_unchanged_generation(fake: FakeOpenAI) -> None:
+    result = generate(fake, "gpt-image-1", options={"input_fidelity": "high", "mask": b64(png())})
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/generations" and sent.form == {}
+    assert sent.json == {"model": "gpt-image-1", "prompt": "a red fox in snow", "n": 1, "size": "1024x1024"}
+    assert fake.edited == [] and result.usage is not None and result.usage.input_image_tokens == 0
+    assert result.warnings == [
+        "input_fidelity ignored: gpt-image-1 generations do not take it",
+        "providerOptions.openai keys ignored: mask",
+    ]
+
+
+@pytest.mark.parametrize("mask", ["not base64!", b64(jpeg())])
+def test_a_mask_that_is_not_a_base64_png_is_refused_before_calling(fake: FakeOpenAI, mask: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        generate(fake, "gpt-image-1", reference_image=REF, options={"mask": mask})
+    assert caught.value.param == "providerOptions.openai.mask" and fake.generation_requests() == []
+
+
+def test_a_mask_of_another_size_is_refused_by_the_provider(fake: FakeOpenAI) -> None:
+    with pytest.raises(BadRequest, match="same size"):
+        generate(
+            fake, "gpt-image-1", reference_image=REF, options={"mask": b64(encoded("PNG", "RGBA", (4, 4)))}
+        )
+
+
+def test_dalle3_has_no_edits(fake: FakeOpenAI) -> None:
+    with pytest.raises(BadRequest) as caught:
+        generate(fake, "dall-e-3", reference_image=REF)
+    assert caught.value.code == "EDIT_NOT_SUPPORTED" and fake.generation_requests() == []
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "dall-e-2"])
+def test_edit_refusals_are_content_policy_violations(fake: FakeOpenAI, model: str) -> None:
+    with pytest.raises(ContentPolicyViolation, match="safety system"):
+        generate(fake, model, prompt="BLOCKME please", reference_image=REF)
+    (sent,) = fake.generation_requests()  # never retried
+    assert sent.path == "/v1/images/edits"
+
+
+def test_a_retried_edit_sends_the_image_again(fake: FakeOpenAI) -> None:
+    assert len(generate(fake, "gpt-image-1", prompt="FLAKY fox", reference_image=REF).images) == 1
+    assert [r.form["image"] for r in fake.generation_requests()] == [REF.data, REF.data]
+
+
+def test_the_fake_enforces_what_the_adapter_works_around(fake: FakeOpenAI) -> None:
+    """dall-e-2 refuses `image[]` and opaque RGB PNGs; GPT image models refuse GIF; JSON edits work."""
+    headers = {"authorization": f"Bearer {FakeOpenAI.api_key}"}
+    with httpx.Client(base_url=f"{fake.url}/v1", headers=headers) as client:
+
+        def post(model: str, name: str, data: bytes, kind: str) -> str:
+            form = {"model": model, "prompt": "p"}
+            answer = client.post("/images/edits", data=form, files={name: ("i", data, kind)})
+            return answer.text if answer.is_error else "OK"
+
+        rgba = encoded("PNG", "RGBA")
+        assert "expected a file, but got an array" in post("dall-e-2", "image[]", rgba, "image/png")
+        assert "got RGB" in post("dall-e-2", "image", png(), "image/png")
+        assert "unsupported mimetype ('image/gif')" in post(
+            "gpt-image-1", "image", encoded("GIF"), "image/gif"
+        )
+        assert post("gpt-image-1", "image[]", png(), "image/png") == "OK"
+        images = [{"image_url": f"data:image/png;base64,{b64(png())}"}]
+        answer = client.post("/images/edits", json={"model": "gpt-image-1", "prompt": "p", "images": images})
+        assert answer.status_code == 200 and fake.edited == [png(), png()]

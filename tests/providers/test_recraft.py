@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.catalog import load_catalog
@@ -13,8 +14,9 @@ from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.recraft import RecraftProvider
+from service.reference_images import ReferenceImage
 from service.sizes import Size
-from tests.fakes.base import png
+from tests.fakes.base import jpeg, png
 from tests.fakes.recraft import FakeRecraft, webp
 from tests.providers.conftest import call, run
 
@@ -192,14 +194,117 @@ def test_the_deadline_bounds_the_call(fake: FakeRecraft) -> None:
     assert time.monotonic() - started < 1.4
 
 
-def test_the_fake_takes_image_to_image_as_multipart(fake: FakeRecraft) -> None:
-    import httpx
+def reference(data: bytes | None = None, media_type: str = "image/png", side: int = 256) -> ReferenceImage:
+    return ReferenceImage(png(side, side) if data is None else data, media_type, side, side)
 
+
+def test_a_reference_image_goes_to_image_to_image_as_multipart(fake: FakeRecraft) -> None:
+    image = png(256, 256)
+    options = {"style": "realistic_image", "substyle": "hdr", "negative_prompt": "blur", "strength": 0.3,
+               "random_seed": 7}  # fmt: skip
+    result = generate(fake, n=2, size=Size(256, 256), output_format="webp", options=options,
+                      reference_image=reference(image))  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert (sent.path, sent.headers["authorization"]) == ("/v1/images/imageToImage", "Bearer rc-fake-recraft")
+    assert sent.headers["content-type"].startswith("multipart/form-data") and sent.json is None
+    assert sent.form == {
+        "image": image, "model": "recraftv3", "prompt": "a red fox in snow", "n": "2", "strength": "0.3",
+        "response_format": "b64_json", "image_format": "webp", "style": "realistic_image",
+        "substyle": "hdr", "negative_prompt": "blur", "random_seed": "7",
+    }  # fmt: skip
+    assert b'filename="reference.png"' in sent.body and b"Content-Type: image/png" in sent.body
+    assert fake.inputs == [image]  # arrived intact and decoded
+    assert [(i.data, i.media_type) for i in result.images] == [(webp(), "image/webp")] * 2
+    assert result.warnings == [] and result.usage is None
+
+
+def test_image_to_image_defaults_and_what_it_drops(fake: FakeRecraft) -> None:
+    image = jpeg(300, 300)
+    options = {"controls": {"no_text": True}, "text_layout": [], "strength": 1}
+    result = generate(
+        fake, "recraftv2", options=options, reference_image=ReferenceImage(image, "image/jpeg", 300, 300)
+    )
+    sent = fake.generation_requests()[0]
+    assert sent.form == {"image": image, "model": "recraftv2", "prompt": "a red fox in snow", "n": "1",
+                         "strength": "1", "response_format": "b64_json"}  # fmt: skip
+    assert b'filename="reference.jpg"' in sent.body
+    for word in ("controls", "text_layout", "size 1024x1024"):
+        assert any(word in w for w in result.warnings), word
+    generate(fake, reference_image=reference())
+    assert fake.generation_requests()[1].form["strength"] == "0.5"  # the documented default
+
+
+def test_image_to_image_url_answers_are_downloaded(fake: FakeRecraft) -> None:
+    fake.always_url = True
+    result = generate(fake, reference_image=reference(), options={"strength": 0.8})
+    assert [(i.data, i.media_type) for i in result.images] == [(png(), "image/png")]
+    assert [r.method for r in fake.requests] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (ReferenceImage(png(), "image/png", 8, 8), "256-4096 px"),
+        (ReferenceImage(png(5000, 256), "image/png", 5000, 256), "256-4096 px"),
+        (ReferenceImage(png(256, 256), "image/gif", 256, 256), "PNG, JPEG or WebP"),
+    ],
+)
+def test_reference_images_recraft_cannot_take_are_400s(
+    fake: FakeRecraft, image: ReferenceImage, match: str
+) -> None:
+    with pytest.raises(BadRequest, match=match) as caught:
+        generate(fake, reference_image=image)
+    assert caught.value.param == "reference_image"
+    assert fake.generation_requests() == []
+
+
+@pytest.mark.parametrize("strength", [1.5, -0.1, "0.3", True])
+def test_a_bad_strength_is_a_400(fake: FakeRecraft, strength: object) -> None:
+    with pytest.raises(BadRequest) as caught:
+        generate(fake, reference_image=reference(), options={"strength": strength})
+    assert caught.value.param == "providerOptions.recraft.strength"
+    assert fake.generation_requests() == []
+
+
+def test_image_to_image_vector_styles_and_refusals(fake: FakeRecraft) -> None:
+    with pytest.raises(BadRequest, match="vector"):
+        generate(fake, reference_image=reference(), options={"style": "vector_illustration"})
+    with pytest.raises(UpstreamError, match="SVG"):
+        generate(fake, reference_image=reference(), options={"style_id": FakeRecraft.VECTOR_STYLE_ID})
+    with pytest.raises(ContentPolicyViolation, match="prohibited content"):
+        generate(fake, prompt="BLOCKME please", reference_image=reference())
+    with pytest.raises(BadRequest, match="does not belong to style"):
+        generate(
+            fake, reference_image=reference(), options={"style": "realistic_image", "substyle": "pixel_art"}
+        )
+    assert [r.path for r in fake.generation_requests()] == ["/v1/images/imageToImage"] * 3
+
+
+def test_the_fake_checks_image_to_image_forms(fake: FakeRecraft) -> None:
+    url = f"{fake.url}/v1/images/imageToImage"
     auth = {"Authorization": f"Bearer {FakeRecraft.api_key}"}
     fields = {"prompt": "winter", "strength": "0.3", "model": "recraftv3", "response_format": "b64_json"}
-    ok = httpx.post(f"{fake.url}/v1/images/imageToImage", headers=auth, data=fields,
-                    files={"image": ("in.png", png(), "image/png")})  # fmt: skip
+    image = {"image": ("in.png", png(256, 256), "image/png")}
+    ok = httpx.post(url, headers=auth, data=fields, files=image)
     assert ok.status_code == 200 and ok.json()["credits"] == 40
-    missing = httpx.post(f"{fake.url}/v1/images/imageToImage", headers=auth, data={"prompt": "x"},
-                         files={"image": ("in.png", png(), "image/png")})  # fmt: skip
-    assert missing.status_code == 400
+    bad = [
+        httpx.post(url, headers=auth, data={"prompt": "x"}, files=image),  # no strength
+        httpx.post(url, headers=auth, data={**fields, "size": "1024x1024"}, files=image),  # not a field
+        httpx.post(url, headers=auth, data={**fields, "controls": "{}"}, files=image),  # JSON form only
+        httpx.post(url, headers=auth, data={**fields, "n": "two"}, files=image),
+        httpx.post(url, headers=auth, data=fields, files={"image": ("in.png", png(), "image/png")}),
+        httpx.post(url, headers=auth, data=fields, files={"image": ("in.png", b"not an image", "image/png")}),
+        httpx.post(url, headers=auth, json={**fields, "image_url": "data:image/png;base64,AA=="}),
+    ]
+    assert [r.status_code for r in bad] == [400] * len(bad)
+    assert fake.inputs == [png(256, 256)]
+
+
+def test_without_a_reference_image_generations_are_unchanged(fake: FakeRecraft) -> None:
+    result = generate(fake, options={"strength": 0.4})
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/generations" and sent.form == {} and fake.inputs == []
+    assert "strength" not in sent.json
+    assert result.warnings == [
+        "providerOptions.recraft.strength ignored: it applies only with a reference_image"
+    ]
