@@ -18,7 +18,7 @@ import io
 import ipaddress
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -45,6 +45,20 @@ class ReferenceImage:
     media_type: str
     width: int
     height: int
+
+    def in_formats(self, accepted: Collection[str]) -> tuple[bytes, str]:
+        """(bytes, media type) in a format the provider takes: as is when it takes this one, else
+        re-encoded as PNG (first frame, with alpha). Providers differ mostly on GIF."""
+        if self.media_type in accepted:
+            return self.data, self.media_type
+        return png_with_alpha(self.data), "image/png"
+
+
+def png_with_alpha(data: bytes) -> bytes:
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as image:
+        image.convert("RGBA").save(out, format="PNG")
+    return out.getvalue()
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-from PIL import Image
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, UpstreamError, UpstreamTimeout
@@ -113,12 +110,7 @@ def _image_field(call: ImageCall) -> dict[str, str]:
         return {}
     if model not in IMAGE_FIELDS:
         raise BadRequest(f"{model} cannot take a reference_image.", param="reference_image")
-    data = reference.data
-    if reference.media_type == "image/gif":
-        with Image.open(io.BytesIO(data)) as image:
-            out = io.BytesIO()
-            image.convert("RGBA").save(out, format="PNG")
-            data = out.getvalue()
+    data, _ = reference.in_formats(("image/png", "image/jpeg", "image/webp"))
     return {IMAGE_FIELDS[model]: base64.b64encode(data).decode("ascii")}
 
 

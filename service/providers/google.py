@@ -10,22 +10,29 @@ candidate whose finishReason is a safety reason; both raise ContentPolicyViolati
 usageMetadata (promptTokenCount -> input tokens); responseId is the upstream request id.
 providerOptions.google: responseModalities (default ["IMAGE"]), imageConfig (merged over the computed
 one), imageSize, safetySettings, seed, temperature, googleSearch (true -> tools [{"googleSearch": {}}]).
+A reference image (edit / image-to-image) is one more part of the user turn, after the text: inlineData
+{mimeType, data: base64} (a GIF, which Gemini does not take, becomes a PNG of its first frame). No edit
+options (strength, mask): the prompt says what to change. Its tokens are usage.input_image_tokens.
 
 Imagen takes parameters.sampleCount (1-4), aspectRatio (five ratios) and, on Imagen 4 standard/ultra,
-sampleImageSize 2K for large sizes or quality hd/high. Safety filtering drops images silently: no
-predictions at all is a ContentPolicyViolation, fewer than asked is a warning.
+sampleImageSize 2K for large sizes or quality hd/high; it cannot edit on the Gemini API (a reference
+image is refused before any call). Safety filtering drops images silently: no predictions at all is a
+ContentPolicyViolation, fewer than asked is a warning.
 providerOptions.google: personGeneration (dont_allow/allow_adult, sent upper case), imageSize.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from fractions import Fraction
 from typing import Any
 
 from service.config import ProviderConfig, Settings
-from service.errors import ContentPolicyViolation, UpstreamError
+from service.errors import ContentPolicyViolation, ModelNotAllowed, UpstreamError
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.upstream import Upstream, decode_image, malformed
+from service.reference_images import ReferenceImage
 from service.sizes import Size
 
 # The ratios the googleapis proto documents for ImageConfig.aspectRatio (its list has no 4:5 / 5:4).
@@ -85,6 +92,12 @@ def _common_warnings(call: ImageCall, known: tuple[str, ...]) -> list[str]:
     return warnings
 
 
+def inline_part(reference: ReferenceImage) -> dict[str, Any]:
+    """The reference's inlineData part; a GIF becomes PNG (Gemini takes PNG, JPEG, WebP, HEIC, HEIF)."""
+    data, media_type = reference.in_formats(("image/png", "image/jpeg", "image/webp"))
+    return {"inlineData": {"mimeType": media_type, "data": base64.b64encode(data).decode()}}
+
+
 def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     """(JSON body, warnings) for POST models/{model}:generateContent."""
     options = dict(call.options)
@@ -106,8 +119,9 @@ def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     config: dict[str, Any] = {"responseModalities": options.get("responseModalities", ["IMAGE"])}
     config.update({k: options[k] for k in ("seed", "temperature") if k in options})
     config["imageConfig"] = image_config
+    parts = [{"text": call.prompt}, *([inline_part(call.reference_image)] if call.reference_image else [])]
     body: dict[str, Any] = {
-        "contents": [{"role": "user", "parts": [{"text": call.prompt}]}],
+        "contents": [{"role": "user", "parts": parts}],
         "generationConfig": config,
     }
     if "safetySettings" in options:
@@ -166,6 +180,8 @@ class GoogleProvider:
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         if _is_imagen(call.upstream_model):
+            if call.reference_image is not None:  # the catalog keeps reference_image false for Imagen
+                raise ModelNotAllowed(f"{call.upstream_model} cannot edit images.", param="reference_image")
             return await self._imagen(call)
         return await self._gemini(call)
 
@@ -176,7 +192,7 @@ class GoogleProvider:
         return payload
 
     async def _gemini(self, call: ImageCall) -> ImageCallResult:
-        body, warnings = gemini_body(call)
+        body, warnings = await asyncio.to_thread(gemini_body, call)  # base64 of a reference off the loop
         payload = await self._post(call.upstream_model, "generateContent", body, call.deadline)
         feedback = payload.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):

@@ -35,7 +35,7 @@ from service.errors import BadRequest
 from service.images import sniff_media_type
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.upstream import Upstream, data_items, decode_image
-from service.reference_images import ReferenceImage
+from service.reference_images import ReferenceImage, png_with_alpha
 
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
 DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd"}
@@ -116,9 +116,7 @@ def _image_part(model: str, reference: ReferenceImage) -> tuple[bytes, str]:
     with Image.open(io.BytesIO(reference.data)) as image:
         if image.format == "PNG" and image.mode in ("RGBA", "LA", "L"):
             return reference.data, "image/png"
-        out = io.BytesIO()
-        image.convert("RGBA").save(out, format="PNG")
-    return out.getvalue(), "image/png"
+    return png_with_alpha(reference.data), "image/png"
 
 
 def _decode_mask(value: object) -> bytes:

@@ -16,18 +16,30 @@ providerOptions.stability:
                    (0 or absent: the provider picks a random seed)
   style_preset     e.g. "photographic", "anime" (all models; the provider checks the value)
   cfg_scale        number 1..10 (sd3 models only)
-Other keys (strength, image, mask: reference images are not wired yet) are dropped with a warning.
+  strength         number 0..1, with a reference image only (ultra, sd3): how far to move away from
+                   it (0 = the input, 1 = as if no image). The provider requires it with `image`; when
+                   absent the gateway sends 0.5 (its own default, not the provider's).
+Other keys (e.g. mask: /edit/inpaint is not wired) are dropped with a warning.
+
+Reference images (image-to-image) go into the same multipart request as the file part `image`, with
+`strength`; sd3 also gets `mode=image-to-image` and no `aspect_ratio` (text-to-image only), and ultra
+gets no `aspect_ratio` either (ignored there): the output follows the input's shape, so a size of
+another ratio gets a warning. The provider takes JPEG, PNG and WebP of at least 64 px a side (and at
+most 16,384); a GIF is converted to PNG (first frame) first. stable-image-core has no image input: a
+reference image for it is refused before calling (the catalog keeps reference_image false there).
 """
 
 from __future__ import annotations
 
+import asyncio
 from fractions import Fraction
 from typing import Any
 
 from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation
+from service.errors import BadRequest, ContentPolicyViolation, ModelNotAllowed
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.upstream import Upstream, decode_image, malformed
+from service.reference_images import ReferenceImage
 
 GENERATE = "/v2beta/stable-image/generate"
 # upstream model id -> endpoint; any other id is an sd3-family model sent to /sd3 with `model=`.
@@ -40,6 +52,9 @@ MAX_HEADER_CHARS = 256
 REFUSAL_NAMES = frozenset({"content_moderation", "public_figure"})
 COMMON_OPTIONS = ("negative_prompt", "seed", "style_preset")
 SD3_OPTIONS = ("cfg_scale",)
+DEFAULT_STRENGTH = 0.5  # gateway choice (stability.md section 4); the provider has no default
+INPUT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+MIN_SIDE, MAX_SIDE = 64, 16384
 
 
 def is_refusal(status: int, body: Any, text: str) -> bool:
@@ -88,9 +103,39 @@ def _number(key: str, value: object) -> str:
     return f"{value:g}"
 
 
+def _strength(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _option_error("strength", "a number from 0 to 1")
+    return f"{value:g}"
+
+
+def _image_to_image(call: ImageCall, endpoint: str, form: dict[str, str], warnings: list[str]) -> None:
+    """The text fields of an image-to-image call (the file part is added by the caller)."""
+    reference = call.reference_image
+    assert reference is not None
+    if endpoint == "core":
+        raise ModelNotAllowed(f"{call.upstream_model} takes no reference image.",
+                              param="reference_image", code="MODEL_NOT_ALLOWED")  # fmt: skip
+    if min(reference.width, reference.height) < MIN_SIDE or max(reference.width, reference.height) > MAX_SIDE:
+        raise BadRequest(f"stability needs a reference image {MIN_SIDE} to {MAX_SIDE} px a side, not "
+                         f"{reference.width}x{reference.height}.", param="reference_image")  # fmt: skip
+    if endpoint == "sd3":
+        form["mode"] = "image-to-image"
+    form["strength"] = _strength(call.options.get("strength", DEFAULT_STRENGTH))
+    if Fraction(reference.width, reference.height) != call.size.aspect_ratio:
+        warnings.append(f"size {call.size} ignored: image-to-image keeps the reference image's shape")
+
+
+def image_part(reference: ReferenceImage) -> tuple[str, bytes, str]:
+    """(filename, bytes, media type) of the `image` file part; GIF (not taken upstream) becomes PNG."""
+    data, media_type = reference.in_formats(INPUT_TYPES)
+    return f"reference.{INPUT_TYPES[media_type]}", data, media_type
+
+
 def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[str]]:
     """(path, form fields, warnings) for one generate call."""
-    model, warnings = call.upstream_model, []
+    model = call.upstream_model
+    warnings: list[str] = []
     endpoint = ENDPOINTS.get(model)
     if endpoint is None and not model.startswith(SD3_PREFIX):
         raise BadRequest(f"stability has no generate endpoint for the model {model!r}.", param="model")
@@ -98,14 +143,18 @@ def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[str]]:
     if endpoint is None:
         endpoint = "sd3"
         form["model"] = model
-    form["aspect_ratio"] = aspect_ratio(call)
+    if call.reference_image is None:
+        form["aspect_ratio"] = aspect_ratio(call)
+    else:
+        _image_to_image(call, endpoint, form, warnings)
     if call.output_format:
         if call.output_format not in OUTPUT_FORMATS:
             raise BadRequest(f"stability cannot return {call.output_format!r}.", param="output_format")
         form["output_format"] = call.output_format
     allowed = COMMON_OPTIONS + (SD3_OPTIONS if endpoint == "sd3" else ())
+    allowed += ("strength",) if call.reference_image is not None else ()
     for key, value in call.options.items():
-        if key not in allowed:
+        if key not in allowed or key == "strength":
             continue
         if key == "seed":
             form[key] = _seed(value, call.first_index)
@@ -140,7 +189,11 @@ class StabilityProvider:
         headers = {"stability-client-user-id": call.user[:MAX_HEADER_CHARS]} if call.user else {}
         # Every field as a part without a filename: httpx then sends multipart/form-data, not a
         # urlencoded body, and the provider sees plain text fields.
-        files = [(name, (None, value)) for name, value in form.items()]
+        files: list[tuple[str, tuple[str | None, str | bytes, str | None]]] = [
+            (name, (None, value, None)) for name, value in form.items()
+        ]
+        if call.reference_image is not None:
+            files.append(("image", await asyncio.to_thread(image_part, call.reference_image)))
         payload, response = await self._upstream.json_object(
             "POST", path, call.deadline, files=files, headers=headers
         )

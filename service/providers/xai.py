@@ -14,11 +14,19 @@ xAI reports no tokens; `usage.cost_in_usd_ticks` (1e10 ticks per USD) is kept as
 providerOptions.xai: `aspect_ratio` (any xAI ratio, including "auto"; wins over the one derived from
 the size) and `resolution` ("1k" | "2k"; wins over the derived one). Other keys are dropped with a
 warning, as are quality, style, background, moderation and output_compression.
+
+A reference image makes the call an edit: POST {base}/images/edits, the same JSON body plus
+`image: {"url": "data:<media type>;base64,<data>", "type": "image_url"}` (xAI takes PNG, JPEG or WebP
+up to 10 MiB: a GIF is converted to PNG, first frame, and a larger image is refused before calling).
+aspect_ratio and resolution are sent as for a generation; "auto" is generation-only, so on an edit it
+falls back to the ratio derived from the size, with a warning. No edit-specific options (xAI has no
+mask or strength); the answer has the generation's shape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -27,6 +35,7 @@ from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.upstream import Upstream, data_items, decode_image, malformed, provider_message
+from service.reference_images import ReferenceImage
 from service.sizes import Size
 
 # xAI's aspect ratios (REST spelling), keyed by their reduced fraction; "auto" only via providerOptions.
@@ -35,6 +44,8 @@ _BY_FRACTION = {Fraction(*(Fraction(p) for p in label.split(":"))): label for la
 RESOLUTIONS = ("1k", "2k")
 OPTIONS = ("aspect_ratio", "resolution")
 TICKS_PER_USD = 10_000_000_000
+EDIT_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_REFERENCE_BYTES = 10 * 1024 * 1024
 REFUSAL_WORDS = ("moderation", "content policy", "content_policy", "safety", "inappropriate")
 
 
@@ -79,6 +90,11 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
             chosen[key] = value
         else:
             warnings.append(f"providerOptions.xai.{key} ignored: expected a string, got {value!r}")
+    if call.reference_image is not None and chosen["aspect_ratio"] == "auto":
+        chosen["aspect_ratio"] = aspect_ratio
+        warnings.append(
+            f"providerOptions.xai.aspect_ratio auto ignored: xai edits take a ratio; sent {aspect_ratio}"
+        )
     body: dict[str, Any] = {
         "model": call.upstream_model,
         "prompt": call.prompt,
@@ -95,6 +111,17 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     if unknown:
         warnings.append(f"providerOptions.xai keys ignored: {', '.join(unknown)}")
     return body, warnings
+
+
+def reference_url(reference: ReferenceImage) -> str:
+    """The reference image as the data: URL of an edit's `image.url`."""
+    data, media_type = reference.in_formats(EDIT_TYPES)  # xAI takes PNG, JPEG and WebP only
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise BadRequest(
+            f"xai takes reference images of at most 10 MiB; this one is {len(data)} bytes.",
+            param="reference_image",
+        )
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
 def cost_warning(payload: dict[str, Any]) -> str | None:
@@ -123,9 +150,12 @@ class XAIProvider:
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
-        payload, response = await self._upstream.json_object(
-            "POST", "/images/generations", call.deadline, json=body
-        )
+        path = "/images/generations"
+        if call.reference_image is not None:
+            url = await asyncio.to_thread(reference_url, call.reference_image)
+            body["image"] = {"url": url, "type": "image_url"}
+            path = "/images/edits"
+        payload, response = await self._upstream.json_object("POST", path, call.deadline, json=body)
         items = data_items(self.name, payload)
         kept = [item for item in items if item.get("respect_moderation") is not False]
         blocked = len(items) - len(kept)

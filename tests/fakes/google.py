@@ -6,15 +6,23 @@ predictions, and the google.rpc.Status error envelope.
 Triggers beyond the shared ones: BLOCKIMAGE (a candidate with finishReason IMAGE_SAFETY and no image),
 FILTERONE (Imagen drops one of the asked images). BLOCKME blocks the prompt (promptFeedback.blockReason)
 on Gemini and filters every image (`{}`) on Imagen; EMPTY is a text-only answer on Gemini.
+
+Reference images (edits) are `inlineData` parts of the user turn: the mime type must be a supported
+image type, the data must be base64 that decodes as an image of that type (else 400 "Unable to process
+input image"), and each one adds IMAGE_TOKENS to promptTokensDetails. `received` keeps the decoded bytes.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import itertools
 import re
 import time
 from typing import Any
+
+from PIL import Image
 
 from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, json_reply, png
 
@@ -37,6 +45,13 @@ KEY_INVALID = {
     "metadata": {"service": "generativelanguage.googleapis.com"},
 }
 BLOCKED_IMAGE = "Unable to show the generated image: it may violate our policies."
+IMAGE_MIME = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/heic": "HEIF",
+              "image/heif": "HEIF"}  # fmt: skip
+IMAGE_TOKENS = 258  # an input image of at most 384 px on both sides
+BAD_IMAGE = (
+    "Unable to process input image. Please retry or report in "
+    "https://developers.generativeai.google/guide/troubleshooting"
+)
 STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
           500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 
@@ -61,6 +76,19 @@ class FakeGoogle(FakeProvider):
     def __init__(self) -> None:
         super().__init__()
         self._response_ids = itertools.count(1)
+        self.received: list[bytes] = []  # decoded inlineData images, in arrival order
+
+    def _input_image(self, blob: dict[str, Any]) -> bytes | None:
+        """The decoded bytes of an inlineData image part, or None if Gemini would refuse it."""
+        check_body("google.json", "Blob", blob)
+        fmt = IMAGE_MIME.get(blob.get("mimeType", ""))
+        try:
+            data = base64.b64decode(blob.get("data", ""), validate=True)
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return data if image.format == fmt else None
+        except (binascii.Error, ValueError, OSError):
+            return None
 
     def handle(self, request: Recorded) -> Reply:
         key = request.headers.get("x-goog-api-key") or next(iter(request.query.get("key", [])), None)
@@ -85,12 +113,21 @@ class FakeGoogle(FakeProvider):
     # :generateContent --------------------------------------------------------------------------
     def _generate_content(self, model: str, body: dict[str, Any]) -> Reply:
         check_body("google.json", "GenerateContentRequest", body)
-        texts = []
+        texts, images = [], []
         for content in body["contents"]:
             check_body("google.json", "Content", content)
             for part in content.get("parts", []):
                 check_body("google.json", "Part", part)
                 texts += [part["text"]] if "text" in part else []
+                if "inlineData" in part:
+                    mime = part["inlineData"].get("mimeType", "")
+                    if mime not in IMAGE_MIME:
+                        return error(f"Unsupported MIME type: {mime}")
+                    if (data := self._input_image(part["inlineData"])) is None:
+                        return error(BAD_IMAGE)
+                    images.append(data)
+                if "fileData" in part:
+                    return error("The fake serves no Files API: use inlineData.")
         config = body.get("generationConfig", {})
         check_body("google.json", "GenerationConfig", config)
         image_config = config.get("imageConfig", {})
@@ -104,11 +141,14 @@ class FakeGoogle(FakeProvider):
         prompt = " ".join(texts)
         if reply := self._trigger(prompt):
             return reply
-        tokens = len(prompt.split()) + 3
-        usage: dict[str, Any] = {
-            "promptTokenCount": tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
-        }
+        self.received += images
+        text_tokens = len(prompt.split()) + 3
+        image_tokens = IMAGE_TOKENS * len(images)
+        details: list[dict[str, Any]] = [{"modality": "TEXT", "tokenCount": text_tokens}]
+        if images:
+            details.append({"modality": "IMAGE", "tokenCount": image_tokens})
+        tokens = text_tokens + image_tokens
+        usage: dict[str, Any] = {"promptTokenCount": tokens, "promptTokensDetails": details}
         common = {"modelVersion": model, "responseId": f"resp-{next(self._response_ids)}"}
         if "BLOCKME" in prompt:
             feedback = {"blockReason": "PROHIBITED_CONTENT"}

@@ -3,6 +3,10 @@ tests/fakes/schemas/stability.json): Bearer auth, multipart/form-data only, the 
 endpoint's multipart schema (closed), `Accept` deciding between raw image bytes (with `finish-reason` /
 `seed` headers) and the JSON body, and the `{id, name, errors}` error envelope.
 
+Image-to-image (ultra, sd3): `image` must be a file part that decodes as JPEG, PNG or WebP, 64 to
+16,384 px a side (ultra: at least 4,096 pixels); `received` keeps the bytes that arrived. The answer
+then has the input's dimensions (the output follows the input's shape).
+
 Triggers: the shared ones (BLOCKME is the 403 `content_moderation` answer), plus FILTERME: a 200 whose
 finish_reason is CONTENT_FILTERED (the call "succeeded" but the image is blurred)."""
 
@@ -31,6 +35,7 @@ MODERATION_MESSAGE = (
     "you were not charged."
 )
 DEFAULT_SEED = 3471229011
+INPUT_FORMATS = {"JPEG", "PNG", "WEBP"}
 
 
 def webp(width: int = 8, height: int = 8) -> bytes:
@@ -46,8 +51,29 @@ def error(status: int, name: str, *messages: str, **headers: str) -> Reply:
     return json_reply({"id": uuid.uuid4().hex, "name": name, "errors": list(messages)}, status, **headers)
 
 
+def input_image(data: bytes, definition: str) -> tuple[int, int] | str:
+    """(width, height) of an acceptable `image` part, or the provider's complaint about it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            kind, (width, height) = image.format, image.size
+    except (OSError, ValueError):
+        return "image: could not be decoded as an image"
+    if kind not in INPUT_FORMATS:
+        return f"image: unsupported format {kind}; use jpeg, png or webp"
+    if min(width, height) < 64 or max(width, height) > 16384:
+        return f"image: width and height must be between 64 and 16384 px, got {width}x{height}"
+    if definition == "GenerateUltraRequest" and width * height < 4096:
+        return "image: must have at least 4096 pixels"
+    return width, height
+
+
 class FakeStability(FakeProvider):
     api_key = "sk-fake-stability"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[bytes] = []  # `image` parts that passed the checks, in arrival order
 
     def handle(self, request: Recorded) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -64,9 +90,16 @@ class FakeStability(FakeProvider):
             return error(400, "bad_request", str(exc))
         if problem := self._check_rules(definition, form):
             return error(400, "bad_request", problem)
+        size = None
+        if "image" in form:
+            size = input_image(request.form["image"], definition)
+            if isinstance(size, str):
+                return error(400, "bad_request", size)
+            self.received.append(request.form["image"])
         if reply := self._trigger(form["prompt"]):
             return reply
-        return self._image(request, form, "CONTENT_FILTERED" if "FILTERME" in form["prompt"] else "SUCCESS")
+        finish = "CONTENT_FILTERED" if "FILTERME" in form["prompt"] else "SUCCESS"
+        return self._image(request, form, finish, size or (8, 8))
 
     @staticmethod
     def _typed(form: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +107,9 @@ class FakeStability(FakeProvider):
         typed: dict[str, Any] = {}
         for name, value in form.items():
             if name in FILE_FIELDS:
-                typed[name] = "<binary>" if isinstance(value, bytes) else value
+                if not isinstance(value, bytes):
+                    raise SchemaViolation(f"{name}: must be a file part (with a filename)")
+                typed[name] = "<binary>"
             elif isinstance(value, bytes):
                 raise SchemaViolation(f"{name}: must be a text field, not a file")
             elif name in NUMBER_FIELDS:
@@ -123,9 +158,11 @@ class FakeStability(FakeProvider):
             time.sleep(1.5)
         return None
 
-    def _image(self, request: Recorded, form: dict[str, Any], finish_reason: str) -> Reply:
+    def _image(
+        self, request: Recorded, form: dict[str, Any], finish_reason: str, size: tuple[int, int]
+    ) -> Reply:
         output_format = form.get("output_format", "png")
-        data = IMAGES[output_format]()
+        data = IMAGES[output_format](*size)
         seed = form.get("seed") or DEFAULT_SEED
         request_id = f"req-{uuid.uuid4().hex[:16]}"
         if "application/json" in request.headers.get("accept", "image/*"):

@@ -7,14 +7,22 @@ GenerateImageRequest: response_format -> format, "16:9" -> IMG_ASPECT_RATIO_16_9
 IMG_RESOLUTION_2K, image {url, type} -> {image_url}) and validated there; any other field is refused
 as xAI refuses `size`. Extra triggers: BLOCKSOME (first image flagged, the rest delivered),
 BLOCKPROMPT (400 moderation refusal of the prompt), BADITEM (an item with neither b64_json nor url).
+
+Edits (/v1/images/edits): `image` (or up to 3 `images`) whose url is a data: URL of PNG, JPEG or WebP,
+at most 10 MiB, whose bytes decode as the type the URL names; `received` keeps the decoded bytes.
+The fake fetches nothing, so an http(s) URL fails the way an unreachable one fails at xAI.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import itertools
 import time
 from typing import Any
+
+from PIL import Image
 
 from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, jpeg, json_reply
 
@@ -39,6 +47,8 @@ REST_FIELDS = {
 FORMATS = {"b64_json": "IMG_FORMAT_BASE64", "url": "IMG_FORMAT_URL"}
 INVALID_ARGUMENT = "Client specified an invalid argument"
 IMAGE_PATH = "/xai-imgen/xai-tmp-imgen-"
+INPUT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+MAX_INPUT_BYTES = 10 * 1024 * 1024
 
 
 def error(code: str, message: str, status: int = 400, **headers: str) -> Reply:
@@ -74,6 +84,30 @@ def _image_content(value: Any) -> Any:
     return {"image_url": value.get("url")}
 
 
+def input_image(url: Any) -> bytes | str:
+    """The bytes of an edit's input image, or xAI's complaint about it (wording unconfirmed)."""
+    if not isinstance(url, str) or not url:
+        return "image.url is required"
+    if not url.startswith("data:"):
+        return f"Failed to fetch image from {url[:60]}: the fake fetches no URLs"
+    header, _, payload = url.partition(",")
+    media_type = header[5:].split(";")[0]
+    if ";base64" not in header or media_type not in INPUT_TYPES:
+        return f"Unsupported image data URL {header!r}: use base64 PNG, JPG or WebP"
+    try:
+        data = base64.b64decode(payload, validate=True)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            kind = image.format
+    except (binascii.Error, ValueError, OSError):
+        return "Unable to decode the input image"
+    if kind != INPUT_TYPES[media_type]:
+        return f"The input image is {kind}, not {media_type}"
+    if len(data) > MAX_INPUT_BYTES:
+        return "The input image is larger than 10 MiB"
+    return data
+
+
 class FakeXAI(FakeProvider):
     api_key = "xai-fake-key"
 
@@ -81,6 +115,7 @@ class FakeXAI(FakeProvider):
         super().__init__()
         self.url_answers = False  # answer with URLs even when b64_json is asked (tests flip this)
         self.issued: set[str] = set()
+        self.received: list[bytes] = []  # decoded edit input images, in arrival order
         self._ids = itertools.count(1)
 
     def handle(self, request: Recorded) -> Reply:
@@ -102,6 +137,10 @@ class FakeXAI(FakeProvider):
             return error(INVALID_ARGUMENT, "Failed to deserialize the JSON body into the target type")
         if problem := self._check(body, edit):
             return problem
+        inputs = [input_image(image.get("url")) for image in body.get("images", [body.get("image")]) if edit]
+        if problems := [problem for problem in inputs if isinstance(problem, str)]:
+            return error(INVALID_ARGUMENT, problems[0])
+        self.received += [data for data in inputs if isinstance(data, bytes)]
         return self._trigger(body["prompt"]) or self._answer(body)
 
     def _check(self, body: dict[str, Any], edit: bool) -> Reply | None:

@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
+from PIL import Image
 
 from service.catalog import SHIPPED_MODELS, load_catalog
 from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.errors import (
+    BadRequest,
+    ContentPolicyViolation,
+    ModelNotAllowed,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from service.providers.base import ImageCallResult
 from service.providers.google import GEMINI_RATIOS, GoogleProvider
+from service.reference_images import ReferenceImage
 from service.sizes import Size
-from tests.fakes.base import png
-from tests.fakes.google import FakeGoogle
+from tests.fakes.base import jpeg, png
+from tests.fakes.google import IMAGE_TOKENS, FakeGoogle
 from tests.providers.conftest import call, run
 
 FLASH, PRO, IMAGEN = "gemini-2.5-flash-image", "gemini-3-pro-image-preview", "imagen-4.0-generate-001"
 FINAL = png(color=FakeGoogle.final_color)
+PHOTO = jpeg()
+REFERENCE = ReferenceImage(PHOTO, "image/jpeg", 8, 8)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +47,7 @@ def fake(server: FakeGoogle) -> FakeGoogle:
     """One server for the module (its shutdown is slow); each test starts with a clean record."""
     server.requests.clear()
     server.seen.clear()
+    server.received.clear()
     return server
 
 
@@ -68,6 +82,71 @@ def test_gemini_request_and_response(fake: FakeGoogle) -> None:
         None,
     )
     assert (result.upstream_request_id or "").startswith("resp-") and result.warnings == []
+    assert fake.received == []  # no reference image: the text part alone, as before
+
+
+def test_a_reference_image_is_an_inline_data_part_after_the_text(fake: FakeGoogle) -> None:
+    result = generate(
+        fake, FLASH, size=Size(1344, 756), prompt="make the sky stormy", reference_image=REFERENCE
+    )
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    assert sent.json == {
+        "contents": [{"role": "user", "parts": [
+            {"text": "make the sky stormy"},
+            {"inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(PHOTO).decode()}},
+        ]}],
+        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "16:9"}},
+    }  # fmt: skip
+    assert fake.received == [PHOTO]  # arrived intact and decodes as the JPEG it claims to be
+    assert [image.data for image in result.images] == [FINAL] and result.warnings == []
+    assert result.usage is not None
+    assert (result.usage.input_tokens, result.usage.input_image_tokens) == (7 + IMAGE_TOKENS, IMAGE_TOKENS)
+
+
+def test_a_png_reference_on_gemini_3_keeps_the_options_and_size_tier(fake: FakeGoogle) -> None:
+    reference = ReferenceImage(png(16, 12), "image/png", 16, 12)
+    generate(fake, PRO, size=Size(2688, 1512), reference_image=reference,
+             options={"responseModalities": ["TEXT", "IMAGE"], "seed": 7})  # fmt: skip
+    sent = fake.generation_requests()[0].json
+    assert sent["contents"][0]["parts"][1] == {
+        "inlineData": {"mimeType": "image/png", "data": base64.b64encode(reference.data).decode()}
+    }
+    image_config = {"aspectRatio": "16:9", "imageSize": "2K"}
+    assert sent["generationConfig"] == {
+        "responseModalities": ["TEXT", "IMAGE"],
+        "seed": 7,
+        "imageConfig": image_config,
+    }
+    assert fake.received == [reference.data]
+
+
+def test_a_gif_reference_is_sent_as_png(fake: FakeGoogle) -> None:
+    out = io.BytesIO()
+    Image.new("P", (12, 8), 2).save(out, format="GIF")
+    generate(fake, FLASH, reference_image=ReferenceImage(out.getvalue(), "image/gif", 12, 8))
+    blob = fake.generation_requests()[0].json["contents"][0]["parts"][1]["inlineData"]
+    assert blob["mimeType"] == "image/png"
+    (received,) = fake.received
+    with Image.open(io.BytesIO(received)) as image:
+        assert (image.format, image.size) == ("PNG", (12, 8))
+
+
+def test_an_edit_can_be_refused_like_a_generation(fake: FakeGoogle) -> None:
+    with pytest.raises(ContentPolicyViolation, match="PROHIBITED_CONTENT"):
+        generate(fake, FLASH, prompt="BLOCKME edit", reference_image=REFERENCE)
+    assert len(fake.generation_requests()) == 1 and fake.received == [PHOTO]  # checked, then refused
+
+
+def test_a_reference_whose_bytes_do_not_match_its_type_is_rejected_by_the_fake(fake: FakeGoogle) -> None:
+    with pytest.raises(BadRequest, match="Unable to process input image"):
+        generate(fake, FLASH, reference_image=ReferenceImage(png(), "image/jpeg", 8, 8))
+
+
+def test_imagen_refuses_a_reference_image_without_calling(fake: FakeGoogle) -> None:
+    with pytest.raises(ModelNotAllowed, match="cannot edit") as caught:
+        generate(fake, IMAGEN, reference_image=REFERENCE)
+    assert caught.value.param == "reference_image" and fake.requests == []
 
 
 def test_gemini_3_gets_an_image_size_tier_and_thought_parts_are_skipped(fake: FakeGoogle) -> None:
@@ -201,4 +280,5 @@ def test_catalog_sizes_map_exactly_to_supported_ratios() -> None:
     assert [m.id for m in models] == ["google/gemini-2.5-flash-image", "google/gemini-3-pro-image-preview"]
     for model in models:
         assert model.capabilities.max_images_per_call == 1
+        assert model.capabilities.reference_image  # every Gemini image model takes inlineData parts
         assert all(size.aspect_ratio in ratios for size in model.capabilities.sizes), model.id

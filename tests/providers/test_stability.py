@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
+from service.catalog import SHIPPED_MODELS, load_catalog
 from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.errors import (
+    BadRequest,
+    ContentPolicyViolation,
+    ModelNotAllowed,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from service.providers.base import ImageCallResult
 from service.providers.stability import StabilityProvider
+from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.stability import FakeStability, webp
@@ -30,6 +41,7 @@ def server() -> Iterator[FakeStability]:
 def fake(server: FakeStability) -> FakeStability:
     server.requests.clear()
     server.seen.clear()
+    server.received.clear()
     return server
 
 
@@ -65,6 +77,7 @@ def test_core_request_and_response(fake: FakeStability) -> None:
     assert result.images[0].media_type == "image/png" and result.images[0].revised_prompt is None
     assert result.usage is None and result.warnings == []
     assert result.upstream_request_id is not None and result.upstream_request_id.startswith("req-")
+    assert fake.received == []  # no reference image: no image part, text-to-image as before
 
 
 def test_sd3_models_go_to_sd3_with_a_model_field(fake: FakeStability) -> None:
@@ -195,3 +208,103 @@ def test_the_fake_speaks_both_encodings_and_only_multipart(fake: FakeStability) 
     assert refused.status_code == 400 and refused.json()["name"] == "bad_request"
     extra = httpx.post(url, headers=auth, files={"prompt": (None, "fox"), "model": (None, "sd3.5-large")})
     assert extra.status_code == 400 and "model" in extra.json()["errors"][0]
+
+
+SQUARE = ReferenceImage(png(64, 64), "image/png", 64, 64)
+
+
+def test_ultra_image_to_image_sends_the_file_and_strength_in_the_same_request(fake: FakeStability) -> None:
+    result = generate(fake, "stable-image-ultra", output_format="jpeg", reference_image=SQUARE,
+                      options={"strength": 0.3, "style_preset": "anime"})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v2beta/stable-image/generate/ultra"
+    assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert sent.form == {"prompt": "a red fox in snow", "strength": "0.3", "output_format": "jpeg",
+                         "style_preset": "anime", "image": SQUARE.data}  # fmt: skip
+    assert b'name="image"; filename="reference.png"\r\nContent-Type: image/png' in sent.body
+    assert fake.received == [SQUARE.data]  # the bytes arrived intact and decode
+    assert [(i.data, i.media_type) for i in result.images] == [(jpeg(64, 64), "image/jpeg")]
+    assert result.warnings == []
+
+
+def test_sd3_image_to_image_has_a_mode_no_aspect_ratio_and_strength_defaults_to_half(
+    fake: FakeStability,
+) -> None:
+    photo = ReferenceImage(jpeg(96, 64), "image/jpeg", 96, 64)
+    result = generate(fake, "sd3.5-large", size=Size(1536, 1024), reference_image=photo,
+                      options={"cfg_scale": 4, "seed": 9})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v2beta/stable-image/generate/sd3"
+    assert sent.form == {"prompt": "a red fox in snow", "model": "sd3.5-large", "mode": "image-to-image",
+                         "strength": "0.5", "cfg_scale": "4", "seed": "9", "image": photo.data}  # fmt: skip
+    assert fake.received == [photo.data]
+    assert [(i.data, i.media_type) for i in result.images] == [(png(96, 64), "image/png")]
+    assert result.warnings == []  # 1536x1024 is the reference's own 3:2
+
+
+def test_a_size_of_another_shape_is_ignored_with_a_warning(fake: FakeStability) -> None:
+    result = generate(fake, "sd3.5-medium", size=Size(1536, 864), reference_image=SQUARE)
+    assert "aspect_ratio" not in fake.generation_requests()[0].form
+    assert result.warnings == ["size 1536x864 ignored: image-to-image keeps the reference image's shape"]
+
+
+def test_a_gif_reference_is_sent_as_png(fake: FakeStability) -> None:
+    out = io.BytesIO()
+    Image.new("P", (64, 80), 3).save(out, format="GIF")
+    generate(fake, "stable-image-ultra", size=Size(1024, 1280), reference_image=ReferenceImage(
+        out.getvalue(), "image/gif", 64, 80))  # fmt: skip
+    (received,) = fake.received
+    with Image.open(io.BytesIO(received)) as image:
+        assert (image.format, image.size) == ("PNG", (64, 80))
+    assert b'filename="reference.png"\r\nContent-Type: image/png' in fake.generation_requests()[0].body
+
+
+def test_core_takes_no_reference_image(fake: FakeStability) -> None:
+    with pytest.raises(ModelNotAllowed) as caught:
+        generate(fake, "stable-image-core", reference_image=SQUARE)
+    assert caught.value.param == "reference_image" and fake.requests == []
+
+
+def test_bad_strengths_and_tiny_references_are_refused_before_calling(fake: FakeStability) -> None:
+    for strength in (1.5, -0.1, "0.5", True):
+        with pytest.raises(BadRequest) as caught:
+            generate(fake, "stable-image-ultra", reference_image=SQUARE, options={"strength": strength})
+        assert caught.value.param == "providerOptions.stability.strength"
+    with pytest.raises(BadRequest, match="64 to 16384 px") as caught:
+        generate(fake, "sd3.5-large", reference_image=ReferenceImage(png(), "image/png", 8, 8))
+    assert caught.value.param == "reference_image" and fake.requests == []
+
+
+def test_image_to_image_refusals(fake: FakeStability) -> None:
+    with pytest.raises(ContentPolicyViolation, match="flagged by our content moderation"):
+        generate(fake, "stable-image-ultra", prompt="BLOCKME edit", reference_image=SQUARE)
+    with pytest.raises(ContentPolicyViolation, match="CONTENT_FILTERED"):
+        generate(fake, "sd3.5-large", prompt="FILTERME edit", reference_image=SQUARE)
+    assert len(fake.generation_requests()) == 2  # never retried
+
+
+def test_the_fake_checks_image_to_image_forms(fake: FakeStability) -> None:
+    """The fake's own fidelity: the spec's prose rules and a decodable file part."""
+    auth = {"authorization": f"Bearer {FakeStability.api_key}"}
+    ultra = f"{fake.url}/v2beta/stable-image/generate/ultra"
+    sd3 = f"{fake.url}/v2beta/stable-image/generate/sd3"
+    image = ("in.png", png(64, 64), "image/png")
+    cases = [
+        (ultra, {"prompt": (None, "fox"), "image": image}, "strength: required"),
+        (ultra, {"prompt": (None, "fox"), "strength": (None, "0.5"), "image": (None, "abc")}, "file part"),
+        (ultra, {"prompt": (None, "fox"), "strength": (None, "0.5"), "image": ("x.png", b"nope")}, "decoded"),
+        (sd3, {"prompt": (None, "fox"), "strength": (None, "0.5"), "image": image}, "image-to-image"),
+        (sd3, {"prompt": (None, "fox"), "mode": (None, "image-to-image"), "strength": (None, "0.5"),
+               "aspect_ratio": (None, "1:1"), "image": image}, "aspect_ratio"),
+    ]  # fmt: skip
+    for url, files, match in cases:
+        answer = httpx.post(url, headers=auth, files=files)
+        assert answer.status_code == 400 and match in answer.json()["errors"][0], answer.text
+    assert fake.received == []
+
+
+def test_catalog_reference_image_flags() -> None:
+    flags = {m.id: m.capabilities.reference_image for m in load_catalog([SHIPPED_MODELS / "stability.yaml"])}
+    assert flags == {"stability/stable-image-ultra": True, "stability/stable-image-core": False,
+                     "stability/sd3.5-large": True, "stability/sd3.5-large-turbo": True,
+                     "stability/sd3.5-medium": True}  # fmt: skip

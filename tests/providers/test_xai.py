@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
+from service.catalog import SHIPPED_MODELS, load_catalog
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.xai import XAIProvider, aspect_and_resolution
+from service.reference_images import ReferenceImage
 from service.sizes import Size
-from tests.fakes.base import jpeg
+from tests.fakes.base import jpeg, png
 from tests.fakes.xai import FakeXAI
 from tests.providers.conftest import call, run
 
@@ -57,6 +62,7 @@ def test_request_and_response(fake: FakeXAI) -> None:
     assert result.upstream_request_id == "req-xai-1"
     assert result.warnings == ["xai reported cost_in_usd_ticks=400000000 (USD 0.040000)"]
     assert downloads(fake) == []
+    assert fake.received == []  # no reference image: a generation, no `image`, as before
 
 
 @pytest.mark.parametrize(
@@ -190,3 +196,99 @@ def test_the_deadline_bounds_the_call(fake: FakeXAI) -> None:
     with pytest.raises(UpstreamTimeout):
         generate(fake, prompt="SLOW", deadline=time.monotonic() + 0.5)
     assert time.monotonic() - started < 1.4
+
+
+def data_url(media_type: str, data: bytes) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def test_a_reference_image_makes_an_edit_with_a_data_url(fake: FakeXAI) -> None:
+    reference = ReferenceImage(png(), "image/png", 8, 8)
+    result = generate(
+        fake, n=2, size=Size(1536, 1024), prompt="make it watercolor", reference_image=reference
+    )
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/edits" and sent.headers["content-type"] == "application/json"
+    assert sent.json == {
+        "model": "grok-imagine-image", "prompt": "make it watercolor", "n": 2, "aspect_ratio": "3:2",
+        "resolution": "2k", "response_format": "b64_json",
+        "image": {"url": data_url("image/png", png()), "type": "image_url"},
+    }  # fmt: skip
+    assert fake.received == [png()]  # decoded intact, as the PNG the URL names
+    assert [image.data for image in result.images] == [jpeg(), jpeg()]
+    assert result.images[0].revised_prompt == "A detailed photo of make it watercolor"
+    assert result.warnings == ["xai reported cost_in_usd_ticks=400000000 (USD 0.040000)"]
+
+
+def test_an_edit_on_pro_with_auto_falls_back_to_the_size_ratio(fake: FakeXAI) -> None:
+    reference = ReferenceImage(jpeg(), "image/jpeg", 8, 8)
+    result = generate(fake, "grok-imagine-image-pro", size=Size(1024, 576), reference_image=reference,
+                      options={"aspect_ratio": "auto", "resolution": "2k"})  # fmt: skip
+    sent = fake.generation_requests()[0].json
+    assert (sent["model"], sent["aspect_ratio"], sent["resolution"]) == (
+        "grok-imagine-image-pro",
+        "16:9",
+        "2k",
+    )
+    assert sent["image"] == {"url": data_url("image/jpeg", jpeg()), "type": "image_url"}
+    assert (
+        "providerOptions.xai.aspect_ratio auto ignored: xai edits take a ratio; sent 16:9" in result.warnings
+    )
+    assert fake.received == [jpeg()]
+
+
+def test_a_gif_reference_is_sent_as_png(fake: FakeXAI) -> None:
+    out = io.BytesIO()
+    Image.new("P", (10, 6), 5).save(out, format="GIF")
+    generate(fake, reference_image=ReferenceImage(out.getvalue(), "image/gif", 10, 6))
+    assert fake.generation_requests()[0].json["image"]["url"].startswith("data:image/png;base64,")
+    (received,) = fake.received
+    with Image.open(io.BytesIO(received)) as image:
+        assert (image.format, image.size) == ("PNG", (10, 6))
+
+
+def test_a_reference_over_10_mib_is_refused_before_calling(fake: FakeXAI) -> None:
+    big = ReferenceImage(b"\0" * (10 * 1024 * 1024 + 1), "image/png", 8, 8)
+    with pytest.raises(BadRequest, match="10 MiB") as caught:
+        generate(fake, reference_image=big)
+    assert caught.value.param == "reference_image" and fake.requests == []
+
+
+def test_edits_are_moderated_like_generations(fake: FakeXAI) -> None:
+    reference = ReferenceImage(png(), "image/png", 8, 8)
+    with pytest.raises(ContentPolicyViolation, match="respect_moderation"):
+        generate(fake, prompt="BLOCKME edit", reference_image=reference)
+    with pytest.raises(ContentPolicyViolation, match="content moderation"):
+        generate(fake, prompt="BLOCKPROMPT edit", reference_image=reference)
+    assert [r.path for r in fake.generation_requests()] == ["/v1/images/edits"] * 2  # never retried
+
+
+def test_the_fake_checks_edit_images(fake: FakeXAI) -> None:
+    headers = {"Authorization": f"Bearer {FakeXAI.api_key}"}
+    url = f"{fake.url}/v1/images/edits"
+    base = {"model": "grok-imagine-image", "prompt": "x"}
+    image = {"url": data_url("image/png", png()), "type": "image_url"}
+    cases = [
+        ({}, "image or images is required"),
+        ({"image": {"url": "https://example.com/a.png"}}, "Failed to fetch"),
+        ({"image": {"url": data_url("image/jpeg", png())}}, "not image/jpeg"),
+        ({"image": {"url": data_url("image/gif", png())}}, "Unsupported image data URL"),
+        ({"image": {"url": "data:image/png;base64,!!"}}, "Unable to decode"),
+        ({"images": [image] * 4}, "At most 3"),
+        ({"image": image, "aspect_ratio": "auto"}, "only supported for generation"),
+    ]
+    for extra, message in cases:
+        answer = httpx.post(url, json={**base, **extra}, headers=headers)
+        assert answer.status_code == 400 and message in answer.json()["error"], extra
+    generations = f"{fake.url}/v1/images/generations"
+    answer = httpx.post(generations, json={**base, "image": image}, headers=headers)
+    assert answer.status_code == 400 and "only for edits" in answer.json()["error"]
+    assert fake.received == []
+
+
+def test_catalog_reference_image_flags() -> None:
+    catalog = load_catalog([SHIPPED_MODELS / "xai.yaml"])
+    assert {m.id: m.capabilities.reference_image for m in catalog} == {
+        "xai/grok-imagine-image": True,
+        "xai/grok-imagine-image-pro": True,
+    }
