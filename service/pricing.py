@@ -5,6 +5,10 @@ from __future__ import annotations
 from service.providers.base import ProviderUsage
 from service.validation import GenerationRequest
 
+# Upper bound of the input tokens one reference image is billed as (GPT image edits report up to
+# ~6,200 for a large image at high input fidelity), so the reservation covers edits too.
+REFERENCE_IMAGE_TOKENS = 6500
+
 
 def estimate_micros(request: GenerationRequest, prompt_tokens: int = 0) -> int:
     """The most the request can cost: every requested image delivered (and, for token-billed
@@ -14,6 +18,8 @@ def estimate_micros(request: GenerationRequest, prompt_tokens: int = 0) -> int:
     if price.tokens is not None:
         calls = -(-request.n // request.model.capabilities.max_images_per_call)
         estimate += _per_million(prompt_tokens * calls * price.tokens.text_input)
+        if request.reference is not None:
+            estimate += _per_million(REFERENCE_IMAGE_TOKENS * calls * price.tokens.image_input)
     return estimate
 
 

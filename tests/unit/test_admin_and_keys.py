@@ -47,3 +47,28 @@ def test_gcra_spaces_requests_after_the_burst() -> None:
     refused, unchanged = gcra(tat, 0.0, limit=2)
     assert not refused.allowed and unchanged is None and refused.retry_after_s == pytest.approx(30)
     assert gcra(tat, 30.0, limit=2)[0].allowed
+
+
+def test_token_billed_estimates_cover_the_prompt_and_a_reference_image() -> None:
+    from dataclasses import replace
+
+    from mg.v1 import image_generation_pb2 as pb
+
+    from service.catalog import load_catalog
+    from service.pricing import cost_micros, estimate_micros
+    from service.providers.base import ProviderUsage
+    from service.reference_images import ReferenceImage
+    from service.validation import validate
+
+    request = validate(
+        pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="x", quality="high"), load_catalog()
+    )
+    plain = estimate_micros(request, prompt_tokens=100)
+    assert plain == 167_000 + 500  # one high 1024x1024 image + 100 tokens at $5/M
+    edit = estimate_micros(
+        replace(request, reference=ReferenceImage(b"", "image/png", 8, 8)), prompt_tokens=100
+    )
+    assert edit == plain + 65_000  # 6,500 image tokens at $10/M
+    usage = ProviderUsage(input_tokens=1_100, output_tokens=4_160, input_image_tokens=1_000)
+    assert cost_micros(request, 1, usage) == 100 * 5 + 1_000 * 10 + 4_160 * 40  # micro-dollars
+    assert cost_micros(request, 1, usage) <= edit
