@@ -7,7 +7,7 @@ PROTOS  = $(shell find proto -name '*.proto')
 INSTALLED = $(VENV)/.installed
 GENERATED = $(GEN)/.generated
 
-.PHONY: install proto run test check lint typecheck proto-ts clean
+.PHONY: install proto run test check lint typecheck proto-ts bench clean
 
 install: $(INSTALLED)
 
@@ -44,6 +44,11 @@ typecheck: proto
 
 test: proto check
 	$(BIN)/pytest
+
+# Not part of `make test`: wrk loads the gateway and a fake upstream on loopback (see tests/bench/bench.py).
+bench: proto
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python tests/bench/bench.py
 
 clean:
 	rm -rf $(GEN) $(VENV) .mypy_cache .pytest_cache .ruff_cache

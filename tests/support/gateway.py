@@ -70,9 +70,9 @@ class GatewayProcess:
         self.mg("projects", "create", project, *options)
         return self.mg("keys", "create", "--project", project).stdout.strip()
 
-    def start(self, timeout_s: float = 60) -> GatewayProcess:
+    def start(self, timeout_s: float = 60, command_prefix: list[str] | None = None) -> GatewayProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            [*(command_prefix or []), sys.executable, "-m", "service", "serve"],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,328 @@
+"""`make bench`: what mg adds between a caller and a provider, measured against the direct path.
+
+A fast fake OpenAI Images upstream (fake_upstream.py) runs on loopback; the gateway runs on its
+default settings with a real key and every enforcement step on (rate limit raised out of the way),
+with OpenAI pointed at the fake. wrk (bounded: fixed duration and concurrency) loads the gateway
+and the fake directly, interleaved round by round so drift on a noisy machine hits both alike.
+
+Per scenario: requests/s, p50/p99 latency, errors, the ratio to direct, CPU ms per request of the
+gateway (Envoy + supervisor + workers), and peak RSS of the gateway. Idle RSS is measured after
+start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .mg/bench.json).
+
+    BENCH_PIN=1        gateway on CPU 1 (one worker, one Envoy thread), wrk + fake on CPU 0,
+                       exactly as shared/bench pins the peer gateways
+    BENCH_ROUNDS=2 BENCH_DURATION=8 BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.gateway import GatewayProcess  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+
+UPSTREAM_KEY = "sk-fake-upstream"
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PIN = os.environ.get("BENCH_PIN") == "1"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    concurrency: int
+    model: str  # as the gateway names it; direct gets the part after "/"
+    n: int = 1
+    fake_args: tuple[str, ...] = ()
+    duration_s: int = 0  # 0: BENCH_DURATION
+    timeout_s: int = 20
+    rounds: int = 0  # 0: BENCH_ROUNDS
+    pinned: bool = True  # pin when BENCH_PIN=1
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("small-c1", "tiny image, concurrency 1 (added latency)", 1, "openai/dall-e-3"),
+        Scenario("small-c32", "tiny image, concurrency 32 (per-request overhead)", 32, "openai/dall-e-3"),
+        Scenario("large-c16", "1.5 MB base64 image, concurrency 16", 16, "openai/dall-e-3",
+                 fake_args=("--b64-bytes", "1500000")),
+        Scenario("large8-c1", "8 images of 1.5 MB in one response, concurrency 1", 1, "openai/gpt-image-1",
+                 n=8, fake_args=("--b64-bytes", "1500000")),
+        Scenario("held-1000", "1,000 concurrent requests held 20 s by the upstream", 1000, "openai/dall-e-3",
+                 fake_args=("--delay-ms", "20000"), duration_s=30, timeout_s=40, rounds=1, pinned=False),
+    )
+}  # fmt: skip
+
+
+# --- process measurements (/proc)
+
+
+def tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
+            except (OSError, ValueError):
+                continue
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / CLK_TCK
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
+        except (OSError, ValueError):
+            continue
+    return total / 1024
+
+
+class PeakRss(threading.Thread):
+    """Peak RSS of a process tree, sampled every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_mb = 0.0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        pids = tree(self.pid)
+        while not self._halt.wait(0.1):
+            pids = tree(self.pid) if len(pids) < 3 else pids
+            self.peak_mb = max(self.peak_mb, rss_mb(pids))
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join(2)
+        return self.peak_mb
+
+
+# --- load
+
+
+def wrk(
+    url: str, key: str, body: dict[str, Any], concurrency: int, duration: int, timeout: int
+) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(body, f)
+    command = ["wrk", "-t", "2" if concurrency > 1 else "1", "-c", str(concurrency), "-d", f"{duration}s",
+               "--timeout", f"{timeout}s", "-s", str(HERE / "wrk_post.lua"),
+               "-H", f"Authorization: Bearer {key}", url]  # fmt: skip
+    if PIN:
+        command = ["taskset", "-c", "0", *command]
+    run = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_BODY_FILE": f.name},
+        timeout=duration + 60,
+    )
+    os.unlink(f.name)
+    line = next((x for x in run.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {run.stdout[-500:]} {run.stderr[-500:]}")
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = sum(raw[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"],
+        "errors": errors,
+        "rps": round(raw["requests"] / seconds, 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+    }
+
+
+class Fake:
+    def __init__(self, port: int, args: tuple[str, ...]) -> None:
+        command = [
+            sys.executable,
+            str(HERE / "fake_upstream.py"),
+            "--port",
+            str(port),
+            "--api-key",
+            UPSTREAM_KEY,
+            *args,
+        ]
+        if PIN:
+            command = ["taskset", "-c", "0", *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        import urllib.request
+
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=1)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("fake upstream did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def measure(target: str, scenario: Scenario, url: str, key: str, gateway_pid: int | None) -> dict[str, Any]:
+    model = scenario.model if target == "mg" else scenario.model.split("/", 1)[1]
+    body = {
+        "model": model,
+        "prompt": "a watercolor fox in a snowy forest",
+        "n": scenario.n,
+        "size": "1024x1024",
+    }
+    duration = scenario.duration_s or int(os.environ.get("BENCH_DURATION", "8"))
+    if scenario.concurrency <= 64:
+        wrk(url, key, body, scenario.concurrency, 2, scenario.timeout_s)  # warm-up
+    pids = tree(gateway_pid) if gateway_pid else []
+    peak = PeakRss(gateway_pid) if gateway_pid else None
+    if peak:
+        peak.start()
+    cpu_before = cpu_s(pids)
+    result = wrk(url, key, body, scenario.concurrency, duration, scenario.timeout_s)
+    if peak:
+        result["peak_rss_mb"] = round(peak.stop(), 1)
+        result["cpu_ms_per_request"] = round(
+            (cpu_s(pids) - cpu_before) * 1000 / max(1, result["requests"]), 3
+        )
+    return result
+
+
+def start_gateway(upstream_port: int) -> GatewayProcess:
+    env = {
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "MG_DEFAULT_RPM": "100000000",
+        "MG_LOG_LEVEL": "warning",
+    }
+    # pinned: one core, so one worker and one Envoy thread; else the defaults (one per core)
+    workers = "1" if PIN else "0"
+    env.update(MG_WORKERS=workers, MG_ENVOY_CONCURRENCY=workers)
+    gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="mg-bench-")), env)
+    return gateway.start(command_prefix=["taskset", "-c", "1"] if PIN else [])
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install -y wrk (make bench does this)", file=sys.stderr)
+        return 1
+    names = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    upstream_port = free_port()
+    fake = Fake(upstream_port, ())
+    gateway = start_gateway(upstream_port)
+    assert gateway.process is not None
+    time.sleep(2)
+    report: dict[str, Any] = {
+        "pinned": PIN,
+        "idle_rss_mb": round(rss_mb(tree(gateway.process.pid)), 1),
+        "scenarios": {},
+    }
+    fake.stop()
+    try:
+        for name in names:
+            scenario = SCENARIOS[name]
+            fake = Fake(upstream_port, scenario.fake_args)
+            cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
+            order = ["mg", "direct"]
+            for round_ in range(scenario.rounds or rounds):
+                for target in order if round_ % 2 == 0 else order[::-1]:
+                    url = (
+                        gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
+                    ) + "/v1/images/generations"
+                    key = gateway.key if target == "mg" else UPSTREAM_KEY
+                    pid = gateway.process.pid if target == "mg" else None
+                    cells[target].append(measure(target, scenario, url, key, pid))
+            fake.stop()
+            report["scenarios"][name] = summarize(scenario, cells)
+            print(f"{name}: {json.dumps(report['scenarios'][name])}", file=sys.stderr, flush=True)
+    finally:
+        gateway.stop()
+    out = Path(os.environ.get("BENCH_OUT", ROOT / ".mg" / "bench.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(table(report))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def median(target: str, key: str) -> float:
+        values = [c[key] for c in cells[target] if c.get(key) is not None]
+        return round(statistics.median(values), 3) if values else 0.0
+
+    mg, direct = ({k: median(t, k) for k in ("rps", "p50_ms", "p99_ms", "errors")} for t in ("mg", "direct"))
+    return {
+        "description": scenario.description,
+        "mg": {
+            **mg,
+            "cpu_ms_per_request": median("mg", "cpu_ms_per_request"),
+            "peak_rss_mb": median("mg", "peak_rss_mb"),
+        },
+        "direct": direct,
+        "rps_ratio": round(mg["rps"] / direct["rps"], 3) if direct["rps"] else None,
+        "added_p50_ms": round(mg["p50_ms"] - direct["p50_ms"], 3),
+        "p50_ratio": round(mg["p50_ms"] / direct["p50_ms"], 3) if direct["p50_ms"] else None,
+        "cells": cells,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    placement = "pinned: gateway on CPU 1" if report["pinned"] else "unpinned"
+    lines = [
+        f"mg benchmark ({placement}); idle RSS {report['idle_rss_mb']} MB",
+        "",
+        "| scenario | mg RPS | direct RPS | ratio | mg p50 / p99 ms | direct p50 / p99 ms | added p50 ms "
+        "| errors | CPU ms/req | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in report["scenarios"].items():
+        mg, direct = s["mg"], s["direct"]
+        lines.append(
+            f"| {name} | {mg['rps']} | {direct['rps']} | {s['rps_ratio']} "
+            f"| {mg['p50_ms']} / {mg['p99_ms']} | "
+            f"{direct['p50_ms']} / {direct['p99_ms']} | {s['added_p50_ms']} | {mg['errors']:g} | "
+            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
