@@ -19,13 +19,29 @@ def compose() -> dict[str, dict[str, dict[str, object]]]:
     return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
 
 
-def test_compose_runs_envoy_service_and_redis_from_one_image() -> None:
+def test_compose_runs_envoy_replicas_redis_and_object_storage() -> None:
     services = compose()["services"]
-    assert set(services) == {"envoy", "service", "redis"}
+    assert set(services) == {"envoy", "service", "redis", "minio", "minio-setup"}
     assert services["service"]["build"] == services["envoy"]["build"] == "."
     assert services["service"]["command"] == ["mg", "serve", "--no-envoy"]
+    assert "ports" not in services["service"]  # replicas: --scale service=N must not clash on a host port
     environment = services["service"]["environment"]
     assert isinstance(environment, dict) and environment["MG_GRPC_HOST"] == "0.0.0.0"
+    # shared state, so any replica serves any request
+    assert environment["MG_REDIS_URL"].startswith("redis://redis")
+    assert environment["MG_S3_BUCKET"] and environment["MG_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "MG_URL_SIGNING_KEY" in environment
+    assert "--appendonly" in services["redis"]["command"]
+
+
+def test_every_variable_compose_sets_is_a_setting_the_gateway_knows() -> None:
+    from service.config import PROVIDER_ENV, Settings
+
+    known = set(Settings().describe()) | {v for pair in PROVIDER_ENV.values() for v in pair[:2]}
+    for name in ("service", "envoy"):
+        environment = compose()["services"][name]["environment"]
+        assert isinstance(environment, dict)
+        assert set(environment) <= known, set(environment) - known
 
 
 def test_the_compose_edge_config_is_valid_envoy_config(tmp_path: Path) -> None:
