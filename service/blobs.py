@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,10 +41,14 @@ def valid_blob_id(blob_id: str) -> bool:
     return bool(_BLOB_ID.match(blob_id))
 
 
+# (files checked so far, files to check): for a progress line during long sweeps
+Progress = Callable[[int, int], None]
+
+
 class BlobStore(Protocol):
     async def put(self, blob_id: str, blob: Blob) -> None: ...
     async def get(self, blob_id: str) -> Blob | None: ...
-    async def delete_older_than(self, cutoff: float) -> int: ...
+    async def delete_older_than(self, cutoff: float, progress: Progress | None = None) -> int: ...
 
 
 class LocalBlobStore:
@@ -69,9 +74,10 @@ class LocalBlobStore:
             return None
         return Blob(data, meta["media_type"], meta["project_id"], meta["created_at"])
 
-    def _sweep(self, cutoff: float) -> int:
+    def _sweep(self, cutoff: float, progress: Progress | None) -> int:
         removed = 0
-        for meta_path in self._dir.glob("file_*.json"):
+        candidates = list(self._dir.glob("file_*.json"))
+        for checked, meta_path in enumerate(candidates, 1):
             try:
                 if json.loads(meta_path.read_text())["created_at"] < cutoff:
                     meta_path.unlink(missing_ok=True)
@@ -79,6 +85,9 @@ class LocalBlobStore:
                     removed += 1
             except (OSError, ValueError, KeyError):
                 continue
+            finally:
+                if progress is not None and (checked % 200 == 0 or checked == len(candidates)):
+                    progress(checked, len(candidates))
         return removed
 
     async def put(self, blob_id: str, blob: Blob) -> None:
@@ -87,8 +96,8 @@ class LocalBlobStore:
     async def get(self, blob_id: str) -> Blob | None:
         return await asyncio.to_thread(self._get, blob_id)
 
-    async def delete_older_than(self, cutoff: float) -> int:
-        return await asyncio.to_thread(self._sweep, cutoff) if self._dir.exists() else 0
+    async def delete_older_than(self, cutoff: float, progress: Progress | None = None) -> int:
+        return await asyncio.to_thread(self._sweep, cutoff, progress) if self._dir.exists() else 0
 
 
 class S3BlobStore:
@@ -150,7 +159,7 @@ class S3BlobStore:
             data, reply["ContentType"], meta.get("project-id", ""), float(meta.get("created-at", "0"))
         )
 
-    async def delete_older_than(self, cutoff: float) -> int:
+    async def delete_older_than(self, cutoff: float, progress: Progress | None = None) -> int:
         removed = 0
         paginator = self._client.get_paginator("list_objects_v2")
         pages = await asyncio.to_thread(
@@ -167,6 +176,8 @@ class S3BlobStore:
                 "delete_objects", Bucket=self._bucket, Delete={"Objects": stale[start : start + 1000]}
             )
             removed += len(stale[start : start + 1000])
+            if progress is not None:
+                progress(removed, len(stale))
         return removed
 
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service import admin
+from service.blobs import open_blob_store
 from service.catalog import CatalogError, catalog_for
 from service.config import Settings, SettingsError, load_settings
 from service.config_file import ConfigFileError, read_config_file
@@ -239,6 +241,26 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return _with_store(settings, run)
 
 
+# --- files
+
+
+def _cmd_files_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete hosted image files older than --older-than (default: MG_FILE_RETENTION_S), now."""
+    age_s = time.time() - admin.parse_since(args.older_than) if args.older_than else settings.file_retention_s
+    interactive = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        end = "" if interactive and done < total else "\n"
+        print(f"\rchecked {done}/{total} files", end=end, file=sys.stderr, flush=True)
+
+    async def run() -> int:
+        return await open_blob_store(settings).delete_older_than(time.time() - age_s, progress)
+
+    removed = asyncio.run(run())
+    print(f"deleted {removed} files older than {age_s:g} s")
+    return 0
+
+
 # --- usage
 
 
@@ -325,6 +347,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_parser("check", help="validate settings, the config file (MG_CONFIG) and the catalog")
 
+    files = commands.add_parser("files", help="hosted image files").add_subparsers(
+        dest="action", required=True
+    )
+    sweep = files.add_parser("sweep", help="delete files past the retention now (with progress)")
+    sweep.add_argument("--older-than", help="e.g. 24h, 7d (default: MG_FILE_RETENTION_S)")
+
     usage = commands.add_parser("usage", help="spend and images per model from the ledger")
     usage.add_argument("--project")
     usage.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
@@ -339,6 +367,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "keys": _cmd_keys,
     "usage": _cmd_usage,
     "config": _cmd_config_check,
+    "files": _cmd_files_sweep,
 }
 
 

@@ -70,3 +70,24 @@ def test_s3_store_round_trip_and_sweep(s3: S3Server) -> None:
         assert await store.get(blob_id) is None
 
     asyncio.run(go())
+
+
+def test_mg_files_sweep_deletes_old_files_and_shows_progress(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    async def seed() -> None:
+        store = LocalBlobStore(tmp_path / "files")
+        for age in (7200, 7200, 60):
+            await store.put(new_blob_id(), Blob(b"png", "image/png", "p", time.time() - age))
+
+    asyncio.run(seed())
+    env = {**os.environ, "MG_DATA_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "service", "files", "sweep", "--older-than", "1h"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert run.stdout.startswith("deleted 2 files")
+    assert "checked 3/3 files" in run.stderr
+    assert len(list((tmp_path / "files").glob("file_*.json"))) == 1
