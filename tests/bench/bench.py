@@ -246,35 +246,30 @@ def main() -> int:
     names = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     upstream_port = free_port()
-    fake = Fake(upstream_port, ())
-    gateway = start_gateway(upstream_port)
-    assert gateway.process is not None
-    time.sleep(2)
-    report: dict[str, Any] = {
-        "pinned": PIN,
-        "idle_rss_mb": round(rss_mb(tree(gateway.process.pid)), 1),
-        "scenarios": {},
-    }
-    fake.stop()
-    try:
-        for name in names:
-            scenario = SCENARIOS[name]
-            fake = Fake(upstream_port, scenario.fake_args)
-            cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
-            order = ["mg", "direct"]
+    report: dict[str, Any] = {"pinned": PIN, "idle_rss_mb": None, "scenarios": {}}
+    for name in names:
+        scenario = SCENARIOS[name]
+        fake = Fake(upstream_port, scenario.fake_args)
+        # A fresh gateway per scenario: Python keeps memory it once used, so a peak RSS measured
+        # after another scenario would partly be that scenario's.
+        gateway = start_gateway(upstream_port)
+        assert gateway.process is not None
+        cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
+        try:
+            time.sleep(2)
+            if report["idle_rss_mb"] is None:
+                report["idle_rss_mb"] = round(rss_mb(tree(gateway.process.pid)), 1)
             for round_ in range(scenario.rounds or rounds):
-                for target in order if round_ % 2 == 0 else order[::-1]:
-                    url = (
-                        gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
-                    ) + "/v1/images/generations"
+                for target in ("mg", "direct") if round_ % 2 == 0 else ("direct", "mg"):
+                    base = gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
                     key = gateway.key if target == "mg" else UPSTREAM_KEY
                     pid = gateway.process.pid if target == "mg" else None
-                    cells[target].append(measure(target, scenario, url, key, pid))
+                    cells[target].append(measure(target, scenario, base + "/v1/images/generations", key, pid))
+        finally:
+            gateway.stop()
             fake.stop()
-            report["scenarios"][name] = summarize(scenario, cells)
-            print(f"{name}: {json.dumps(report['scenarios'][name])}", file=sys.stderr, flush=True)
-    finally:
-        gateway.stop()
+        report["scenarios"][name] = summarize(scenario, cells)
+        print(f"{name}: {json.dumps(report['scenarios'][name])}", file=sys.stderr, flush=True)
     out = Path(os.environ.get("BENCH_OUT", ROOT / ".mg" / "bench.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
