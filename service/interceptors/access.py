@@ -12,12 +12,10 @@ import grpc
 from service.catalog import Catalog
 from service.config import PROVIDER_ENV
 from service.errors import ModelNotAllowed, Unavailable
-from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
 from service.interceptors.request_context import current_request
 from service.stores.base import Project
 from service.validation import validate
-
-GENERATE_IMAGES = "/mg.v1.ImageGeneration/GenerateImages"
 
 
 def model_allowed(project: Project, model_id: str) -> bool:
@@ -25,12 +23,11 @@ def model_allowed(project: Project, model_id: str) -> bool:
 
 
 class AccessInterceptor(UnaryInterceptor):
+    only_methods = GENERATE_ONLY
+
     def __init__(self, catalog: Catalog, available_providers: frozenset[str]) -> None:
         self._catalog = catalog
         self._available = available_providers
-
-    def applies_to(self, method: str) -> bool:
-        return method == GENERATE_IMAGES
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str

@@ -34,11 +34,10 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class AuthInterceptor(UnaryInterceptor):
+    except_methods = PUBLIC_METHODS
+
     def __init__(self, store: Store) -> None:
         self._store = store
-
-    def applies_to(self, method: str) -> bool:
-        return super().applies_to(method) and method not in PUBLIC_METHODS
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import grpc
 
 MG_API_PREFIX = "/mg.v1."
+GENERATE_IMAGES = "/mg.v1.ImageGeneration/GenerateImages"
+GENERATE_ONLY = frozenset({GENERATE_IMAGES})
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -15,8 +17,15 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 class UnaryInterceptor(grpc.aio.ServerInterceptor):
     """Subclasses implement `around`; other services (health checking) pass through untouched."""
 
+    # The calls this concern applies to: exactly `only_methods` when set, else every mg API method
+    # but `except_methods`.
+    only_methods: ClassVar[frozenset[str] | None] = None
+    except_methods: ClassVar[frozenset[str]] = frozenset()
+
     def applies_to(self, method: str) -> bool:
-        return method.startswith(MG_API_PREFIX)
+        if self.only_methods is not None:
+            return method in self.only_methods
+        return method.startswith(MG_API_PREFIX) and method not in self.except_methods
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str

@@ -36,8 +36,7 @@ from service.errors import (
     error_to_json,
 )
 from service.hosting import Hosting
-from service.interceptors.access import GENERATE_IMAGES
-from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
 from service.interceptors.request_context import RequestContext, current_request
 from service.stores.base import IdempotencyRecord, IdempotencyState, Store
 
@@ -73,6 +72,8 @@ def fingerprint(request: pb.GenerateImagesRequest) -> str:
 
 
 class IdempotencyInterceptor(UnaryInterceptor):
+    only_methods = GENERATE_ONLY
+
     def __init__(
         self, store: Store, lease_s: float, retention_s: float, upstream_limit_s: float, hosting: Hosting
     ) -> None:
@@ -82,9 +83,6 @@ class IdempotencyInterceptor(UnaryInterceptor):
         self._retention_s = retention_s
         self._upstream_limit_s = upstream_limit_s
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
-
-    def applies_to(self, method: str) -> bool:
-        return method == GENERATE_IMAGES
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str

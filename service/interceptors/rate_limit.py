@@ -26,12 +26,11 @@ def rate_limit_headers(decision: RateDecision) -> list[tuple[str, str]]:
 
 
 class RateLimitInterceptor(UnaryInterceptor):
+    except_methods = PUBLIC_METHODS
+
     def __init__(self, store: Store, default_rpm: int) -> None:
         self._store = store
         self._default_rpm = default_rpm
-
-    def applies_to(self, method: str) -> bool:
-        return super().applies_to(method) and method not in PUBLIC_METHODS
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str

@@ -8,18 +8,16 @@ from typing import Any
 
 import grpc
 
-from service.interceptors.access import GENERATE_IMAGES
-from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
 from service.interceptors.request_context import current_request
 from service.reference_images import ReferenceLimits, load_reference
 
 
 class ReferenceImageInterceptor(UnaryInterceptor):
+    only_methods = GENERATE_ONLY
+
     def __init__(self, limits: ReferenceLimits) -> None:
         self._limits = limits
-
-    def applies_to(self, method: str) -> bool:
-        return method == GENERATE_IMAGES
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str

@@ -17,8 +17,7 @@ from typing import Any
 import grpc
 
 from service.errors import BudgetExceeded, MgError, Unavailable
-from service.interceptors.access import GENERATE_IMAGES
-from service.interceptors.base import Behavior, UnaryInterceptor
+from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
 from service.interceptors.request_context import RequestContext, current_request
 from service.observability import record_charge
 from service.pricing import cost_micros, estimate_micros, usd
@@ -56,12 +55,11 @@ def ledger_entry(ctx: RequestContext, outcome: str, images: int, cost: int, inpu
 
 
 class SpendInterceptor(UnaryInterceptor):
+    only_methods = GENERATE_ONLY
+
     def __init__(self, store: Store, upstream_limit_s: float) -> None:
         self._store = store
         self._lease_s = upstream_limit_s + LEASE_MARGIN_S
-
-    def applies_to(self, method: str) -> bool:
-        return method == GENERATE_IMAGES
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
