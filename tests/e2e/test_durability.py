@@ -14,12 +14,7 @@ from tests.support.redis_server import PrivateRedis
 
 
 def post(gw: GatewayProcess, key: str) -> httpx.Response:
-    return httpx.post(
-        f"{gw.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": "local/sketch", "prompt": "x", "size": "256x256"},
-        timeout=60,
-    )
+    return gw.generate({"model": "local/sketch", "prompt": "x", "size": "256x256"}, key)
 
 
 def test_ledger_spend_and_keys_survive_a_restart(tmp_path: Path) -> None:

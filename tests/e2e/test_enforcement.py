@@ -38,13 +38,7 @@ def sdk(gw: GatewayProcess, key: str) -> openai.OpenAI:
 
 
 def post(gw: GatewayProcess, key: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    body = body or {"model": "local/sketch", "prompt": "a cat", "size": "256x256"}
-    return httpx.post(
-        f"{gw.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json=body,
-        timeout=60,
-    )
+    return gw.generate(body or {"model": "local/sketch", "prompt": "a cat", "size": "256x256"}, key)
 
 
 def project_json(gw: GatewayProcess, name: str) -> dict[str, Any]:

@@ -30,12 +30,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 
 def post(gw: GatewayProcess, body: dict[str, object], **headers: str) -> httpx.Response:
-    return httpx.post(
-        f"{gw.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {gw.key}", **headers},
-        json=body,
-        timeout=60,
-    )
+    return gw.generate(body, **headers)
 
 
 def test_url_responses_point_at_signed_gateway_files(gw: GatewayProcess) -> None:

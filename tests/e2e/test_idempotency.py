@@ -45,12 +45,8 @@ def post(
     header: str = "x-mg-idempotency-key",
     timeout: float = 60,
 ) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"}
-    if idem is not None:
-        headers[header] = idem
-    return httpx.post(
-        f"{gw.http_url}/v1/images/generations", headers=headers, json=body or BODY, timeout=timeout
-    )
+    headers = {header: idem} if idem is not None else {}
+    return gw.generate(body or BODY, key, timeout=timeout, **headers)
 
 
 def slow(delay_ms: int) -> dict[str, Any]:

@@ -25,12 +25,7 @@ def slow_request(gateway: GatewayProcess, delay_ms: int) -> httpx.Response:
         "size": "256x256",
         "providerOptions": {"local": {"delay_ms": delay_ms}},
     }
-    return httpx.post(
-        f"{gateway.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {gateway.key}"},
-        json=body,
-        timeout=60,
-    )
+    return gateway.generate(body)
 
 
 def test_a_generation_inside_the_max_duration_succeeds(short_gateway: GatewayProcess) -> None:

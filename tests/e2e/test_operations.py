@@ -33,12 +33,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 
 def post(gw: GatewayProcess, key: str, body: dict[str, object] = BODY, **headers: str) -> httpx.Response:
-    return httpx.post(
-        f"{gw.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}", **headers},
-        json=body,
-        timeout=60,
-    )
+    return gw.generate(body, key, **headers)
 
 
 def metric(gw: GatewayProcess, name: str, **labels: str) -> float:

@@ -16,12 +16,7 @@ BODY = {"model": "local/canvas", "prompt": "over a red square", "size": "256x256
 
 
 def post(gw: GatewayProcess, key: str, body: dict[str, object]) -> httpx.Response:
-    return httpx.post(
-        f"{gw.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json=body,
-        timeout=60,
-    )
+    return gw.generate(body, key)
 
 
 def test_a_base64_reference_changes_the_image(gateway: GatewayProcess) -> None:

@@ -17,12 +17,7 @@ ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def generate_raw(gateway: GatewayProcess, body: Any, **headers: str) -> httpx.Response:
-    return httpx.post(
-        f"{gateway.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {gateway.key}", **headers},
-        json=body,
-        timeout=60,
-    )
+    return gateway.generate(body, **headers)
 
 
 def images(response: httpx.Response) -> list[bytes]:

@@ -31,12 +31,7 @@ def generate(gateway: GatewayProcess, delay_ms: int = 0) -> httpx.Response:
         "size": "256x256",
         "providerOptions": {"local": {"delay_ms": delay_ms}},
     }
-    return httpx.post(
-        f"{gateway.http_url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {gateway.key}"},
-        json=body,
-        timeout=60,
-    )
+    return gateway.generate(body)
 
 
 def test_sigterm_lets_in_flight_generations_finish(tmp_path: Path) -> None:

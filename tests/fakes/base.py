@@ -115,6 +115,12 @@ class FakeProvider:
     def handle(self, request: Recorded) -> Reply:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Forget the requests and triggers seen, for a server reused across tests (subclasses
+        extend it with their own state)."""
+        self.requests.clear()
+        self.seen.clear()
+
     def once(self, key: str) -> bool:
         """True the first time `key` is seen."""
         with self._lock:

@@ -119,8 +119,7 @@ class FakeRecraft(FakeProvider):
 
     def reset(self) -> None:
         """Forget requests, triggers seen, served files and test switches (for a reused server)."""
-        self.requests.clear()
-        self.seen.clear()
+        super().reset()
         self.files: dict[str, tuple[bytes, str]] = {}
         self.always_url = False  # answer URLs even when b64_json was asked (exercises downloads)
         self.revised_prompts = False  # fill revised_prompt (in the model, not seen populated for V2/V3)

@@ -41,8 +41,7 @@ def server() -> Iterator[FakeBFL]:
 @pytest.fixture
 def fake(server: FakeBFL) -> FakeBFL:
     """The module's fake, as new (one server per module: each shutdown costs half a second)."""
-    server.requests.clear()
-    server.seen.clear()
+    server.reset()
     server.tasks.clear()
     server.credits = None
     server.sample_ttl_s = FakeBFL.sample_ttl_s

@@ -33,8 +33,7 @@ def server() -> Iterator[FakeSeedream]:
 
 @pytest.fixture
 def fake(server: FakeSeedream) -> FakeSeedream:
-    server.requests.clear()
-    server.seen.clear()
+    server.reset()
     server.references.clear()
     server.force_url = False
     return server

@@ -45,8 +45,7 @@ def server() -> Iterator[FakeGoogle]:
 @pytest.fixture
 def fake(server: FakeGoogle) -> FakeGoogle:
     """One server for the module (its shutdown is slow); each test starts with a clean record."""
-    server.requests.clear()
-    server.seen.clear()
+    server.reset()
     server.received.clear()
     return server
 

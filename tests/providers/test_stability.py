@@ -39,8 +39,7 @@ def server() -> Iterator[FakeStability]:
 
 @pytest.fixture
 def fake(server: FakeStability) -> FakeStability:
-    server.requests.clear()
-    server.seen.clear()
+    server.reset()
     server.received.clear()
     return server
 

@@ -10,6 +10,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.support.ports import free_port
 
@@ -54,6 +57,17 @@ class GatewayProcess:
             "MG_DEFAULT_RPM": "100000",
             **self.env_overrides,
         }
+
+    def generate(
+        self, body: Any, key: str | None = None, *, timeout: float = 60, **headers: str
+    ) -> httpx.Response:
+        """POST /v1/images/generations through Envoy, with `key` (default: the dev key)."""
+        return httpx.post(
+            f"{self.http_url}/v1/images/generations",
+            headers={"Authorization": f"Bearer {key or self.key}", **headers},
+            json=body,
+            timeout=timeout,
+        )
 
     def mg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the admin CLI against this gateway's store."""
