@@ -253,3 +253,31 @@ async def test_records_expire_after_their_retention(store: Store) -> None:
     await store.finish_idempotency("p", "k", "req1", succeeded("req1", b"img"), keep_s=0.2)
     await asyncio.sleep(0.3)
     assert (await store.claim_idempotency("p", "k", "fp2", "req2", lease_s=30)).claimed
+
+
+async def test_sqlite_waits_for_another_processs_lock_without_blocking_the_loop(tmp_path: Path) -> None:
+    """The event-loop connection never waits for a lock; a busy operation is rerun on the store
+    thread, which waits, while the loop keeps running."""
+    import sqlite3
+    import threading
+
+    store = SqliteStore(tmp_path / "locked.sqlite3")
+    await store.ping()  # schema created
+    holder = sqlite3.connect(tmp_path / "locked.sqlite3", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    threading.Timer(0.5, lambda: holder.execute("COMMIT")).start()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    decision = await store.hit_rate_limit("k", 10)
+    ticker.cancel()
+    assert decision.allowed
+    assert ticks >= 20  # the loop ran while the operation waited ~0.5 s for the lock
+    holder.close()
+    await store.close()
