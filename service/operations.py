@@ -15,7 +15,8 @@ from service.errors import MgError, Unavailable
 from service.stores.base import Store
 
 log = logging.getLogger(__name__)
-SERVICE_NAMES = ("", "mg.v1.ImageGeneration")
+# gRPC health answers for the server as a whole ("") and for the image service by name.
+SERVICE_NAMES = ("", pb.DESCRIPTOR.services_by_name["ImageGeneration"].full_name)
 
 
 async def store_check(store: Store) -> str:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service.blobs import BlobStore, open_blob_store, sweep_forever
 from service.catalog import Catalog, catalog_for
@@ -30,15 +29,14 @@ from service.interceptors.reference import ReferenceImageInterceptor
 from service.interceptors.request_context import RequestContextInterceptor
 from service.interceptors.spend import SpendInterceptor
 from service.observability import configure_logging
-from service.operations import add_operations, follow_store_health
+from service.operations import SERVICE_NAMES, add_operations, follow_store_health
 from service.providers import build_providers
 from service.reference_images import ReferenceLimits, parse_networks
-from service.servicer import ImageGenerationServicer
+from service.servicer import ImageGenerationServicer, add_image_generation
 from service.stores import open_store
 from service.stores.base import Store
 
 log = logging.getLogger("mg.worker")
-SERVICE_NAME = "mg.v1.ImageGeneration"
 
 
 def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
@@ -114,11 +112,11 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         interceptors=interceptors(settings, store, catalog, idempotency, frozenset(providers)),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
-    pb_grpc.add_ImageGenerationServicer_to_server(servicer, server)
+    add_image_generation(servicer, server)
     add_operations(server, store)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
+    for name in SERVICE_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return Worker(server, port, health_servicer, store, idempotency, blobs)

@@ -2,6 +2,10 @@
 
 Everything around a call (request id, auth, rate limit, model access and validation, spend) is an
 interceptor; errors are raised as `MgError` and rendered by the request-context interceptor.
+
+GenerateImagesJson (the REST binding) is GenerateImages with another response serializer: the
+interceptors (idempotency replays included) see one response type, ImagesResponse, whichever way
+the call came, and only the bytes on the wire differ (rest_json.as_http_body).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from service.hosting import Hosting
 from service.interceptors.access import model_allowed
 from service.interceptors.request_context import current_request
 from service.responses import images_response, models_response
+from service.rest_json import as_http_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
+SERVICE = pb.DESCRIPTOR.services_by_name["ImageGeneration"].full_name
 
 
 class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
@@ -50,3 +56,32 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
         blob, valid_for_s = await self._hosting.fetch(request.id, request.exp, request.sig)
         current_request().response_headers.append(("cache-control", f"private, max-age={valid_for_s}"))
         return httpbody_pb2.HttpBody(content_type=blob.media_type, data=blob.data)
+
+
+def add_image_generation(servicer: pb_grpc.ImageGenerationServicer, server: grpc.aio.Server) -> None:
+    """The generated `add_ImageGenerationServicer_to_server`, but GenerateImagesJson runs
+    GenerateImages and serializes its ImagesResponse as an HttpBody of JSON."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "GenerateImages": grpc.unary_unary_rpc_method_handler(
+            servicer.GenerateImages,
+            request_deserializer=pb.GenerateImagesRequest.FromString,
+            response_serializer=pb.ImagesResponse.SerializeToString,
+        ),
+        "GenerateImagesJson": grpc.unary_unary_rpc_method_handler(
+            servicer.GenerateImages,
+            request_deserializer=pb.GenerateImagesRequest.FromString,
+            response_serializer=as_http_body,
+        ),
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            servicer.ListModels,
+            request_deserializer=pb.ListModelsRequest.FromString,
+            response_serializer=pb.ListModelsResponse.SerializeToString,
+        ),
+        "GetFile": grpc.unary_unary_rpc_method_handler(
+            servicer.GetFile,
+            request_deserializer=pb.GetFileRequest.FromString,
+            response_serializer=httpbody_pb2.HttpBody.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

@@ -8,8 +8,10 @@ from typing import Any, ClassVar, cast
 import grpc
 
 MG_API_PREFIX = "/mg.v1."
-GENERATE_IMAGES = "/mg.v1.ImageGeneration/GenerateImages"
-GENERATE_ONLY = frozenset({GENERATE_IMAGES})
+# GenerateImages (gRPC) and GenerateImagesJson (its REST binding): one call, two response encodings.
+GENERATE_ONLY = frozenset(
+    {"/mg.v1.ImageGeneration/GenerateImages", "/mg.v1.ImageGeneration/GenerateImagesJson"}
+)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 

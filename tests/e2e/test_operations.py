@@ -69,7 +69,8 @@ def test_metrics_move_with_requests(gw: GatewayProcess) -> None:
     assert metric(gw, "mg_spend_usd_total", **labels) == pytest.approx(0.003)
     assert metric(gw, "mg_idempotent_total", outcome="replay") >= 1
     assert metric(gw, "mg_rejections_total", reason="rate_limit") >= 1
-    assert metric(gw, "mg_request_duration_seconds_count", method="GenerateImages", model="local/sketch") >= 5
+    rest_calls = {"method": "GenerateImagesJson", "model": "local/sketch"}  # the REST binding's RPC
+    assert metric(gw, "mg_request_duration_seconds_count", **rest_calls) >= 5
     assert metric(gw, "mg_upstream_duration_seconds_count", provider="local") >= 3
     assert metric(gw, "mg_generations_in_flight") == 0
 

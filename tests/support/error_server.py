@@ -17,6 +17,7 @@ from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service import errors
 from service.interceptors.request_context import RequestContextInterceptor
+from service.servicer import add_image_generation
 
 BY_NAME = {error.__name__: error for error in errors.ALL_ERRORS}
 
@@ -37,7 +38,7 @@ class RaisingServicer(pb_grpc.ImageGenerationServicer):  # type: ignore[misc]
 
 async def main(port: int) -> None:
     server = grpc.aio.server(interceptors=[RequestContextInterceptor(max_duration_s=300)])
-    pb_grpc.add_ImageGenerationServicer_to_server(RaisingServicer(), server)
+    add_image_generation(RaisingServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print("serving", flush=True)
