@@ -12,7 +12,6 @@ bombs are refused before they are decoded). Every refusal is a 400 naming `refer
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import io
 import ipaddress
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+import pybase64
 from PIL import Image
 
 from service.errors import BadRequest
@@ -122,7 +122,7 @@ def _decode_base64(value: str) -> bytes:
         if ";base64" not in header:
             raise refused("A data: URL reference_image must be base64-encoded.")
     try:
-        return base64.b64decode(value, validate=True)
+        return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise refused("reference_image is neither base64 image data nor an http(s) URL.") from None
 

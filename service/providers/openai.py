@@ -27,13 +27,13 @@ import binascii
 import io
 from typing import Any
 
-import httpx
 from PIL import Image
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest
 from service.images import sniff_media_type
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
+from service.providers.http import HttpResponse
 from service.providers.upstream import Upstream, data_items, decode_image
 from service.reference_images import ReferenceImage, png_with_alpha
 
@@ -182,7 +182,7 @@ class OpenAIProvider:
         return self._result(payload, response, warnings)
 
     def _result(
-        self, payload: dict[str, Any], response: httpx.Response, warnings: list[str]
+        self, payload: dict[str, Any], response: HttpResponse, warnings: list[str]
     ) -> ImageCallResult:
         """The answer of either endpoint (same shape): base64 images, usage, request id."""
         images = []

@@ -187,15 +187,11 @@ class StabilityProvider:
     async def generate(self, call: ImageCall) -> ImageCallResult:
         path, form, warnings = request_form(call)
         headers = {"stability-client-user-id": call.user[:MAX_HEADER_CHARS]} if call.user else {}
-        # Every field as a part without a filename: httpx then sends multipart/form-data, not a
-        # urlencoded body, and the provider sees plain text fields.
-        files: list[tuple[str, tuple[str | None, str | bytes, str | None]]] = [
-            (name, (None, value, None)) for name, value in form.items()
-        ]
+        files = {}
         if call.reference_image is not None:
-            files.append(("image", await asyncio.to_thread(image_part, call.reference_image)))
+            files["image"] = await asyncio.to_thread(image_part, call.reference_image)
         payload, response = await self._upstream.json_object(
-            "POST", path, call.deadline, files=files, headers=headers
+            "POST", path, call.deadline, data=form, files=files, headers=headers
         )
         finish_reason = payload.get("finish_reason")
         if finish_reason == "CONTENT_FILTERED":

@@ -97,6 +97,21 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     return form
 
 
+def file_parts(content_type: str, body: bytes) -> dict[str, tuple[str, str]]:
+    """name -> (filename, content type) of the parts of a multipart body that carry a filename."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    return {
+        str(part.get_param("name", header="content-disposition")): (
+            str(part.get_filename()),
+            part.get_content_type(),
+        )
+        for part in message.iter_parts()
+        if part.get_filename()
+    }
+
+
 class FakeProvider:
     """Subclasses implement `handle`; `url` is the base URL to give the adapter."""
 

@@ -6,8 +6,9 @@ import base64
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
@@ -228,13 +229,16 @@ def answer_with(payload: object) -> ImageCallResult:
     """The adapter's reading of a 200 body the fake never sends (shapes from the SDK schema)."""
 
     async def go() -> ImageCallResult:
-        transport = httpx.MockTransport(lambda request: httpx.Response(200, json=payload))
-        upstream = Upstream("bytedance", "http://ark.invalid/api/v3", {}, is_refusal, transport=transport)
-        provider = BytedanceProvider(upstream)
-        try:
-            return await provider.generate(call(V4, size=Size(2048, 2048)))
-        finally:
-            await provider.aclose()
+        async def answer(request: web.BaseRequest) -> web.Response:
+            return web.json_response(payload)
+
+        async with RawTestServer(answer) as server:
+            upstream = Upstream("bytedance", str(server.make_url("/api/v3")), {}, is_refusal)
+            provider = BytedanceProvider(upstream)
+            try:
+                return await provider.generate(call(V4, size=Size(2048, 2048)))
+            finally:
+                await provider.aclose()
 
     return run(go())
 

@@ -16,7 +16,7 @@ from service.providers.base import ImageCallResult
 from service.providers.recraft import RecraftProvider
 from service.reference_images import ReferenceImage
 from service.sizes import Size
-from tests.fakes.base import jpeg, png
+from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.recraft import FakeRecraft, webp
 from tests.providers.conftest import call, run
 
@@ -212,7 +212,7 @@ def test_a_reference_image_goes_to_image_to_image_as_multipart(fake: FakeRecraft
         "response_format": "b64_json", "image_format": "webp", "style": "realistic_image",
         "substyle": "hdr", "negative_prompt": "blur", "random_seed": "7",
     }  # fmt: skip
-    assert b'filename="reference.png"' in sent.body and b"Content-Type: image/png" in sent.body
+    assert file_parts(sent.headers["content-type"], sent.body) == {"image": ("reference.png", "image/png")}
     assert fake.inputs == [image]  # arrived intact and decoded
     assert [(i.data, i.media_type) for i in result.images] == [(webp(), "image/webp")] * 2
     assert result.warnings == [] and result.usage is None
@@ -227,7 +227,7 @@ def test_image_to_image_defaults_and_what_it_drops(fake: FakeRecraft) -> None:
     sent = fake.generation_requests()[0]
     assert sent.form == {"image": image, "model": "recraftv2", "prompt": "a red fox in snow", "n": "1",
                          "strength": "1", "response_format": "b64_json"}  # fmt: skip
-    assert b'filename="reference.jpg"' in sent.body
+    assert file_parts(sent.headers["content-type"], sent.body) == {"image": ("reference.jpg", "image/jpeg")}
     for word in ("controls", "text_layout", "size 1024x1024"):
         assert any(word in w for w in result.warnings), word
     generate(fake, reference_image=reference())

@@ -24,7 +24,7 @@ from service.providers.base import ImageCallResult
 from service.providers.stability import StabilityProvider
 from service.reference_images import ReferenceImage
 from service.sizes import Size
-from tests.fakes.base import jpeg, png
+from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.stability import FakeStability, webp
 from tests.providers.conftest import call, run
 
@@ -220,7 +220,7 @@ def test_ultra_image_to_image_sends_the_file_and_strength_in_the_same_request(fa
     assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
     assert sent.form == {"prompt": "a red fox in snow", "strength": "0.3", "output_format": "jpeg",
                          "style_preset": "anime", "image": SQUARE.data}  # fmt: skip
-    assert b'name="image"; filename="reference.png"\r\nContent-Type: image/png' in sent.body
+    assert file_parts(sent.headers["content-type"], sent.body) == {"image": ("reference.png", "image/png")}
     assert fake.received == [SQUARE.data]  # the bytes arrived intact and decode
     assert [(i.data, i.media_type) for i in result.images] == [(jpeg(64, 64), "image/jpeg")]
     assert result.warnings == []
@@ -255,7 +255,8 @@ def test_a_gif_reference_is_sent_as_png(fake: FakeStability) -> None:
     (received,) = fake.received
     with Image.open(io.BytesIO(received)) as image:
         assert (image.format, image.size) == ("PNG", (64, 80))
-    assert b'filename="reference.png"\r\nContent-Type: image/png' in fake.generation_requests()[0].body
+    sent = fake.generation_requests()[0]
+    assert file_parts(sent.headers["content-type"], sent.body) == {"image": ("reference.png", "image/png")}
 
 
 def test_core_takes_no_reference_image(fake: FakeStability) -> None:
