@@ -5,8 +5,10 @@ fields printed when set, 64-bit integers as strings, bytes as standard base64).
 Why the worker and not the transcoder: the transcoder base64-encodes `bytes` fields itself at about
 4 ms of Envoy CPU per MB of image (FINDINGS.md, `make bench`), which made it the bottleneck of every
 image response. POST /v1/images/generations is bound to GenerateImagesJson, which answers a
-google.api.HttpBody whose data is this JSON (pybase64 + orjson: ~0.1 ms per MB); Envoy passes it
-through. tests/unit/test_rest_json.py holds it to protobuf's own json_format.
+google.api.HttpBody whose data is this JSON (pybase64: ~0.03 ms per MB); Envoy passes it through.
+The JSON is assembled from pieces, each image's base64 one piece, so image bytes are copied as
+few times as possible on their way to the frame. tests/unit/test_rest_json.py holds it to
+protobuf's own json_format.
 
 Covers the field types response messages use; floats and well-known types (Struct, Timestamp, ...)
 have mappings of their own and are refused rather than printed wrongly.
@@ -18,7 +20,6 @@ from typing import Any
 
 import orjson
 import pybase64
-from google.api import httpbody_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -37,44 +38,82 @@ _INT64_TYPES = frozenset(
 _UNSUPPORTED_TYPES = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
 
 
-def message_to_dict(message: Message) -> dict[str, Any]:
-    descriptor = message.DESCRIPTOR
-    if descriptor.full_name.startswith("google.protobuf."):
-        raise TypeError(f"{descriptor.full_name} has its own JSON mapping; not supported here")
-    out: dict[str, Any] = {}
-    for field, value in message.ListFields():
-        entry = field.message_type
-        if field.is_repeated and entry is not None and entry.GetOptions().map_entry:
-            value_field = entry.fields_by_name["value"]
-            out[field.name] = {str(k): _value(value_field, v) for k, v in value.items()}
-        elif field.is_repeated:
-            out[field.name] = [_value(field, item) for item in value]
-        else:
-            out[field.name] = _value(field, value)
-    return out
-
-
 def message_to_json(message: Message) -> bytes:
-    return orjson.dumps(message_to_dict(message))
+    return b"".join(_json_chunks(message))
 
 
 def as_http_body(message: Message) -> bytes:
-    """The serialized google.api.HttpBody carrying `message` as JSON (a gRPC response serializer)."""
-    body = httpbody_pb2.HttpBody(content_type=JSON_CONTENT_TYPE, data=message_to_json(message))
-    return body.SerializeToString()  # type: ignore[no-any-return]
+    """The serialized google.api.HttpBody carrying `message` as JSON (a gRPC response serializer).
+
+    Written as protobuf wire bytes directly (field 1 content_type, field 2 data; the encoding
+    HttpBody.SerializeToString gives, checked by the tests) so that a response of several images is
+    copied once into the frame, not three more times through an HttpBody message."""
+    chunks = _json_chunks(message)
+    return b"".join([_HTTP_BODY_HEAD, _varint(sum(map(len, chunks))), *chunks])
 
 
-def _value(field: FieldDescriptor, value: Any) -> Any:
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_CONTENT_TYPE = JSON_CONTENT_TYPE.encode()
+_HTTP_BODY_HEAD = b"\x0a" + _varint(len(_CONTENT_TYPE)) + _CONTENT_TYPE + b"\x12"
+
+
+def _json_chunks(message: Message) -> list[bytes]:
+    """The JSON text as a list of pieces; base64 images are pieces of their own (never re-copied)."""
+    out: list[bytes] = []
+    _write_message(message, out)
+    return out
+
+
+def _write_message(message: Message, out: list[bytes]) -> None:
+    descriptor = message.DESCRIPTOR
+    if descriptor.full_name.startswith("google.protobuf."):
+        raise TypeError(f"{descriptor.full_name} has its own JSON mapping; not supported here")
+    out.append(b"{")
+    for index, (field, value) in enumerate(message.ListFields()):
+        out.append(b',"' if index else b'"')
+        out.append(field.name.encode())  # proto field names are [A-Za-z0-9_]: nothing to escape
+        out.append(b'":')
+        entry = field.message_type
+        if field.is_repeated and entry is not None and entry.GetOptions().map_entry:
+            value_field = entry.fields_by_name["value"]
+            out.append(b"{")
+            for position, (key, item) in enumerate(value.items()):
+                out.append(b"," if position else b"")
+                out.append(orjson.dumps(str(key)))
+                out.append(b":")
+                _write_value(value_field, item, out)
+            out.append(b"}")
+        elif field.is_repeated:
+            out.append(b"[")
+            for position, item in enumerate(value):
+                out.append(b"," if position else b"")
+                _write_value(field, item, out)
+            out.append(b"]")
+        else:
+            _write_value(field, value, out)
+    out.append(b"}")
+
+
+def _write_value(field: FieldDescriptor, value: Any, out: list[bytes]) -> None:
     kind = field.type
     if kind == FieldDescriptor.TYPE_MESSAGE:
-        return message_to_dict(value)
-    if kind == FieldDescriptor.TYPE_BYTES:
-        return pybase64.b64encode_as_string(value)
-    if kind in _INT64_TYPES:
-        return str(value)
-    if kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+        _write_message(value, out)
+    elif kind == FieldDescriptor.TYPE_BYTES:
+        out.extend((b'"', pybase64.b64encode(value), b'"'))
+    elif kind in _INT64_TYPES:
+        out.append(b'"%d"' % value)
+    elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
         number = field.enum_type.values_by_number.get(value)
-        return number.name if number is not None else value
-    if kind in _UNSUPPORTED_TYPES:
+        out.append(orjson.dumps(number.name if number is not None else value))
+    elif kind in _UNSUPPORTED_TYPES:
         raise TypeError(f"{field.full_name}: float fields are not printed here (json_format rounds them)")
-    return value
+    else:
+        out.append(orjson.dumps(value))

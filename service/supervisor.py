@@ -33,6 +33,11 @@ from service.edge import EnvoyProcess, write_edge_files
 log = logging.getLogger("mg")
 START_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.1
+# glibc hands every large block (an image, a response) back to the kernel when it is freed, so the
+# next one is paged in afresh, at about 1 ms per MB on this kind of machine (building an 8-image
+# ImagesResponse: 12.8 ms; with these, 2.2 ms). Workers keep freed memory for reuse instead: blocks
+# up to 64 MB come from the heap, which is trimmed only past 128 MB free. The environment wins.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
 
 class StartupError(RuntimeError):
@@ -62,7 +67,7 @@ class WorkerProcess:
                 pass_fds=(write_fd,),
                 stdin=subprocess.DEVNULL,
                 # prometheus_client's multiprocess mode: each worker writes its values here
-                env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
+                env={**MALLOC_TUNING, **os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
             )
         finally:
             os.close(write_fd)

@@ -99,11 +99,13 @@ def test_types_with_their_own_mapping_are_refused_not_misprinted(message: Messag
         message_to_json(message)
 
 
-def test_http_body_carries_the_json() -> None:
-    response = MESSAGES[1]
-    body = httpbody_pb2.HttpBody.FromString(as_http_body(response))
-    assert body.content_type == "application/json"
-    assert json.loads(body.data) == expected(response)
+@pytest.mark.parametrize("image_bytes", [0, 50, 200, 20_000, 3_000_000])  # 1- to 4-byte length varints
+def test_http_body_is_what_protobuf_would_serialize(image_bytes: int) -> None:
+    response = pb.ImagesResponse(id="img_1", data=[pb.Image(b64_json=PNG[:8] + bytes(image_bytes))])
+    wire = as_http_body(response)
+    want = httpbody_pb2.HttpBody(content_type="application/json", data=message_to_json(response))
+    assert wire == want.SerializeToString()
+    assert json.loads(httpbody_pb2.HttpBody.FromString(wire).data) == expected(response)
 
 
 class _RecordingServer:
