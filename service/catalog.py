@@ -36,6 +36,11 @@ SHIPPED_MODELS = Path(__file__).with_name("models")
 MICROS_PER_USD = 1_000_000
 
 
+def usd(micros: int) -> str:
+    """Micro-dollars as dollars for people: 1234567 -> "$1.234567", 40000 -> "$0.04"."""
+    return f"${micros / MICROS_PER_USD:,.6f}".rstrip("0").rstrip(".")
+
+
 class CatalogError(ValueError):
     """The catalog is malformed; the message names the model and field, `where` the config path."""
 

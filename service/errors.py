@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+if TYPE_CHECKING:
+    import grpc
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "mg"
 
@@ -32,7 +33,7 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 class ErrorKind:
     code: str
     http_status: int
-    grpc_status: grpc.StatusCode
+    grpc_status: str  # a grpc.StatusCode name
     type: str
 
 
@@ -66,71 +67,68 @@ class MgError(Exception):
         }
 
 
-def _kind(code: str, http: int, grpc_status: grpc.StatusCode, type_: str) -> ErrorKind:
+def _kind(code: str, http: int, grpc_status: str, type_: str) -> ErrorKind:
     return ErrorKind(code, http, grpc_status, type_)
 
 
-_S = grpc.StatusCode
-
-
 class BadRequest(MgError):
-    kind = _kind("BAD_REQUEST", 400, _S.INVALID_ARGUMENT, "invalid_request_error")
+    kind = _kind("BAD_REQUEST", 400, "INVALID_ARGUMENT", "invalid_request_error")
 
 
 class ContentPolicyViolation(MgError):
-    kind = _kind("CONTENT_POLICY_VIOLATION", 400, _S.INVALID_ARGUMENT, "invalid_request_error")
+    kind = _kind("CONTENT_POLICY_VIOLATION", 400, "INVALID_ARGUMENT", "invalid_request_error")
 
 
 class Unauthenticated(MgError):
-    kind = _kind("UNAUTHENTICATED", 401, _S.UNAUTHENTICATED, "authentication_error")
+    kind = _kind("UNAUTHENTICATED", 401, "UNAUTHENTICATED", "authentication_error")
 
 
 class BudgetExceeded(MgError):
-    kind = _kind("BUDGET_EXCEEDED", 402, _S.RESOURCE_EXHAUSTED, "insufficient_quota")
+    kind = _kind("BUDGET_EXCEEDED", 402, "RESOURCE_EXHAUSTED", "insufficient_quota")
 
 
 class ModelNotAllowed(MgError):
-    kind = _kind("MODEL_NOT_ALLOWED", 403, _S.PERMISSION_DENIED, "permission_error")
+    kind = _kind("MODEL_NOT_ALLOWED", 403, "PERMISSION_DENIED", "permission_error")
 
 
 class Forbidden(MgError):
-    kind = _kind("FORBIDDEN", 403, _S.PERMISSION_DENIED, "permission_error")
+    kind = _kind("FORBIDDEN", 403, "PERMISSION_DENIED", "permission_error")
 
 
 class ModelNotFound(MgError):
-    kind = _kind("MODEL_NOT_FOUND", 404, _S.NOT_FOUND, "invalid_request_error")
+    kind = _kind("MODEL_NOT_FOUND", 404, "NOT_FOUND", "invalid_request_error")
 
 
 class NotFound(MgError):
-    kind = _kind("NOT_FOUND", 404, _S.NOT_FOUND, "invalid_request_error")
+    kind = _kind("NOT_FOUND", 404, "NOT_FOUND", "invalid_request_error")
 
 
 class IdempotencyKeyReused(MgError):
-    kind = _kind("IDEMPOTENCY_KEY_REUSED", 422, _S.FAILED_PRECONDITION, "invalid_request_error")
+    kind = _kind("IDEMPOTENCY_KEY_REUSED", 422, "FAILED_PRECONDITION", "invalid_request_error")
 
 
 class RequestTooLarge(MgError):
-    kind = _kind("REQUEST_TOO_LARGE", 413, _S.INVALID_ARGUMENT, "invalid_request_error")
+    kind = _kind("REQUEST_TOO_LARGE", 413, "INVALID_ARGUMENT", "invalid_request_error")
 
 
 class RateLimited(MgError):
-    kind = _kind("RATE_LIMITED", 429, _S.RESOURCE_EXHAUSTED, "rate_limit_error")
+    kind = _kind("RATE_LIMITED", 429, "RESOURCE_EXHAUSTED", "rate_limit_error")
 
 
 class UpstreamError(MgError):
-    kind = _kind("UPSTREAM_ERROR", 502, _S.UNAVAILABLE, "server_error")
+    kind = _kind("UPSTREAM_ERROR", 502, "UNAVAILABLE", "server_error")
 
 
 class Unavailable(MgError):
-    kind = _kind("UNAVAILABLE", 503, _S.UNAVAILABLE, "server_error")
+    kind = _kind("UNAVAILABLE", 503, "UNAVAILABLE", "server_error")
 
 
 class UpstreamTimeout(MgError):
-    kind = _kind("UPSTREAM_TIMEOUT", 504, _S.DEADLINE_EXCEEDED, "server_error")
+    kind = _kind("UPSTREAM_TIMEOUT", 504, "DEADLINE_EXCEEDED", "server_error")
 
 
 class Internal(MgError):
-    kind = _kind("INTERNAL", 500, _S.INTERNAL, "server_error")
+    kind = _kind("INTERNAL", 500, "INTERNAL", "server_error")
 
 
 ALL_ERRORS: tuple[type[MgError], ...] = (
@@ -161,9 +159,16 @@ for _error in ALL_ERRORS:
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
+# gRPC and the google.rpc messages are imported where errors are rendered, not with this module:
+# `mg serve` (the supervisor) reads the error table for the edge's Lua filter and must not carry
+# the gRPC runtime (~25 MB) for it.
+
+
 def _packed(
     message: status_pb2.Status | error_details_pb2.ErrorInfo | error_details_pb2.RetryInfo,
 ) -> any_pb2.Any:
+    from google.protobuf import any_pb2
+
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -175,13 +180,18 @@ def to_grpc_status(error: MgError, headers: Metadata = ()) -> tuple[grpc.StatusC
     `headers` are the response headers the request had gathered (x-request-id, rate-limit headers);
     on an error they travel as trailing metadata, which the transcoder surfaces as HTTP headers.
     """
+    import grpc
+    from google.protobuf import duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
     kind = error.kind
+    code = grpc.StatusCode[kind.grpc_status]
     info = error_details_pb2.ErrorInfo(
         reason=error.code,
         domain=ERROR_DOMAIN,
         metadata={"http_status": str(kind.http_status), "type": kind.type, "param": error.param or ""},
     )
-    status = status_pb2.Status(code=kind.grpc_status.value[0], message=error.message)
+    status = status_pb2.Status(code=code.value[0], message=error.message)
     status.details.append(_packed(info))
     metadata: list[tuple[str, str | bytes]] = list(headers)
     if error.retry_after_s is not None:
@@ -194,7 +204,7 @@ def to_grpc_status(error: MgError, headers: Metadata = ()) -> tuple[grpc.StatusC
         # ensure_ascii keeps the header value printable ASCII with no newlines, as metadata requires.
         (ENVELOPE_KEY, json.dumps(error.envelope(), separators=(",", ":"), ensure_ascii=True)),
     ]
-    return kind.grpc_status, error.message, tuple(metadata)
+    return code, error.message, tuple(metadata)
 
 
 def lua_defaults_table() -> str:

@@ -41,7 +41,3 @@ def cost_micros(request: GenerationRequest, images_returned: int, usage: Provide
 
 def _per_million(micro_dollar_tokens: int) -> int:
     return -(-micro_dollar_tokens // 1_000_000)  # round up: never under-charge by rounding
-
-
-def usd(micros: int) -> str:
-    return f"${micros / 1_000_000:,.6f}".rstrip("0").rstrip(".")

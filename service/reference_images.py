@@ -19,11 +19,14 @@ import socket
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import httpx
 import pybase64
 from PIL import Image
+
+if TYPE_CHECKING:
+    import httpx
 
 from service.errors import BadRequest
 
@@ -167,6 +170,8 @@ def _timeouts(deadline: float) -> dict[str, float]:
 
 
 async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
+    import httpx  # here, not at the top: most workers never fetch a URL, and it costs 3.4 MB each
+
     deadline = time.monotonic() + limits.timeout_s
     async with httpx.AsyncClient(follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):

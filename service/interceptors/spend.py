@@ -16,11 +16,12 @@ from typing import Any
 
 import grpc
 
+from service.catalog import usd
 from service.errors import BudgetExceeded, MgError, Unavailable
 from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
 from service.interceptors.request_context import RequestContext, current_request
 from service.observability import record_charge
-from service.pricing import cost_micros, estimate_micros, usd
+from service.pricing import cost_micros, estimate_micros
 from service.stores.base import LedgerEntry, Store
 from service.tokens import count_prompt_tokens
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from service.admin import AdminError, parse_since, usd_to_micros
+from service.catalog import usd
 from service.keys import hash_key, looks_like_key, new_key
-from service.pricing import usd
 from service.stores.gcra import gcra
 
 
