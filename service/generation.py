@@ -109,7 +109,14 @@ class Generator:
             return result
 
         calls = plan_calls(request, deadline)
-        outcomes = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+        outcomes: list[ImageCallResult | BaseException]
+        if len(calls) == 1:  # the usual case: no task, no gather
+            try:
+                outcomes = [await one(calls[0])]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
         results = [o for o in outcomes if isinstance(o, ImageCallResult)]
         failures = [o for o in outcomes if not isinstance(o, ImageCallResult)]
         for failure in failures:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Self, cast
 
 import grpc
 
@@ -23,6 +23,13 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
     # but `except_methods`.
     only_methods: ClassVar[frozenset[str] | None] = None
     except_methods: ClassVar[frozenset[str]] = frozenset()
+    # method -> (the handler below, the handler wrapping it)
+    _wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:  # so subclasses need not call super().__init__
+        instance = super().__new__(cls)
+        instance._wrapped = {}
+        return instance
 
     def applies_to(self, method: str) -> bool:
         if self.only_methods is not None:
@@ -43,6 +50,15 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or handler.unary_unary is None or not self.applies_to(method):
             return handler
+        # grpc.aio runs this for every call; the handler below it is the same object each time (the
+        # registered one, or the one the next interceptor made), so the wrapped handler is made once.
+        made = self._wrapped.get(method)
+        if made is None or made[0] is not handler:
+            made = (handler, self._wrap(handler, method))
+            self._wrapped[method] = made
+        return made[1]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         # grpc.aio hands coroutine behaviors to interceptors; the stubs type them as sync.
         behavior = cast(Behavior, handler.unary_unary)
 
