@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +73,9 @@ CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
 """
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
+_INSERT_LEDGER = "INSERT INTO ledger ({}) VALUES ({})".format(
+    ", ".join(_LEDGER_COLUMNS), ", ".join(f":{c}" for c in _LEDGER_COLUMNS)
+)
 
 
 def _project(row: sqlite3.Row) -> Project:
@@ -458,8 +461,7 @@ def _spend(conn: sqlite3.Connection, project_id: str, now: float | None = None) 
 
 
 def _append(conn: sqlite3.Connection, entry: LedgerEntry) -> None:
-    values = asdict(entry)
-    values["extra"] = json.dumps(values["extra"])
-    columns = ", ".join(_LEDGER_COLUMNS)
-    placeholders = ", ".join(f":{c}" for c in _LEDGER_COLUMNS)
-    conn.execute(f"INSERT INTO ledger ({columns}) VALUES ({placeholders})", values)
+    # Attribute by attribute: dataclasses.asdict deep-copies every field (~50 us a request).
+    values = {name: getattr(entry, name) for name in _LEDGER_COLUMNS}
+    values["extra"] = json.dumps(entry.extra)
+    conn.execute(_INSERT_LEDGER, values)
