@@ -1,9 +1,10 @@
 """`make bench`: what mg adds between a caller and a provider, measured against the direct path.
 
 A fast fake OpenAI Images upstream (fake_upstream.py) runs on loopback; the gateway runs on its
-default settings with a real key and every enforcement step on (rate limit raised out of the way),
-with OpenAI pointed at the fake. wrk (bounded: fixed duration and concurrency) loads the gateway
-and the fake directly, interleaved round by round so drift on a noisy machine hits both alike.
+default settings (a JSON log line per request included) with a real key and every enforcement step
+on (rate limit raised out of the way), with OpenAI pointed at the fake. wrk (bounded: fixed duration
+and concurrency) loads the gateway and the fake directly, interleaved round by round so drift on a
+noisy machine hits both alike.
 
 Per scenario: requests/s, p50/p99 latency, errors, the ratio to direct, CPU ms per request of the
 gateway (Envoy + supervisor + workers), and peak RSS of the gateway. Idle RSS is measured after
@@ -230,7 +231,6 @@ def start_gateway(upstream_port: int) -> GatewayProcess:
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "MG_DEFAULT_RPM": "100000000",
-        "MG_LOG_LEVEL": "warning",
     }
     # pinned: one core, so one worker and one Envoy thread; else the defaults (one per core)
     workers = "1" if PIN else "0"
@@ -243,6 +243,8 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install -y wrk (make bench does this)", file=sys.stderr)
         return 1
+    if PIN:  # this process reads the gateway's log lines: keep it off the gateway's core too
+        os.sched_setaffinity(0, {0})
     names = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     upstream_port = free_port()

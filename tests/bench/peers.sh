@@ -29,7 +29,7 @@ trap cleanup EXIT INT TERM
 
 # mg starts before the harness's fake upstream exists; it only connects when a request arrives.
 MG_DATA_DIR="$DATA" MG_HTTP_PORT="$MG_PORT" MG_WORKERS=1 MG_ENVOY_CONCURRENCY=1 \
-  MG_DEFAULT_RPM=100000000 MG_LOG_LEVEL=warning \
+  MG_DEFAULT_RPM=100000000 \
   OPENAI_API_KEY=sk-fake-upstream OPENAI_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" \
   taskset -c 1 "$ROOT/.venv/bin/mg" serve > "$DATA/mg.log" 2>&1 &
 MG_PID=$!
