@@ -10,10 +10,12 @@ the call came, and only the bytes on the wire differ (rest_json.as_http_body).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
+from google.protobuf.message import Message
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
@@ -61,27 +63,23 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
 def add_image_generation(servicer: pb_grpc.ImageGenerationServicer, server: grpc.aio.Server) -> None:
     """The generated `add_ImageGenerationServicer_to_server`, but GenerateImagesJson runs
     GenerateImages and serializes its ImagesResponse as an HttpBody of JSON."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "GenerateImages": grpc.unary_unary_rpc_method_handler(
-            servicer.GenerateImages,
-            request_deserializer=pb.GenerateImagesRequest.FromString,
-            response_serializer=pb.ImagesResponse.SerializeToString,
-        ),
-        "GenerateImagesJson": grpc.unary_unary_rpc_method_handler(
-            servicer.GenerateImages,
-            request_deserializer=pb.GenerateImagesRequest.FromString,
-            response_serializer=as_http_body,
-        ),
-        "ListModels": grpc.unary_unary_rpc_method_handler(
-            servicer.ListModels,
-            request_deserializer=pb.ListModelsRequest.FromString,
-            response_serializer=pb.ListModelsResponse.SerializeToString,
-        ),
-        "GetFile": grpc.unary_unary_rpc_method_handler(
-            servicer.GetFile,
-            request_deserializer=pb.GetFileRequest.FromString,
-            response_serializer=httpbody_pb2.HttpBody.SerializeToString,
-        ),
+    handlers = {
+        "GenerateImages": _unary(servicer.GenerateImages, pb.GenerateImagesRequest, _serialize),
+        "GenerateImagesJson": _unary(servicer.GenerateImages, pb.GenerateImagesRequest, as_http_body),
+        "ListModels": _unary(servicer.ListModels, pb.ListModelsRequest, _serialize),
+        "GetFile": _unary(servicer.GetFile, pb.GetFileRequest, _serialize),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _unary(
+    behavior: Any, request_type: type[Message], serialize: Callable[[Message], bytes]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        behavior, request_deserializer=request_type.FromString, response_serializer=serialize
+    )
