@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -93,3 +95,36 @@ def test_killing_the_supervisor_takes_workers_and_envoy_with_it(tmp_path: Path) 
     while any(pid_alive(pid) for pid in children):
         assert time.monotonic() < deadline, [pid for pid in children if pid_alive(pid)]
         time.sleep(0.2)
+
+
+def mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def environment(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
+
+
+def test_workers_keep_freed_memory_and_the_supervisor_carries_no_grpc(tmp_path: Path) -> None:
+    # An operator's own malloc setting wins over the gateway's default.
+    gateway = GatewayProcess(tmp_path, {"MALLOC_TRIM_THRESHOLD_": "1234"}).start()
+    try:
+        assert generate(gateway).status_code == 200
+        workers = [pid for pid in gateway.children() if pid != gateway.envoy_pid()]
+        assert len(workers) == 2
+        for pid in workers:
+            env = environment(pid)
+            assert env["MALLOC_MMAP_THRESHOLD_"] == str(64 << 20)
+            assert env["MALLOC_TRIM_THRESHOLD_"] == "1234"
+            assert "cygrpc" in mapped_files(pid)  # the check below can tell
+        assert gateway.process is not None
+        assert "cygrpc" not in mapped_files(gateway.process.pid)
+    finally:
+        gateway.stop()
+
+
+def test_a_worker_loads_httpx_only_for_reference_urls() -> None:
+    check = "import sys, service.server; print('httpx' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"
