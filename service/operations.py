@@ -12,11 +12,12 @@ from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service.errors import MgError, Unavailable
+from service.servicer import SERVICE
 from service.stores.base import Store
 
 log = logging.getLogger(__name__)
 # gRPC health answers for the server as a whole ("") and for the image service by name.
-SERVICE_NAMES = ("", pb.DESCRIPTOR.services_by_name["ImageGeneration"].full_name)
+SERVICE_NAMES = ("", SERVICE)
 
 
 async def store_check(store: Store) -> str:
