@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -66,6 +67,16 @@ def idempotency_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return key
 
 
+@dataclass(frozen=True)
+class _Owned:
+    """A key this call claimed: the record's address, what it guards, and who owns it."""
+
+    project_id: str
+    key: str
+    fingerprint: str
+    owner: str  # the owning call's request id
+
+
 def fingerprint(request: pb.GenerateImagesRequest) -> str:
     """Every field of the request (all of them can change the output or the response)."""
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
@@ -101,7 +112,8 @@ class IdempotencyInterceptor(UnaryInterceptor):
             )
             if claim.claimed:
                 ctx.idempotency_outcome = "owner"
-                return await self._own(behavior, request, context, ctx, project_id, key, request_fingerprint)
+                owned = _Owned(project_id, key, request_fingerprint, ctx.request_id)
+                return await self._own(behavior, request, context, ctx, owned)
             record = claim.record
             assert record is not None
             if record.fingerprint != request_fingerprint:
@@ -140,17 +152,13 @@ class IdempotencyInterceptor(UnaryInterceptor):
         request: Any,
         context: grpc.aio.ServicerContext[Any, Any],
         ctx: RequestContext,
-        project_id: str,
-        key: str,
-        request_fingerprint: str,
+        owned: _Owned,
     ) -> Any:
         # The work may outlive this call: it runs as its own task, which the caller only waits for.
         ctx.upstream_deadline = ctx.started + self._upstream_limit_s
-        run = asyncio.create_task(
-            self._run(behavior, request, context, ctx, project_id, key, request_fingerprint)
-        )
-        self._running[(project_id, key)] = run
-        run.add_done_callback(lambda task: self._finished(task, project_id, key))
+        run = asyncio.create_task(self._run(behavior, request, context, owned))
+        self._running[(owned.project_id, owned.key)] = run
+        run.add_done_callback(lambda task: self._finished(task, owned))
         try:
             return await asyncio.wait_for(asyncio.shield(run), timeout=ctx.remaining_s())
         except TimeoutError:
@@ -164,78 +172,54 @@ class IdempotencyInterceptor(UnaryInterceptor):
         behavior: Behavior,
         request: Any,
         context: grpc.aio.ServicerContext[Any, Any],
-        ctx: RequestContext,
-        project_id: str,
-        key: str,
-        request_fingerprint: str,
+        owned: _Owned,
     ) -> Any:
-        owner = ctx.request_id
-        heartbeat = asyncio.create_task(self._renew(project_id, key, owner))
+        heartbeat = asyncio.create_task(self._renew(owned))
         try:
             response = await behavior(request, context)
-        except MgError as error:
-            await self._finish(
-                project_id,
-                key,
-                owner,
-                IdempotencyState.FAILED,
-                b"",
-                error_to_json(error),
-                request_fingerprint,
+        except BaseException as exc:
+            failure = (
+                exc
+                if isinstance(exc, MgError)
+                else Internal("The first request with this idempotency key failed.")
             )
-            raise
-        except BaseException:
-            failure = error_to_json(Internal("The first request with this idempotency key failed."))
-            await self._finish(
-                project_id, key, owner, IdempotencyState.FAILED, b"", failure, request_fingerprint
-            )
+            await self._finish(owned, IdempotencyState.FAILED, error=error_to_json(failure))
             raise
         finally:
             heartbeat.cancel()
-        await self._finish(
-            project_id,
-            key,
-            owner,
-            IdempotencyState.SUCCEEDED,
-            response.SerializeToString(),
-            "",
-            request_fingerprint,
-        )
+        await self._finish(owned, IdempotencyState.SUCCEEDED, response=response.SerializeToString())
         return response
 
-    async def _finish(
-        self,
-        project_id: str,
-        key: str,
-        owner: str,
-        state: str,
-        response: bytes,
-        error: str,
-        request_fingerprint: str,
-    ) -> None:
-        record = IdempotencyRecord(request_fingerprint, state, owner, 0.0, response=response, error=error)
+    async def _finish(self, owned: _Owned, state: str, *, response: bytes = b"", error: str = "") -> None:
+        record = IdempotencyRecord(owned.fingerprint, state, owned.owner, 0.0, response=response, error=error)
         keep_s = self._retention_s if state == IdempotencyState.SUCCEEDED else FAILURE_LINGER_S
         try:
-            await self._store.finish_idempotency(project_id, key, owner, record, keep_s)
+            await self._store.finish_idempotency(owned.project_id, owned.key, owned.owner, record, keep_s)
         except MgError:
             # The claim lapses with its lease, so a retry runs again rather than waiting for ever.
             log.error(
-                "could not record the outcome of idempotency key for %s (request %s)", project_id, owner
+                "could not record the outcome of idempotency key for %s (request %s)",
+                owned.project_id,
+                owned.owner,
             )
 
-    async def _renew(self, project_id: str, key: str, owner: str) -> None:
+    async def _renew(self, owned: _Owned) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 3)
             try:
-                if not await self._store.renew_idempotency(project_id, key, owner, self._lease_s):
-                    log.warning("request %s lost its idempotency claim", owner)
-                    return
+                renewed = await self._store.renew_idempotency(
+                    owned.project_id, owned.key, owned.owner, self._lease_s
+                )
             except MgError:
-                log.warning("could not renew the idempotency claim of request %s", owner)
+                log.warning("could not renew the idempotency claim of request %s", owned.owner)
+                continue
+            if not renewed:
+                log.warning("request %s lost its idempotency claim", owned.owner)
+                return
 
-    def _finished(self, task: asyncio.Task[Any], project_id: str, key: str) -> None:
-        if self._running.get((project_id, key)) is task:
-            del self._running[(project_id, key)]
+    def _finished(self, task: asyncio.Task[Any], owned: _Owned) -> None:
+        if self._running.get((owned.project_id, owned.key)) is task:
+            del self._running[(owned.project_id, owned.key)]
         if (
             not task.cancelled()
             and task.exception() is not None
