@@ -14,7 +14,7 @@ import pytest
 from ulid import ULID
 
 from tests.support.checks import assert_error
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, local_body
 from tests.support.redis_server import SHARED_URL, clear_prefix
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch, catalog.yaml
@@ -131,12 +131,7 @@ def test_rate_limit_with_openai_headers_and_retry_after(gw: GatewayProcess) -> N
 
 def test_rate_limit_holds_across_worker_processes(gw: GatewayProcess) -> None:
     key = gw.new_key(unique("rpm-many"), "--rpm", "5")
-    body = {
-        "model": "local/sketch",
-        "prompt": "x",
-        "size": "256x256",
-        "providerOptions": {"local": {"delay_ms": 300}},
-    }
+    body = local_body(300)
     with ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(lambda _: post(gw, key, body).status_code, range(20)))
     assert statuses.count(200) == 5 and statuses.count(429) == 15
@@ -181,12 +176,7 @@ def test_the_estimate_covers_every_requested_image(gw: GatewayProcess) -> None:
 
 def test_fifty_concurrent_requests_never_cross_a_cap_of_ten(gw: GatewayProcess) -> None:
     key = gw.new_key(name := unique("race"), "--budget-usd", "0.010")
-    body = {
-        "model": "local/sketch",
-        "prompt": "x",
-        "size": "256x256",
-        "providerOptions": {"local": {"delay_ms": 500}},
-    }
+    body = local_body(500)
     with ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(lambda _: post(gw, key, body).status_code, range(50)))
     assert statuses.count(200) == 10 and statuses.count(402) == 40

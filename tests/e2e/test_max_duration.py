@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.support.checks import assert_error
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, local_body
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +19,7 @@ def short_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayP
 
 
 def slow_request(gateway: GatewayProcess, delay_ms: int) -> httpx.Response:
-    body = {
-        "model": "local/sketch",
-        "prompt": "slow",
-        "size": "256x256",
-        "providerOptions": {"local": {"delay_ms": delay_ms}},
-    }
-    return gateway.generate(body)
+    return gateway.generate(local_body(delay_ms, prompt="slow"))
 
 
 def test_a_generation_inside_the_max_duration_succeeds(short_gateway: GatewayProcess) -> None:

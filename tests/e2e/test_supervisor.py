@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, local_body
 
 
 def pid_alive(pid: int) -> bool:
@@ -27,13 +27,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def generate(gateway: GatewayProcess, delay_ms: int = 0) -> httpx.Response:
-    body = {
-        "model": "local/sketch",
-        "prompt": "x",
-        "size": "256x256",
-        "providerOptions": {"local": {"delay_ms": delay_ms}},
-    }
-    return gateway.generate(body)
+    return gateway.generate(local_body(delay_ms))
 
 
 def test_sigterm_lets_in_flight_generations_finish(tmp_path: Path) -> None:

@@ -19,6 +19,16 @@ from tests.support.ports import free_port
 READY_LINE = "mg is ready"
 
 
+def local_body(delay_ms: int = 0, prompt: str = "x") -> dict[str, Any]:
+    """A request to the offline provider (256x256) that takes `delay_ms` to generate."""
+    return {
+        "model": "local/sketch",
+        "prompt": prompt,
+        "size": "256x256",
+        "providerOptions": {"local": {"delay_ms": delay_ms}},
+    }
+
+
 @dataclass
 class GatewayProcess:
     data_dir: Path
