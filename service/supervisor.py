@@ -45,8 +45,12 @@ class StartupError(RuntimeError):
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
-    """Fail early and clearly if the port is taken (SO_REUSEPORT would otherwise share it silently)."""
+    """Fail early and clearly if the port is taken (SO_REUSEPORT would otherwise share it silently).
+
+    The probe binds as Envoy and gRPC do, with SO_REUSEADDR: connections of a gateway that just
+    stopped linger in TIME_WAIT on its ports, and they must not keep a restart from binding."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
