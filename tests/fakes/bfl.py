@@ -95,6 +95,13 @@ class FakeBFL(FakeProvider):
         self.credits: float | None = None  # None: unlimited; else spent per task, 402 when short
         self._tasks_lock = threading.Lock()
 
+    def reset(self) -> None:
+        super().reset()
+        with self._tasks_lock:
+            self.tasks.clear()
+        self.credits = None
+        self.sample_ttl_s = type(self).sample_ttl_s
+
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/delivery/"):
             return self._deliver(request)

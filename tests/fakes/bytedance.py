@@ -85,6 +85,11 @@ class FakeSeedream(FakeProvider):
         super().__init__()
         self.references: list[bytes] = []  # every data-URL reference image, decoded, as it arrived
 
+    def reset(self) -> None:
+        super().reset()
+        self.references.clear()
+        self.force_url = False
+
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/files/"):  # signed TOS links: no auth
             if request.path.endswith(".png"):

@@ -78,6 +78,10 @@ class FakeGoogle(FakeProvider):
         self._response_ids = itertools.count(1)
         self.received: list[bytes] = []  # decoded inlineData images, in arrival order
 
+    def reset(self) -> None:
+        super().reset()
+        self.received.clear()
+
     def _input_image(self, blob: dict[str, Any]) -> bytes | None:
         """The decoded bytes of an inlineData image part, or None if Gemini would refuse it."""
         check_body("google.json", "Blob", blob)

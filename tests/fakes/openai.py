@@ -93,6 +93,10 @@ class FakeOpenAI(FakeProvider):
         super().__init__()
         self.edited: list[bytes] = []  # the input images of every accepted edit, as they arrived
 
+    def reset(self) -> None:
+        super().reset()
+        self.edited.clear()
+
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/files/"):
             return Reply(200, png(), {"content-type": "image/png"})

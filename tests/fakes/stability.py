@@ -75,6 +75,10 @@ class FakeStability(FakeProvider):
         super().__init__()
         self.received: list[bytes] = []  # `image` parts that passed the checks, in arrival order
 
+    def reset(self) -> None:
+        super().reset()
+        self.received.clear()
+
     def handle(self, request: Recorded) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return error(401, "unauthorized", "authorization: invalid or missing API key")

@@ -118,6 +118,12 @@ class FakeXAI(FakeProvider):
         self.received: list[bytes] = []  # decoded edit input images, in arrival order
         self._ids = itertools.count(1)
 
+    def reset(self) -> None:
+        super().reset()
+        self.url_answers = False
+        self.issued.clear()
+        self.received.clear()
+
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith(IMAGE_PATH):
             if request.path not in self.issued:

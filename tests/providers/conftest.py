@@ -2,13 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar, cast
 
-from service.providers.base import ImageCall
+import pytest
+
+from service.config import ProviderConfig, Settings
+from service.providers.base import ImageCall, ImageCallResult, ImageProvider
 from service.sizes import Size
+from tests.fakes.base import FakeProvider
 
 T = TypeVar("T")
+F = TypeVar("F", bound=FakeProvider)
 
 
 def call(model: str, **fields: Any) -> ImageCall:
@@ -26,3 +31,39 @@ def call(model: str, **fields: Any) -> ImageCall:
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
+
+
+def shared_fake(fake_type: type[F]) -> tuple[Any, Any]:
+    """A provider test module's `server` and `fake` fixtures: `server, fake = shared_fake(FakeX)`.
+
+    One fake server per module (stopping one costs ~0.5 s); each test gets it reset to new."""
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[F]:
+        with fake_type().running() as running:
+            yield cast(F, running)
+
+    @pytest.fixture
+    def fake(server: F) -> F:
+        server.reset()
+        return server
+
+    return server, fake
+
+
+def generate_with(
+    create: Callable[[ProviderConfig, Settings], ImageProvider],
+    config: ProviderConfig,
+    model: str,
+    **fields: Any,
+) -> ImageCallResult:
+    """One call through an adapter made as the gateway makes it (default settings), then closed."""
+
+    async def go() -> ImageCallResult:
+        provider = create(config, Settings())
+        try:
+            return await provider.generate(call(model, **fields))
+        finally:
+            await provider.aclose()
+
+    return run(go())

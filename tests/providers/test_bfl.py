@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import Reply, check_body, jpeg, png
 from tests.fakes.bfl import FakeBFL
-from tests.providers.conftest import call, run
+from tests.providers.conftest import call, generate_with, run, shared_fake
 
 
 @pytest.fixture(autouse=True)
@@ -31,32 +30,11 @@ def fast_polls_and_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upstream, "BACKOFF_BASE_S", 0.02)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeBFL]:
-    with FakeBFL().running() as running:
-        assert isinstance(running, FakeBFL)
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeBFL) -> FakeBFL:
-    """The module's fake, as new (one server per module: each shutdown costs half a second)."""
-    server.reset()
-    server.tasks.clear()
-    server.credits = None
-    server.sample_ttl_s = FakeBFL.sample_ttl_s
-    return server
+server, fake = shared_fake(FakeBFL)
 
 
 def generate(fake: FakeBFL, model: str, key: str = FakeBFL.api_key, **fields: object) -> ImageCallResult:
-    async def go() -> ImageCallResult:
-        provider = BFLProvider.create(ProviderConfig("bfl", key, f"{fake.url}/v1"), Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(BFLProvider.create, ProviderConfig("bfl", key, f"{fake.url}/v1"), model, **fields)
 
 
 def polls(fake: FakeBFL) -> list[str]:

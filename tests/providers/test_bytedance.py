@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.bytedance import BytedanceProvider, is_refusal
@@ -19,25 +18,12 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.bytedance import FakeSeedream
-from tests.providers.conftest import call, run
+from tests.providers.conftest import call, generate_with, run, shared_fake
 
 V4 = "seedream-4-0-250828"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeSeedream]:
-    # One server for the module (stopping one costs half a second); each test starts it afresh.
-    with FakeSeedream().running() as running:
-        assert isinstance(running, FakeSeedream)
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeSeedream) -> FakeSeedream:
-    server.reset()
-    server.references.clear()
-    server.force_url = False
-    return server
+server, fake = shared_fake(FakeSeedream)
 
 
 def generate(
@@ -45,15 +31,9 @@ def generate(
 ) -> ImageCallResult:
     fields.setdefault("size", Size(2048, 2048))
 
-    async def go() -> ImageCallResult:
-        config = ProviderConfig("bytedance", key, f"{fake.url}/api/v3")
-        provider = BytedanceProvider.create(config, Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(
+        BytedanceProvider.create, ProviderConfig("bytedance", key, f"{fake.url}/api/v3"), model, **fields
+    )
 
 
 def test_request_and_response(fake: FakeSeedream) -> None:

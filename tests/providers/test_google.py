@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
 from PIL import Image
 
 from service.catalog import SHIPPED_MODELS, load_catalog
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import (
     BadRequest,
     ContentPolicyViolation,
@@ -27,7 +26,7 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.google import IMAGE_TOKENS, FakeGoogle
-from tests.providers.conftest import call, run
+from tests.providers.conftest import generate_with, shared_fake
 
 FLASH, PRO, IMAGEN = "gemini-2.5-flash-image", "gemini-3-pro-image-preview", "imagen-4.0-generate-001"
 FINAL = png(color=FakeGoogle.final_color)
@@ -35,32 +34,15 @@ PHOTO = jpeg()
 REFERENCE = ReferenceImage(PHOTO, "image/jpeg", 8, 8)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeGoogle]:
-    with FakeGoogle().running() as running:
-        assert isinstance(running, FakeGoogle)
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeGoogle) -> FakeGoogle:
-    """One server for the module (its shutdown is slow); each test starts with a clean record."""
-    server.reset()
-    server.received.clear()
-    return server
+server, fake = shared_fake(FakeGoogle)
 
 
 def generate(
     fake: FakeGoogle, model: str, key: str = FakeGoogle.api_key, **fields: object
 ) -> ImageCallResult:
-    async def go() -> ImageCallResult:
-        provider = GoogleProvider.create(ProviderConfig("google", key, f"{fake.url}/v1beta"), Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(
+        GoogleProvider.create, ProviderConfig("google", key, f"{fake.url}/v1beta"), model, **fields
+    )
 
 
 def test_gemini_request_and_response(fake: FakeGoogle) -> None:

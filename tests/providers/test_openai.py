@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.openai import OpenAIProvider
@@ -19,27 +18,17 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import Recorded, jpeg, png
 from tests.fakes.openai import FakeOpenAI, form_parts
-from tests.providers.conftest import call, run
+from tests.providers.conftest import generate_with, shared_fake
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI().running() as server:
-        assert isinstance(server, FakeOpenAI)
-        yield server
+server, fake = shared_fake(FakeOpenAI)
 
 
 def generate(
     fake: FakeOpenAI, model: str, key: str = FakeOpenAI.api_key, **fields: object
 ) -> ImageCallResult:
-    async def go() -> ImageCallResult:
-        provider = OpenAIProvider.create(ProviderConfig("openai", key, f"{fake.url}/v1"), Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(
+        OpenAIProvider.create, ProviderConfig("openai", key, f"{fake.url}/v1"), model, **fields
+    )
 
 
 def test_gpt_image_request_and_response(fake: FakeOpenAI) -> None:

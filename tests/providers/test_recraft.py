@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.catalog import load_catalog
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.recraft import RecraftProvider
@@ -18,36 +17,20 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.recraft import FakeRecraft, webp
-from tests.providers.conftest import call, run
+from tests.providers.conftest import generate_with, shared_fake
 
 CATALOG = Path(__file__).resolve().parents[2] / "service" / "models" / "recraft.yaml"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeRecraft]:
-    # One server for the module (stopping one takes half a second); each test gets it reset.
-    with FakeRecraft().running() as running:
-        assert isinstance(running, FakeRecraft)
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeRecraft) -> FakeRecraft:
-    server.reset()
-    return server
+server, fake = shared_fake(FakeRecraft)
 
 
 def generate(
     fake: FakeRecraft, model: str = "recraftv3", key: str = FakeRecraft.api_key, **fields: object
 ) -> ImageCallResult:
-    async def go() -> ImageCallResult:
-        provider = RecraftProvider.create(ProviderConfig("recraft", key, f"{fake.url}/v1"), Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(
+        RecraftProvider.create, ProviderConfig("recraft", key, f"{fake.url}/v1"), model, **fields
+    )
 
 
 def test_v3_request_and_response(fake: FakeRecraft) -> None:

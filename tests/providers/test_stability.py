@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
 from service.catalog import SHIPPED_MODELS, load_catalog
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import (
     BadRequest,
     ContentPolicyViolation,
@@ -26,35 +25,17 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.stability import FakeStability, webp
-from tests.providers.conftest import call, run
+from tests.providers.conftest import generate_with, shared_fake
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeStability]:
-    # One server for the module (stopping one costs ~0.5 s); each test starts with a clean record.
-    with FakeStability().running() as running:
-        assert isinstance(running, FakeStability)
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeStability) -> FakeStability:
-    server.reset()
-    server.received.clear()
-    return server
+server, fake = shared_fake(FakeStability)
 
 
 def generate(
     fake: FakeStability, model: str, key: str = FakeStability.api_key, **fields: object
 ) -> ImageCallResult:
-    async def go() -> ImageCallResult:
-        provider = StabilityProvider.create(ProviderConfig("stability", key, fake.url), Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(
+        StabilityProvider.create, ProviderConfig("stability", key, fake.url), model, **fields
+    )
 
 
 def test_core_request_and_response(fake: FakeStability) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
 from service.catalog import SHIPPED_MODELS, load_catalog
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.providers.base import ImageCallResult
 from service.providers.xai import XAIProvider, aspect_and_resolution
@@ -20,27 +19,15 @@ from service.reference_images import ReferenceImage
 from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.xai import FakeXAI
-from tests.providers.conftest import call, run
+from tests.providers.conftest import generate_with, shared_fake
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeXAI]:
-    with FakeXAI().running() as server:
-        assert isinstance(server, FakeXAI)
-        yield server
+server, fake = shared_fake(FakeXAI)
 
 
 def generate(
     fake: FakeXAI, model: str = "grok-imagine-image", key: str = FakeXAI.api_key, **fields: object
 ) -> ImageCallResult:
-    async def go() -> ImageCallResult:
-        provider = XAIProvider.create(ProviderConfig("xai", key, f"{fake.url}/v1"), Settings())
-        try:
-            return await provider.generate(call(model, **fields))
-        finally:
-            await provider.aclose()
-
-    return run(go())
+    return generate_with(XAIProvider.create, ProviderConfig("xai", key, f"{fake.url}/v1"), model, **fields)
 
 
 def downloads(fake: FakeXAI) -> list[str]:
