@@ -143,7 +143,10 @@ class Gateway:
                 raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
         # Last: its thread must not exist while Envoy is forked (see edge.die_with_parent).
         if s.metrics_port:
-            serve_metrics(s.metrics_host, s.metrics_port, self.metrics_dir)
+            try:
+                serve_metrics(s.metrics_host, s.metrics_port, self.metrics_dir)
+            except OSError as exc:  # taken since the check above
+                raise StartupError(f"metrics port {s.metrics_host}:{s.metrics_port}: {exc.strerror}") from exc
 
     def watch(self) -> int:
         """Block until asked to stop (0) or Envoy dies (1)."""
