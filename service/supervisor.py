@@ -54,7 +54,11 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise StartupError(f"{what} port {host}:{port} is in use ({exc.strerror})") from exc
+            raise port_taken(what, host, port, exc) from exc
+
+
+def port_taken(what: str, host: str, port: int, exc: OSError) -> StartupError:
+    return StartupError(f"{what} port {host}:{port} is in use ({exc.strerror})")
 
 
 class WorkerProcess:
@@ -146,7 +150,7 @@ class Gateway:
             try:
                 serve_metrics(s.metrics_host, s.metrics_port, self.metrics_dir)
             except OSError as exc:  # taken since the check above
-                raise StartupError(f"metrics port {s.metrics_host}:{s.metrics_port}: {exc.strerror}") from exc
+                raise port_taken("metrics", s.metrics_host, s.metrics_port, exc) from exc
 
     def watch(self) -> int:
         """Block until asked to stop (0) or Envoy dies (1)."""
