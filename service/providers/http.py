@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from service.providers import json_payload
+
 # A multipart file part: (filename or None for a plain field, content, content type or None).
 FilePart = tuple[str | None, str | bytes, str | None]
 Files = Mapping[str, FilePart] | Iterable[tuple[str, FilePart]]
@@ -43,7 +45,7 @@ class HttpResponse:
 
     def json(self) -> Any:
         """The body as JSON; orjson.JSONDecodeError (a ValueError) if it is not."""
-        return orjson.loads(self.content)
+        return json_payload.loads(self.content)
 
 
 class TooLarge(Exception):
