@@ -50,24 +50,25 @@ def images_response(
     request: GenerationRequest, result: GenerationResult, urls: list[str] | None = None
 ) -> pb.ImagesResponse:
     """The response; with `urls` (hosted copies of the images, in order) instead of the bytes."""
-    data = []
-    for index, image in enumerate(result.images):
-        item = pb.Image(url=urls[index]) if urls is not None else pb.Image(b64_json=image.data)
-        if image.revised_prompt is not None:
-            item.revised_prompt = image.revised_prompt
-        data.append(item)
     output_format = request.output_format or result.images[0].media_type.removeprefix("image/")
-    return pb.ImagesResponse(
+    response = pb.ImagesResponse(
         id=new_image_id(),
         created=int(time.time()),
         model=request.model_name,
-        data=data,
         usage=_usage(request, result),
         size=_echo(str(request.size), ECHO_SIZES),
         quality=_echo(request.quality, ECHO_QUALITIES),
         background=_echo(request.background, ECHO_BACKGROUNDS),
         output_format=_echo(output_format, ECHO_OUTPUT_FORMATS),
     )
+    # Added in place: a message passed to the constructor is copied in, image bytes and all.
+    for index, image in enumerate(result.images):
+        item = (
+            response.data.add(url=urls[index]) if urls is not None else response.data.add(b64_json=image.data)
+        )
+        if image.revised_prompt is not None:
+            item.revised_prompt = image.revised_prompt
+    return response
 
 
 def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
