@@ -9,12 +9,13 @@ bytes, and the prompt only when MG_LOG_PROMPTS is on.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import sys
 import time
 from typing import Any
 
+import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 _SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -49,8 +50,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -58,7 +58,13 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        # orjson: a third of the stdlib's time for a request line; UTF-8 where json would escape.
+        return orjson.dumps(line, default=str).decode()
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def record_charge(project: str, model: str, provider: str, images: int, cost_micros: int) -> None:
@@ -68,6 +74,8 @@ def record_charge(project: str, model: str, provider: str, images: int, cost_mic
 
 
 def configure_logging(level: str) -> None:
+    # Fields no line prints, which every log record would otherwise look up.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -90,7 +90,9 @@ def test_one_json_log_line_per_request_and_no_secrets(gw: GatewayProcess) -> Non
     assert line["model"] == "local/sketch" and line["provider"] == "local" and line["latency_ms"] >= 0
     assert key not in output and "Z" * 43 not in output  # never a key, even a wrong one
     assert "secret lighthouse" not in output  # prompts only with MG_LOG_PROMPTS
-    assert any('"code": "UNAUTHENTICATED"' in line for line in output.splitlines())
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(record.get("code") == "UNAUTHENTICATED" for record in records)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
 
 
 def test_readiness_and_grpc_health_follow_the_store(tmp_path: Path) -> None:
