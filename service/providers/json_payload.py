@@ -20,6 +20,9 @@ from typing import Any
 import orjson
 
 LONG_STRING = 64 * 1024
+# Image answers have a few dozen quotes; past this many the walk (a Python loop) could cost more
+# than it saves, so such a body goes to orjson whole.
+MAX_QUOTES = 2048
 # A cut-out string's stand-in: it starts with NUL, which no parsed string can hold when the rest of
 # the body has no \u0000 escape of its own (a raw NUL is invalid JSON), so stand-ins never meet real
 # values. (The long strings cut out have no backslash, so no escape either.)
@@ -57,20 +60,28 @@ def _long_strings(body: bytes) -> list[tuple[int, int]]:
 
     Walks the strings of the document in order: every quote outside a string opens one, and the
     first quote inside it that is not escaped closes it. A body that is not JSON may give spans
-    that are not strings; orjson then refuses the rest of the body all the same."""
+    that are not strings; orjson then refuses the rest of the body all the same. Past MAX_QUOTES
+    quotes it gives up: no spans."""
     spans = []
     find = body.find
+    quotes_left = MAX_QUOTES
     opening = find(b'"')
     while opening != -1:
         start = opening + 1
         closing = find(b'"', start)
         while closing != -1 and _escaped(body, closing):
             closing = find(b'"', closing + 1)
+            quotes_left -= 1
+            if quotes_left == 0:
+                return []
         if closing == -1:
-            break  # unterminated: orjson reports it
+            return []  # unterminated: orjson reports it
         if closing - start >= LONG_STRING and find(b"\\", start, closing) == -1:
             spans.append((start, closing))
         opening = find(b'"', closing + 1)
+        quotes_left -= 1
+        if quotes_left == 0:
+            return []
     return spans
 
 

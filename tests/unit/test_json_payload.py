@@ -68,6 +68,8 @@ def test_the_long_strings_are_cut_out_of_what_orjson_parses(
         {"nul": "\x00", "b64": BASE64},  # a real \u0000 escape: orjson parses it all
         {"stand_in": "\x00mg-long-string:0", "b64": BASE64},
         {"b64": BASE64[: LONG_STRING - 1]},  # one short of long
+        {"many": ["x"] * json_payload.MAX_QUOTES, "b64": BASE64},  # past the walk's limit
+        {"quotes": '"' * json_payload.MAX_QUOTES, "b64": BASE64},
     ],
 )
 def test_edge_cases(value: Any) -> None:
