@@ -105,10 +105,14 @@ _long_text = st.builds(
     st.integers(0, 64),
 )
 _text = st.one_of(_short_text, _long_text, st.just(BASE64))
+
+
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(children, max_size=4), st.dictionaries(_text, children, max_size=4))
+
+
 _json = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), _text),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(_text, children, max_size=4)),
-    max_leaves=12,
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), _text), _containers, max_leaves=12
 )
 
 
