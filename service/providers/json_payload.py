@@ -58,31 +58,24 @@ def loads(body: bytes) -> Any:
 def _long_strings(body: bytes) -> list[tuple[int, int]]:
     """(start, end) of the contents of each string at least LONG_STRING long without a backslash.
 
-    Walks the strings of the document in order: every quote outside a string opens one, and the
-    first quote inside it that is not escaped closes it. A body that is not JSON may give spans
-    that are not strings; orjson then refuses the rest of the body all the same. Past MAX_QUOTES
-    quotes it gives up: no spans."""
-    spans = []
-    find = body.find
-    quotes_left = MAX_QUOTES
-    opening = find(b'"')
-    while opening != -1:
-        start = opening + 1
-        closing = find(b'"', start)
-        while closing != -1 and _escaped(body, closing):
-            closing = find(b'"', closing + 1)
-            quotes_left -= 1
-            if quotes_left == 0:
-                return []
-        if closing == -1:
-            return []  # unterminated: orjson reports it
-        if closing - start >= LONG_STRING and find(b"\\", start, closing) == -1:
-            spans.append((start, closing))
-        opening = find(b'"', closing + 1)
-        quotes_left -= 1
-        if quotes_left == 0:
-            return []
-    return spans
+    Walks the quotes of the document in order: outside a string a quote opens one, and inside it the
+    first quote that is not escaped closes it. A body that is not JSON may give spans that are not
+    strings; orjson then refuses the rest of the body all the same. Past MAX_QUOTES quotes there
+    are no spans."""
+    spans: list[tuple[int, int]] = []
+    opening = -1  # the quote that opened the string the walk is in, if it is in one
+    quote = body.find(b'"')
+    for _ in range(MAX_QUOTES):
+        if quote == -1:
+            return spans  # (a string left open stays open in the rest: orjson reports it)
+        if opening == -1:
+            opening = quote
+        elif not _escaped(body, quote):
+            if quote - opening - 1 >= LONG_STRING and body.find(b"\\", opening + 1, quote) == -1:
+                spans.append((opening + 1, quote))
+            opening = -1
+        quote = body.find(b'"', quote + 1)
+    return []
 
 
 def _escaped(body: bytes, quote: int) -> bool:
