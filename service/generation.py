@@ -22,14 +22,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationResult:
-    images: list[GeneratedImage]
+class GenerationSummary:
+    """What the ledger, the log line and the metrics need to know of a generation: no image bytes,
+    so the request context can keep it (see RequestContext.summary)."""
+
+    images: int
     usage: ProviderUsage | None
     warnings: tuple[str, ...]
     failed_calls: int = 0
     # Wall time of the upstream calls (all of them, in parallel), for the ledger.
     upstream_latency_ms: int = 0
     upstream_request_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[GeneratedImage]
+    summary: GenerationSummary
 
 
 def plan_calls(request: GenerationRequest, deadline: float) -> list[ImageCall]:
@@ -130,14 +139,15 @@ class Generator:
         for result in results:
             warnings.extend(result.warnings)
         images = [image for result in results for image in result.images][: request.n]
-        return GenerationResult(
-            images,
+        summary = GenerationSummary(
+            len(images),
             _sum_usage(results),
             tuple(warnings),
             failed_calls=len(failures),
             upstream_latency_ms=round((time.monotonic() - started) * 1000),
             upstream_request_ids=tuple(r.upstream_request_id for r in results if r.upstream_request_id),
         )
+        return GenerationResult(images, summary)
 
 
 def _as_mg_error(failure: BaseException, provider: str) -> BaseException:

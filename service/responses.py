@@ -29,7 +29,7 @@ def _echo(value: str | None, allowed: frozenset[str]) -> str | None:
 
 
 def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
-    reported = result.usage
+    reported = result.summary.usage
     input_tokens = reported.input_tokens if reported and reported.input_tokens is not None else None
     if input_tokens is None:
         input_tokens = count_prompt_tokens(request.prompt)

@@ -43,11 +43,12 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Context) -> pb.ImagesResponse:
         ctx = current_request()
         generation = ctx.require_generation()  # validated (and paid for) by the interceptors
-        ctx.result = await self._generator.generate(generation, ctx.upstream_remaining_s())
+        result = await self._generator.generate(generation, ctx.upstream_remaining_s())
+        ctx.summary = result.summary  # not the images: see RequestContext
         urls = None
         if generation.response_format == "url":
-            urls = await self._hosting.host(ctx.require_principal().project.id, ctx.result.images)
-        return images_response(generation, ctx.result, urls)
+            urls = await self._hosting.host(ctx.require_principal().project.id, result.images)
+        return images_response(generation, result, urls)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         project = current_request().require_principal().project

@@ -45,8 +45,9 @@ class GenerationRequest:
     moderation: str | None = None
     output_format: str | None = None
     output_compression: int | None = None
-    reference_image: str | None = None  # as sent: base64, data: URL or http(s) URL
-    reference: ReferenceImage | None = None  # loaded and checked (interceptors/reference.py)
+    # The caller's reference_image, loaded and checked by interceptors/reference.py (which reads it
+    # from the request message: the raw text is not kept here, see RequestContext).
+    reference: ReferenceImage | None = None
     # The providerOptions entry of the model's provider; other providers' entries are dropped.
     provider_options: Mapping[str, object] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
@@ -159,16 +160,13 @@ def _whole_numbers(value: Any) -> Any:
     return value
 
 
-def _reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
-    if not request.reference_image:
-        return None
-    if not model.capabilities.reference_image:
+def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) -> None:
+    if request.reference_image and not model.capabilities.reference_image:
         raise ModelNotAllowed(
             f"{model.id} cannot take a reference_image (no edit / image-to-image support).",
             param="reference_image",
             code="MODEL_NOT_ALLOWED",
         )
-    return request.reference_image
 
 
 def validate(request: pb.GenerateImagesRequest, catalog: Catalog) -> GenerationRequest:
@@ -184,6 +182,7 @@ def validate(request: pb.GenerateImagesRequest, catalog: Catalog) -> GenerationR
         warnings.append(f"style {style!r} ignored: {model.id} has no styles")
         style = None
     _stream(request, model)
+    _check_reference_image(request, model)
     return GenerationRequest(
         model_name=request.model,
         model=model,
@@ -198,7 +197,6 @@ def validate(request: pb.GenerateImagesRequest, catalog: Catalog) -> GenerationR
         moderation=_choice(request.moderation, MODERATIONS, "moderation"),
         output_format=_output_format(request, model),
         output_compression=_output_compression(request),
-        reference_image=_reference_image(request, model),
         provider_options=_provider_options(request, model),
         warnings=tuple(warnings),
     )

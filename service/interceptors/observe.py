@@ -48,15 +48,15 @@ class ObserveInterceptor(UnaryInterceptor):
             self._record(current_request(), method.rsplit("/", 1)[-1], request, code, status)
 
     def _record(self, ctx: RequestContext, method: str, request: Any, code: str, status: int) -> None:
-        generation, result, principal = ctx.generation, ctx.result, ctx.principal
+        generation, summary, principal = ctx.generation, ctx.summary, ctx.principal
         model = generation.model.id if generation else str(getattr(request, "model", ""))
         provider = generation.model.provider if generation else ""
         project = principal.project.name if principal else ""
         elapsed = time.monotonic() - ctx.started
         REQUESTS.labels(method, model, provider, project, code).inc()
         LATENCY.labels(method, model).observe(elapsed)
-        if result is not None:
-            UPSTREAM_LATENCY.labels(provider, model).observe(result.upstream_latency_ms / 1000)
+        if summary is not None:
+            UPSTREAM_LATENCY.labels(provider, model).observe(summary.upstream_latency_ms / 1000)
         if ctx.idempotency_outcome in ("join", "replay"):
             IDEMPOTENT.labels(ctx.idempotency_outcome).inc()
         if code in REJECTION_REASONS:
@@ -71,8 +71,8 @@ class ObserveInterceptor(UnaryInterceptor):
             "status": status,
             "code": code,
             "latency_ms": round(elapsed * 1000),
-            "upstream_latency_ms": result.upstream_latency_ms if result else None,
-            "images": len(result.images) if result else 0,
+            "upstream_latency_ms": summary.upstream_latency_ms if summary else None,
+            "images": summary.images if summary else 0,
             "cost_usd": ctx.cost_micros / 1_000_000,
             "idempotency": ctx.idempotency_outcome,
         }
@@ -80,6 +80,6 @@ class ObserveInterceptor(UnaryInterceptor):
             fields.update(n=generation.n, size=str(generation.size))
             if self._log_prompts:
                 fields["prompt"] = generation.prompt
-        if result is not None and result.warnings:
-            fields["warnings"] = list(result.warnings)
+        if summary is not None and summary.warnings:
+            fields["warnings"] = list(summary.warnings)
         log.info("request", extra={"fields": fields})

@@ -22,9 +22,15 @@ class ReferenceImageInterceptor(UnaryInterceptor):
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
     ) -> Any:
+        if not request.reference_image:  # validation checked that the model takes one
+            return await behavior(request, context)
         ctx = current_request()
         generation = ctx.require_generation()
-        if generation.reference_image:
-            reference = await load_reference(generation.reference_image, self._limits)
-            ctx.generation = replace(generation, reference=reference)
-        return await behavior(request, context)
+        try:
+            ctx.generation = replace(
+                generation, reference=await load_reference(request.reference_image, self._limits)
+            )
+            return await behavior(request, context)
+        finally:
+            # Spent once the call below is done: the context must not keep it (see RequestContext).
+            ctx.generation = generation

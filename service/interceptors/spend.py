@@ -33,8 +33,8 @@ LEASE_MARGIN_S = 60.0
 def ledger_entry(ctx: RequestContext, outcome: str, images: int, cost: int, input_tokens: int) -> LedgerEntry:
     principal = ctx.require_principal()
     generation = ctx.require_generation()
-    result = ctx.result
-    latency_ms = result.upstream_latency_ms if result else round((time.monotonic() - ctx.started) * 1000)
+    summary = ctx.summary
+    latency_ms = summary.upstream_latency_ms if summary else round((time.monotonic() - ctx.started) * 1000)
     return LedgerEntry(
         request_id=ctx.request_id,
         project_id=principal.project.id,
@@ -50,7 +50,7 @@ def ledger_entry(ctx: RequestContext, outcome: str, images: int, cost: int, inpu
         upstream_latency_ms=latency_ms,
         outcome=outcome,
         created_at=time.time(),
-        upstream_request_id=",".join(result.upstream_request_ids) if result else "",
+        upstream_request_id=",".join(summary.upstream_request_ids) if summary else "",
         idempotency_key=ctx.idempotency_key,
     )
 
@@ -85,7 +85,7 @@ class SpendInterceptor(UnaryInterceptor):
             await asyncio.shield(self._release(ctx, "CANCELLED"))
             raise
         images = len(response.data)
-        cost = cost_micros(generation, images, ctx.result.usage if ctx.result else None)
+        cost = cost_micros(generation, images, ctx.summary.usage if ctx.summary else None)
         outcome = "ok" if images == generation.n else "partial"
         entry = ledger_entry(ctx, outcome, images, cost, response.usage.input_tokens)
         ctx.cost_micros = cost

@@ -58,12 +58,12 @@ def test_plan_splits_n_by_the_per_call_maximum() -> None:
 def test_results_are_concatenated_in_call_order_and_usage_summed() -> None:
     result = run(ScriptedProvider([4, 3]), 7)
     assert [image.data for image in result.images] == [bytes([i]) for i in range(7)]
-    assert result.usage == ProviderUsage(input_tokens=6, output_tokens=20, input_image_tokens=None)
+    assert result.summary.usage == ProviderUsage(input_tokens=6, output_tokens=20, input_image_tokens=None)
 
 
 def test_partial_success_returns_what_arrived() -> None:
     result = run(ScriptedProvider([4, UpstreamError("boom")]), 8)
-    assert len(result.images) == 4 and result.failed_calls == 1
+    assert len(result.images) == 4 and result.summary.failed_calls == 1
 
 
 def test_total_failure_raises_the_providers_error() -> None:
