@@ -119,15 +119,18 @@ def test_replicas_share_files_through_s3(s3: S3Server, tmp_path: Path) -> None:
                 timeout=60,
             )
             url = response.json()["data"][0]["url"]
-            # the same file, through the other replica
+            # the same file, through the other replica (whose S3 client makes its first call: a
+            # generous timeout, as for the POST, since a loaded 2-vCPU CI machine once took > 5 s)
             other = url.replace(first.http_url, second.http_url)
-            served = httpx.get(other)
+            served = httpx.get(other, timeout=60)
             assert served.status_code == 200 and decode_png(served.content).size == (512, 512)
             keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
             assert keys == [f"mg/{urlsplit(url).path.rsplit('/', 1)[-1]}"]
             assert not (tmp_path / "a" / "files").exists()
         finally:
             second.stop()
+            print(second.output_tail())  # pytest shows it if the test failed
     finally:
         first.stop()
+        print(first.output_tail())
         clear_prefix(SHARED_URL, prefix)

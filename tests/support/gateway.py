@@ -120,6 +120,10 @@ class GatewayProcess:
                 raise RuntimeError("gateway did not start:\n" + "".join(self.output))
         return self
 
+    def output_tail(self, lines: int = 40) -> str:
+        """The last lines the gateway printed (its log), for a failing test's report."""
+        return f"--- {self.data_dir.name}: last {lines} lines of output\n" + "".join(self.output[-lines:])
+
     def children(self) -> list[int]:
         assert self.process is not None
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
