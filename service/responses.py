@@ -28,11 +28,11 @@ def _echo(value: str | None, allowed: frozenset[str]) -> str | None:
     return value if value in allowed else None
 
 
-def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
+async def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
     reported = result.summary.usage
     input_tokens = reported.input_tokens if reported and reported.input_tokens is not None else None
     if input_tokens is None:
-        input_tokens = count_prompt_tokens(request.prompt)
+        input_tokens = await count_prompt_tokens(request.prompt)
     output_tokens = reported.output_tokens if reported and reported.output_tokens is not None else 0
     image_tokens = reported.input_image_tokens if reported and reported.input_image_tokens is not None else 0
     return pb.Usage(
@@ -46,7 +46,7 @@ def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
     )
 
 
-def images_response(
+async def images_response(
     request: GenerationRequest, result: GenerationResult, urls: list[str] | None = None
 ) -> pb.ImagesResponse:
     """The response; with `urls` (hosted copies of the images, in order) instead of the bytes."""
@@ -55,7 +55,7 @@ def images_response(
         id=new_image_id(),
         created=int(time.time()),
         model=request.model_name,
-        usage=_usage(request, result),
+        usage=await _usage(request, result),
         size=_echo(str(request.size), ECHO_SIZES),
         quality=_echo(request.quality, ECHO_QUALITIES),
         background=_echo(request.background, ECHO_BACKGROUNDS),

@@ -48,7 +48,7 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
         urls = None
         if generation.response_format == "url":
             urls = await self._hosting.host(ctx.require_principal().project.id, result.images)
-        return images_response(generation, result, urls)
+        return await images_response(generation, result, urls)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         project = current_request().require_principal().project

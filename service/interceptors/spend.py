@@ -68,7 +68,7 @@ class SpendInterceptor(UnaryInterceptor):
         ctx = current_request()
         project = ctx.require_principal().project
         generation = ctx.require_generation()
-        prompt_tokens = count_prompt_tokens(generation.prompt) if generation.model.price.tokens else 0
+        prompt_tokens = await count_prompt_tokens(generation.prompt) if generation.model.price.tokens else 0
         estimate = estimate_micros(generation, prompt_tokens)
         reservation = ctx.request_id
         if not await self._store.reserve(

@@ -14,9 +14,11 @@ import asyncio
 import base64
 import gc
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
@@ -44,6 +46,17 @@ def alive(kind: type, data: set[bytes]) -> list[Any]:
     may leave objects of the same kinds behind; these payloads are this test's own)."""
     gc.collect()  # garbage does not count
     return [o for o in gc.get_objects() if isinstance(o, kind) and o.data in data]
+
+
+@pytest.fixture(autouse=True)
+async def earlier_timer() -> AsyncIterator[None]:
+    """A live timer due before the calls' timeouts, as a serving worker has (other calls' timers):
+    the loop drops cancelled timers only from the front of its queue, so with none before them
+    the cancelled ones would go as soon as the loop turns (the first prompt count does, waiting
+    for the vocabulary to load)."""
+    handle = asyncio.get_running_loop().call_later(60, lambda: None)
+    yield
+    handle.cancel()
 
 
 async def generate(request: pb.GenerateImagesRequest, tmp_path: Path) -> tuple[RequestContext, set[bytes]]:
