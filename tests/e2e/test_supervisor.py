@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,6 +78,38 @@ def test_a_taken_port_stops_start_up_with_a_clear_message(tmp_path: Path) -> Non
         with pytest.raises(RuntimeError, match=r"gRPC port .* is in use"):
             gateway.start()
         assert gateway.wait(10) == 1
+
+
+SERVING = re.compile(r"worker (\d+) serving gRPC")
+
+
+def test_a_metrics_port_taken_during_start_up_stops_it_cleanly(tmp_path: Path) -> None:
+    # The metrics server binds last (its thread must not exist while Envoy is forked), after the
+    # early check that the port is free: here the port is taken in between, once the workers serve.
+    gateway = GatewayProcess(tmp_path)
+    squatter = socket.socket()
+    workers: list[int] = []
+
+    def take_the_port_once_workers_serve() -> None:
+        deadline = time.monotonic() + 30
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers[:] = [int(m[1]) for line in gateway.output if (m := SERVING.search(line))]
+            time.sleep(0.005)
+        squatter.bind(("127.0.0.1", gateway.metrics_port))
+        squatter.listen()
+
+    squatter_thread = threading.Thread(target=take_the_port_once_workers_serve)
+    squatter_thread.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"metrics port .* is in use"):
+            gateway.start()
+        squatter_thread.join()
+        assert gateway.wait(10) == 1 and len(workers) == 2
+        assert not any(pid_alive(pid) for pid in workers)
+        with pytest.raises(httpx.ConnectError):  # Envoy is gone too
+            httpx.get(f"http://127.0.0.1:{gateway.admin_port}/ready")
+    finally:
+        squatter.close()
 
 
 def test_killing_the_supervisor_takes_workers_and_envoy_with_it(tmp_path: Path) -> None:
