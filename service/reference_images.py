@@ -28,6 +28,7 @@ from PIL import Image
 if TYPE_CHECKING:
     import httpx
 
+from service.capped_read import TooLarge, read_capped
 from service.errors import BadRequest
 
 PARAM = "reference_image"
@@ -173,40 +174,37 @@ async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
     import httpx  # here, not at the top: most workers never fetch a URL, and it costs 3.4 MB each
 
     deadline = time.monotonic() + limits.timeout_s
+    too_slow = refused(f"reference_image download took longer than {limits.timeout_s:g} s.")
     async with httpx.AsyncClient(follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await _fetch_once(client, url, limits, deadline)
-            except httpx.TimeoutException:
-                raise refused(f"reference_image download took longer than {limits.timeout_s:g} s.") from None
-            except httpx.HTTPError as exc:
+                # One deadline for every hop and the body: httpx's timeouts are per read.
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    response = await _fetch_once(client, url, limits, deadline)
+                    try:
+                        if response.is_redirect:
+                            url = urljoin(url, response.headers.get("location", ""))
+                            continue
+                        if not response.is_success:
+                            raise refused(f"reference_image URL answered HTTP {response.status_code}.")
+                        length = response.headers.get("content-length")
+                        return await read_capped(response.aiter_bytes(), limits.max_bytes, length)
+                    finally:
+                        await response.aclose()
+            except TooLarge:
+                raise refused(f"reference_image is larger than {limits.max_bytes} bytes.") from None
+            except (TimeoutError, httpx.TimeoutException):
+                raise too_slow from None
+            except httpx.HTTPError as exc:  # refused, reset or broken off, before or during the body
                 raise refused(
                     f"reference_image could not be downloaded ({exc.__class__.__name__})."
                 ) from None
-            try:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("location", ""))
-                    continue
-                if not response.is_success:
-                    raise refused(f"reference_image URL answered HTTP {response.status_code}.")
-                return await _read_limited(response, limits.max_bytes, deadline)
-            finally:
-                await response.aclose()
     raise refused(f"reference_image URL redirected more than {MAX_REDIRECTS} times.")
 
 
-async def _read_limited(response: httpx.Response, max_bytes: int, deadline: float) -> bytes:
-    if int(response.headers.get("content-length") or 0) > max_bytes:
-        raise refused(f"reference_image is larger than {max_bytes} bytes.")
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise refused(f"reference_image is larger than {max_bytes} bytes.")
-        if time.monotonic() > deadline:
-            raise refused("reference_image download took too long.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the running loop's clock (asyncio.timeout_at's)."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 async def load_reference(value: str, limits: ReferenceLimits) -> ReferenceImage:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from service.capped_read import read_capped
 from service.providers import json_payload
 
 # A multipart file part: (filename or None for a plain field, content, content type or None).
@@ -46,10 +47,6 @@ class HttpResponse:
     def json(self) -> Any:
         """The body as JSON; orjson.JSONDecodeError (a ValueError) if it is not."""
         return json_payload.loads(self.content)
-
-
-class TooLarge(Exception):
-    """A streamed body went past its limit."""
 
 
 def form(data: Mapping[str, object] | None, files: Files | None) -> aiohttp.FormData:
@@ -107,21 +104,10 @@ class HttpClient:
             if max_bytes is None:
                 content = await response.read()
             else:
-                content = await _read_limited(response, max_bytes)
+                length = response.headers.get("content-length")
+                content = await read_capped(response.content.iter_chunked(READ_CHUNK), max_bytes, length)
             return HttpResponse(response.status, response.headers, content)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    if int(response.headers.get("content-length") or 0) > max_bytes:
-        raise TooLarge
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)

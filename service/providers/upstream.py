@@ -22,6 +22,7 @@ from typing import Any
 
 import pybase64
 
+from service.capped_read import TooLarge
 from service.config import ProviderConfig, Settings
 from service.errors import (
     BadRequest,
@@ -32,7 +33,7 @@ from service.errors import (
     UpstreamTimeout,
 )
 from service.images import sniff_media_type
-from service.providers.http import HttpClient, HttpResponse, TooLarge, TransportError
+from service.providers.http import HttpClient, HttpResponse, TransportError
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE_S = 0.5

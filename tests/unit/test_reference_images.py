@@ -105,3 +105,17 @@ def test_download_limits_and_http_errors() -> None:
         refused(f"{base}/big.png", "larger than", big)
         refused(f"{base}/gone.png", "HTTP 404", big)
         refused("http://nonexistent.invalid/x.png", "does not resolve")
+
+
+def test_bodies_that_stall_or_break_off_are_refused() -> None:
+    # headers and half the body arrive, then nothing (past the 1 s download limit), or a closed socket
+    quick = ReferenceLimits(1_000_000, 4_000_000, 1, parse_networks("127.0.0.1/32"))
+    image = png(40, 40)
+    half = {"x-test-send": str(len(image) // 2)}
+    routes = {
+        "/stalls.png": (200, {**half, "x-test-then": "stall"}, image),
+        "/breaks.png": (200, {**half, "x-test-then": "close"}, image),
+    }
+    with serving(routes) as base:
+        refused(f"{base}/stalls.png", "took longer than 1 s", quick)
+        refused(f"{base}/breaks.png", "could not be downloaded", quick)
