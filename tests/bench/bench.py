@@ -11,7 +11,8 @@ gateway (Envoy + supervisor + workers), and peak RSS of the gateway. Idle RSS is
 start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .mg/bench.json).
 
     BENCH_PIN=1        gateway on CPU 1 (one worker, one Envoy thread), wrk + fake on CPU 0,
-                       exactly as shared/bench pins the peer gateways
+                       exactly as shared/bench pins the peer gateways; held-1000 stays unpinned,
+                       on the defaults (one worker per core), as the issue sets it
     BENCH_ROUNDS=2 BENCH_DURATION=8 BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000
 """
 
@@ -54,7 +55,11 @@ class Scenario:
     duration_s: int = 0  # 0: BENCH_DURATION
     timeout_s: int = 20
     rounds: int = 0  # 0: BENCH_ROUNDS
-    pinned: bool = True  # pin when BENCH_PIN=1
+    pinned: bool = True  # False: gateway on its defaults (one worker per core), unpinned, always
+
+    @property
+    def pin(self) -> bool:
+        return PIN and self.pinned
 
 
 SCENARIOS = {
@@ -138,14 +143,14 @@ class PeakRss(threading.Thread):
 
 
 def wrk(
-    url: str, key: str, body: dict[str, Any], concurrency: int, duration: int, timeout: int
+    url: str, key: str, body: dict[str, Any], concurrency: int, duration: int, timeout: int, pin: bool
 ) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(body, f)
     command = ["wrk", "-t", "2" if concurrency > 1 else "1", "-c", str(concurrency), "-d", f"{duration}s",
                "--timeout", f"{timeout}s", "-s", str(HERE / "wrk_post.lua"),
                "-H", f"Authorization: Bearer {key}", url]  # fmt: skip
-    if PIN:
+    if pin:
         command = ["taskset", "-c", "0", *command]
     run = subprocess.run(
         command,
@@ -171,7 +176,7 @@ def wrk(
 
 
 class Fake:
-    def __init__(self, port: int, args: tuple[str, ...]) -> None:
+    def __init__(self, port: int, args: tuple[str, ...], pin: bool) -> None:
         command = [
             sys.executable,
             str(HERE / "fake_upstream.py"),
@@ -181,7 +186,7 @@ class Fake:
             UPSTREAM_KEY,
             *args,
         ]
-        if PIN:
+        if pin:
             command = ["taskset", "-c", "0", *command]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -211,13 +216,13 @@ def measure(target: str, scenario: Scenario, url: str, key: str, gateway_pid: in
     }
     duration = scenario.duration_s or int(os.environ.get("BENCH_DURATION", "8"))
     if scenario.concurrency <= 64:
-        wrk(url, key, body, scenario.concurrency, 2, scenario.timeout_s)  # warm-up
+        wrk(url, key, body, scenario.concurrency, 2, scenario.timeout_s, scenario.pin)  # warm-up
     pids = tree(gateway_pid) if gateway_pid else []
     peak = PeakRss(gateway_pid) if gateway_pid else None
     if peak:
         peak.start()
     cpu_before = cpu_s(pids)
-    result = wrk(url, key, body, scenario.concurrency, duration, scenario.timeout_s)
+    result = wrk(url, key, body, scenario.concurrency, duration, scenario.timeout_s, scenario.pin)
     if peak:
         result["peak_rss_mb"] = round(peak.stop(), 1)
         result["cpu_ms_per_request"] = round(
@@ -226,17 +231,17 @@ def measure(target: str, scenario: Scenario, url: str, key: str, gateway_pid: in
     return result
 
 
-def start_gateway(upstream_port: int) -> GatewayProcess:
+def start_gateway(upstream_port: int, pin: bool) -> GatewayProcess:
     env = {
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "MG_DEFAULT_RPM": "100000000",
     }
     # pinned: one core, so one worker and one Envoy thread; else the defaults (one per core)
-    workers = "1" if PIN else "0"
+    workers = "1" if pin else "0"
     env.update(MG_WORKERS=workers, MG_ENVOY_CONCURRENCY=workers)
     gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="mg-bench-")), env)
-    return gateway.start(command_prefix=["taskset", "-c", "1"] if PIN else [])
+    return gateway.start(command_prefix=["taskset", "-c", "1"] if pin else [])
 
 
 def main() -> int:
@@ -248,19 +253,21 @@ def main() -> int:
     names = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     upstream_port = free_port()
-    report: dict[str, Any] = {"pinned": PIN, "idle_rss_mb": None, "scenarios": {}}
+    # idle RSS of each gateway configuration started: "pinned" (one worker) and/or "defaults"
+    report: dict[str, Any] = {"pinned": PIN, "idle_rss_mb": {}, "scenarios": {}}
     for name in names:
         scenario = SCENARIOS[name]
-        fake = Fake(upstream_port, scenario.fake_args)
+        fake = Fake(upstream_port, scenario.fake_args, scenario.pin)
         # A fresh gateway per scenario: Python keeps memory it once used, so a peak RSS measured
         # after another scenario would partly be that scenario's.
-        gateway = start_gateway(upstream_port)
+        gateway = start_gateway(upstream_port, scenario.pin)
         assert gateway.process is not None
         cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
         try:
             time.sleep(2)
-            if report["idle_rss_mb"] is None:
-                report["idle_rss_mb"] = round(rss_mb(tree(gateway.process.pid)), 1)
+            configuration = "pinned" if scenario.pin else "defaults"
+            if configuration not in report["idle_rss_mb"]:
+                report["idle_rss_mb"][configuration] = round(rss_mb(tree(gateway.process.pid)), 1)
             for round_ in range(scenario.rounds or rounds):
                 for target in ("mg", "direct") if round_ % 2 == 0 else ("direct", "mg"):
                     base = gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
@@ -302,9 +309,13 @@ def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dic
 
 
 def table(report: dict[str, Any]) -> str:
-    placement = "pinned: gateway on CPU 1" if report["pinned"] else "unpinned"
+    placement = "pinned: gateway on CPU 1, one worker" if report["pinned"] else "unpinned, defaults"
+    idle = ", ".join(f"{mb} MB ({configuration})" for configuration, mb in report["idle_rss_mb"].items())
+    unpinned = [name for name in report["scenarios"] if report["pinned"] and not SCENARIOS[name].pinned]
     lines = [
-        f"mg benchmark ({placement}); idle RSS {report['idle_rss_mb']} MB",
+        f"mg benchmark ({placement}"
+        + (f"; {', '.join(unpinned)} unpinned on the defaults" if unpinned else "")
+        + f"); idle RSS {idle}",
         "",
         "| scenario | mg RPS | direct RPS | ratio | mg p50 / p99 ms | direct p50 / p99 ms | added p50 ms "
         "| errors | CPU ms/req | peak RSS MB |",
