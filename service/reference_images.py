@@ -165,8 +165,12 @@ async def _fetch_once(
     return await client.send(request, stream=True)
 
 
+def _remaining(deadline: float) -> float:
+    return max(0.001, deadline - time.monotonic())
+
+
 def _timeouts(deadline: float) -> dict[str, float]:
-    remaining = max(0.001, deadline - time.monotonic())
+    remaining = _remaining(deadline)
     return {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
 
 
@@ -174,12 +178,11 @@ async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
     import httpx  # here, not at the top: most workers never fetch a URL, and it costs 3.4 MB each
 
     deadline = time.monotonic() + limits.timeout_s
-    too_slow = refused(f"reference_image download took longer than {limits.timeout_s:g} s.")
     async with httpx.AsyncClient(follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 # One deadline for every hop and the body: httpx's timeouts are per read.
-                async with asyncio.timeout_at(_loop_time(deadline)):
+                async with asyncio.timeout(_remaining(deadline)):
                     response = await _fetch_once(client, url, limits, deadline)
                     try:
                         if response.is_redirect:
@@ -194,17 +197,12 @@ async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
             except TooLarge:
                 raise refused(f"reference_image is larger than {limits.max_bytes} bytes.") from None
             except (TimeoutError, httpx.TimeoutException):
-                raise too_slow from None
+                raise refused(f"reference_image download took longer than {limits.timeout_s:g} s.") from None
             except httpx.HTTPError as exc:  # refused, reset or broken off, before or during the body
                 raise refused(
                     f"reference_image could not be downloaded ({exc.__class__.__name__})."
                 ) from None
     raise refused(f"reference_image URL redirected more than {MAX_REDIRECTS} times.")
-
-
-def _loop_time(deadline: float) -> float:
-    """A time.monotonic() deadline on the running loop's clock (asyncio.timeout_at's)."""
-    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 async def load_reference(value: str, limits: ReferenceLimits) -> ReferenceImage:
