@@ -99,9 +99,15 @@ def _ledger_entry(row: sqlite3.Row) -> LedgerEntry:
     return LedgerEntry(**values)
 
 
-# The event-loop connection never checkpoints by itself (a checkpoint fsyncs); every this many of
-# its commits, the store thread runs a passive checkpoint instead.
+# No connection checkpoints by itself (the event loop's must not: a checkpoint fsyncs); every
+# this many operations, the store thread checkpoints (see _checkpoint).
 CHECKPOINT_EVERY = 500
+# A WAL file keeps its largest size; past a checkpoint it is cut back to this.
+WAL_SIZE_LIMIT = 16 << 20
+# How long the store thread waits for another process's lock (its operations, not the loop's).
+LOCK_WAIT_MS = 10_000
+# How long a checkpoint may hold writers off while it waits for readers to leave the WAL.
+CHECKPOINT_WAIT_MS = 100
 
 
 class SqliteStore:
@@ -117,16 +123,18 @@ class SqliteStore:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mg-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None
-        self._inline_commits = 0
+        self._operations = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=LOCK_WAIT_MS / 1000)
             conn.row_factory = sqlite3.Row
             _enable_wal(conn)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             # (statement by statement: executescript would commit behind the transaction's back)
             with _write(conn):
                 for statement in SCHEMA.split(";"):
@@ -143,6 +151,7 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._inline = conn
         return self._inline
 
@@ -158,17 +167,29 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
-                return await loop.run_in_executor(self._thread, call)
-            self._inline_commits += 1
-            if self._inline_commits % CHECKPOINT_EVERY == 0:
-                loop.run_in_executor(self._thread, self._checkpoint)
-            return result
+                result = await loop.run_in_executor(self._thread, call)
         except sqlite3.OperationalError as exc:
             raise Unavailable(f"The SQLite store is unavailable: {exc}") from exc
+        self._operations += 1
+        if self._operations % CHECKPOINT_EVERY == 0:
+            loop.run_in_executor(self._thread, self._checkpoint)
+        return result
 
     def _checkpoint(self) -> None:
+        """RESTART, not PASSIVE: under steady writes a passive checkpoint never catches up with the
+        writers, so the WAL never starts over and grows without bound (1 GB within a minute of
+        load). RESTART holds writers off while it copies the log back and waits for readers to
+        leave it, so the next commit writes from the start of the file again. Writers on the event
+        loop meet the lock (timeout 0) and rerun on this thread, behind the checkpoint. Every
+        connection has automatic checkpoints off: two checkpoints at once refuse each other."""
+        conn = self._connection()
         with contextlib.suppress(sqlite3.OperationalError):  # the next one will do
-            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # Bounded: waiting on a long read (`mg usage` on a large ledger) must not stall writes.
+            conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
 
     # --- projects
 
