@@ -131,10 +131,13 @@ class FakeProvider:
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Forget the requests and triggers seen, for a server reused across tests (subclasses
-        extend it with their own state)."""
+        """Forget the requests and triggers seen, and the class-level settings a test changed on
+        this instance, for a server reused across tests (subclasses extend it with their own
+        state; tests/unit/test_fake_reset.py holds every fake to it)."""
         self.requests.clear()
         self.seen.clear()
+        for name in [n for n in vars(self) if not n.startswith("_") and hasattr(type(self), n)]:
+            delattr(self, name)  # the class's value shows again
 
     def once(self, key: str) -> bool:
         """True the first time `key` is seen."""

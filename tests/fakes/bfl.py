@@ -100,7 +100,6 @@ class FakeBFL(FakeProvider):
         with self._tasks_lock:
             self.tasks.clear()
         self.credits = None
-        self.sample_ttl_s = type(self).sample_ttl_s
 
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/delivery/"):

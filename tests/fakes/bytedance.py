@@ -88,7 +88,6 @@ class FakeSeedream(FakeProvider):
     def reset(self) -> None:
         super().reset()
         self.references.clear()
-        self.force_url = False
 
     def handle(self, request: Recorded) -> Reply:
         if request.method == "GET" and request.path.startswith("/files/"):  # signed TOS links: no auth
