@@ -125,16 +125,22 @@ class SqliteStore:
         self._inline: sqlite3.Connection | None = None
         self._operations = 0
 
+    def _open(self, lock_wait_s: float) -> sqlite3.Connection:
+        """A connection as the store uses them all: rows by column name, this store's durability,
+        foreign keys, no automatic checkpoints (see _checkpoint), a grown WAL cut back."""
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=lock_wait_s, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        return conn
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=LOCK_WAIT_MS / 1000)
-            conn.row_factory = sqlite3.Row
+            conn = self._open(LOCK_WAIT_MS / 1000)
             _enable_wal(conn)
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             # (statement by statement: executescript would commit behind the transaction's back)
             with _write(conn):
                 for statement in SCHEMA.split(";"):
@@ -146,13 +152,7 @@ class SqliteStore:
     async def _inline_connection(self) -> sqlite3.Connection:
         if self._inline is None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._connection)  # schema, WAL
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=0, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            self._inline = conn
+            self._inline = self._open(lock_wait_s=0)
         return self._inline
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -182,8 +182,8 @@ class SqliteStore:
         leave it, so the next commit writes from the start of the file again. Writers on the event
         loop meet the lock (timeout 0) and rerun on this thread, behind the checkpoint. Every
         connection has automatic checkpoints off: two checkpoints at once refuse each other."""
-        conn = self._connection()
         with contextlib.suppress(sqlite3.OperationalError):  # the next one will do
+            conn = self._connection()
             # Bounded: waiting on a long read (`mg usage` on a large ledger) must not stall writes.
             conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
             try:
