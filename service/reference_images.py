@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pybase64
-from PIL import Image
 
 if TYPE_CHECKING:
     import httpx
@@ -59,6 +58,8 @@ class ReferenceImage:
 
 
 def png_with_alpha(data: bytes) -> bytes:
+    from PIL import Image  # on first use, see decode_reference
+
     out = io.BytesIO()
     with Image.open(io.BytesIO(data)) as image:
         image.convert("RGBA").save(out, format="PNG")
@@ -100,6 +101,10 @@ def address_allowed(address: IPAddress, allow: Sequence[IPNetwork]) -> bool:
 
 def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:
     """The image, checked to decode, within the pixel limit; a 400 otherwise."""
+    # Pillow is imported by the first reference image, not with the module: a worker that never
+    # sees one is spared its ~2 MB.
+    from PIL import Image
+
     if len(data) > limits.max_bytes:
         raise refused(f"reference_image is larger than {limits.max_bytes} bytes.")
     try:

@@ -24,10 +24,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-# The Rust core behind tiktoken.Encoding (which builds it the same way); pinned in pyproject.toml,
-# and tests/unit/test_tokens.py holds its counts to Encoding's.
-from tiktoken import _tiktoken  # type: ignore[attr-defined]
-
 VOCABULARY = Path(__file__).with_name("data") / "o200k_base.tiktoken.gz"
 # tiktoken_ext.openai_public: expected_hash of o200k_base.tiktoken
 VOCABULARY_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -81,6 +77,12 @@ class PromptTokenizer:
     def _load(self) -> Any:
         with self._lock:
             if self._core is None:
+                # The Rust core behind tiktoken.Encoding (which builds it the same way); pinned in
+                # pyproject.toml, and tests/unit/test_tokens.py holds its counts to Encoding's.
+                # Imported here, with the vocabulary: a worker that never counts a prompt is
+                # spared its ~1.3 MB.
+                from tiktoken import _tiktoken  # type: ignore[attr-defined]
+
                 # The ranks dict is dropped once the Rust core has copied it.
                 self._core = _tiktoken.CoreBPE(read_ranks(self._vocabulary), {}, PATTERN)
                 _return_freed_memory()

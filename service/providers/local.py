@@ -18,8 +18,6 @@ import io
 import random
 from collections.abc import Mapping
 
-from PIL import Image, ImageChops, ImageDraw, ImageFont
-
 from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
 from service.sizes import Size
@@ -60,6 +58,10 @@ def _color(rng: random.Random, saturation: float, value: float, alpha: int | Non
 def render_png(
     prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: bytes | None = None
 ) -> bytes:
+    # Pillow is imported by the first render (on its worker thread), not with the module: a worker
+    # that never renders or reads an image is spared its ~4 MB.
+    from PIL import Image, ImageChops, ImageDraw, ImageFont
+
     rng = random.Random(key)
     saturation = 0.85 if vivid else 0.35
     width, height = size.width, size.height

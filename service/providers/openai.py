@@ -27,8 +27,6 @@ import binascii
 import io
 from typing import Any
 
-from PIL import Image
-
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest
 from service.images import sniff_media_type
@@ -113,6 +111,8 @@ def _image_part(model: str, reference: ReferenceImage) -> tuple[bytes, str]:
     dall-e-2 a PNG with transparency (it refuses others: "format must be in ['RGBA', 'LA', 'L']")."""
     if _is_gpt_image(model) and reference.media_type in EXTENSIONS:
         return reference.data, reference.media_type
+    from PIL import Image  # on first use: a worker that never converts a reference is spared it
+
     with Image.open(io.BytesIO(reference.data)) as image:
         if image.format == "PNG" and image.mode in ("RGBA", "LA", "L"):
             return reference.data, "image/png"

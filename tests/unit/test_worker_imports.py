@@ -1,0 +1,30 @@
+"""A worker loads what only some requests or configurations use when it is first used, not at start:
+each such module is held by every worker for its whole life (the idle RSS target counts them all)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# module -> what first needs it
+ON_DEMAND = {
+    "PIL": "the local provider's renders and reference images",
+    "tiktoken": "the first prompt token count",
+    "httpx": "the first reference image fetched by URL",
+    "redis": "MG_REDIS_URL",
+}
+
+
+def loaded_at_start(module: str) -> set[str]:
+    """Top-level packages in sys.modules after importing `module` in a fresh interpreter."""
+    names = "sorted({name.split('.')[0] for name in sys.modules})"
+    script = f"import json, sys, {module}; print(json.dumps({names}))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
+
+
+def test_worker_start_leaves_on_demand_modules_unloaded() -> None:
+    loaded = loaded_at_start("service.server")
+    assert "grpc" in loaded  # the probe imported the worker for real
+    assert not loaded & set(ON_DEMAND), {name: ON_DEMAND[name] for name in loaded & set(ON_DEMAND)}
