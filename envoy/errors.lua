@@ -20,6 +20,40 @@ local function json_escape(s)
   end))
 end
 
+-- `s` with every byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD. The
+-- transcoder's parse errors quote the request body as it came, so a body in another encoding (a
+-- Latin-1 "é") would otherwise make an error body that is not UTF-8, which no JSON client can read.
+local function valid_utf8(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = 0
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then len = 3
+    elseif c >= 0xF0 and c <= 0xF4 then len = 4 end
+    local ok = len > 0 and i + len - 1 <= n
+    for k = i + 1, ok and i + len - 1 or i do
+      local b = s:byte(k)
+      if b < 0x80 or b > 0xBF then ok = false end
+    end
+    if ok and len > 2 then  -- overlong forms, UTF-16 surrogates, past U+10FFFF
+      local b = s:byte(i + 1)
+      ok = not ((c == 0xE0 and b < 0xA0) or (c == 0xED and b > 0x9F)
+                or (c == 0xF0 and b < 0x90) or (c == 0xF4 and b > 0x8F))
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
 -- The still-escaped contents of "message":"..." in a JSON text (google.rpc.Status from the
 -- transcoder), or nil.
 local function json_message(txt)
@@ -73,6 +107,7 @@ function envoy_on_response(handle)
     local msg = json_message(txt)
     if msg == nil then msg = json_escape((txt:gsub("%s+$", ""))) end
     if msg == "" then msg = "HTTP " .. status end
+    msg = valid_utf8(msg)
     envelope = '{"error":{"code":"' .. d[2] .. '","message":"' .. msg .. '","type":"' .. d[1] .. '","param":null}}'
   else
     hdrs:replace(":status", http_status)

@@ -228,6 +228,11 @@ def test_reference_image_to_a_model_without_edit_is_forbidden(gateway: GatewayPr
         b'{"model": "local/sketch", "prompt": "x", "n": "two"}',
         b'{"model": 5, "prompt": ["x"]}',
         b"[]",
+        # not UTF-8: the transcoder's error quotes these bytes, and the envelope must stay readable
+        b'{"model": "local/sketch", "prompt": "caf\xe9"}',  # Latin-1
+        b'\xff\xfe{"model": "local/sketch"}',
+        b'{"prompt": "\xe2\x82"}',  # a sequence cut short
+        b'{"prompt": "\xed\xa0\x80 \xc0\xaf \xf4\x90\x80\x80"}',  # surrogate, overlong, past U+10FFFF
     ],
 )
 def test_malformed_bodies_get_a_400_envelope(
