@@ -67,6 +67,10 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=self.request_deserializer(handler),
             response_serializer=handler.response_serializer,
         )
+
+    def request_deserializer(self, handler: grpc.RpcMethodHandler[Any, Any]) -> Callable[[bytes], Any] | None:
+        """How the wrapped handler parses the request bytes: as the handler below it does."""
+        return handler.request_deserializer

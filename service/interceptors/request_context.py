@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from ulid import ULID
 
-from service.errors import Internal, MgError, to_grpc_status
+from service.errors import BadRequest, Internal, MgError, to_grpc_status
 from service.generation import GenerationSummary
 from service.interceptors.base import Behavior, UnaryInterceptor
 from service.stores.base import ApiKey, Project
@@ -98,9 +99,32 @@ def bound(ctx: RequestContext) -> Iterator[RequestContext]:
         _current.reset(token)
 
 
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """A call's request bytes that are not a message of the method's request type."""
+
+    reason: str
+
+
 class RequestContextInterceptor(UnaryInterceptor):
     def __init__(self, max_duration_s: float) -> None:
         self._max_duration_s = max_duration_s
+
+    def request_deserializer(self, handler: grpc.RpcMethodHandler[Any, Any]) -> Callable[[bytes], Any] | None:
+        """Bytes that do not parse become an UndecodableRequest, which `around` answers with a 400.
+        Left to grpc.aio, a parse error is an UNKNOWN status naming the exception class, with a
+        traceback in the log for every such call."""
+        parse = handler.request_deserializer
+        if parse is None:
+            return None
+
+        def tolerant(raw: bytes) -> Any:
+            try:
+                return parse(raw)
+            except DecodeError as exc:
+                return UndecodableRequest(str(exc))
+
+        return tolerant
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
@@ -114,6 +138,8 @@ class RequestContextInterceptor(UnaryInterceptor):
         ctx = RequestContext(str(ULID()), method, started, started + budget)
         with bound(ctx):
             try:
+                if isinstance(request, UndecodableRequest):
+                    raise BadRequest(f"The request is not a valid protobuf message: {request.reason}")
                 response = await behavior(request, context)
             except MgError as error:
                 await _abort(context, error, ctx)

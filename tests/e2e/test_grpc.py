@@ -43,6 +43,31 @@ def test_errors_carry_error_info(grpc_stub: pb_grpc.ImageGenerationStub, gateway
     assert info.reason == "MODEL_NOT_FOUND" and info.domain == "mg" and info.metadata["param"] == "model"
 
 
+@pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        ("/mg.v1.ImageGeneration/GenerateImages", b"\x0a\x0clocal/sketch\x12\x03caf\xe9"),  # Latin-1 prompt
+        ("/mg.v1.ImageGeneration/GenerateImages", b"\x12\x05ab"),  # a field cut short
+        ("/mg.v1.ImageGeneration/ListModels", b"\xff\xff\xff"),
+        ("/mg.v1.Operations/Readiness", b"\x0a"),
+    ],
+)
+def test_request_bytes_that_do_not_parse_are_invalid_argument(
+    gateway: GatewayProcess, method: str, raw: bytes
+) -> None:
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as caught:
+            call(raw, metadata=auth(gateway), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert caught.value.details().startswith("The request is not a valid protobuf message")
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert info.reason == "BAD_REQUEST" and info.domain == "mg"
+
+
 def test_calls_without_a_bearer_are_unauthenticated(grpc_stub: pb_grpc.ImageGenerationStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         grpc_stub.ListModels(pb.ListModelsRequest())
