@@ -80,6 +80,7 @@ function envoy_on_request(handle)
   end
   -- Envoy's own request id, for responses Envoy makes without the server (backend down, timeout).
   meta:set("mg", "edge_request_id", hdrs:get("x-request-id") or "")
+  if hdrs:get(":method") == "HEAD" then meta:set("mg", "head", true) end
 end
 
 function envoy_on_response(handle)
@@ -113,7 +114,9 @@ function envoy_on_response(handle)
     hdrs:replace(":status", http_status)
   end
   for _, k in ipairs(PLUMBING) do hdrs:remove(k) end
-  body:setBytes(envelope)
+  -- A HEAD answer is the headers a GET would get, without the body (RFC 9110 9.3.2): bytes after
+  -- them would be read by the client as the start of the next response on the connection.
+  body:setBytes(meta["head"] and "" or envelope)
   hdrs:replace("content-length", tostring(#envelope))
   hdrs:replace("content-type", "application/json")
 end

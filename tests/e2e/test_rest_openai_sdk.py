@@ -247,6 +247,19 @@ def test_malformed_bodies_get_a_400_envelope(
     validate(response.json(), openai_schema, "ErrorResponse")
 
 
+def test_head_requests_are_answered_without_a_body(gateway: GatewayProcess) -> None:
+    """HEAD is answered with the headers alone: body bytes after them would be read as the start of
+    the next response on the same connection (found by fuzzing: the error envelope was sent)."""
+    headers = {"Authorization": f"Bearer {gateway.key}"}
+    with httpx.Client(base_url=gateway.http_url, headers=headers) as client:
+        for path in ("/v1/models", "/v1/images/generations", "/v1/files/img_x", "/nowhere"):
+            head = client.head(path)
+            assert head.status_code >= 400 and head.headers["content-type"] == "application/json"
+            assert head.content == b""
+            # the same kept-alive connection still parses the next answer
+            assert client.get("/v1/models").status_code == 200
+
+
 @pytest.mark.parametrize("authorization", [None, "", "Basic abc", "Token abc", "Bearer"])
 def test_missing_or_malformed_authorization_is_401(
     gateway: GatewayProcess, authorization: str | None
