@@ -40,7 +40,9 @@ async def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usa
         output_tokens=output_tokens,
         total_tokens=input_tokens + output_tokens,
         input_tokens_details=pb.InputTokensDetails(
-            text_tokens=input_tokens - image_tokens, image_tokens=image_tokens
+            # (a provider may count more image tokens than input tokens; pricing.py reads it so too)
+            text_tokens=max(0, input_tokens - image_tokens),
+            image_tokens=image_tokens,
         ),
         output_images=len(result.images),
     )

@@ -48,6 +48,11 @@ class GeneratedImage:
     revised_prompt: str | None = None
 
 
+# Past this a reported count is not a real one; it also keeps the sums of a fanned-out request
+# inside the response's uint32 fields.
+MAX_REPORTED_TOKENS = 100_000_000
+
+
 @dataclass(frozen=True)
 class ProviderUsage:
     """Token counts where the provider reports them."""
@@ -55,6 +60,20 @@ class ProviderUsage:
     input_tokens: int | None = None
     output_tokens: int | None = None
     input_image_tokens: int | None = None
+
+    @classmethod
+    def reported(
+        cls, input_tokens: object = None, output_tokens: object = None, input_image_tokens: object = None
+    ) -> ProviderUsage | None:
+        """The counts from a provider's answer, each kept only if it is a count: a negative,
+        fractional, boolean, textual or absurd value counts as not reported. Token counts price the
+        call, and a malformed one must neither bill nonsense nor fail a call whose images exist."""
+        usage = cls(_count(input_tokens), _count(output_tokens), _count(input_image_tokens))
+        return None if usage == cls() else usage
+
+
+def _count(value: object) -> int | None:
+    return value if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS else None
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,9 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
 
 def parse_usage(payload: Mapping[str, Any]) -> ProviderUsage | None:
     usage = payload.get("usage")
-    tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
-    return ProviderUsage(output_tokens=tokens) if isinstance(tokens, int) else None
+    if not isinstance(usage, dict):
+        return None
+    return ProviderUsage.reported(output_tokens=usage.get("output_tokens"))
 
 
 class BytedanceProvider:

@@ -155,15 +155,17 @@ def parse_usage(payload: dict[str, Any]) -> ProviderUsage | None:
     if not isinstance(usage, dict):
         return None
     details = usage.get("promptTokensDetails")
-    image_tokens = [
-        d.get("tokenCount", 0)
+    image_tokens: list[object] = [
+        d.get("tokenCount")
         for d in (details if isinstance(details, list) else [])
         if isinstance(d, dict) and d.get("modality") == "IMAGE"
     ]
-    return ProviderUsage(
+    counts = [tokens for tokens in image_tokens if type(tokens) is int]
+    return ProviderUsage.reported(
         input_tokens=usage.get("promptTokenCount"),
         output_tokens=usage.get("candidatesTokenCount"),
-        input_image_tokens=sum(image_tokens) if image_tokens else None,
+        # every image entry must be a count: a partial sum would under-count
+        input_image_tokens=sum(counts) if counts and len(counts) == len(image_tokens) else None,
     )
 
 

@@ -143,11 +143,11 @@ def parse_usage(body: dict[str, Any]) -> ProviderUsage | None:
     usage = body.get("usage")
     if not isinstance(usage, dict):
         return None
-    details = usage.get("input_tokens_details") or {}
-    return ProviderUsage(
+    details = usage.get("input_tokens_details")
+    return ProviderUsage.reported(
         input_tokens=usage.get("input_tokens"),
         output_tokens=usage.get("output_tokens"),
-        input_image_tokens=details.get("image_tokens"),
+        input_image_tokens=details.get("image_tokens") if isinstance(details, dict) else None,
     )
 
 
