@@ -32,7 +32,7 @@ from service.errors import BadRequest
 from service.images import sniff_media_type
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.http import HttpResponse
-from service.providers.upstream import Upstream, data_items, decode_image
+from service.providers.upstream import Upstream, data_items, decode_image, revised_prompt
 from service.reference_images import ReferenceImage, png_with_alpha
 
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
@@ -188,7 +188,7 @@ class OpenAIProvider:
         images = []
         for item in data_items(self.name, payload):
             data, media_type = decode_image(self.name, item.get("b64_json"))
-            images.append(GeneratedImage(data, media_type, item.get("revised_prompt")))
+            images.append(GeneratedImage(data, media_type, revised_prompt(item)))
         return ImageCallResult(
             images=images,
             usage=parse_usage(payload),

@@ -37,7 +37,14 @@ from typing import Any
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, UpstreamError
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
-from service.providers.upstream import Upstream, data_items, decode_image, malformed, provider_message
+from service.providers.upstream import (
+    Upstream,
+    data_items,
+    decode_image,
+    malformed,
+    provider_message,
+    revised_prompt,
+)
 from service.reference_images import ReferenceImage, refused
 
 OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -211,8 +218,7 @@ class RecraftProvider:
             data, media_type = await self._upstream.download(url, deadline)
         else:
             raise malformed(self.name, "an image without b64_json or url")
-        revised = item.get("revised_prompt")
-        return GeneratedImage(data, media_type, revised if isinstance(revised, str) and revised else None)
+        return GeneratedImage(data, media_type, revised_prompt(item))
 
     def _vector(self) -> UpstreamError:
         return malformed(

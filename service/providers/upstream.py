@@ -232,6 +232,13 @@ def data_items(provider: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
+def revised_prompt(item: dict[str, Any]) -> str | None:
+    """An OpenAI-style image item's `revised_prompt`, when it is text (anything else is not one,
+    and must not fail a call whose image exists)."""
+    value = item.get("revised_prompt")
+    return value if isinstance(value, str) and value else None
+
+
 def decode_image(provider: str, b64: object) -> tuple[bytes, str]:
     """(bytes, media type) from a provider's base64 field; anything else is a 502."""
     if not isinstance(b64, str) or not b64:

@@ -34,7 +34,14 @@ from typing import Any
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
-from service.providers.upstream import Upstream, data_items, decode_image, malformed, provider_message
+from service.providers.upstream import (
+    Upstream,
+    data_items,
+    decode_image,
+    malformed,
+    provider_message,
+    revised_prompt,
+)
 from service.reference_images import ReferenceImage
 from service.sizes import Size
 
@@ -167,7 +174,7 @@ class XAIProvider:
             warnings.append(f"xai moderation blocked {blocked} of {len(items)} images")
         decoded = await asyncio.gather(*(self._image(item, call.deadline) for item in kept))
         images = [
-            GeneratedImage(data, media_type, item.get("revised_prompt") or None)
+            GeneratedImage(data, media_type, revised_prompt(item))
             for item, (data, media_type) in zip(kept, decoded, strict=True)
         ]
         if (cost := cost_warning(payload)) is not None:

@@ -1,4 +1,5 @@
-"""A tiny HTTP server that serves test images (and redirects) from a chosen loopback address."""
+"""A tiny HTTP server that serves test images (and redirects, and scripted provider answers) from a
+chosen loopback address. POSTs are answered like GETs, their bodies read and dropped."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def serving(routes: Routes, host: str = "127.0.0.1") -> Iterator[str]:
                 time.sleep(STALL_S)
             if then:
                 self.close_connection = True
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.do_GET()
 
         def log_message(self, format: str, *args: Any) -> None:
             return None
