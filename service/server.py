@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -31,6 +32,7 @@ from service.interceptors.spend import SpendInterceptor
 from service.observability import configure_logging
 from service.operations import SERVICE_NAMES, add_operations, follow_store_health
 from service.providers import build_providers
+from service.providers.base import ImageProvider
 from service.reference_images import ReferenceLimits, parse_networks
 from service.servicer import ImageGenerationServicer, add_image_generation
 from service.stores import open_store
@@ -58,6 +60,7 @@ class Worker:
     store: Store
     idempotency: IdempotencyInterceptor
     blobs: BlobStore
+    providers: Mapping[str, ImageProvider]
 
 
 def interceptors(
@@ -119,7 +122,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     for name in SERVICE_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return Worker(server, port, health_servicer, store, idempotency, blobs)
+    return Worker(server, port, health_servicer, store, idempotency, blobs, providers)
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:
@@ -144,6 +147,9 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     sweeper.cancel()
     orphan_watch.cancel()
     health_follower.cancel()
+    # After the drain (background completions use them): their kept-alive connections are closed
+    # rather than left to the garbage collector, which logs each as an unclosed session error.
+    await asyncio.gather(*(provider.aclose() for provider in worker.providers.values()))
     await worker.store.close()
     log.info("worker %d stopped", os.getpid())
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fakes.base import png
 from tests.support.gateway import GatewayProcess, local_body
+from tests.support.image_server import serving
 
 
 def pid_alive(pid: int) -> bool:
@@ -151,7 +153,18 @@ def test_workers_keep_freed_memory_and_the_supervisor_carries_no_grpc(tmp_path: 
         gateway.stop()
 
 
-def test_a_worker_loads_httpx_only_for_reference_urls() -> None:
-    check = "import sys, service.server; print('httpx' in sys.modules)"
-    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
-    assert loaded.stdout.strip() == "False"
+def test_stopping_workers_close_their_provider_connections(tmp_path: Path) -> None:
+    answer = json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(png()).decode()}]}).encode()
+    with serving({"/v1/images/generations": (200, {"content-type": "application/json"}, answer)}) as upstream:
+        env = {"OPENAI_API_KEY": "sk-scripted", "OPENAI_BASE_URL": f"{upstream}/v1"}
+        gateway = GatewayProcess(tmp_path, env).start()
+        try:
+            body = {"model": "openai/dall-e-3", "prompt": "a fox"}
+            assert gateway.generate(body).status_code == 200  # a kept-alive connection is now open
+        finally:
+            gateway.stop()
+    deadline = time.monotonic() + 5
+    while not any("mg stopped" in line for line in gateway.output) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the last lines may still be on their way from the pipe
+    assert any("mg stopped" in line for line in gateway.output)
+    assert not [line for line in gateway.output if '"level":"error"' in line]
