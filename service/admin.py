@@ -7,11 +7,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 
 from ulid import ULID
 
-from service.catalog import MICROS_PER_USD
+from service.catalog import parse_usd
 from service.keys import hash_key, new_key
 from service.stores.base import ApiKey, Project, Store, UnknownProject
 
@@ -26,12 +25,9 @@ class AdminError(ValueError):
 
 def usd_to_micros(text: str) -> int:
     try:
-        micros = Decimal(text) * MICROS_PER_USD
-    except InvalidOperation as exc:
-        raise AdminError(f"{text!r} is not an amount in USD") from exc
-    if micros < 0 or micros != micros.to_integral_value():
-        raise AdminError(f"{text!r}: amounts are >= 0 with at most 6 decimals")
-    return int(micros)
+        return parse_usd(text)
+    except ValueError as exc:
+        raise AdminError(f"{text!r} {exc}") from None
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -42,7 +38,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise AdminError(f"--since {text!r}: use e.g. 24h, 7d or 2026-11-01") from exc
+        raise AdminError(f"{text!r} is not a time: use e.g. 24h, 7d or 2026-11-01") from exc
     return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
 
 

@@ -34,6 +34,25 @@ from service.sizes import Size, parse_size
 
 SHIPPED_MODELS = Path(__file__).with_name("models")
 MICROS_PER_USD = 1_000_000
+# The largest price or budget: sums of them (spent + reserved + an estimate) stay far inside the
+# stores' 64-bit integers.
+MAX_USD = 1_000_000_000
+
+
+def parse_usd(value: object) -> int:
+    """Micro-dollars from an amount in USD ("12.5", 0.04); ValueError saying what is wrong with it.
+    The one parser of prices (catalog) and budgets (admin CLI)."""
+    try:
+        micros = Decimal(str(value).strip()) * MICROS_PER_USD
+    except InvalidOperation:
+        raise ValueError("is not an amount in USD") from None
+    if not micros.is_finite():  # NaN, Infinity
+        raise ValueError("is not an amount in USD")
+    if micros < 0 or micros != micros.to_integral_value():
+        raise ValueError("must be >= 0 with at most 6 decimals")
+    if micros > MAX_USD * MICROS_PER_USD:
+        raise ValueError(f"must be at most {MAX_USD:,} USD")
+    return int(micros)
 
 
 def usd(micros: int) -> str:
@@ -170,12 +189,9 @@ class Catalog:
 
 def _usd_to_micros(value: object, where: str) -> int:
     try:
-        micros = Decimal(str(value)) * MICROS_PER_USD
-    except InvalidOperation as exc:
-        raise CatalogError(f"{where}: price {value!r} is not a number") from exc
-    if micros < 0 or micros != micros.to_integral_value():
-        raise CatalogError(f"{where}: price {value!r} must be >= 0 with at most 6 decimals")
-    return int(micros)
+        return parse_usd(value)
+    except ValueError as exc:
+        raise CatalogError(f"{where}: price {value!r} {exc}") from None
 
 
 def catalog_for(settings: Settings) -> Catalog:

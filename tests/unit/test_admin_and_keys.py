@@ -26,7 +26,8 @@ def test_malformed_keys_are_recognised(text: str) -> None:
 def test_usd_amounts_become_integer_micros() -> None:
     assert usd_to_micros("12.5") == 12_500_000
     assert usd_to_micros("0.000001") == 1
-    for bad in ("-1", "0.0000001", "ten"):
+    assert usd_to_micros("1000000000") == 10**15
+    for bad in ("-1", "0.0000001", "ten", "NaN", "Infinity", "-inf", "1e309", "1000000000.000001", ""):
         with pytest.raises(AdminError):
             usd_to_micros(bad)
     assert usd(2_500) == "$0.0025" and usd(1_000_000) == "$1"

@@ -48,7 +48,10 @@ def test_unknown_models_are_not_found(tmp_path: Path) -> None:
     ("change", "message"),
     [
         (('price: {default: "0.04", hd: "0.080001"}', 'price: {default: "0.0000001"}'), "at most 6 decimals"),
-        (('price: {default: "0.04", hd: "0.080001"}', 'price: {default: "cheap"}'), "not a number"),
+        (('price: {default: "0.04", hd: "0.080001"}', 'price: {default: "cheap"}'), "not an amount"),
+        (('price: {default: "0.04", hd: "0.080001"}', "price: {default: .nan}"), "not an amount"),
+        (('price: {default: "0.04", hd: "0.080001"}', "price: {default: .inf}"), "not an amount"),
+        (('price: {default: "0.04", hd: "0.080001"}', "price: {default: 1e12}"), "at most"),
         (("default_size: 1024x1024", "default_size: 256x256"), "not offered"),
         (("    sizes: [512x512, 1024x1024]\n", ""), "exactly one of"),
         (("fast: acme/one", "fast: acme/none"), "unknown model"),
