@@ -148,8 +148,11 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     orphan_watch.cancel()
     health_follower.cancel()
     # After the drain (background completions use them): their kept-alive connections are closed
-    # rather than left to the garbage collector, which logs each as an unclosed session error.
-    await asyncio.gather(*(provider.aclose() for provider in worker.providers.values()))
+    # rather than left to the garbage collector, which logs each as an unclosed session error. One
+    # that fails to close must not keep the store from closing.
+    await asyncio.gather(
+        *(provider.aclose() for provider in worker.providers.values()), return_exceptions=True
+    )
     await worker.store.close()
     log.info("worker %d stopped", os.getpid())
 

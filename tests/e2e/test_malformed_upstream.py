@@ -2,8 +2,9 @@
 
 By the time the details are read the provider has made (and charged for) the images, so they must
 not turn into a 500 that loses them. Found by answering the gateway with randomly malformed
-provider responses; every case below was a 500 before. The answers come from a scripted server
-standing in for OpenAI (the adapters share the parsing checked here with the other providers)."""
+provider responses; every case below but `"usage": true` was a 500 before. The answers come from
+a scripted server standing in for OpenAI (the adapters share the parsing checked here with the
+other providers)."""
 
 from __future__ import annotations
 
