@@ -245,7 +245,8 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_files_sweep(settings: Settings, args: argparse.Namespace) -> int:
     """Delete hosted image files older than --older-than (default: MG_FILE_RETENTION_S), now."""
-    age_s = time.time() - admin.parse_since(args.older_than) if args.older_than else settings.file_retention_s
+    now = time.time()  # one clock reading: '--older-than 0s' is 0 s, not a hair below it
+    age_s = now - admin.parse_since(args.older_than, now) if args.older_than else settings.file_retention_s
     interactive = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:

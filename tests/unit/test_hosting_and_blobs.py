@@ -88,6 +88,11 @@ def test_mg_files_sweep_deletes_old_files_and_shows_progress(tmp_path: Path) -> 
         [sys.executable, "-m", "service", "files", "sweep", "--older-than", "1h"],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert run.stdout.startswith("deleted 2 files")
+    assert run.stdout == "deleted 2 files older than 3600 s\n"
     assert "checked 3/3 files" in run.stderr
     assert len(list((tmp_path / "files").glob("file_*.json"))) == 1
+    everything = subprocess.run(
+        [sys.executable, "-m", "service", "files", "sweep", "--older-than", "0s"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert everything.stdout == "deleted 1 files older than 0 s\n"  # not "-1.2e-06 s"
