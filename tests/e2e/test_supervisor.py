@@ -163,8 +163,5 @@ def test_stopping_workers_close_their_provider_connections(tmp_path: Path) -> No
             assert gateway.generate(body).status_code == 200  # a kept-alive connection is now open
         finally:
             gateway.stop()
-    deadline = time.monotonic() + 5
-    while not any("mg stopped" in line for line in gateway.output) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the last lines may still be on their way from the pipe
     assert any("mg stopped" in line for line in gateway.output)
     assert not [line for line in gateway.output if '"level":"error"' in line]

@@ -39,6 +39,8 @@ class GatewayProcess:
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    # copies the gateway's output into `output`
+    _pump: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -112,7 +114,8 @@ class GatewayProcess:
                 if READY_LINE in line:
                     ready.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         deadline = time.monotonic() + timeout_s
         while not ready.wait(0.1):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -158,3 +161,5 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self._pump is not None:  # so `output` holds every line the gateway printed
+            self._pump.join(5)
