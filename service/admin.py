@@ -10,7 +10,7 @@ from datetime import datetime
 
 from ulid import ULID
 
-from service.catalog import parse_usd
+from service.catalog.catalog import parse_usd
 from service.keys import hash_key, new_key
 from service.stores.base import ApiKey, Project, Store, UnknownProject
 

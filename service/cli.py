@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service import admin
-from service.blobs import open_blob_store
-from service.catalog import CatalogError, catalog_for, usd
+from service.catalog.catalog import CatalogError, catalog_for, usd
 from service.config import Settings, SettingsError, load_settings
 from service.config_file import ConfigFileError, read_config_file
-from service.edge import render_config, render_lua
-from service.observability import configure_logging
+from service.hosting.blobs import open_blob_store
+from service.runtime.edge import render_config, render_lua
+from service.runtime.observability import configure_logging
+from service.runtime.supervisor import serve
 from service.stores import open_store
 from service.stores.base import ProjectExists, Store
-from service.supervisor import serve
 
 T = TypeVar("T")
 DEV_KEY_FILE = "dev-api-key"

@@ -9,7 +9,7 @@
         base_url: https://api.openai.com/v1
     aliases:               extra names for models
       fast: bytedance/seedream-4.0
-    models:                catalog entries to add, or to override key by key (format: service/catalog.py)
+    models:                catalog entries to add, or to override key by key (format: service/catalog)
       openai/gpt-image-1:
         price: {default: "0.15"}
 

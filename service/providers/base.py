@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.reference_images import ReferenceImage
-from service.sizes import Size
+from service.catalog.sizes import Size
+from service.generation.reference_images import ReferenceImage
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ from typing import Any
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, MgError, UpstreamError
+from service.generation.reference_images import ReferenceImage, refused
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage, ignored_fields
 from service.providers.upstream import Upstream, data_items, decode_image, malformed
-from service.reference_images import ReferenceImage, refused
 
 NAME = "bytedance"
 REFUSAL_MARK = "SensitiveContentDetected"  # Input{Text,Image}/OutputImage SensitiveContentDetected

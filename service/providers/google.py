@@ -28,12 +28,12 @@ import base64
 from fractions import Fraction
 from typing import Any
 
+from service.catalog.sizes import Size
 from service.config import ProviderConfig, Settings
 from service.errors import ContentPolicyViolation, ModelNotAllowed, UpstreamError
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.upstream import Upstream, decode_image, malformed
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 
 # The ratios the googleapis proto documents for ImageConfig.aspectRatio (its list has no 4:5 / 5:4).
 GEMINI_RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9"]

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from service.capped_read import read_capped
 from service.providers import json_payload
+from service.providers.capped_read import read_capped
 
 # A multipart file part: (filename or None for a plain field, content, content type or None).
 FilePart = tuple[str | None, str | bytes, str | None]

@@ -18,9 +18,9 @@ import io
 import random
 from collections.abc import Mapping
 
+from service.catalog.sizes import Size
 from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
-from service.sizes import Size
 
 MAX_DELAY_MS = 600_000
 _SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}

@@ -29,11 +29,11 @@ from typing import Any
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest
-from service.images import sniff_media_type
+from service.generation.reference_images import ReferenceImage, png_with_alpha
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.http import HttpResponse
+from service.providers.media import sniff_media_type
 from service.providers.upstream import Upstream, data_items, decode_image, revised_prompt
-from service.reference_images import ReferenceImage, png_with_alpha
 
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
 DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd"}

@@ -36,6 +36,7 @@ from typing import Any
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, UpstreamError
+from service.generation.reference_images import ReferenceImage, refused
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.upstream import (
     Upstream,
@@ -45,7 +46,6 @@ from service.providers.upstream import (
     provider_message,
     revised_prompt,
 )
-from service.reference_images import ReferenceImage, refused
 
 OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "style": str,

@@ -37,9 +37,9 @@ from typing import Any
 
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, ModelNotAllowed
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.upstream import Upstream, decode_image, malformed
-from service.reference_images import ReferenceImage
 
 GENERATE = "/v2beta/stable-image/generate"
 # upstream model id -> endpoint; any other id is an sd3-family model sent to /sd3 with `model=`.

@@ -22,7 +22,6 @@ from typing import Any
 
 import pybase64
 
-from service.capped_read import TooLarge
 from service.config import ProviderConfig, Settings
 from service.errors import (
     BadRequest,
@@ -32,8 +31,9 @@ from service.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from service.images import sniff_media_type
+from service.providers.capped_read import TooLarge
 from service.providers.http import HttpClient, HttpResponse, TransportError
+from service.providers.media import sniff_media_type
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE_S = 0.5

@@ -31,8 +31,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from service.catalog.sizes import Size
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.upstream import (
     Upstream,
@@ -42,8 +44,6 @@ from service.providers.upstream import (
     provider_message,
     revised_prompt,
 )
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 
 # xAI's aspect ratios (REST spelling), keyed by their reduced fraction; "auto" only via providerOptions.
 RATIOS = ["1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2", "2:1"]

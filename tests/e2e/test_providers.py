@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import openai
 import pytest
 
-from service.images import sniff_media_type
+from service.providers.media import sniff_media_type
 from tests.fakes.base import FakeProvider
 from tests.fakes.bfl import FakeBFL
 from tests.fakes.bytedance import FakeSeedream

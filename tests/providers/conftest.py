@@ -7,9 +7,9 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
+from service.catalog.sizes import Size
 from service.config import ProviderConfig, Settings
 from service.providers.base import ImageCall, ImageCallResult, ImageProvider
-from service.sizes import Size
 from tests.fakes.base import FakeProvider
 
 T = TypeVar("T")

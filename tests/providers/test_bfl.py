@@ -11,14 +11,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.catalog import load_catalog
+from service.catalog.catalog import load_catalog
+from service.catalog.sizes import Size
 from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.generation.reference_images import ReferenceImage
 from service.providers import bfl, upstream
 from service.providers.base import ImageCallResult
 from service.providers.bfl import BFLProvider, request_body
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import Reply, check_body, jpeg, png
 from tests.fakes.bfl import FakeBFL
 from tests.providers.conftest import call, generate_with, run, shared_fake

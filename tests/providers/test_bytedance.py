@@ -9,13 +9,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import ImageCallResult
 from service.providers.bytedance import BytedanceProvider, is_refusal
 from service.providers.upstream import Upstream
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.bytedance import FakeSeedream
 from tests.providers.conftest import call, generate_with, run, shared_fake

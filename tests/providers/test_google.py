@@ -10,7 +10,8 @@ from fractions import Fraction
 import pytest
 from PIL import Image
 
-from service.catalog import SHIPPED_MODELS, load_catalog
+from service.catalog.catalog import SHIPPED_MODELS, load_catalog
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import (
     BadRequest,
@@ -20,10 +21,9 @@ from service.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import ImageCallResult
 from service.providers.google import GEMINI_RATIOS, GoogleProvider
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.google import IMAGE_TOKENS, FakeGoogle
 from tests.providers.conftest import generate_with, shared_fake

@@ -10,12 +10,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import ImageCallResult
 from service.providers.openai import OpenAIProvider
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import Recorded, jpeg, png
 from tests.fakes.openai import FakeOpenAI, form_parts
 from tests.providers.conftest import generate_with, shared_fake

@@ -8,18 +8,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.catalog import load_catalog
+from service.catalog.catalog import load_catalog
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import ImageCallResult
 from service.providers.recraft import RecraftProvider
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.recraft import FakeRecraft, webp
 from tests.providers.conftest import generate_with, shared_fake
 
-CATALOG = Path(__file__).resolve().parents[2] / "service" / "models" / "recraft.yaml"
+CATALOG = Path(__file__).resolve().parents[2] / "service" / "catalog" / "models" / "recraft.yaml"
 
 
 server, fake = shared_fake(FakeRecraft)

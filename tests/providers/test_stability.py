@@ -9,7 +9,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.catalog import SHIPPED_MODELS, load_catalog
+from service.catalog.catalog import SHIPPED_MODELS, load_catalog
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import (
     BadRequest,
@@ -19,10 +20,9 @@ from service.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import ImageCallResult
 from service.providers.stability import StabilityProvider
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.stability import FakeStability, webp
 from tests.providers.conftest import generate_with, shared_fake

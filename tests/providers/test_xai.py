@@ -10,13 +10,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.catalog import SHIPPED_MODELS, load_catalog
+from service.catalog.catalog import SHIPPED_MODELS, load_catalog
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.generation.reference_images import ReferenceImage
 from service.providers.base import ImageCallResult
 from service.providers.xai import XAIProvider, aspect_and_resolution
-from service.reference_images import ReferenceImage
-from service.sizes import Size
 from tests.fakes.base import jpeg, png
 from tests.fakes.xai import FakeXAI
 from tests.providers.conftest import generate_with, shared_fake

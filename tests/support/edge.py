@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from service.config import Settings
-from service.edge import EnvoyProcess, write_edge_files
+from service.runtime.edge import EnvoyProcess, write_edge_files
 from tests.support.ports import free_port
 
 

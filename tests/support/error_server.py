@@ -16,8 +16,8 @@ from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service import errors
-from service.interceptors.request_context import RequestContextInterceptor
-from service.servicer import add_image_generation
+from service.api.interceptors.request_context import RequestContextInterceptor
+from service.api.servicer import add_image_generation
 
 BY_NAME = {error.__name__: error for error in errors.ALL_ERRORS}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from service.admin import AdminError, parse_since, usd_to_micros
-from service.catalog import usd
+from service.catalog.catalog import usd
 from service.keys import hash_key, looks_like_key, new_key
 from service.stores.gcra import gcra
 
@@ -55,11 +55,11 @@ def test_token_billed_estimates_cover_the_prompt_and_a_reference_image() -> None
 
     from mg.v1 import image_generation_pb2 as pb
 
-    from service.catalog import load_catalog
-    from service.pricing import cost_micros, estimate_micros
+    from service.catalog.catalog import load_catalog
+    from service.generation.pricing import cost_micros, estimate_micros
+    from service.generation.reference_images import ReferenceImage
+    from service.generation.validation import validate
     from service.providers.base import ProviderUsage
-    from service.reference_images import ReferenceImage
-    from service.validation import validate
 
     request = validate(
         pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="x", quality="high"), load_catalog()

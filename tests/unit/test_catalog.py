@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog import CatalogError, PriceRule, load_catalog
+from service.catalog.catalog import CatalogError, PriceRule, load_catalog
+from service.catalog.sizes import Size, parse_size
 from service.errors import ModelNotFound
-from service.sizes import Size, parse_size
 
 
 def write(tmp_path: Path, text: str) -> Path:

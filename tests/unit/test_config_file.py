@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog import catalog_for
+from service.catalog.catalog import catalog_for
 from service.cli import check_config
 from service.config import load_settings
 from service.config_file import ConfigFileError

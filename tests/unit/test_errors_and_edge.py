@@ -8,7 +8,7 @@ import yaml
 
 from service import errors
 from service.config import Settings, SettingsError, load_settings
-from service.edge import render_config, render_lua
+from service.runtime.edge import render_config, render_lua
 
 
 def test_codes_are_unique_and_every_status_has_an_edge_default() -> None:

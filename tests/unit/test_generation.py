@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import pytest
 from mg.v1 import image_generation_pb2 as pb
 
-from service.catalog import load_catalog
+from service.catalog.catalog import load_catalog
 from service.errors import ContentPolicyViolation, Internal, UpstreamError, UpstreamTimeout
-from service.generation import Generator, plan_calls
+from service.generation.fanout import Generator, plan_calls
+from service.generation.validation import validate
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
-from service.validation import validate
 
 CATALOG = load_catalog()
 

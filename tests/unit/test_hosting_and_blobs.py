@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from ulid import ULID
 
-from service.blobs import Blob, LocalBlobStore, S3BlobStore, new_blob_id
 from service.errors import Forbidden, NotFound
-from service.hosting import Hosting, signed_query
+from service.hosting.blobs import Blob, LocalBlobStore, S3BlobStore, new_blob_id
+from service.hosting.urls import Hosting, signed_query
 from service.providers.base import GeneratedImage
 from tests.support.s3_server import S3Server
 

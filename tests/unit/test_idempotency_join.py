@@ -12,11 +12,11 @@ import pytest
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
-from service.blobs import LocalBlobStore
+from service.api.interceptors.idempotency import IdempotencyInterceptor
+from service.api.interceptors.request_context import Principal, RequestContext, bound
 from service.errors import UpstreamError
-from service.hosting import Hosting
-from service.interceptors.idempotency import IdempotencyInterceptor
-from service.interceptors.request_context import Principal, RequestContext, bound
+from service.hosting.blobs import LocalBlobStore
+from service.hosting.urls import Hosting
 from service.stores.base import ApiKey, Project
 from service.stores.sqlite import SqliteStore
 

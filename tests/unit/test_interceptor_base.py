@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from service.interceptors.base import Behavior, UnaryInterceptor
+from service.api.interceptors.base import Behavior, UnaryInterceptor
 
 
 class Tagging(UnaryInterceptor):

@@ -6,10 +6,10 @@ import io
 import pytest
 from PIL import Image
 
+from service.catalog.sizes import Size
 from service.errors import BadRequest
 from service.providers.base import ImageCall
 from service.providers.local import LocalProvider
-from service.sizes import Size
 
 
 def run(call: ImageCall) -> list[bytes]:

@@ -22,18 +22,18 @@ import pytest
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
-from service.blobs import LocalBlobStore
-from service.catalog import load_catalog
-from service.generation import Generator
-from service.hosting import Hosting
-from service.interceptors.reference import ReferenceImageInterceptor
-from service.interceptors.request_context import Principal, RequestContext, bound
+from service.api.interceptors.reference import ReferenceImageInterceptor
+from service.api.interceptors.request_context import Principal, RequestContext, bound
+from service.api.servicer import ImageGenerationServicer
+from service.catalog.catalog import load_catalog
+from service.generation.fanout import Generator
+from service.generation.reference_images import ReferenceImage, ReferenceLimits
+from service.generation.validation import validate
+from service.hosting.blobs import LocalBlobStore
+from service.hosting.urls import Hosting
 from service.providers.base import GeneratedImage
 from service.providers.local import LocalProvider
-from service.reference_images import ReferenceImage, ReferenceLimits
-from service.servicer import ImageGenerationServicer
 from service.stores.base import ApiKey, Project
-from service.validation import validate
 from tests.fakes.base import png
 
 CATALOG = load_catalog()

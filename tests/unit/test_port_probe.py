@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from service.supervisor import StartupError, ensure_port_free
+from service.runtime.supervisor import StartupError, ensure_port_free
 
 
 def test_a_listening_port_is_taken() -> None:

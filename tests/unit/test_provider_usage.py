@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from mg.v1 import image_generation_pb2 as pb
 
-from service.catalog import load_catalog
-from service.generation import GenerationResult, GenerationSummary
+from service.api.responses import images_response
+from service.catalog.catalog import load_catalog
+from service.generation.fanout import GenerationResult, GenerationSummary
+from service.generation.validation import validate
 from service.providers import bytedance, google, openai
 from service.providers.base import MAX_REPORTED_TOKENS, GeneratedImage, ProviderUsage
-from service.responses import images_response
-from service.validation import validate
 from tests.fakes.base import png
 
 

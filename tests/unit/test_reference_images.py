@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from service.errors import BadRequest
-from service.reference_images import (
+from service.generation.reference_images import (
     ReferenceLimits,
     address_allowed,
     decode_reference,

@@ -1,4 +1,4 @@
-"""The worker's REST JSON (service/rest_json.py) must be exactly the proto3 JSON mapping the transcoder
+"""The worker's REST JSON (service/api/rest_json.py) must be exactly the proto3 JSON mapping the transcoder
 applied before: held to protobuf's own json_format, message by message."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
-from service.rest_json import as_http_body, message_to_json
-from service.servicer import add_image_generation
+from service.api.rest_json import as_http_body, message_to_json
+from service.api.servicer import add_image_generation
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import tiktoken
 
-from service.tokens import PATTERN, PromptTokenizer, count_prompt_tokens, read_ranks
+from service.generation.tokens import PATTERN, PromptTokenizer, count_prompt_tokens, read_ranks
 
 TEXTS = [
     "",

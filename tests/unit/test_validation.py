@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from mg.v1 import image_generation_pb2 as pb
 
-from service.catalog import load_catalog
+from service.catalog.catalog import load_catalog
+from service.catalog.sizes import Size
 from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound
-from service.sizes import Size
-from service.validation import validate
+from service.generation.validation import validate
 
 CATALOG = load_catalog()
 

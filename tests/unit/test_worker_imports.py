@@ -25,6 +25,6 @@ def loaded_at_start(module: str) -> set[str]:
 
 
 def test_worker_start_leaves_on_demand_modules_unloaded() -> None:
-    loaded = loaded_at_start("service.server")
+    loaded = loaded_at_start("service.runtime.server")
     assert "grpc" in loaded  # the probe imported the worker for real
     assert not loaded & set(ON_DEMAND), {name: ON_DEMAND[name] for name in loaded & set(ON_DEMAND)}

@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc
 
+from service.api.interceptors.base import Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import RequestContext, current_request
 from service.errors import MgError
-from service.interceptors.base import Behavior, UnaryInterceptor
-from service.interceptors.request_context import RequestContext, current_request
-from service.observability import (
+from service.runtime.observability import (
     IDEMPOTENT,
     LATENCY,
     REJECTION_REASONS,

@@ -2,7 +2,7 @@
 the provider reports none.
 
 Counted with OpenAI's o200k_base BPE (the encoding of the GPT image models) by tiktoken's Rust
-core. The vocabulary ships in service/data (tiktoken would otherwise download it at run time, which
+core. The vocabulary ships in service/generation/data (tiktoken would otherwise download it at run time, which
 a self-hosted gateway must not depend on) and is checked against tiktoken's published SHA-256.
 
 It is loaded on first use, on a worker thread: building it takes ~0.3 s of CPU, which would

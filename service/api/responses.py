@@ -8,10 +8,10 @@ from collections.abc import Collection, Iterable
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
-from service.catalog import Catalog, ModelSpec
-from service.generation import GenerationResult
-from service.tokens import count_prompt_tokens
-from service.validation import GenerationRequest
+from service.catalog.catalog import Catalog, ModelSpec
+from service.generation.fanout import GenerationResult
+from service.generation.tokens import count_prompt_tokens
+from service.generation.validation import GenerationRequest
 
 # The official ImagesResponse schema allows only these echo values; others are left out, not sent.
 ECHO_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})

@@ -27,8 +27,8 @@ import pybase64
 if TYPE_CHECKING:
     import httpx
 
-from service.capped_read import TooLarge, read_capped
 from service.errors import BadRequest
+from service.providers.capped_read import TooLarge, read_capped
 
 PARAM = "reference_image"
 MAX_REDIRECTS = 3

@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 
-from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
-from service.interceptors.request_context import current_request
-from service.reference_images import ReferenceLimits, load_reference
+from service.api.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import current_request
+from service.generation.reference_images import ReferenceLimits, load_reference
 
 
 class ReferenceImageInterceptor(UnaryInterceptor):

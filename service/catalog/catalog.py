@@ -1,6 +1,6 @@
 """The model catalog: which models exist, what each can do, what each costs.
 
-Loaded once from the shipped files, one per provider (`service/models/<provider>.yaml`). A request's
+Loaded once from the shipped files, one per provider (`service/catalog/models/<provider>.yaml`). A request's
 model name resolves here (aliases included) before anything else looks at it; an unknown name is a 404.
 
 File format (`models:` maps public ids "provider/model-id" to entries; optional `aliases:`):
@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
+from service.catalog.sizes import Size, parse_size
 from service.config import Settings
 from service.errors import ModelNotFound
-from service.sizes import Size, parse_size
 
 SHIPPED_MODELS = Path(__file__).with_name("models")
 MICROS_PER_USD = 1_000_000

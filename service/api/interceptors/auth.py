@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
+from service.api.interceptors.base import Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import Principal, current_request
 from service.errors import Unauthenticated
-from service.interceptors.base import Behavior, UnaryInterceptor
-from service.interceptors.request_context import Principal, current_request
 from service.keys import hash_key, looks_like_key
 from service.stores.base import Store
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import grpc
 
-from service.catalog import usd
+from service.api.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import RequestContext, current_request
+from service.catalog.catalog import usd
 from service.errors import BudgetExceeded, MgError, Unavailable
-from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
-from service.interceptors.request_context import RequestContext, current_request
-from service.observability import record_charge
-from service.pricing import cost_micros, estimate_micros
+from service.generation.pricing import cost_micros, estimate_micros
+from service.generation.tokens import count_prompt_tokens
+from service.runtime.observability import record_charge
 from service.stores.base import LedgerEntry, Store
-from service.tokens import count_prompt_tokens
 
 log = logging.getLogger(__name__)
 # A reservation outlives the longest possible call by this much before its lease lapses.

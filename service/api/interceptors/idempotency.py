@@ -27,6 +27,8 @@ from typing import Any
 import grpc
 from mg.v1 import image_generation_pb2 as pb
 
+from service.api.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import RequestContext, current_request
 from service.errors import (
     BadRequest,
     IdempotencyKeyReused,
@@ -36,9 +38,7 @@ from service.errors import (
     error_from_json,
     error_to_json,
 )
-from service.hosting import Hosting
-from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
-from service.interceptors.request_context import RequestContext, current_request
+from service.hosting.urls import Hosting
 from service.stores.base import IdempotencyRecord, IdempotencyState, Store
 
 log = logging.getLogger(__name__)

@@ -16,25 +16,25 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from service.blobs import BlobStore, open_blob_store, sweep_forever
-from service.catalog import Catalog, catalog_for
+from service.api.interceptors.access import AccessInterceptor
+from service.api.interceptors.auth import AuthInterceptor
+from service.api.interceptors.idempotency import IdempotencyInterceptor
+from service.api.interceptors.observe import ObserveInterceptor
+from service.api.interceptors.rate_limit import RateLimitInterceptor
+from service.api.interceptors.reference import ReferenceImageInterceptor
+from service.api.interceptors.request_context import RequestContextInterceptor
+from service.api.interceptors.spend import SpendInterceptor
+from service.api.operations import SERVICE_NAMES, add_operations, follow_store_health
+from service.api.servicer import ImageGenerationServicer, add_image_generation
+from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
-from service.generation import Generator
-from service.hosting import Hosting, signing_key
-from service.interceptors.access import AccessInterceptor
-from service.interceptors.auth import AuthInterceptor
-from service.interceptors.idempotency import IdempotencyInterceptor
-from service.interceptors.observe import ObserveInterceptor
-from service.interceptors.rate_limit import RateLimitInterceptor
-from service.interceptors.reference import ReferenceImageInterceptor
-from service.interceptors.request_context import RequestContextInterceptor
-from service.interceptors.spend import SpendInterceptor
-from service.observability import configure_logging
-from service.operations import SERVICE_NAMES, add_operations, follow_store_health
-from service.providers import build_providers
+from service.generation.fanout import Generator
+from service.generation.reference_images import ReferenceLimits, parse_networks
+from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
+from service.hosting.urls import Hosting, signing_key
+from service.providers.registry import build_providers
 from service.providers.base import ImageProvider
-from service.reference_images import ReferenceLimits, parse_networks
-from service.servicer import ImageGenerationServicer, add_image_generation
+from service.runtime.observability import configure_logging
 from service.stores import open_store
 from service.stores.base import Store
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import grpc
 
+from service.api.interceptors.auth import PUBLIC_METHODS
+from service.api.interceptors.base import Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import current_request
 from service.errors import RateLimited
-from service.interceptors.auth import PUBLIC_METHODS
-from service.interceptors.base import Behavior, UnaryInterceptor
-from service.interceptors.request_context import current_request
 from service.stores.base import RateDecision, Store
 
 

@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from mg.v1 import image_generation_pb2 as pb
 
-from service.blobs import Blob, BlobStore, new_blob_id, valid_blob_id
 from service.config import Settings
 from service.errors import Forbidden, NotFound
+from service.hosting.blobs import Blob, BlobStore, new_blob_id, valid_blob_id
 from service.providers.base import GeneratedImage
 
 SIGNING_KEY_FILE = "url-signing-key"

@@ -19,13 +19,13 @@ from google.protobuf.message import Message
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
-from service.catalog import Catalog
-from service.generation import Generator
-from service.hosting import Hosting
-from service.interceptors.access import model_allowed
-from service.interceptors.request_context import current_request
-from service.responses import images_response, models_response
-from service.rest_json import as_http_body
+from service.api.interceptors.access import model_allowed
+from service.api.interceptors.request_context import current_request
+from service.api.responses import images_response, models_response
+from service.api.rest_json import as_http_body
+from service.catalog.catalog import Catalog
+from service.generation.fanout import Generator
+from service.hosting.urls import Hosting
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE = pb.DESCRIPTOR.services_by_name["ImageGeneration"].full_name

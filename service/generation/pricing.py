@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from service.generation.validation import GenerationRequest
 from service.providers.base import ProviderUsage
-from service.validation import GenerationRequest
 
 # Upper bound of the input tokens one reference image is billed as (GPT image edits report up to
 # ~6,200 for a large image at high input fidelity), so the reservation covers edits too.

@@ -13,10 +13,10 @@ from typing import Any
 from google.protobuf import json_format
 from mg.v1 import image_generation_pb2 as pb
 
-from service.catalog import Catalog, ModelSpec
+from service.catalog.catalog import Catalog, ModelSpec
+from service.catalog.sizes import Size, parse_size
 from service.errors import BadRequest, ModelNotAllowed
-from service.reference_images import ReferenceImage
-from service.sizes import Size, parse_size
+from service.generation.reference_images import ReferenceImage
 
 MAX_PROMPT_CHARS = 8000
 MAX_N = 8

@@ -9,13 +9,13 @@ from typing import Any
 
 import grpc
 
-from service.catalog import Catalog
+from service.api.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import current_request
+from service.catalog.catalog import Catalog
 from service.config import PROVIDER_ENV
 from service.errors import ModelNotAllowed, Unavailable
-from service.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
-from service.interceptors.request_context import current_request
+from service.generation.validation import validate
 from service.stores.base import Project
-from service.validation import validate
 
 
 def model_allowed(project: Project, model_id: str) -> bool:

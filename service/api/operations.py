@@ -11,8 +11,8 @@ from grpc_health.v1 import health, health_pb2
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
+from service.api.servicer import SERVICE
 from service.errors import MgError, Unavailable
-from service.servicer import SERVICE
 from service.stores.base import Store
 
 log = logging.getLogger(__name__)

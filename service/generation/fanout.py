@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
-from service.observability import IN_FLIGHT
+from service.generation.validation import GenerationRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ImageProvider, ProviderUsage
-from service.validation import GenerationRequest
+from service.runtime.observability import IN_FLIGHT
 
 log = logging.getLogger(__name__)
 

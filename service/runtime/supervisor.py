@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from service.config import Settings
-from service.edge import EnvoyProcess, write_edge_files
+from service.runtime.edge import EnvoyProcess, write_edge_files
 
 log = logging.getLogger("mg")
 START_TIMEOUT_S = 30.0
@@ -71,7 +71,7 @@ class WorkerProcess:
         read_fd, write_fd = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.server", "--ready-fd", str(write_fd)],
+                [sys.executable, "-m", "service.runtime.server", "--ready-fd", str(write_fd)],
                 pass_fds=(write_fd,),
                 stdin=subprocess.DEVNULL,
                 # prometheus_client's multiprocess mode: each worker writes its values here

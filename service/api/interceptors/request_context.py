@@ -20,11 +20,11 @@ import grpc
 from google.protobuf.message import DecodeError
 from ulid import ULID
 
+from service.api.interceptors.base import Behavior, UnaryInterceptor
 from service.errors import BadRequest, Internal, MgError, to_grpc_status
-from service.generation import GenerationSummary
-from service.interceptors.base import Behavior, UnaryInterceptor
+from service.generation.fanout import GenerationSummary
+from service.generation.validation import GenerationRequest
 from service.stores.base import ApiKey, Project
-from service.validation import GenerationRequest
 
 log = logging.getLogger(__name__)
 
