@@ -32,8 +32,8 @@ from service.generation.fanout import Generator
 from service.generation.reference_images import ReferenceLimits, parse_networks
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
 from service.hosting.urls import Hosting, signing_key
-from service.providers.registry import build_providers
 from service.providers.base import ImageProvider
+from service.providers.registry import build_providers
 from service.runtime.observability import configure_logging
 from service.stores import open_store
 from service.stores.base import Store
