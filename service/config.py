@@ -115,6 +115,9 @@ class Settings:
     # (renewed while the generation runs; a dead server's claim lapses after it).
     idempotency_retention_s: float = field(default=86400.0, metadata={"env": "MG_IDEMPOTENCY_RETENTION_S"})
     idempotency_lease_s: float = field(default=30.0, metadata={"env": "MG_IDEMPOTENCY_LEASE_S"})
+    # A spend reservation lapses this long after its worker last renewed it (live workers renew it
+    # every third of it), so a dead worker's reservation gives its budget back within this time.
+    reservation_lease_s: float = field(default=30.0, metadata={"env": "MG_RESERVATION_LEASE_S"})
     # A generation with an idempotency key keeps running after its caller got the 504 (or left),
     # for up to this much longer than the max duration, so a retry with the key gets the result.
     background_completion_s: float = field(default=300.0, metadata={"env": "MG_BACKGROUND_COMPLETION_S"})
@@ -252,6 +255,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("MG_MAX_DURATION_S must be positive")
     if settings.idempotency_lease_s <= 0 or settings.idempotency_retention_s <= 0:
         raise SettingsError("MG_IDEMPOTENCY_LEASE_S and MG_IDEMPOTENCY_RETENTION_S must be positive")
+    if settings.reservation_lease_s <= 0:
+        raise SettingsError("MG_RESERVATION_LEASE_S must be positive")
     try:
         ipaddress_networks(settings.reference_allow_networks)
     except ValueError as exc:

@@ -37,6 +37,16 @@ class ErrorKind:
     type: str
 
 
+# Messages travel three times in the trailers of a REST error (grpc-message, the status details, the
+# envelope), and HTTP/2 header blocks are bounded: one echoing a caller's 20 kB text reset the stream.
+MAX_MESSAGE_CHARS = 1000
+
+
+def quoted(text: str, limit: int = 100) -> str:
+    """`text` as a message may quote a caller's input: repr'd, and cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
 class MgError(Exception):
     """A failure with a defined meaning for callers. Subclasses fix the kind; `code` may be sharper."""
 
@@ -50,6 +60,8 @@ class MgError(Exception):
         code: str | None = None,
         retry_after_s: int | None = None,
     ) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         super().__init__(message)
         self.message = message
         self.param = param

@@ -9,9 +9,7 @@ from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
 from service.catalog.catalog import Catalog, ModelSpec
-from service.generation.fanout import GenerationResult
-from service.generation.tokens import count_prompt_tokens
-from service.generation.validation import GenerationRequest
+from service.generation.pipeline import Delivered
 
 # The official ImagesResponse schema allows only these echo values; others are left out, not sent.
 ECHO_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
@@ -28,43 +26,37 @@ def _echo(value: str | None, allowed: frozenset[str]) -> str | None:
     return value if value in allowed else None
 
 
-async def _usage(request: GenerationRequest, result: GenerationResult) -> pb.Usage:
-    reported = result.summary.usage
-    input_tokens = reported.input_tokens if reported and reported.input_tokens is not None else None
-    if input_tokens is None:
-        input_tokens = await count_prompt_tokens(request.prompt)
-    output_tokens = reported.output_tokens if reported and reported.output_tokens is not None else 0
-    image_tokens = reported.input_image_tokens if reported and reported.input_image_tokens is not None else 0
+def _usage(delivered: Delivered) -> pb.Usage:
+    usage = delivered.usage
     return pb.Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
         input_tokens_details=pb.InputTokensDetails(
             # (a provider may count more image tokens than input tokens; pricing.py reads it so too)
-            text_tokens=max(0, input_tokens - image_tokens),
-            image_tokens=image_tokens,
+            text_tokens=max(0, usage.input_tokens - usage.input_image_tokens),
+            image_tokens=usage.input_image_tokens,
         ),
-        output_images=len(result.images),
+        output_images=len(delivered.images),
     )
 
 
-async def images_response(
-    request: GenerationRequest, result: GenerationResult, urls: list[str] | None = None
-) -> pb.ImagesResponse:
-    """The response; with `urls` (hosted copies of the images, in order) instead of the bytes."""
-    output_format = request.output_format or result.images[0].media_type.removeprefix("image/")
+def images_response(delivered: Delivered) -> pb.ImagesResponse:
+    """The response: the images' bytes, or their hosted URLs when the request asked for URLs."""
+    request, images, urls = delivered.request, delivered.images, delivered.urls
+    output_format = request.output_format or images[0].media_type.removeprefix("image/")
     response = pb.ImagesResponse(
         id=new_image_id(),
         created=int(time.time()),
         model=request.model_name,
-        usage=await _usage(request, result),
+        usage=_usage(delivered),
         size=_echo(str(request.size), ECHO_SIZES),
         quality=_echo(request.quality, ECHO_QUALITIES),
         background=_echo(request.background, ECHO_BACKGROUNDS),
         output_format=_echo(output_format, ECHO_OUTPUT_FORMATS),
     )
     # Added in place: a message passed to the constructor is copied in, image bytes and all.
-    for index, image in enumerate(result.images):
+    for index, image in enumerate(images):
         item = (
             response.data.add(url=urls[index]) if urls is not None else response.data.add(b64_json=image.data)
         )

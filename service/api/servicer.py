@@ -1,7 +1,8 @@
-"""The ImageGeneration servicer: thin. Generate, shape the response.
+"""The ImageGeneration servicer: thin. Each method hands its request to the part that does the work.
 
-Everything around a call (request id, auth, rate limit, model access and validation, spend) is an
-interceptor; errors are raised as `MgError` and rendered by the request-context interceptor.
+Everything that applies to every call (request id, auth, idempotency, rate limit, the log line) is an
+interceptor; GenerateImages runs the generation pipeline; errors are raised as `MgError` and
+rendered by the error interceptor.
 
 GenerateImagesJson (the REST binding) is GenerateImages with another response serializer: the
 interceptors (idempotency replays included) see one response type, ImagesResponse, whichever way
@@ -10,7 +11,7 @@ the call came, and only the bytes on the wire differ (rest_json.as_http_body).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import grpc
@@ -19,12 +20,12 @@ from google.protobuf.message import Message
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
-from service.api.interceptors.access import model_allowed
-from service.api.interceptors.request_context import current_request
+from service.api.interceptors.request_context import RequestContext, current_request
 from service.api.responses import images_response, models_response
 from service.api.rest_json import as_http_body
 from service.catalog.catalog import Catalog
-from service.generation.fanout import Generator
+from service.generation.admission import model_allowed
+from service.generation.pipeline import Caller, Pipeline
 from service.hosting.urls import Hosting
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -33,22 +34,16 @@ SERVICE = pb.DESCRIPTOR.services_by_name["ImageGeneration"].full_name
 
 class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
     def __init__(
-        self, catalog: Catalog, generator: Generator, available_providers: frozenset[str], hosting: Hosting
+        self, catalog: Catalog, pipeline: Pipeline, available_providers: Collection[str], hosting: Hosting
     ) -> None:
         self._catalog = catalog
-        self._generator = generator
+        self._pipeline = pipeline
         self._available_providers = available_providers
         self._hosting = hosting
 
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Context) -> pb.ImagesResponse:
-        ctx = current_request()
-        generation = ctx.require_generation()  # validated (and paid for) by the interceptors
-        result = await self._generator.generate(generation, ctx.upstream_remaining_s())
-        ctx.summary = result.summary  # not the images: see RequestContext
-        urls = None
-        if generation.response_format == "url":
-            urls = await self._hosting.host(ctx.require_principal().project.id, result.images)
-        return await images_response(generation, result, urls)
+        delivered = await self._pipeline.run(request, caller(current_request()))
+        return images_response(delivered)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         project = current_request().require_principal().project
@@ -59,6 +54,21 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
         blob, valid_for_s = await self._hosting.fetch(request.id, request.exp, request.sig)
         current_request().response_headers.append(("cache-control", f"private, max-age={valid_for_s}"))
         return httpbody_pb2.HttpBody(content_type=blob.media_type, data=blob.data)
+
+
+def caller(ctx: RequestContext) -> Caller:
+    """The pipeline's view of the call. The owner of an idempotency key waits for the work itself:
+    the idempotency interceptor answers its caller at the deadline and keeps the result."""
+    principal = ctx.require_principal()
+    return Caller(
+        project=principal.project,
+        key_id=principal.key.id,
+        request_id=ctx.request_id,
+        started=ctx.started,
+        answer_by=None if ctx.idempotency_outcome == "owner" else ctx.deadline,
+        idempotency_key=ctx.idempotency_key,
+        report=ctx.report,
+    )
 
 
 def add_image_generation(servicer: pb_grpc.ImageGenerationServicer, server: grpc.aio.Server) -> None:

@@ -15,7 +15,10 @@ File format (`models:` maps public ids "provider/model-id" to entries; optional 
   price                 USD per image: "default", and overrides by "<quality>", "@<size>" or
                         "<quality>@<size>" (most specific wins); held as integer micro-dollars
   token_prices          {text_input, image_input, output}: USD per million tokens, for providers
-                        that bill tokens and report them (the per-image price is then the estimate)
+                        that bill tokens and report them (the reported usage is then what is charged)
+  max_output_tokens     with token_prices: the most output tokens one image is billed for, "default"
+                        and overrides keyed like prices; the reservation is built from it, and a
+                        charge never exceeds the reservation
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import yaml
 
 from service.catalog.sizes import Size, parse_size
 from service.config import Settings
-from service.errors import ModelNotFound
+from service.errors import ModelNotFound, quoted
 
 SHIPPED_MODELS = Path(__file__).with_name("models")
 MICROS_PER_USD = 1_000_000
@@ -126,13 +129,29 @@ class Capabilities:
         return ", ".join(str(s) for s in self.sizes)
 
 
+def most_specific(default: int, overrides: Mapping[str, int], quality: str | None, size: Size | None) -> int:
+    """`default`, overridden by a "<quality>", "@<size>" or "<quality>@<size>" key of `overrides`
+    (the most specific that is there wins)."""
+    quality = quality or ""
+    for key in (f"{quality}@{size}", f"@{size}", quality):
+        if key in overrides:
+            return overrides[key]
+    return default
+
+
 @dataclass(frozen=True)
 class TokenRates:
-    """Micro-dollars per million tokens."""
+    """Micro-dollars per million tokens, and the most output tokens one image can be billed for
+    (by quality and size, keyed as prices are): what makes a token-billed reservation a true bound."""
 
     text_input: int
     image_input: int
     output: int
+    max_output_tokens: int = 0
+    max_output_overrides: Mapping[str, int] = field(default_factory=dict)
+
+    def max_output(self, quality: str | None, size: Size | None) -> int:
+        return most_specific(self.max_output_tokens, self.max_output_overrides, quality, size)
 
 
 @dataclass(frozen=True)
@@ -145,11 +164,7 @@ class PriceRule:
     tokens: TokenRates | None = None
 
     def per_image(self, quality: str | None, size: Size | None = None) -> int:
-        quality = quality or ""
-        for key in (f"{quality}@{size}", f"@{size}", quality):
-            if key in self.overrides:
-                return self.overrides[key]
-        return self.default_micros
+        return most_specific(self.default_micros, self.overrides, quality, size)
 
 
 @dataclass(frozen=True)
@@ -171,11 +186,15 @@ class Catalog:
             if target not in self._models:
                 raise CatalogError(f"alias {alias!r} points at unknown model {target!r}", ("aliases", alias))
 
+    def find(self, name: str) -> ModelSpec | None:
+        """The model `name` (an id or an alias) stands for, if any."""
+        return self._models.get(self._aliases.get(name, name))
+
     def resolve(self, name: str) -> ModelSpec:
-        model = self._models.get(self._aliases.get(name, name))
+        model = self.find(name)
         if model is None:
             raise ModelNotFound(
-                f"The model {name!r} does not exist. GET /v1/models lists the available models.",
+                f"The model {quoted(name)} does not exist. GET /v1/models lists the available models.",
                 param="model",
             )
         return model
@@ -232,7 +251,7 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             price=PriceRule(
                 default_price,
                 {key: _usd_to_micros(p, model_id) for key, p in prices.items()},
-                TokenRates(**{k: _usd_to_micros(v, model_id) for k, v in tokens.items()}) if tokens else None,
+                _token_rates(model_id, tokens, entry.get("max_output_tokens")) if tokens else None,
             ),
             description=str(entry.get("description", "")),
         )
@@ -240,6 +259,23 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
         raise CatalogError(str(exc), ("models", model_id)) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogError(f"{model_id}: {exc!r}", ("models", model_id)) from exc
+
+
+def _token_rates(model_id: str, rates: Mapping[str, object], max_output: object) -> TokenRates:
+    if not isinstance(max_output, dict) or "default" not in max_output:
+        raise CatalogError(
+            f"{model_id}: token_prices need max_output_tokens (a 'default' count, and overrides keyed like "
+            "prices), so the reservation can bound what the provider bills"
+        )
+    counts = {key: int(value) for key, value in max_output.items()}
+    if any(count <= 0 for count in counts.values()):
+        raise CatalogError(f"{model_id}: max_output_tokens must be positive")
+    default = counts.pop("default")
+    return TokenRates(
+        **{name: _usd_to_micros(value, model_id) for name, value in rates.items()},
+        max_output_tokens=default,
+        max_output_overrides=counts,
+    )
 
 
 def load_catalog(

@@ -2,7 +2,8 @@
 
 `n` larger than the model's per-call maximum becomes several upstream calls run in parallel (bounded);
 the images that arrive are concatenated in call order. If some calls fail, the request still succeeds
-with what arrived (and is charged for that only); if all fail, the first failure is raised.
+with what arrived; if all fail, the first failure is raised. A `Dispatch` follows the calls as they
+go, so that the pipeline can charge exactly what was sent upstream, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -21,14 +22,39 @@ from service.runtime.observability import IN_FLIGHT
 log = logging.getLogger(__name__)
 
 
+class CallerGone(Exception):
+    """A call not sent upstream because nobody waits for its answer any more."""
+
+
+@dataclass
+class Dispatch:
+    """The upstream calls of one generation as they go. `caller_gone` is set by the pipeline when no
+    one waits for the answer: calls not yet sent are then not sent. The counts say what was handed to
+    the provider and what came back (answered or failed), so what never came back is known."""
+
+    caller_gone: bool = False
+    sent_calls: int = 0
+    sent_images: int = 0
+    returned_calls: int = 0
+    returned_images: int = 0
+
+    @property
+    def unfinished_calls(self) -> int:
+        return self.sent_calls - self.returned_calls
+
+    @property
+    def unfinished_images(self) -> int:
+        return self.sent_images - self.returned_images
+
+
 @dataclass(frozen=True)
 class GenerationSummary:
-    """What the ledger, the log line and the metrics need to know of a generation: no image bytes,
-    so the request context can keep it (see RequestContext.summary)."""
+    """What the ledger, the log line and the metrics need to know of a generation: no image bytes."""
 
     images: int
     usage: ProviderUsage | None
     warnings: tuple[str, ...]
+    answered_calls: int = 1
     failed_calls: int = 0
     # Wall time of the upstream calls (all of them, in parallel), for the ledger.
     upstream_latency_ms: int = 0
@@ -89,52 +115,74 @@ class Generator:
         self._providers = providers
         self._fanout_concurrency = max(1, fanout_concurrency)
 
-    async def generate(self, request: GenerationRequest, timeout_s: float) -> GenerationResult:
+    async def generate(
+        self, request: GenerationRequest, timeout_s: float, dispatch: Dispatch | None = None
+    ) -> GenerationResult:
+        """The images of `request`, within `timeout_s`. Calls still running at the deadline are
+        abandoned (`dispatch` counts them as unfinished): what arrived is returned, and with nothing
+        arrived it is a 504."""
         provider = self._providers.get(request.model.provider)
         if provider is None:
             raise Unavailable(
                 f"Provider {request.model.provider!r} is not configured on this gateway.", param="model"
             )
-        try:
-            with IN_FLIGHT.track_inprogress():
-                async with asyncio.timeout(timeout_s):
-                    return await self._run(provider, request, time.monotonic() + timeout_s)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"{request.model.id} did not return images within {timeout_s:.3g} seconds."
-            ) from None
+        with IN_FLIGHT.track_inprogress():
+            return await self._run(provider, request, timeout_s, dispatch or Dispatch())
 
     async def _run(
-        self, provider: ImageProvider, request: GenerationRequest, deadline: float
+        self, provider: ImageProvider, request: GenerationRequest, timeout_s: float, dispatch: Dispatch
     ) -> GenerationResult:
         limit = asyncio.Semaphore(self._fanout_concurrency)
         started = time.monotonic()
 
         async def one(call: ImageCall) -> ImageCallResult:
             async with limit:
-                result = await provider.generate(call)
+                if dispatch.caller_gone:
+                    raise CallerGone
+                dispatch.sent_calls += 1
+                dispatch.sent_images += call.n
+                try:
+                    result = await provider.generate(call)
+                finally:
+                    # (not when cancelled at the deadline: that call stays unfinished)
+                    if not _cancelling():
+                        dispatch.returned_calls += 1
+                        dispatch.returned_images += call.n
             if not result.images:
                 raise UpstreamError(f"{provider.name} returned no images.")
             return result
 
-        calls = plan_calls(request, deadline)
-        outcomes: list[ImageCallResult | BaseException]
+        calls = plan_calls(request, started + timeout_s)
+        outcomes: list[ImageCallResult | BaseException] = []
         if len(calls) == 1:  # the usual case: no task, no gather
             try:
-                outcomes = [await one(calls[0])]
+                async with asyncio.timeout(timeout_s):
+                    outcomes = [await one(calls[0])]
+            except TimeoutError:
+                pass
             except Exception as exc:
                 outcomes = [exc]
         else:
-            outcomes = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+            tasks = [asyncio.create_task(one(call)) for call in calls]
+            try:
+                await asyncio.wait(tasks, timeout=timeout_s)
+            finally:
+                for task in tasks:
+                    task.cancel()
+            done = [task for task in tasks if task.done() and not task.cancelled()]
+            outcomes = [task.exception() or task.result() for task in done]
         results = [o for o in outcomes if isinstance(o, ImageCallResult)]
         failures = [o for o in outcomes if not isinstance(o, ImageCallResult)]
-        for failure in failures:
-            if isinstance(failure, asyncio.CancelledError):
-                raise failure
         if not results:
-            raise _as_mg_error(failures[0], provider.name)
+            if dispatch.unfinished_calls or not failures:
+                raise UpstreamTimeout(
+                    f"{request.model.id} did not return images within {timeout_s:.3g} seconds."
+                )
+            sent_and_failed = [f for f in failures if not isinstance(f, CallerGone)]
+            raise _as_mg_error((sent_and_failed or failures)[0], provider.name)
         for failure in failures:
-            log.warning("partial failure of a fanned-out call to %s: %r", provider.name, failure)
+            if not isinstance(failure, CallerGone):
+                log.warning("partial failure of a fanned-out call to %s: %r", provider.name, failure)
         warnings = list(request.warnings)
         for result in results:
             warnings.extend(result.warnings)
@@ -143,6 +191,7 @@ class Generator:
             len(images),
             _sum_usage(results),
             tuple(warnings),
+            answered_calls=len(results),
             failed_calls=len(failures),
             upstream_latency_ms=round((time.monotonic() - started) * 1000),
             upstream_request_ids=tuple(r.upstream_request_id for r in results if r.upstream_request_id),
@@ -150,8 +199,13 @@ class Generator:
         return GenerationResult(images, summary)
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _as_mg_error(failure: BaseException, provider: str) -> BaseException:
-    if isinstance(failure, MgError | TimeoutError):
+    if isinstance(failure, MgError | TimeoutError | CallerGone):
         return failure
     log.error("unexpected failure in the %s adapter", provider, exc_info=failure)
     return Internal(f"The {provider} adapter failed unexpectedly.")

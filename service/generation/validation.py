@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 from mg.v1 import image_generation_pb2 as pb
 
-from service.catalog.catalog import Catalog, ModelSpec
+from service.catalog.catalog import ModelSpec
 from service.catalog.sizes import Size, parse_size
 from service.errors import BadRequest, ModelNotAllowed
 from service.generation.reference_images import ReferenceImage
@@ -45,8 +45,8 @@ class GenerationRequest:
     moderation: str | None = None
     output_format: str | None = None
     output_compression: int | None = None
-    # The caller's reference_image, loaded and checked by interceptors/reference.py (which reads it
-    # from the request message: the raw text is not kept here, see RequestContext).
+    # The caller's reference_image, loaded and checked by the pipeline's input step (which reads it
+    # from the request message: the raw text is not kept here).
     reference: ReferenceImage | None = None
     # The providerOptions entry of the model's provider; other providers' entries are dropped.
     provider_options: Mapping[str, object] = field(default_factory=dict)
@@ -169,10 +169,8 @@ def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) 
         )
 
 
-def validate(request: pb.GenerateImagesRequest, catalog: Catalog) -> GenerationRequest:
-    if not request.model:
-        raise BadRequest("model is required, e.g. 'local/sketch'.", param="model")
-    model = catalog.resolve(request.model)
+def validate(request: pb.GenerateImagesRequest, model: ModelSpec) -> GenerationRequest:
+    """The request checked against `model` (the catalog entry its `model` field resolved to)."""
     prompt = _prompt(request, model)
     if len(request.user) > MAX_USER_CHARS:
         raise BadRequest(f"user must be at most {MAX_USER_CHARS} characters.", param="user")

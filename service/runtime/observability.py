@@ -40,6 +40,11 @@ IN_FLIGHT = Gauge(
 IDEMPOTENT = Counter(
     "mg_idempotent_total", "Idempotent requests served without a new generation.", ["outcome"]
 )
+COST_ABOVE_ESTIMATE = Counter(
+    "mg_cost_above_estimate_total",
+    "Provider answers whose reported usage cost more than the request's bound (charged at the bound).",
+    ["provider", "model"],
+)
 REJECTIONS = Counter("mg_rejections_total", "Requests refused by a limit.", ["reason"])
 
 REJECTION_REASONS = {"RATE_LIMITED": "rate_limit", "BUDGET_EXCEEDED": "budget"}

@@ -16,20 +16,20 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from service.api.interceptors.access import AccessInterceptor
 from service.api.interceptors.auth import AuthInterceptor
+from service.api.interceptors.error_rendering import ErrorRenderingInterceptor
 from service.api.interceptors.idempotency import IdempotencyInterceptor
 from service.api.interceptors.observe import ObserveInterceptor
 from service.api.interceptors.rate_limit import RateLimitInterceptor
-from service.api.interceptors.reference import ReferenceImageInterceptor
 from service.api.interceptors.request_context import RequestContextInterceptor
-from service.api.interceptors.spend import SpendInterceptor
 from service.api.operations import SERVICE_NAMES, add_operations, follow_store_health
 from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
 from service.generation.fanout import Generator
+from service.generation.pipeline import Pipeline
 from service.generation.reference_images import ReferenceLimits, parse_networks
+from service.generation.spend import SpendLedger
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
 from service.hosting.urls import Hosting, signing_key
 from service.providers.base import ImageProvider
@@ -59,35 +59,24 @@ class Worker:
     health: health.aio.HealthServicer
     store: Store
     idempotency: IdempotencyInterceptor
+    pipeline: Pipeline
     blobs: BlobStore
     providers: Mapping[str, ImageProvider]
 
 
 def interceptors(
-    settings: Settings,
-    store: Store,
-    catalog: Catalog,
-    idempotency: IdempotencyInterceptor,
-    available_providers: frozenset[str],
+    settings: Settings, store: Store, catalog: Catalog, idempotency: IdempotencyInterceptor
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The enforcement chain, outermost first (DESIGN.md section 3). Idempotency comes right after
-    auth: replays skip rate limits and spend, and only the call that owns a key runs the rest."""
+    """What applies to every call, outermost first (DESIGN.md section 3). Idempotency comes right
+    after auth: replays skip rate limits and spend, and only the call that owns a key runs the rest.
+    The generation's own steps (model access, validation, inputs, spend) are the pipeline's."""
     return [
         RequestContextInterceptor(settings.max_duration_s),
-        ObserveInterceptor(settings.log_prompts),
+        ErrorRenderingInterceptor(),
+        ObserveInterceptor(settings.log_prompts, catalog),
         AuthInterceptor(store),
         idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
-        AccessInterceptor(catalog, available_providers),
-        ReferenceImageInterceptor(
-            ReferenceLimits(
-                settings.reference_max_bytes,
-                settings.reference_max_pixels,
-                settings.reference_timeout_s,
-                parse_networks(settings.reference_allow_networks),
-            )
-        ),
-        SpendInterceptor(store, settings.upstream_limit_s),
     ]
 
 
@@ -98,21 +87,28 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     store = open_store(settings)
     blobs = open_blob_store(settings)
     hosting = Hosting(blobs, signing_key(settings), settings.public_base_url, settings.url_ttl_s)
-    servicer = ImageGenerationServicer(
+    pipeline = Pipeline(
         catalog=catalog,
+        configured_providers=frozenset(providers),
+        reference_limits=ReferenceLimits(
+            settings.reference_max_bytes,
+            settings.reference_max_pixels,
+            settings.reference_timeout_s,
+            parse_networks(settings.reference_allow_networks),
+        ),
         generator=Generator(providers, settings.fanout_concurrency),
-        available_providers=frozenset(providers),
+        spend=SpendLedger(store, settings.reservation_lease_s),
         hosting=hosting,
+        upstream_limit_s=settings.upstream_limit_s,
+    )
+    servicer = ImageGenerationServicer(
+        catalog=catalog, pipeline=pipeline, available_providers=frozenset(providers), hosting=hosting
     )
     idempotency = IdempotencyInterceptor(
-        store,
-        settings.idempotency_lease_s,
-        settings.idempotency_retention_s,
-        settings.upstream_limit_s,
-        hosting,
+        store, settings.idempotency_lease_s, settings.idempotency_retention_s, hosting
     )
     server = grpc.aio.server(
-        interceptors=interceptors(settings, store, catalog, idempotency, frozenset(providers)),
+        interceptors=interceptors(settings, store, catalog, idempotency),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     add_image_generation(servicer, server)
@@ -122,7 +118,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     for name in SERVICE_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return Worker(server, port, health_servicer, store, idempotency, blobs, providers)
+    return Worker(server, port, health_servicer, store, idempotency, pipeline, blobs, providers)
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:
@@ -144,6 +140,7 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     await worker.health.enter_graceful_shutdown()
     await worker.server.stop(settings.shutdown_grace_s)
     await worker.idempotency.drain(settings.shutdown_grace_s)
+    await worker.pipeline.drain(settings.shutdown_grace_s)
     sweeper.cancel()
     orphan_watch.cancel()
     health_follower.cancel()

@@ -89,6 +89,18 @@ return 1
 """
 )
 
+# KEYS: reservation zset. ARGV: id, lease seconds. A lapsed lease is not renewed (its budget may
+# already be given to another request).
+RENEW_RESERVATION = (
+    _NOW
+    + """
+local expires = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+if expires <= now then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+)
+
 # KEYS: spent, reservation zset, amount hash. Returns {spent, reserved} as strings.
 SPEND = _NOW + _DROP_EXPIRED + "return {tostring(spent), tostring(reserved)}"
 
@@ -173,6 +185,7 @@ class RedisStore:
         self._create_project = self._redis.register_script(CREATE_PROJECT)
         self._rate_limit = self._redis.register_script(RATE_LIMIT)
         self._reserve = self._redis.register_script(RESERVE)
+        self._renew_reservation = self._redis.register_script(RENEW_RESERVATION)
         self._spend = self._redis.register_script(SPEND)
         self._settle = self._redis.register_script(SETTLE)
         self._claim = self._redis.register_script(CLAIM)
@@ -277,6 +290,12 @@ class RedisStore:
             lease_s,
         ]
         return bool(await self._call(lambda: self._reserve(keys=self._spend_keys(project_id), args=args)))
+
+    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
+        keys = [self._k("resv", project_id)]
+        return bool(
+            await self._call(lambda: self._renew_reservation(keys=keys, args=[reservation_id, lease_s]))
+        )
 
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)

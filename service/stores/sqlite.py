@@ -308,6 +308,19 @@ class SqliteStore:
 
         return await self._run(op)
 
+    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            with _write(conn):
+                renewed = conn.execute(
+                    "UPDATE reservations SET expires_at = ? "
+                    "WHERE id = ? AND project_id = ? AND expires_at > ?",
+                    (now + lease_s, reservation_id, project_id, now),
+                )
+                return renewed.rowcount > 0
+
+        return await self._run(op)
+
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with _write(conn):

@@ -161,6 +161,21 @@ async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None
     assert await store.reserve(owner.id, "r3", 1_000, 1_000, lease_s=60)
 
 
+async def test_a_renewed_lease_keeps_its_reservation_and_a_lapsed_one_is_not_renewed(store: Store) -> None:
+    owner = project(budget_micros=1_000)
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "live", 1_000, 1_000, lease_s=0.3)
+    await asyncio.sleep(0.2)
+    assert await store.renew_reservation(owner.id, "live", lease_s=0.3)
+    await asyncio.sleep(0.2)  # past the first lease, inside the renewed one
+    assert not await store.reserve(owner.id, "other", 1_000, 1_000, lease_s=60)
+    assert (await store.spend(owner.id)).reserved_micros == 1_000
+    await asyncio.sleep(0.2)  # the renewed lease lapsed too
+    assert not await store.renew_reservation(owner.id, "live", lease_s=60)
+    assert (await store.spend(owner.id)).reserved_micros == 0
+    assert not await store.renew_reservation(owner.id, "never-reserved", lease_s=60)
+
+
 async def test_no_cap_means_no_limit(store: Store) -> None:
     owner = project()
     await store.create_project(owner)

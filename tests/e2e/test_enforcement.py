@@ -4,6 +4,7 @@ against a gateway on each store: SQLite (embedded) and Redis."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -200,6 +201,27 @@ def test_a_failed_call_costs_nothing_and_is_in_the_ledger(gw: GatewayProcess) ->
     assert (row["requests"], row["failed"], row["images"], row["cost_micros"]) == (1, 1, 0, 0)
     shown = project_json(gw, name)
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.0, 0.0)
+
+
+def test_a_caller_that_disconnects_after_the_call_was_sent_pays_for_it(gw: GatewayProcess) -> None:
+    # The provider bills a generation it started; hanging up must not make it free, however often.
+    key = gw.new_key(name := unique("gone"), "--budget-usd", "1")
+    body = {**local_body(1500, prompt="hang up"), "size": "256x256"}
+    for _ in range(2):
+        with pytest.raises(httpx.ReadTimeout):
+            gw.generate(body, key, timeout=0.7)
+    deadline = time.monotonic() + 10
+    while (rows := usage_json(gw, name)) == [] or rows[0]["images"] < 2:
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    assert (rows[0]["requests"], rows[0]["failed"], rows[0]["images"], rows[0]["cost_micros"]) == (
+        2,
+        0,
+        2,
+        2 * SKETCH_PRICE_MICROS,
+    )
+    shown = project_json(gw, name)
+    assert (shown["spent_usd"], shown["reserved_usd"]) == (0.002, 0.0)
 
 
 def test_ledger_entries_carry_the_request(gw: GatewayProcess) -> None:

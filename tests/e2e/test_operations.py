@@ -75,6 +75,19 @@ def test_metrics_move_with_requests(gw: GatewayProcess) -> None:
     assert metric(gw, "mg_generations_in_flight") == 0
 
 
+def test_caller_chosen_model_names_never_become_metric_labels(gw: GatewayProcess) -> None:
+    names = [f"nosuch/{i}-" + "m" * 20_000 for i in range(3)]
+    for name in names:  # keyless (401) and keyed-but-unknown (404): neither resolves the name
+        assert gw.generate({"model": name, "prompt": "x"}, "mg_live_" + "Z" * 43).status_code == 401
+        assert gw.generate({"model": name, "prompt": "x"}, gw.key).status_code == 404
+    exposition = httpx.get(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=10).text
+    assert not any(name[:40] in exposition for name in names)
+    assert metric(gw, "mg_requests_total", code="MODEL_NOT_FOUND", model="unknown") >= 3
+    time.sleep(0.3)
+    logged = [json.loads(line) for line in "".join(gw.output).splitlines() if "nosuch/" in line]
+    assert logged and all(len(line["requested_model"]) <= 100 for line in logged)
+
+
 def test_one_json_log_line_per_request_and_no_secrets(gw: GatewayProcess) -> None:
     key = gw.new_key("logs")
     response = post(gw, key)

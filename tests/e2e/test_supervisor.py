@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -165,3 +167,41 @@ def test_stopping_workers_close_their_provider_connections(tmp_path: Path) -> No
             gateway.stop()
     assert any("mg stopped" in line for line in gateway.output)
     assert not [line for line in gateway.output if '"level":"error"' in line]
+
+
+def test_a_dead_workers_reservation_is_released_within_one_lease(tmp_path: Path) -> None:
+    # One worker, so the one generation in flight is on the worker killed. Its reservation is
+    # renewed while it runs; once the worker is dead nothing renews it, and it lapses.
+    env = {"MG_WORKERS": "1", "MG_RESERVATION_LEASE_S": "2", "MG_MAX_DURATION_S": "60"}
+    gateway = GatewayProcess(tmp_path, env).start()
+    try:
+        key = gateway.new_key("lease", "--budget-usd", "1")
+        slow = threading.Thread(
+            target=lambda: _swallow(lambda: gateway.generate(local_body(30_000), key, timeout=40))
+        )
+        slow.start()
+        deadline = time.monotonic() + 10
+        while reserved_usd(gateway, "lease") == 0:
+            assert time.monotonic() < deadline, gateway.output_tail()
+            time.sleep(0.1)
+        time.sleep(2.5)  # past the first lease: renewed, so still held
+        assert reserved_usd(gateway, "lease") == 0.001
+        envoy = gateway.envoy_pid()
+        worker = next(pid for pid in gateway.children() if pid != envoy)
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        while reserved_usd(gateway, "lease") != 0:
+            assert time.monotonic() - killed < 2 + 1.5, "the reservation outlived its lease"
+            time.sleep(0.1)
+        slow.join(45)
+    finally:
+        gateway.stop()
+
+
+def reserved_usd(gateway: GatewayProcess, project: str) -> float:
+    return float(json.loads(gateway.mg("projects", "show", project, "--json").stdout)["reserved_usd"])
+
+
+def _swallow(call: Callable[[], object]) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        call()

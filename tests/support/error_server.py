@@ -1,6 +1,7 @@
-"""A gRPC server with the gateway's real request-context interceptor whose GenerateImages raises the
-domain error named by the prompt ("RateLimited", ...), or sleeps for "sleep:<seconds>". It lets the
-error table be driven through real Envoy without enforcement that produces each error existing yet.
+"""A gRPC server with the gateway's real request-context and error-rendering interceptors, whose
+GenerateImages raises the domain error named by the prompt ("RateLimited", ...), or sleeps for
+"sleep:<seconds>". It lets the error table be driven through real Envoy without enforcement that
+produces each error existing yet.
 
     python -m tests.support.error_server --port N
 """
@@ -16,6 +17,7 @@ from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service import errors
+from service.api.interceptors.error_rendering import ErrorRenderingInterceptor
 from service.api.interceptors.request_context import RequestContextInterceptor
 from service.api.servicer import add_image_generation
 
@@ -37,7 +39,9 @@ class RaisingServicer(pb_grpc.ImageGenerationServicer):  # type: ignore[misc]
 
 
 async def main(port: int) -> None:
-    server = grpc.aio.server(interceptors=[RequestContextInterceptor(max_duration_s=300)])
+    server = grpc.aio.server(
+        interceptors=[RequestContextInterceptor(max_duration_s=300), ErrorRenderingInterceptor()]
+    )
     add_image_generation(RaisingServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

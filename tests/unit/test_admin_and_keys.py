@@ -61,11 +61,14 @@ def test_token_billed_estimates_cover_the_prompt_and_a_reference_image() -> None
     from service.generation.validation import validate
     from service.providers.base import ProviderUsage
 
+    catalog = load_catalog()
     request = validate(
-        pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="x", quality="high"), load_catalog()
+        pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="x", quality="high"),
+        catalog.resolve("openai/gpt-image-1"),
     )
     plain = estimate_micros(request, prompt_tokens=100)
-    assert plain == 167_000 + 500  # one high 1024x1024 image + 100 tokens at $5/M
+    # one high 1024x1024 image's 4,160 output tokens at $40/M + (100 + 64 margin) prompt tokens at $5/M
+    assert plain == 4_160 * 40 + 164 * 5
     edit = estimate_micros(
         replace(request, reference=ReferenceImage(b"", "image/png", 8, 8)), prompt_tokens=100
     )

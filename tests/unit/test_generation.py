@@ -41,7 +41,7 @@ class ScriptedProvider:
 
 
 def generation(n: int, model: str = "local/sketch"):  # type: ignore[no-untyped-def]
-    return validate(pb.GenerateImagesRequest(model=model, prompt="p", n=n), CATALOG)
+    return validate(pb.GenerateImagesRequest(model=model, prompt="p", n=n), CATALOG.resolve(model))
 
 
 def run(provider: ScriptedProvider, n: int, timeout_s: float = 5):  # type: ignore[no-untyped-def]

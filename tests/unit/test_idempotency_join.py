@@ -51,7 +51,7 @@ async def call(interceptor: IdempotencyInterceptor, behavior: FailingLate) -> Ba
 
 def interceptor(store: SqliteStore) -> IdempotencyInterceptor:
     hosting = Hosting(LocalBlobStore(Path("/nonexistent")), b"key", "http://gateway", ttl_s=60)
-    return IdempotencyInterceptor(store, lease_s=5, retention_s=60, upstream_limit_s=30, hosting=hosting)
+    return IdempotencyInterceptor(store, lease_s=5, retention_s=60, hosting=hosting)
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 Every asyncio timer a call schedules (the generation timeout, the HTTP client's) keeps the call's
 contextvars Context, so its RequestContext, and a cancelled timer stays in the event loop's queue
 until it is due: minutes, for generation timeouts. Anything the RequestContext holds lives that
-long. These tests run a call through the real reference interceptor, servicer and Generator (local
-provider, real timers) and look for image payloads still alive once the call is over, while the
+long. These tests run a call through the real servicer and generation pipeline (local provider,
+SQLite store, real timers) and look for image payloads still alive once the call is over, while the
 loop that ran it is still running (as a worker's is).
 """
 
@@ -22,21 +22,16 @@ import pytest
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
 
-from service.api.interceptors.reference import ReferenceImageInterceptor
 from service.api.interceptors.request_context import Principal, RequestContext, bound
 from service.api.servicer import ImageGenerationServicer
-from service.catalog.catalog import load_catalog
-from service.generation.fanout import Generator
-from service.generation.reference_images import ReferenceImage, ReferenceLimits
-from service.generation.validation import validate
+from service.generation.reference_images import ReferenceImage
 from service.hosting.blobs import LocalBlobStore
 from service.hosting.urls import Hosting
 from service.providers.base import GeneratedImage
-from service.providers.local import LocalProvider
 from service.stores.base import ApiKey, Project
 from tests.fakes.base import png
+from tests.support.pipeline import CATALOG, build_pipeline
 
-CATALOG = load_catalog()
 PRINCIPAL = Principal(ApiKey("key_1", "proj_1", "h", "mg_live_x", 0.0), Project("proj_1", "p", 0.0))
 METHOD = "/mg.v1.ImageGeneration/GenerateImages"
 
@@ -60,18 +55,20 @@ async def earlier_timer() -> AsyncIterator[None]:
 
 
 async def generate(request: pb.GenerateImagesRequest, tmp_path: Path) -> tuple[RequestContext, set[bytes]]:
+    pipeline, store = build_pipeline(tmp_path)
     servicer = ImageGenerationServicer(
         catalog=CATALOG,
-        generator=Generator({"local": LocalProvider()}, fanout_concurrency=4),
+        pipeline=pipeline,
         available_providers=frozenset({"local"}),
         hosting=Hosting(LocalBlobStore(tmp_path), b"key", "http://gateway", ttl_s=60),
     )
-    reference = ReferenceImageInterceptor(ReferenceLimits(1_000_000, 4_000_000, 5.0))
     now = time.monotonic()
     ctx = RequestContext(str(ULID()), METHOD, now, now + 300, principal=PRINCIPAL)
-    with bound(ctx):
-        ctx.generation = validate(request, CATALOG)
-        response = await reference.around(servicer.GenerateImages, request, None, METHOD)  # type: ignore[arg-type]
+    try:
+        with bound(ctx):
+            response = await servicer.GenerateImages(request, None)  # type: ignore[arg-type]
+    finally:
+        await store.close()
     assert len(response.data) == request.n
     return ctx, {image.b64_json for image in response.data}
 
@@ -83,7 +80,7 @@ async def test_images_are_not_kept_by_the_context_of_a_finished_call(tmp_path: P
     # The generation timeout was cancelled, and its timer still holds the call's context.
     loop = asyncio.get_running_loop()
     assert any(h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
-    assert ctx.summary is not None and ctx.summary.images == 3
+    assert ctx.report.images == 3
     assert alive(GeneratedImage, images) == []
 
 
@@ -96,6 +93,5 @@ async def test_the_reference_image_is_dropped_once_the_call_is_done(tmp_path: Pa
         size="256x256",
         reference_image=base64.b64encode(reference).decode(),
     )
-    ctx, images = await generate(request, tmp_path)
-    assert ctx.generation is not None and ctx.generation.reference is None
+    _, images = await generate(request, tmp_path)
     assert alive(ReferenceImage, {reference}) == [] and alive(GeneratedImage, images) == []

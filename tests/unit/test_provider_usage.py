@@ -6,7 +6,6 @@ answering the gateway with randomly malformed provider responses: each shape bel
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from mg.v1 import image_generation_pb2 as pb
 
 from service.api.responses import images_response
 from service.catalog.catalog import load_catalog
-from service.generation.fanout import GenerationResult, GenerationSummary
+from service.generation.pipeline import Delivered, Usage
 from service.generation.validation import validate
 from service.providers import bytedance, google, openai
 from service.providers.base import MAX_REPORTED_TOKENS, GeneratedImage, ProviderUsage
@@ -81,9 +80,9 @@ def test_bytedance_usage(usage: object, expected: int | None) -> None:
 
 
 def test_more_image_tokens_than_input_tokens_leave_no_negative_text_tokens() -> None:
-    request = validate(pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="x"), load_catalog())
-    usage = ProviderUsage(input_tokens=100, output_tokens=4160, input_image_tokens=300)
-    result = GenerationResult([GeneratedImage(png())], GenerationSummary(1, usage, ()))
-    response = asyncio.run(images_response(request, result))
+    model = load_catalog().resolve("openai/gpt-image-1")
+    request = validate(pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="x"), model)
+    usage = Usage(input_tokens=100, output_tokens=4160, input_image_tokens=300)
+    response = images_response(Delivered(request, [GeneratedImage(png())], None, usage, 0))
     details = response.usage.input_tokens_details
     assert (details.text_tokens, details.image_tokens, response.usage.input_tokens) == (0, 300, 100)

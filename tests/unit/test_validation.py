@@ -5,10 +5,21 @@ from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import load_catalog
 from service.catalog.sizes import Size
-from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound
-from service.generation.validation import validate
+from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound, Unavailable
+from service.generation.admission import admit
+from service.generation.validation import GenerationRequest
+from service.stores.base import Project
 
 CATALOG = load_catalog()
+EVERY_MODEL = Project("proj_1", "open", 0.0)
+
+
+def admitted(
+    message: pb.GenerateImagesRequest,
+    project: Project = EVERY_MODEL,
+    configured: tuple[str, ...] = ("local",),
+) -> GenerationRequest:
+    return admit(message, project, CATALOG, configured)
 
 
 def request(**fields: object) -> pb.GenerateImagesRequest:
@@ -21,13 +32,13 @@ def request(**fields: object) -> pb.GenerateImagesRequest:
 
 
 def test_defaults() -> None:
-    valid = validate(request(), CATALOG)
+    valid = admitted(request())
     assert (valid.n, valid.size, valid.response_format) == (1, Size(1024, 1024), "b64_json")
     assert valid.model.id == "local/sketch" and valid.model_name == "local/sketch"
 
 
 def test_size_rule_models_take_any_size_inside_the_rule() -> None:
-    assert validate(request(model="local/canvas", size="320x240"), CATALOG).size == Size(320, 240)
+    assert admitted(request(model="local/canvas", size="320x240")).size == Size(320, 240)
 
 
 @pytest.mark.parametrize(
@@ -64,22 +75,43 @@ def test_size_rule_models_take_any_size_inside_the_rule() -> None:
 )
 def test_bad_input_names_the_field(fields: dict[str, object], error: type[MgError], param: str) -> None:
     with pytest.raises(error) as caught:
-        validate(request(**fields), CATALOG)
+        admitted(request(**fields))
     assert caught.value.param == param
 
 
 def test_style_is_dropped_with_a_warning_for_models_without_styles() -> None:
-    valid = validate(request(model="local/canvas", style="vivid"), CATALOG)
+    valid = admitted(request(model="local/canvas", style="vivid"))
     assert valid.style is None and valid.warnings
 
 
 def test_only_the_models_provider_options_are_kept() -> None:
-    valid = validate(request(provider_options={"local": {"seed": 3}, "openai": {"background": "x"}}), CATALOG)
+    valid = admitted(request(provider_options={"local": {"seed": 3}, "openai": {"background": "x"}}))
     assert valid.provider_options == {"seed": 3}
 
 
 def test_whole_numbers_come_back_as_ints_after_the_struct() -> None:
     options = {"local": {"seed": 3, "scale": 1.5, "nested": [{"n": 2}]}}
-    valid = validate(request(provider_options=options), CATALOG)
+    valid = admitted(request(provider_options=options))
     assert valid.provider_options == {"seed": 3, "scale": 1.5, "nested": [{"n": 2}]}
     assert isinstance(valid.provider_options["seed"], int)
+
+
+def test_the_allowlist_is_checked_on_the_resolved_model() -> None:
+    project = Project("proj_2", "narrow", 0.0, allow=("local/canvas",))
+    with pytest.raises(ModelNotAllowed) as caught:
+        admitted(request(model="local/sketch"), project)
+    assert caught.value.param == "model" and "narrow" in caught.value.message
+    assert admitted(request(model="local/canvas", size="256x256"), project).model.id == "local/canvas"
+
+
+def test_a_model_whose_provider_is_not_configured_is_unavailable_before_anything_runs() -> None:
+    with pytest.raises(Unavailable) as caught:
+        admitted(request(model="openai/gpt-image-1"))
+    assert caught.value.code == "PROVIDER_NOT_CONFIGURED" and "OPENAI_API_KEY" in caught.value.message
+
+
+def test_a_model_outside_the_allowlist_is_refused_before_its_request_is_validated() -> None:
+    # a request both out of the allowlist and invalid: 403, so a project learns nothing of the model
+    project = Project("proj_2", "narrow", 0.0, allow=("local/canvas",))
+    with pytest.raises(ModelNotAllowed):
+        admitted(request(model="local/sketch", n=99), project)

@@ -85,14 +85,11 @@ def fingerprint(request: pb.GenerateImagesRequest) -> str:
 class IdempotencyInterceptor(UnaryInterceptor):
     only_methods = GENERATE_ONLY
 
-    def __init__(
-        self, store: Store, lease_s: float, retention_s: float, upstream_limit_s: float, hosting: Hosting
-    ) -> None:
+    def __init__(self, store: Store, lease_s: float, retention_s: float, hosting: Hosting) -> None:
         self._store = store
         self._hosting = hosting
         self._lease_s = lease_s
         self._retention_s = retention_s
-        self._upstream_limit_s = upstream_limit_s
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
 
     async def around(
@@ -154,8 +151,8 @@ class IdempotencyInterceptor(UnaryInterceptor):
         ctx: RequestContext,
         owned: _Owned,
     ) -> Any:
-        # The work may outlive this call: it runs as its own task, which the caller only waits for.
-        ctx.upstream_deadline = ctx.started + self._upstream_limit_s
+        # The work may outlive this call: it runs as its own task, which the caller only waits for
+        # (the pipeline bounds it by the upstream limit).
         run = asyncio.create_task(self._run(behavior, request, context, owned))
         self._running[(owned.project_id, owned.key)] = run
         run.add_done_callback(lambda task: self._finished(task, owned))

@@ -11,6 +11,7 @@ import grpc
 
 from service.api.interceptors.base import Behavior, UnaryInterceptor
 from service.api.interceptors.request_context import RequestContext, current_request
+from service.catalog.catalog import Catalog
 from service.errors import MgError
 from service.runtime.observability import (
     IDEMPOTENT,
@@ -23,11 +24,14 @@ from service.runtime.observability import (
 
 log = logging.getLogger("mg.request")
 CLIENT_CLOSED = 499  # the caller went away (nginx's convention)
+# A model name that did not resolve is the caller's text: the log line keeps only this much of it.
+MAX_LOGGED_MODEL_CHARS = 100
 
 
 class ObserveInterceptor(UnaryInterceptor):
-    def __init__(self, log_prompts: bool) -> None:
+    def __init__(self, log_prompts: bool, catalog: Catalog) -> None:
         self._log_prompts = log_prompts
+        self._catalog = catalog
 
     async def around(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
@@ -48,15 +52,20 @@ class ObserveInterceptor(UnaryInterceptor):
             self._record(current_request(), method.rsplit("/", 1)[-1], request, code, status)
 
     def _record(self, ctx: RequestContext, method: str, request: Any, code: str, status: int) -> None:
-        generation, summary, principal = ctx.generation, ctx.summary, ctx.principal
-        model = generation.model.id if generation else str(getattr(request, "model", ""))
-        provider = generation.model.provider if generation else ""
+        report, principal = ctx.report, ctx.principal
+        requested: str = getattr(request, "model", "")
+        # Labels only ever carry catalog ids (a bounded set), never the caller's text: a call refused
+        # before the pipeline ran (401, 429, a replay) is labelled with the model its name resolves
+        # to, if any.
+        known = self._catalog.find(requested) if requested and not report.model else None
+        model = report.model or (known.id if known else "unknown")
+        provider = report.provider or (known.provider if known else "")
         project = principal.project.name if principal else ""
         elapsed = time.monotonic() - ctx.started
         REQUESTS.labels(method, model, provider, project, code).inc()
         LATENCY.labels(method, model).observe(elapsed)
-        if summary is not None:
-            UPSTREAM_LATENCY.labels(provider, model).observe(summary.upstream_latency_ms / 1000)
+        if report.upstream_latency_ms is not None:
+            UPSTREAM_LATENCY.labels(provider, model).observe(report.upstream_latency_ms / 1000)
         if ctx.idempotency_outcome in ("join", "replay"):
             IDEMPOTENT.labels(ctx.idempotency_outcome).inc()
         if code in REJECTION_REASONS:
@@ -71,15 +80,17 @@ class ObserveInterceptor(UnaryInterceptor):
             "status": status,
             "code": code,
             "latency_ms": round(elapsed * 1000),
-            "upstream_latency_ms": summary.upstream_latency_ms if summary else None,
-            "images": summary.images if summary else 0,
-            "cost_usd": ctx.cost_micros / 1_000_000,
+            "upstream_latency_ms": report.upstream_latency_ms,
+            "images": report.images,
+            "cost_usd": report.cost_micros / 1_000_000,
             "idempotency": ctx.idempotency_outcome,
         }
-        if generation is not None:
-            fields.update(n=generation.n, size=str(generation.size))
+        if requested and known is None and not report.model:
+            fields["requested_model"] = requested[:MAX_LOGGED_MODEL_CHARS]
+        if report.model:  # the pipeline admitted the request
+            fields.update(n=report.n, size=report.size)
             if self._log_prompts:
-                fields["prompt"] = generation.prompt
-        if summary is not None and summary.warnings:
-            fields["warnings"] = list(summary.warnings)
+                fields["prompt"] = report.prompt
+        if report.warnings:
+            fields["warnings"] = list(report.warnings)
         log.info("request", extra={"fields": fields})

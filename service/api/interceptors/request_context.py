@@ -1,14 +1,12 @@
-"""Outermost interceptor: request id, deadline, response headers, and error rendering.
+"""Outermost interceptor: the call's request id, deadline and response headers.
 
-It gives every call a `RequestContext` (readable anywhere in the call via `current_request()`), sends
-the gathered response headers with the response, and turns any exception raised below it into the
-caller-visible error through `service.errors` (the only place errors are rendered).
+It gives every call a `RequestContext` (readable anywhere in the call via `current_request()`) and
+sends the gathered response headers with a successful response (errors carry them in their
+trailers: see error_rendering.py, the next interceptor in).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,12 +19,8 @@ from google.protobuf.message import DecodeError
 from ulid import ULID
 
 from service.api.interceptors.base import Behavior, UnaryInterceptor
-from service.errors import BadRequest, Internal, MgError, to_grpc_status
-from service.generation.fanout import GenerationSummary
-from service.generation.validation import GenerationRequest
+from service.generation.report import CallReport
 from service.stores.base import ApiKey, Project
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,44 +33,33 @@ class Principal:
 
 @dataclass
 class RequestContext:
-    """What the interceptors learn about a call, for the ones after them and the servicer.
+    """What the interceptors learn about a call, for the ones after them and the servicer: who calls,
+    until when, and the headers to answer with. No request data: the servicer passes that on
+    explicitly.
 
-    It must not keep payloads (images, a reference image) past their use. Every asyncio timer a
-    call schedules holds the call's contextvars Context, so this object, and a cancelled timer stays
-    in the event loop's queue until it is due or until cancelled timers outnumber live ones: with
-    the minutes-long generation timeouts, the last ~50 calls' contexts (more under load) stay alive.
-    Holding the images here kept ~9 MB per 8-image call and took a worker to 600 MB at c=1."""
+    It must not keep payloads (images, a reference image). Every asyncio timer a call schedules holds
+    the call's contextvars Context, so this object, and a cancelled timer stays in the event loop's
+    queue until it is due or until cancelled timers outnumber live ones: with the minutes-long
+    generation timeouts, the last ~50 calls' contexts (more under load) stay alive."""
 
     request_id: str
     method: str
     started: float  # time.monotonic()
     deadline: float  # time.monotonic() by which the answer is due
     response_headers: list[tuple[str, str]] = field(default_factory=list)
-    # The deadline of the upstream work itself: the caller's deadline, unless the work may outlive
-    # the caller (idempotent calls finish in the background).
-    upstream_deadline: float = 0.0
     idempotency_key: str = ""
     principal: Principal | None = None  # set by auth
-    generation: GenerationRequest | None = None  # set by validation (GenerateImages)
-    summary: GenerationSummary | None = None  # set by the servicer once images arrived
-    cost_micros: int = 0  # set by spend once charged
     idempotency_outcome: str = ""  # set by idempotency: owner | join | replay
+    # What the generation pipeline learned, for the log line and metrics (observe.py).
+    report: CallReport = field(default_factory=CallReport)
 
     def require_principal(self) -> Principal:
         if self.principal is None:
             raise RuntimeError("no principal: the auth interceptor must run first")
         return self.principal
 
-    def require_generation(self) -> GenerationRequest:
-        if self.generation is None:
-            raise RuntimeError("no validated request: the validation interceptor must run first")
-        return self.generation
-
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
-
-    def upstream_remaining_s(self) -> float:
-        return max(0.0, max(self.deadline, self.upstream_deadline) - time.monotonic())
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         return (("x-request-id", self.request_id), *self.response_headers)
@@ -111,7 +94,8 @@ class RequestContextInterceptor(UnaryInterceptor):
         self._max_duration_s = max_duration_s
 
     def request_deserializer(self, handler: grpc.RpcMethodHandler[Any, Any]) -> Callable[[bytes], Any] | None:
-        """Bytes that do not parse become an UndecodableRequest, which `around` answers with a 400.
+        """Bytes that do not parse become an UndecodableRequest, which error_rendering.py answers with
+        a 400.
         Left to grpc.aio, a parse error is an UNKNOWN status naming the exception class, with a
         traceback in the log for every such call."""
         parse = handler.request_deserializer
@@ -137,26 +121,8 @@ class RequestContextInterceptor(UnaryInterceptor):
             budget = min(budget, caller_remaining)
         ctx = RequestContext(str(ULID()), method, started, started + budget)
         with bound(ctx):
-            try:
-                if isinstance(request, UndecodableRequest):
-                    raise BadRequest(f"The request is not a valid protobuf message: {request.reason}")
-                response = await behavior(request, context)
-            except MgError as error:
-                await _abort(context, error, ctx)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                log.exception("unhandled error in %s (request %s)", method, ctx.request_id)
-                await _abort(
-                    context, Internal("Internal error; the request id identifies it in the logs."), ctx
-                )
-            else:
-                # Errors must be raised before any initial metadata is sent (or their trailers are
-                # lost), so success headers go out only here, with the response.
-                await context.send_initial_metadata(ctx.headers())
-                return response
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: MgError, ctx: RequestContext) -> None:
-    code, message, trailing = to_grpc_status(error, ctx.headers())
-    await context.abort(code, message, trailing)
+            response = await behavior(request, context)
+            # Errors must be raised before any initial metadata is sent (or their trailers are lost),
+            # so success headers go out only here, with the response.
+            await context.send_initial_metadata(ctx.headers())
+            return response

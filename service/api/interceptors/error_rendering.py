@@ -1,0 +1,44 @@
+"""Error rendering: any exception raised below becomes the caller-visible error.
+
+`MgError`s are rendered through `service.errors` (the only place errors are rendered, for gRPC and
+REST callers at once); anything else is a bug, logged with the request id and answered as INTERNAL
+without detail. Request bytes that did not parse (see request_context.UndecodableRequest) are a 400.
+It sits right inside the request context, so every interceptor below sees the raw exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from service.api.interceptors.base import Behavior, UnaryInterceptor
+from service.api.interceptors.request_context import RequestContext, UndecodableRequest, current_request
+from service.errors import BadRequest, Internal, MgError, to_grpc_status
+
+log = logging.getLogger(__name__)
+
+
+class ErrorRenderingInterceptor(UnaryInterceptor):
+    async def around(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> Any:
+        ctx = current_request()
+        try:
+            if isinstance(request, UndecodableRequest):
+                raise BadRequest(f"The request is not a valid protobuf message: {request.reason}")
+            return await behavior(request, context)
+        except MgError as error:
+            await _abort(context, error, ctx)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unhandled error in %s (request %s)", method, ctx.request_id)
+            await _abort(context, Internal("Internal error; the request id identifies it in the logs."), ctx)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: MgError, ctx: RequestContext) -> None:
+    code, message, trailing = to_grpc_status(error, ctx.headers())
+    await context.abort(code, message, trailing)

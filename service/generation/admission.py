@@ -1,0 +1,52 @@
+"""Admission: the checks that turn a wire request into a `GenerationRequest` this project may run.
+
+In order, and all before any money is reserved or any provider called: the model is resolved (404),
+the project's allowlist is applied (403), the request is validated against the model's capabilities
+(400 with `param`), and the model's provider must be configured on this gateway (503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from fnmatch import fnmatchcase
+
+from mg.v1 import image_generation_pb2 as pb
+
+from service.catalog.catalog import Catalog, ModelSpec
+from service.config import PROVIDER_ENV
+from service.errors import BadRequest, ModelNotAllowed, Unavailable
+from service.generation.validation import GenerationRequest, validate
+from service.stores.base import Project
+
+
+def model_allowed(project: Project, model_id: str) -> bool:
+    return not project.allow or any(fnmatchcase(model_id, pattern) for pattern in project.allow)
+
+
+def resolve_allowed(catalog: Catalog, project: Project, name: str) -> ModelSpec:
+    """The catalog model `name` (an id or an alias) stands for, if the project may use it."""
+    if not name:
+        raise BadRequest("model is required, e.g. 'local/sketch'.", param="model")
+    model = catalog.resolve(name)
+    if not model_allowed(project, model.id):
+        raise ModelNotAllowed(
+            f"Project {project.name!r} may not use {model.id}; its allowlist is {', '.join(project.allow)}.",
+            param="model",
+        )
+    return model
+
+
+def admit(
+    request: pb.GenerateImagesRequest, project: Project, catalog: Catalog, configured: Collection[str]
+) -> GenerationRequest:
+    model = resolve_allowed(catalog, project, request.model)
+    generation = validate(request, model)
+    if model.provider not in configured:
+        variable = PROVIDER_ENV.get(model.provider, (f"the {model.provider} API key",))[0]
+        raise Unavailable(
+            f"{model.id} is unavailable: provider {model.provider!r} is not configured on this gateway "
+            f"(set {variable}).",
+            param="model",
+            code="PROVIDER_NOT_CONFIGURED",
+        )
+    return generation

@@ -1,0 +1,145 @@
+"""Hard spend caps and the ledger: reserve before anything is sent upstream, then settle or release.
+
+A reservation is the most the request can be charged (`pricing.estimate_micros`), taken atomically
+against the project's cap (`spent + reserved + estimate <= cap`, else 402 and no upstream call).
+Settling charges what is owed, in the same transaction as the request's ledger entry; releasing
+charges nothing and still records the attempt. A reservation carries a short lease that the worker
+renews while the work runs (every third of it), so a worker that dies mid-call gives the budget
+back within one lease (`MG_RESERVATION_LEASE_S`) of its last renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from service.catalog.catalog import usd
+from service.errors import BudgetExceeded, Unavailable
+from service.generation.fanout import GenerationSummary
+from service.generation.validation import GenerationRequest
+from service.runtime.observability import record_charge
+from service.stores.base import LedgerEntry, Project, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One generation attempt, as the ledger names it."""
+
+    request_id: str  # also the reservation's id
+    project: Project
+    key_id: str
+    idempotency_key: str
+    started: float  # time.monotonic()
+    generation: GenerationRequest
+
+
+@dataclass(frozen=True)
+class Settlement:
+    outcome: str  # "ok", "partial", or the error code
+    images: int = 0
+    cost_micros: int = 0
+    input_tokens: int = 0
+    summary: GenerationSummary | None = None
+
+
+class SpendLedger:
+    def __init__(self, store: Store, lease_s: float) -> None:
+        self._store = store
+        self._lease_s = lease_s
+
+    @contextlib.asynccontextmanager
+    async def reserved(self, attempt: Attempt, estimate: int) -> AsyncIterator[None]:
+        """Reserve `estimate` (or raise BudgetExceeded), and keep the reservation's lease renewed
+        while the block runs. The block settles or releases it."""
+        project = attempt.project
+        if not await self._store.reserve(
+            project.id, attempt.request_id, estimate, project.budget_micros, self._lease_s
+        ):
+            raise await self._budget_exceeded(project, estimate)
+        renewal = asyncio.create_task(self._renew(attempt))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+
+    async def _renew(self, attempt: Attempt) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                if not await self._store.renew_reservation(
+                    attempt.project.id, attempt.request_id, self._lease_s
+                ):
+                    log.warning("reservation %s lapsed before its work ended", attempt.request_id)
+                    return
+            except Unavailable:
+                log.warning("could not renew reservation %s", attempt.request_id)
+
+    async def settle(self, attempt: Attempt, settlement: Settlement) -> None:
+        """Charge `settlement.cost_micros` and record it. If the store is down the images are still
+        delivered (they were paid for upstream); the reservation keeps the budget held until its
+        lease lapses, and the log line lets an operator reconcile."""
+        generation = attempt.generation
+        record_charge(
+            attempt.project.name,
+            generation.model.id,
+            generation.model.provider,
+            settlement.images,
+            settlement.cost_micros,
+        )
+        try:
+            await self._store.settle(attempt.request_id, ledger_entry(attempt, settlement))
+        except Unavailable:
+            log.error(
+                "could not settle %s: %s for project %s not recorded",
+                attempt.request_id,
+                usd(settlement.cost_micros),
+                attempt.project.name,
+            )
+
+    async def release(self, attempt: Attempt, settlement: Settlement) -> None:
+        try:
+            await self._store.release(
+                attempt.request_id, attempt.project.id, ledger_entry(attempt, settlement)
+            )
+        except Unavailable:
+            log.error("could not release reservation %s; it lapses with its lease", attempt.request_id)
+
+    async def _budget_exceeded(self, project: Project, estimate: int) -> BudgetExceeded:
+        cap = project.budget_micros or 0
+        spend = await self._store.spend(project.id)
+        left = max(0, cap - spend.spent_micros - spend.reserved_micros)
+        return BudgetExceeded(
+            f"This request may cost up to {usd(estimate)}; project {project.name!r} has {usd(left)} "
+            f"of its {usd(cap)} spend cap left.",
+        )
+
+
+def ledger_entry(attempt: Attempt, settlement: Settlement) -> LedgerEntry:
+    generation, summary = attempt.generation, settlement.summary
+    latency_ms = (
+        summary.upstream_latency_ms if summary else round((time.monotonic() - attempt.started) * 1000)
+    )
+    return LedgerEntry(
+        request_id=attempt.request_id,
+        project_id=attempt.project.id,
+        key_id=attempt.key_id,
+        model=generation.model.id,
+        provider=generation.model.provider,
+        n_requested=generation.n,
+        images_returned=settlement.images,
+        size=str(generation.size),
+        quality=generation.quality or "",
+        cost_micros=settlement.cost_micros,
+        input_tokens=settlement.input_tokens,
+        upstream_latency_ms=latency_ms,
+        outcome=settlement.outcome,
+        created_at=time.time(),
+        upstream_request_id=",".join(summary.upstream_request_ids) if summary else "",
+        idempotency_key=attempt.idempotency_key,
+    )

@@ -1,0 +1,219 @@
+"""The generation pipeline's money rules, driven in-process on a real SQLite store.
+
+Once anything was sent upstream the project pays what the provider bills: a caller that leaves does
+not cancel the work, which completes in the background and is settled at its real cost; calls that
+never answer are charged at their bound; calls not yet sent when the caller left are never sent.
+A charge never exceeds the reservation, whatever the provider reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from mg.v1 import image_generation_pb2 as pb
+from prometheus_client import REGISTRY
+
+from service.errors import BudgetExceeded, UpstreamTimeout
+from service.generation.report import CallReport
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
+from service.stores.base import LedgerEntry, Project
+from service.stores.sqlite import SqliteStore
+from tests.fakes.base import png
+from tests.support.pipeline import a_caller, build_pipeline
+
+SKETCH_MICROS = 1000  # local/sketch's price per image
+CANVAS_MICROS = 2000
+
+
+@dataclass
+class GatedProvider:
+    """Answers each call once `gate` is set (never, if it stays clear), reporting `usage`."""
+
+    name: str = "local"
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    usage: ProviderUsage | None = None
+    calls: list[ImageCall] = field(default_factory=list)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        self.calls.append(call)
+        self.called.set()
+        await self.gate.wait()
+        images = [GeneratedImage(png(8, 8)) for _ in range(call.n)]
+        return ImageCallResult(images, usage=self.usage, upstream_request_id=f"up-{len(self.calls)}")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def sketch(n: int = 1, **fields: object) -> pb.GenerateImagesRequest:
+    return pb.GenerateImagesRequest(model="local/sketch", prompt="a cat", n=n, size="256x256", **fields)
+
+
+async def ledger(store: SqliteStore, project: Project) -> list[LedgerEntry]:
+    return await store.ledger(project.id)
+
+
+async def test_a_caller_that_leaves_after_the_call_was_sent_pays_for_what_completes(tmp_path: Path) -> None:
+    provider = GatedProvider()
+    pipeline, store = build_pipeline(tmp_path, {"local": provider})
+    project = Project("proj_1", "p", 0.0, budget_micros=10_000)
+    try:
+        call = asyncio.create_task(pipeline.run(sketch(), a_caller(project)))
+        await provider.called.wait()
+        call.cancel()  # the caller disconnects while the provider works
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (await store.spend(project.id)).reserved_micros == SKETCH_MICROS  # still held
+        provider.gate.set()
+        await pipeline.drain(5)
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.images_returned, entry.cost_micros) == ("ok", 1, SKETCH_MICROS)
+        assert entry.upstream_request_id == "up-1"
+        spend = await store.spend(project.id)
+        assert (spend.spent_micros, spend.reserved_micros) == (SKETCH_MICROS, 0)
+    finally:
+        await store.close()
+
+
+async def test_a_caller_past_its_deadline_gets_a_504_and_the_work_is_charged_when_done(
+    tmp_path: Path,
+) -> None:
+    provider = GatedProvider()
+    pipeline, store = build_pipeline(tmp_path, {"local": provider})
+    project = Project("proj_1", "p", 0.0)
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await pipeline.run(sketch(n=2), a_caller(project, wait_s=0.2))
+        assert "idempotency key" in caught.value.message
+        provider.gate.set()
+        await pipeline.drain(5)
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.images_returned, entry.cost_micros) == ("ok", 2, 2 * SKETCH_MICROS)
+        # no one can be given the URLs of a response no one receives: nothing was hosted
+        assert not (tmp_path / "files").exists() or not any((tmp_path / "files").rglob("*.png"))
+    finally:
+        await store.close()
+
+
+async def test_calls_not_yet_sent_when_the_caller_leaves_are_never_sent_nor_charged(tmp_path: Path) -> None:
+    provider = GatedProvider()
+    # local/canvas makes one image per upstream call: n=3 is three calls, one at a time here
+    pipeline, store = build_pipeline(tmp_path, {"local": provider}, fanout_concurrency=1)
+    project = Project("proj_1", "p", 0.0)
+    request = pb.GenerateImagesRequest(model="local/canvas", prompt="a cat", n=3, size="256x256")
+    try:
+        call = asyncio.create_task(pipeline.run(request, a_caller(project)))
+        await provider.called.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        provider.gate.set()
+        await pipeline.drain(5)
+        assert len(provider.calls) == 1
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.images_returned, entry.cost_micros) == ("partial", 1, CANVAS_MICROS)
+    finally:
+        await store.close()
+
+
+async def test_a_caller_that_leaves_before_the_reservation_costs_nothing(tmp_path: Path) -> None:
+    provider = GatedProvider()
+    provider.gate.set()
+    pipeline, store = build_pipeline(tmp_path, {"local": provider})
+    project = Project("proj_1", "p", 0.0)
+    try:
+        call = asyncio.create_task(pipeline.run(sketch(), a_caller(project)))
+        await asyncio.sleep(0)  # admitted; the work is created, not started
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await pipeline.drain(5)
+        assert provider.calls == []
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.cost_micros) == ("CANCELLED", 0)
+        assert (await store.spend(project.id)).reserved_micros == 0
+    finally:
+        await store.close()
+
+
+async def test_calls_that_never_answer_are_charged_at_their_bound(tmp_path: Path) -> None:
+    provider = GatedProvider()  # never opens
+    pipeline, store = build_pipeline(tmp_path, {"local": provider}, upstream_limit_s=0.3)
+    project = Project("proj_1", "p", 0.0)
+    try:
+        with pytest.raises(UpstreamTimeout):
+            await pipeline.run(sketch(n=3), a_caller(project))
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.images_returned, entry.cost_micros) == (
+            "UPSTREAM_TIMEOUT",
+            0,
+            3 * SKETCH_MICROS,
+        )
+        assert (await store.spend(project.id)).spent_micros == 3 * SKETCH_MICROS
+    finally:
+        await store.close()
+
+
+async def test_a_refused_reservation_sends_nothing(tmp_path: Path) -> None:
+    provider = GatedProvider()
+    pipeline, store = build_pipeline(tmp_path, {"local": provider})
+    project = Project("proj_1", "p", 0.0, budget_micros=SKETCH_MICROS - 1)
+    try:
+        with pytest.raises(BudgetExceeded):
+            await pipeline.run(sketch(), a_caller(project))
+        assert provider.calls == [] and await ledger(store, project) == []
+    finally:
+        await store.close()
+
+
+def _above_bound_count(model: str) -> float:
+    value = REGISTRY.get_sample_value("mg_cost_above_estimate_total", {"provider": "openai", "model": model})
+    return value or 0.0
+
+
+async def test_a_provider_reporting_absurd_usage_is_charged_no_more_than_the_reservation(
+    tmp_path: Path,
+) -> None:
+    provider = GatedProvider(name="openai", usage=ProviderUsage(input_tokens=20, output_tokens=100_000_000))
+    provider.gate.set()
+    pipeline, store = build_pipeline(tmp_path, {"openai": provider})
+    project = Project("proj_1", "p", 0.0, budget_micros=50_000)
+    request = pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="a cat", quality="medium")
+    before = _above_bound_count("openai/gpt-image-1")
+    report = CallReport()
+    try:
+        delivered = await pipeline.run(request, a_caller(project, report=report))
+        [entry] = await ledger(store, project)
+        # the bound: 1,056 output tokens at $40/M plus the prompt (with its margin) at $5/M
+        assert delivered.cost_micros == entry.cost_micros <= 50_000
+        assert entry.cost_micros >= 1_056 * 40 and report.cost_micros == entry.cost_micros
+        assert _above_bound_count("openai/gpt-image-1") == before + 1
+    finally:
+        await store.close()
+
+
+async def test_token_billed_requests_never_spend_past_the_cap(tmp_path: Path) -> None:
+    # OpenAI's published count for a medium 1024x1024 image is 1,056 output tokens ($0.04224): above
+    # the catalog's per-image price ($0.042), so a reservation of the per-image price let 12
+    # concurrent requests spend $0.4229 against a cap of $0.42005.
+    provider = GatedProvider(name="openai", usage=ProviderUsage(input_tokens=50, output_tokens=1_056))
+    provider.gate.set()
+    pipeline, store = build_pipeline(tmp_path, {"openai": provider})
+    cap = 420_050
+    project = Project("proj_1", "p", 0.0, budget_micros=cap)
+    request = pb.GenerateImagesRequest(model="openai/gpt-image-1", prompt="a cat", quality="medium")
+    try:
+        outcomes = await asyncio.gather(
+            *(pipeline.run(request, a_caller(project)) for _ in range(12)), return_exceptions=True
+        )
+        delivered = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert all(isinstance(o, BudgetExceeded) for o in outcomes if isinstance(o, BaseException))
+        spend = await store.spend(project.id)
+        assert spend.spent_micros <= cap and spend.reserved_micros == 0
+        assert len(delivered) == 9  # each reserves its bound, $0.042241 (1,056 tokens + the prompt's)
+    finally:
+        await store.close()
