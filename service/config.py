@@ -142,6 +142,9 @@ class Settings:
     reference_max_pixels: int = field(default=50_000_000, metadata={"env": "MG_REFERENCE_MAX_PIXELS"})
     reference_timeout_s: float = field(default=10.0, metadata={"env": "MG_REFERENCE_TIMEOUT_S"})
     reference_allow_networks: str = field(default="", metadata={"env": "MG_REFERENCE_ALLOW_NETWORKS"})
+    # The longest providerOptions.local.delay_ms a caller may ask for (the offline provider's stand-in
+    # for a slow provider): any key can ask, and a waiting request holds a worker's slot.
+    local_max_delay_ms: int = field(default=60_000, metadata={"env": "MG_LOCAL_MAX_DELAY_MS"})
     # Largest request body the edge accepts (a 20 MB reference image is ~27 MB of base64).
     max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).

@@ -4,8 +4,9 @@ Each image is a pure function of (model, prompt, seed, image index, quality, sty
 request renders the same bytes, and a different prompt renders a visibly different picture (its own
 palette, gradient, shapes, and the prompt as a caption). Options (providerOptions.local):
   seed      integer, default 0: another seed, another picture for the same prompt
-  delay_ms  0-600000: wait this long before answering, to try slow-provider behaviour (timeouts,
-            retries) without a real provider
+  delay_ms  0 to MG_LOCAL_MAX_DELAY_MS (60000 by default): wait this long before answering, to try
+            slow-provider behaviour (timeouts, retries) without a real provider. Any key may ask for
+            it, and it holds a worker's slot that long, so the cap sits well below the max duration.
 local/canvas also takes a reference_image (image-to-image: the picture shows through).
 """
 
@@ -22,7 +23,7 @@ from service.catalog.sizes import Size
 from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
 
-MAX_DELAY_MS = 600_000
+DEFAULT_MAX_DELAY_MS = 60_000
 _SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}
 _DEFAULT_SHAPES = 16
 _GRAIN = 16  # amplitude of the grain, in 8-bit levels
@@ -112,9 +113,12 @@ class LocalProvider:
 
     name = "local"
 
+    def __init__(self, max_delay_ms: int = DEFAULT_MAX_DELAY_MS) -> None:
+        self._max_delay_ms = max_delay_ms
+
     async def generate(self, call: ImageCall) -> ImageCallResult:
         seed = _integer_option(call.options, "seed", 0, 0, 2**63 - 1)
-        delay_ms = _integer_option(call.options, "delay_ms", 0, 0, MAX_DELAY_MS)
+        delay_ms = _integer_option(call.options, "delay_ms", 0, 0, self._max_delay_ms)
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         shapes = _SHAPES_BY_QUALITY.get(call.quality or "", _DEFAULT_SHAPES)
