@@ -1,12 +1,15 @@
 """Reference images (`reference_image`: base64, a data: URL, or an http(s) URL), loaded safely.
 
-URLs are fetched without letting a caller reach the gateway's own network: the host is resolved
-once, every address is checked (private, loopback, link-local, multicast, reserved and cloud
-metadata addresses are refused unless MG_REFERENCE_ALLOW_NETWORKS opens them), the connection goes
-to the checked address itself (so DNS cannot change its answer between check and use), and each
-redirect hop is checked the same way. Downloads are size- and time-limited. Whatever arrives must
-decode as a PNG, JPEG, WebP or GIF image of at most MG_REFERENCE_MAX_PIXELS pixels (decompression
-bombs are refused before they are decoded). Every refusal is a 400 naming `reference_image`.
+URLs are fetched without letting a caller reach the gateway's own network: the host is resolved once
+and every address must be globally reachable (an allow list, not a deny list: private, loopback,
+link-local, shared (100.64.0.0/10), site-local, multicast, reserved, documentation and cloud
+metadata addresses are all refused, unless MG_REFERENCE_ALLOW_NETWORKS opens them). An IPv6 address
+that carries an IPv4 one (IPv4-mapped, 6to4, NAT64 64:ff9b::/96, Teredo) is judged by the IPv4
+address it reaches. The connection goes to the checked address itself (so DNS cannot change its
+answer between check and use), and each redirect hop is checked the same way. Downloads are size-
+and time-limited. Whatever arrives must decode as a PNG, JPEG, WebP or GIF image of at most
+MG_REFERENCE_MAX_PIXELS pixels (decompression bombs are refused before they are decoded). Every
+refusal is a 400 naming `reference_image`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF"
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
 )
+# Not globally reachable (IANA special-purpose registries), although `is_global` says they are in
+# some Python versions: IETF protocol assignments, the 6to4 relay anycast, site-local (deprecated
+# but still routed inside some networks), local-use NAT64, documentation, SRv6 SIDs.
+NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "192.88.99.0/24", "fec0::/10", "64:ff9b:1::/48", "3fff::/20", "5f00::/16")
+)
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are IPv4
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -83,19 +94,45 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
 
 
+def reached_addresses(address: IPAddress) -> tuple[IPAddress, ...]:
+    """The address(es) a connection to `address` ends up at: the IPv4 address an IPv6 form carries
+    (IPv4-mapped, 6to4, NAT64, Teredo's server and client), else the address itself."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return (address.ipv4_mapped,)
+        if address.sixtofour is not None:
+            return (address.sixtofour,)
+        if address.teredo is not None:
+            return address.teredo
+        if address in NAT64:
+            return (ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF),)
+    return (address,)
+
+
+def is_public(address: IPAddress) -> bool:
+    """Globally reachable, and none of the kinds a gateway must never fetch from. The flags beside
+    `is_global` are belt and braces: what `is_global` covers has changed across Python versions."""
+    return (
+        address.is_global
+        and not (
+            address.is_multicast
+            or address.is_reserved
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_unspecified
+            or address in METADATA_ADDRESSES
+        )
+        and not any(address in network for network in NOT_GLOBAL)
+    )
+
+
 def address_allowed(address: IPAddress, allow: Sequence[IPNetwork]) -> bool:
+    """Only public addresses, unless the operator opened the network (MG_REFERENCE_ALLOW_NETWORKS)."""
     if any(address in network for network in allow):
         return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not (
-        address in METADATA_ADDRESSES
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
+    return all(
+        is_public(reached) or any(reached in network for network in allow)
+        for reached in reached_addresses(address)
     )
 
 
