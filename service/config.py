@@ -137,9 +137,13 @@ class Settings:
     s3_access_key_id: str = field(default="", metadata={"env": "MG_S3_ACCESS_KEY_ID"})
     s3_secret_access_key: str = field(default="", metadata={"env": "MG_S3_SECRET_ACCESS_KEY"})
     # Reference images: largest download / decoded size, download time, and networks that URLs may
-    # reach although private (comma-separated CIDRs, for self-hosted image servers).
+    # reach although private (comma-separated CIDRs, for self-hosted image servers). The pixel limit
+    # is 4096x4096: no provider documents taking more (Recraft 16 MP and 4096 px a side, Stability
+    # 9.4 MP), and a decoded picture costs up to 4 bytes a pixel however small its file.
     reference_max_bytes: int = field(default=20 * MIB, metadata={"env": "MG_REFERENCE_MAX_BYTES"})
-    reference_max_pixels: int = field(default=50_000_000, metadata={"env": "MG_REFERENCE_MAX_PIXELS"})
+    reference_max_pixels: int = field(default=4096 * 4096, metadata={"env": "MG_REFERENCE_MAX_PIXELS"})
+    # Reference-image decodes one worker runs at once (the rest wait): bounds their memory.
+    reference_decode_concurrency: int = field(default=2, metadata={"env": "MG_REFERENCE_DECODE_CONCURRENCY"})
     reference_timeout_s: float = field(default=10.0, metadata={"env": "MG_REFERENCE_TIMEOUT_S"})
     reference_allow_networks: str = field(default="", metadata={"env": "MG_REFERENCE_ALLOW_NETWORKS"})
     # The longest providerOptions.local.delay_ms a caller may ask for (the offline provider's stand-in
@@ -259,6 +263,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ipaddress_networks(settings.reference_allow_networks)
     except ValueError as exc:
         raise SettingsError(f"MG_REFERENCE_ALLOW_NETWORKS: {exc}") from exc
+    if settings.reference_decode_concurrency <= 0:
+        raise SettingsError("MG_REFERENCE_DECODE_CONCURRENCY must be positive")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

@@ -10,6 +10,10 @@ answer between check and use), and each redirect hop is checked the same way. Do
 and time-limited. Whatever arrives must decode as a PNG, JPEG, WebP or GIF image of at most
 MG_REFERENCE_MAX_PIXELS pixels (decompression bombs are refused before they are decoded). Every
 refusal is a 400 naming `reference_image`.
+
+Decoding is where a small file costs a lot of memory, so it is bounded twice: a worker runs at most
+MG_REFERENCE_DECODE_CONCURRENCY decodes at once (DecodeSlots), and a request decodes its picture
+once to check it and at most once more for its upstream calls, however many `n` fans out into.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ import binascii
 import io
 import ipaddress
 import socket
+import threading
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pybase64
 
 if TYPE_CHECKING:
     import httpx
+    from PIL.Image import Image as PILImage
 
 from service.errors import BadRequest
 from service.providers.capped_read import TooLarge, read_capped
@@ -49,23 +56,68 @@ NOT_GLOBAL = tuple(
 )
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are IPv4
 
+T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+class DecodeSlots:
+    """At most `limit` reference-image decodes at once in this worker, on threads of their own.
+
+    A decode holds the whole picture in memory (a 4096x4096 RGBA one is 64 MiB), so a worker's
+    memory must not grow with the number of requests that bring one. Decodes wait for a free slot;
+    waiting holds no thread of the event loop's default pool, which other work needs."""
+
+    def __init__(self, limit: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="mg-decode")
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        return self._pool.submit(work)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self.submit(work))
+
+
+DEFAULT_DECODE_SLOTS = 2
+_default_slots = DecodeSlots(DEFAULT_DECODE_SLOTS)
+
+
 @dataclass(frozen=True)
 class ReferenceImage:
+    """The caller's picture, checked once; what the upstream calls derive from it (a re-encoding, a
+    scaled copy) is decoded at most once per request, in a decode slot, and shared by every call of
+    a fanned-out request (they all hold this same object)."""
+
     data: bytes
     media_type: str
     width: int
     height: int
+    decodes: DecodeSlots = field(default=_default_slots, compare=False, repr=False)
+    _derived: dict[object, Future[Any]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _derived_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, compare=False, repr=False
+    )
+
+    def _shared(self, key: object, derive: Callable[[], T]) -> Future[T]:
+        """The one decode that makes `key`: started by the first call that asks, joined by the rest."""
+        with self._derived_lock:
+            future = self._derived.get(key)
+            if future is None:
+                future = self._derived[key] = self.decodes.submit(derive)
+        return future
 
     def in_formats(self, accepted: Collection[str]) -> tuple[bytes, str]:
         """(bytes, media type) in a format the provider takes: as is when it takes this one, else
         re-encoded as PNG (first frame, with alpha). Providers differ mostly on GIF."""
         if self.media_type in accepted:
             return self.data, self.media_type
-        return png_with_alpha(self.data), "image/png"
+        return self._shared("png", lambda: png_with_alpha(self.data)).result(), "image/png"
+
+    async def scaled_rgb(self, width: int, height: int) -> PILImage:
+        """The picture as RGB, resized to width x height (for image-to-image renders)."""
+        shared = self._shared(("rgb", width, height), lambda: _scaled_rgb(self.data, width, height))
+        # shielded: one call that is cancelled must not cancel the decode the others wait for
+        return await asyncio.shield(asyncio.wrap_future(shared))
 
 
 def png_with_alpha(data: bytes) -> bytes:
@@ -77,12 +129,23 @@ def png_with_alpha(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def _scaled_rgb(data: bytes, width: int, height: int) -> PILImage:
+    from PIL import Image  # on first use, see decode_reference
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (width, height))  # JPEG decodes at a fraction of its size when that is enough
+        if image.mode in ("L", "RGB"):  # the same pixels either way; smaller first, then converted
+            return image.resize((width, height)).convert("RGB")
+        return image.convert("RGB").resize((width, height))
+
+
 @dataclass(frozen=True)
 class ReferenceLimits:
     max_bytes: int
     max_pixels: int
     timeout_s: float
     allow_networks: tuple[IPNetwork, ...] = ()
+    decodes: DecodeSlots = field(default=_default_slots, compare=False)
 
 
 def refused(message: str) -> BadRequest:
@@ -159,7 +222,7 @@ def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise refused(f"reference_image is not a readable image ({exc}).") from None
-    return ReferenceImage(data, media_type, width, height)
+    return ReferenceImage(data, media_type, width, height, limits.decodes)
 
 
 def _decode_base64(value: str) -> bytes:
@@ -255,4 +318,4 @@ async def load_reference(value: str, limits: ReferenceLimits) -> ReferenceImage:
         raise refused("reference_image URLs must be http(s).")
     else:
         data = _decode_base64(value)
-    return await asyncio.to_thread(decode_reference, data, limits)
+    return await limits.decodes.run(lambda: decode_reference(data, limits))

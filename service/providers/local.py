@@ -18,10 +18,14 @@ import hashlib
 import io
 import random
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from service.catalog.sizes import Size
 from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 DEFAULT_MAX_DELAY_MS = 60_000
 _SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}
@@ -57,8 +61,9 @@ def _color(rng: random.Random, saturation: float, value: float, alpha: int | Non
 
 
 def render_png(
-    prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: bytes | None = None
+    prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: PILImage | None = None
 ) -> bytes:
+    """The picture; `reference` (RGB, already at `size`) shows through it."""
     # Pillow is imported by the first render (on its worker thread), not with the module: a worker
     # that never renders or reads an image is spared its ~4 MB.
     from PIL import Image, ImageChops, ImageDraw, ImageFont
@@ -73,10 +78,8 @@ def render_png(
     start = Image.new("RGB", (width, height), _color(rng, saturation, 0.95))
     end = Image.new("RGB", (width, height), _color(rng, saturation, 0.35))
     image = Image.composite(start, end, mask)
-    if reference is not None:
-        # image-to-image: the caller's picture shows through the generated one
-        with Image.open(io.BytesIO(reference)) as source:
-            image = Image.blend(image, source.convert("RGB").resize((width, height)), 0.6)
+    if reference is not None:  # image-to-image: the caller's picture shows through the generated one
+        image = Image.blend(image, reference, 0.6)
     draw = ImageDraw.Draw(image, "RGBA")
     for _ in range(shapes):
         x0, x1 = sorted(rng.uniform(-0.1, 1.1) * width for _ in range(2))
@@ -123,11 +126,15 @@ class LocalProvider:
             await asyncio.sleep(delay_ms / 1000)
         shapes = _SHAPES_BY_QUALITY.get(call.quality or "", _DEFAULT_SHAPES)
         vivid = call.style != "natural"
+        # Decoded once per request, however many calls and images share it (a tiny file can hold a
+        # picture of many megapixels).
+        reference = None
+        if call.reference_image is not None:
+            reference = await call.reference_image.scaled_rgb(call.size.width, call.size.height)
         images = []
         for index in range(call.first_index, call.first_index + call.n):
             key = _image_key(call, seed, index)
             # Rendering is CPU work: keep it off the event loop so other requests keep moving.
-            reference = call.reference_image.data if call.reference_image else None
             data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid, reference)
             images.append(GeneratedImage(data=data, media_type="image/png"))
         return ImageCallResult(images=images)

@@ -29,7 +29,7 @@ from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
 from service.generation.fanout import Generator
-from service.generation.reference_images import ReferenceLimits, parse_networks
+from service.generation.reference_images import DecodeSlots, ReferenceLimits, parse_networks
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
 from service.hosting.urls import Hosting, signing_key
 from service.providers.base import ImageProvider
@@ -85,6 +85,7 @@ def interceptors(
                 settings.reference_max_pixels,
                 settings.reference_timeout_s,
                 parse_networks(settings.reference_allow_networks),
+                DecodeSlots(settings.reference_decode_concurrency),
             )
         ),
         SpendInterceptor(store, settings.upstream_limit_s),
