@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config_file import ConfigFile, ConfigFileError, provider_values, read_config_file
+from service.generation.reference_addresses import parse_networks
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -211,12 +212,6 @@ def _convert(raw: str, kind: type, env: str) -> object:
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "Path": Path, "bool": bool}
 
 
-def ipaddress_networks(text: str) -> list[object]:
-    import ipaddress
-
-    return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
-
-
 def _file_settings(config: ConfigFile) -> dict[str, tuple[str, object]]:
     """field name -> (MG_ variable, value) for the file's `settings:` section."""
     by_name = {f.name: str(f.metadata["env"]) for f in fields(Settings) if f.metadata["env"]}
@@ -260,7 +255,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.idempotency_lease_s <= 0 or settings.idempotency_retention_s <= 0:
         raise SettingsError("MG_IDEMPOTENCY_LEASE_S and MG_IDEMPOTENCY_RETENTION_S must be positive")
     try:
-        ipaddress_networks(settings.reference_allow_networks)
+        parse_networks(settings.reference_allow_networks)
     except ValueError as exc:
         raise SettingsError(f"MG_REFERENCE_ALLOW_NETWORKS: {exc}") from exc
     if settings.reference_decode_concurrency <= 0:

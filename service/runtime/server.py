@@ -29,7 +29,8 @@ from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
 from service.generation.fanout import Generator
-from service.generation.reference_images import DecodeSlots, ReferenceLimits, parse_networks
+from service.generation.reference_addresses import parse_networks
+from service.generation.reference_images import DecodeSlots, ReferenceLimits
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
 from service.hosting.urls import Hosting, signing_key
 from service.providers.base import ImageProvider

@@ -13,13 +13,8 @@ import pytest
 from PIL import Image
 
 from service.errors import BadRequest
-from service.generation.reference_images import (
-    ReferenceLimits,
-    address_allowed,
-    decode_reference,
-    load_reference,
-    parse_networks,
-)
+from service.generation.reference_addresses import address_allowed, parse_networks
+from service.generation.reference_images import ReferenceLimits, decode_reference, load_reference
 from tests.fakes.base import jpeg, png
 from tests.support.image_server import serving
 
