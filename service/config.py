@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config_file import ConfigFile, ConfigFileError, provider_values, read_config_file
+from service.generation.reference_addresses import parse_networks
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -140,11 +141,18 @@ class Settings:
     s3_access_key_id: str = field(default="", metadata={"env": "MG_S3_ACCESS_KEY_ID"})
     s3_secret_access_key: str = field(default="", metadata={"env": "MG_S3_SECRET_ACCESS_KEY"})
     # Reference images: largest download / decoded size, download time, and networks that URLs may
-    # reach although private (comma-separated CIDRs, for self-hosted image servers).
+    # reach although private (comma-separated CIDRs, for self-hosted image servers). The pixel limit
+    # is 4096x4096: no provider documents taking more (Recraft 16 MP and 4096 px a side, Stability
+    # 9.4 MP), and a decoded picture costs up to 4 bytes a pixel however small its file.
     reference_max_bytes: int = field(default=20 * MIB, metadata={"env": "MG_REFERENCE_MAX_BYTES"})
-    reference_max_pixels: int = field(default=50_000_000, metadata={"env": "MG_REFERENCE_MAX_PIXELS"})
+    reference_max_pixels: int = field(default=4096 * 4096, metadata={"env": "MG_REFERENCE_MAX_PIXELS"})
+    # Reference-image decodes one worker runs at once (the rest wait): bounds their memory.
+    reference_decode_concurrency: int = field(default=2, metadata={"env": "MG_REFERENCE_DECODE_CONCURRENCY"})
     reference_timeout_s: float = field(default=10.0, metadata={"env": "MG_REFERENCE_TIMEOUT_S"})
     reference_allow_networks: str = field(default="", metadata={"env": "MG_REFERENCE_ALLOW_NETWORKS"})
+    # The longest providerOptions.local.delay_ms a caller may ask for (the offline provider's stand-in
+    # for a slow provider): any key can ask, and a waiting request holds a worker's slot.
+    local_max_delay_ms: int = field(default=60_000, metadata={"env": "MG_LOCAL_MAX_DELAY_MS"})
     # Largest request body the edge accepts (a 20 MB reference image is ~27 MB of base64).
     max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
@@ -207,12 +215,6 @@ def _convert(raw: str, kind: type, env: str) -> object:
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "Path": Path, "bool": bool}
 
 
-def ipaddress_networks(text: str) -> list[object]:
-    import ipaddress
-
-    return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
-
-
 def _file_settings(config: ConfigFile) -> dict[str, tuple[str, object]]:
     """field name -> (MG_ variable, value) for the file's `settings:` section."""
     by_name = {f.name: str(f.metadata["env"]) for f in fields(Settings) if f.metadata["env"]}
@@ -258,9 +260,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.reservation_lease_s <= 0:
         raise SettingsError("MG_RESERVATION_LEASE_S must be positive")
     try:
-        ipaddress_networks(settings.reference_allow_networks)
+        parse_networks(settings.reference_allow_networks)
     except ValueError as exc:
         raise SettingsError(f"MG_REFERENCE_ALLOW_NETWORKS: {exc}") from exc
+    if settings.reference_decode_concurrency <= 0:
+        raise SettingsError("MG_REFERENCE_DECODE_CONCURRENCY must be positive")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

@@ -1,12 +1,15 @@
 """Reference images (`reference_image`: base64, a data: URL, or an http(s) URL), loaded safely.
 
-URLs are fetched without letting a caller reach the gateway's own network: the host is resolved
-once, every address is checked (private, loopback, link-local, multicast, reserved and cloud
-metadata addresses are refused unless MG_REFERENCE_ALLOW_NETWORKS opens them), the connection goes
-to the checked address itself (so DNS cannot change its answer between check and use), and each
-redirect hop is checked the same way. Downloads are size- and time-limited. Whatever arrives must
-decode as a PNG, JPEG, WebP or GIF image of at most MG_REFERENCE_MAX_PIXELS pixels (decompression
-bombs are refused before they are decoded). Every refusal is a 400 naming `reference_image`.
+URLs are fetched without letting a caller reach the gateway's own network: the host is resolved once
+and every address it resolves to must be one reference_addresses allows; the connection goes to the
+checked address itself (so DNS cannot change its answer between check and use), and each redirect
+hop is checked the same way. Downloads are size- and time-limited. Whatever arrives must decode as
+a PNG, JPEG, WebP or GIF image of at most MG_REFERENCE_MAX_PIXELS pixels (decompression bombs are
+refused before they are decoded). Every refusal is a 400 naming `reference_image`.
+
+Decoding is where a small file costs a lot of memory, so it is bounded twice: a worker runs at most
+MG_REFERENCE_DECODE_CONCURRENCY decodes at once (DecodeSlots), and a request decodes its picture
+once to check it and at most once more for its upstream calls, however many `n` fans out into.
 """
 
 from __future__ import annotations
@@ -16,45 +19,87 @@ import binascii
 import io
 import ipaddress
 import socket
+import threading
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pybase64
 
 if TYPE_CHECKING:
     import httpx
+    from PIL.Image import Image as PILImage
 
 from service.errors import BadRequest
+from service.generation.reference_addresses import IPAddress, IPNetwork, address_allowed
 from service.providers.capped_read import TooLarge, read_capped
 
 PARAM = "reference_image"
 MAX_REDIRECTS = 3
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-# Cloud metadata endpoints that are not private by address class alone.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
-)
+T = TypeVar("T")
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+class DecodeSlots:
+    """At most `limit` reference-image decodes at once in this worker, on threads of their own.
+
+    A decode holds the whole picture in memory (a 4096x4096 RGBA one is 64 MiB), so a worker's
+    memory must not grow with the number of requests that bring one. Decodes wait for a free slot;
+    waiting holds no thread of the event loop's default pool, which other work needs."""
+
+    def __init__(self, limit: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="mg-decode")
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        return self._pool.submit(work)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self.submit(work))
+
+
+DEFAULT_DECODE_SLOTS = 2
+_default_slots = DecodeSlots(DEFAULT_DECODE_SLOTS)
 
 
 @dataclass(frozen=True)
 class ReferenceImage:
+    """The caller's picture, checked once; what the upstream calls derive from it (a re-encoding, a
+    scaled copy) is decoded at most once per request, in a decode slot, and shared by every call of
+    a fanned-out request (they all hold this same object)."""
+
     data: bytes
     media_type: str
     width: int
     height: int
+    decodes: DecodeSlots = field(default=_default_slots, compare=False, repr=False)
+    _derived: dict[object, Future[Any]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _derived_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, compare=False, repr=False
+    )
+
+    def _shared(self, key: object, derive: Callable[[], T]) -> Future[T]:
+        """The one decode that makes `key`: started by the first call that asks, joined by the rest."""
+        with self._derived_lock:
+            future = self._derived.get(key)
+            if future is None:
+                future = self._derived[key] = self.decodes.submit(derive)
+        return future
 
     def in_formats(self, accepted: Collection[str]) -> tuple[bytes, str]:
         """(bytes, media type) in a format the provider takes: as is when it takes this one, else
         re-encoded as PNG (first frame, with alpha). Providers differ mostly on GIF."""
         if self.media_type in accepted:
             return self.data, self.media_type
-        return png_with_alpha(self.data), "image/png"
+        return self._shared("png", lambda: png_with_alpha(self.data)).result(), "image/png"
+
+    async def scaled_rgb(self, width: int, height: int) -> PILImage:
+        """The picture as RGB, resized to width x height (for image-to-image renders)."""
+        shared = self._shared(("rgb", width, height), lambda: _scaled_rgb(self.data, width, height))
+        # shielded: one call that is cancelled must not cancel the decode the others wait for
+        return await asyncio.shield(asyncio.wrap_future(shared))
 
 
 def png_with_alpha(data: bytes) -> bytes:
@@ -66,37 +111,27 @@ def png_with_alpha(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def _scaled_rgb(data: bytes, width: int, height: int) -> PILImage:
+    from PIL import Image  # on first use, see decode_reference
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (width, height))  # JPEG decodes at a fraction of its size when that is enough
+        if image.mode in ("L", "RGB"):  # the same pixels either way; smaller first, then converted
+            return image.resize((width, height)).convert("RGB")
+        return image.convert("RGB").resize((width, height))
+
+
 @dataclass(frozen=True)
 class ReferenceLimits:
     max_bytes: int
     max_pixels: int
     timeout_s: float
     allow_networks: tuple[IPNetwork, ...] = ()
+    decodes: DecodeSlots = field(default=_default_slots, compare=False)
 
 
 def refused(message: str) -> BadRequest:
     return BadRequest(message, param=PARAM, code="INVALID_REFERENCE_IMAGE")
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """MG_REFERENCE_ALLOW_NETWORKS: comma-separated CIDRs (e.g. "10.0.0.0/8,127.0.0.1/32")."""
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
-
-
-def address_allowed(address: IPAddress, allow: Sequence[IPNetwork]) -> bool:
-    if any(address in network for network in allow):
-        return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not (
-        address in METADATA_ADDRESSES
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
 
 
 def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:
@@ -122,7 +157,7 @@ def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise refused(f"reference_image is not a readable image ({exc}).") from None
-    return ReferenceImage(data, media_type, width, height)
+    return ReferenceImage(data, media_type, width, height, limits.decodes)
 
 
 def _decode_base64(value: str) -> bytes:
@@ -218,4 +253,4 @@ async def load_reference(value: str, limits: ReferenceLimits) -> ReferenceImage:
         raise refused("reference_image URLs must be http(s).")
     else:
         data = _decode_base64(value)
-    return await asyncio.to_thread(decode_reference, data, limits)
+    return await limits.decodes.run(lambda: decode_reference(data, limits))

@@ -1,9 +1,13 @@
 """Gateway-hosted image URLs: images go to the blob store and come back as HMAC-signed, expiring
 URLs served by GetFile (`/v1/files/{id}?exp=..&sig=..`).
 
-The signature covers the file id, its project and the expiry, so a URL cannot be stretched, moved
-to another file, or used for a file of another project; it is checked in constant time. Replays of
-an idempotent request get freshly signed URLs to the same stored bytes.
+The signature covers the file id and the expiry, so a URL cannot be stretched or moved to another
+file (ids are made by the gateway, unique, and each belongs to the one project whose request made
+it). It is checked first, in constant time, before anything is read: a URL with a bad signature is
+a 403 whether or not the file exists, so a caller cannot probe which ids exist, nor make the
+gateway read a file it has not been given a URL for. Only a validly signed URL can learn that its
+file is gone (404, e.g. after the retention). Replays of an idempotent request get freshly signed
+URLs to the same stored bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from service.hosting.blobs import Blob, BlobStore, new_blob_id, valid_blob_id
 from service.providers.base import GeneratedImage
 
 SIGNING_KEY_FILE = "url-signing-key"
+# Ties a signature to its use: a MAC made for anything else with the same key never passes as one.
+SIGNED_PURPOSE = "mg-file-url"
 
 
 def signing_key(settings: Settings) -> bytes:
@@ -58,45 +64,44 @@ class Hosting:
         self._public_url = public_url
         self._ttl_s = ttl_s
 
-    def _signature(self, file_id: str, project_id: str, exp: int) -> str:
-        digest = hmac.new(self._key, f"{file_id}:{project_id}:{exp}".encode(), hashlib.sha256).digest()
+    def _signature(self, file_id: str, exp: int) -> str:
+        # Only what the URL itself carries: the signature must be checkable before any read.
+        digest = hmac.new(self._key, f"{SIGNED_PURPOSE}:{file_id}:{exp}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
-    def url(self, file_id: str, project_id: str) -> str:
+    def url(self, file_id: str) -> str:
         exp = int(time.time() + self._ttl_s)
-        return (
-            f"{self._public_url}/v1/files/{file_id}?exp={exp}&sig={self._signature(file_id, project_id, exp)}"
-        )
+        return f"{self._public_url}/v1/files/{file_id}?exp={exp}&sig={self._signature(file_id, exp)}"
 
     async def host(self, project_id: str, images: list[GeneratedImage]) -> list[str]:
         urls = []
         for image in images:
             file_id = new_blob_id()
             await self._blobs.put(file_id, Blob(image.data, image.media_type, project_id, time.time()))
-            urls.append(self.url(file_id, project_id))
+            urls.append(self.url(file_id))
         return urls
 
-    def resign(self, response: pb.ImagesResponse, project_id: str) -> pb.ImagesResponse:
+    def resign(self, response: pb.ImagesResponse) -> pb.ImagesResponse:
         """The same response with every hosted URL signed afresh (same files, new expiry)."""
         fresh = pb.ImagesResponse()
         fresh.CopyFrom(response)
         for image in fresh.data:
             if image.url:
-                image.url = self.url(urlsplit(image.url).path.rsplit("/", 1)[-1], project_id)
+                image.url = self.url(urlsplit(image.url).path.rsplit("/", 1)[-1])
         return fresh
 
     async def fetch(self, file_id: str, exp: int, sig: str) -> tuple[Blob, int]:
         """(the file, seconds its URL stays valid) for a signed request; 403 / 404 otherwise."""
-        if not valid_blob_id(file_id):
+        if not valid_blob_id(file_id):  # not an id the gateway makes: says nothing of what exists
             raise NotFound(f"No file {file_id!r}.", param="id")
+        if not hmac.compare_digest(sig.encode(), self._signature(file_id, exp).encode()):
+            raise Forbidden("This file URL's signature is not valid.")
         remaining = exp - int(time.time())
         if remaining <= 0:
             raise Forbidden("This file URL has expired; request the image again for a fresh URL.")
-        blob = await self._blobs.get(file_id)
+        blob = await self._blobs.get(file_id)  # only now: the URL is one the gateway gave out
         if blob is None:
             raise NotFound(f"No file {file_id!r}.", param="id")
-        if not hmac.compare_digest(sig.encode(), self._signature(file_id, blob.project_id, exp).encode()):
-            raise Forbidden("This file URL's signature is not valid.")
         return blob, remaining
 
 

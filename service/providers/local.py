@@ -4,8 +4,9 @@ Each image is a pure function of (model, prompt, seed, image index, quality, sty
 request renders the same bytes, and a different prompt renders a visibly different picture (its own
 palette, gradient, shapes, and the prompt as a caption). Options (providerOptions.local):
   seed      integer, default 0: another seed, another picture for the same prompt
-  delay_ms  0-600000: wait this long before answering, to try slow-provider behaviour (timeouts,
-            retries) without a real provider
+  delay_ms  0 to MG_LOCAL_MAX_DELAY_MS (60000 by default): wait this long before answering, to try
+            slow-provider behaviour (timeouts, retries) without a real provider. Any key may ask for
+            it, and it holds a worker's slot that long, so the cap sits well below the max duration.
 local/canvas also takes a reference_image (image-to-image: the picture shows through).
 """
 
@@ -17,12 +18,16 @@ import hashlib
 import io
 import random
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from service.catalog.sizes import Size
 from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
 
-MAX_DELAY_MS = 600_000
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+DEFAULT_MAX_DELAY_MS = 60_000
 _SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}
 _DEFAULT_SHAPES = 16
 _GRAIN = 16  # amplitude of the grain, in 8-bit levels
@@ -56,8 +61,9 @@ def _color(rng: random.Random, saturation: float, value: float, alpha: int | Non
 
 
 def render_png(
-    prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: bytes | None = None
+    prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: PILImage | None = None
 ) -> bytes:
+    """The picture; `reference` (RGB, already at `size`) shows through it."""
     # Pillow is imported by the first render (on its worker thread), not with the module: a worker
     # that never renders or reads an image is spared its ~4 MB.
     from PIL import Image, ImageChops, ImageDraw, ImageFont
@@ -72,10 +78,8 @@ def render_png(
     start = Image.new("RGB", (width, height), _color(rng, saturation, 0.95))
     end = Image.new("RGB", (width, height), _color(rng, saturation, 0.35))
     image = Image.composite(start, end, mask)
-    if reference is not None:
-        # image-to-image: the caller's picture shows through the generated one
-        with Image.open(io.BytesIO(reference)) as source:
-            image = Image.blend(image, source.convert("RGB").resize((width, height)), 0.6)
+    if reference is not None:  # image-to-image: the caller's picture shows through the generated one
+        image = Image.blend(image, reference, 0.6)
     draw = ImageDraw.Draw(image, "RGBA")
     for _ in range(shapes):
         x0, x1 = sorted(rng.uniform(-0.1, 1.1) * width for _ in range(2))
@@ -112,18 +116,25 @@ class LocalProvider:
 
     name = "local"
 
+    def __init__(self, max_delay_ms: int = DEFAULT_MAX_DELAY_MS) -> None:
+        self._max_delay_ms = max_delay_ms
+
     async def generate(self, call: ImageCall) -> ImageCallResult:
         seed = _integer_option(call.options, "seed", 0, 0, 2**63 - 1)
-        delay_ms = _integer_option(call.options, "delay_ms", 0, 0, MAX_DELAY_MS)
+        delay_ms = _integer_option(call.options, "delay_ms", 0, 0, self._max_delay_ms)
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         shapes = _SHAPES_BY_QUALITY.get(call.quality or "", _DEFAULT_SHAPES)
         vivid = call.style != "natural"
+        # Decoded once per request, however many calls and images share it (a tiny file can hold a
+        # picture of many megapixels).
+        reference = None
+        if call.reference_image is not None:
+            reference = await call.reference_image.scaled_rgb(call.size.width, call.size.height)
         images = []
         for index in range(call.first_index, call.first_index + call.n):
             key = _image_key(call, seed, index)
             # Rendering is CPU work: keep it off the event loop so other requests keep moving.
-            reference = call.reference_image.data if call.reference_image else None
             data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid, reference)
             images.append(GeneratedImage(data=data, media_type="image/png"))
         return ImageCallResult(images=images)

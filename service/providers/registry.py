@@ -33,7 +33,7 @@ ADAPTERS: dict[str, AdapterFactory] = {
 
 def build_providers(settings: Settings) -> dict[str, ImageProvider]:
     """The providers that can serve requests with these settings."""
-    providers: dict[str, ImageProvider] = {"local": LocalProvider()}
+    providers: dict[str, ImageProvider] = {"local": LocalProvider(settings.local_max_delay_ms)}
     for name, config in settings.providers.items():
         if name in ADAPTERS:
             providers[name] = ADAPTERS[name](config, settings)

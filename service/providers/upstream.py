@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,8 @@ from service.errors import (
 from service.providers.capped_read import TooLarge
 from service.providers.http import HttpClient, HttpResponse, TransportError
 from service.providers.media import sniff_media_type
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE_S = 0.5
@@ -158,7 +161,7 @@ class Upstream:
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"{self.provider} did not answer in time.") from exc
             except TransportError as exc:
-                error: MgError = UpstreamError(f"Could not reach {self.provider}: {exc!r}")
+                error: MgError = self._unreachable(exc, f"Could not reach {self.provider}.")
                 pause = self._backoff(attempt, None)
             else:
                 if response.is_success:
@@ -171,6 +174,13 @@ class Upstream:
                 raise error
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+    def _unreachable(self, exc: Exception, message: str) -> UpstreamError:
+        """A connection failure as the caller sees it: which provider, not where it lives. The
+        exception names the provider's (or its CDN's) host, port and addresses, which are the
+        operator's business: they go to the log only."""
+        log.warning("%s (%r)", message, exc)
+        return UpstreamError(message)
 
     def _backoff(self, attempt: int, retry_after: int | None) -> float:
         if retry_after is not None:
@@ -211,7 +221,7 @@ class Upstream:
         except TimeoutError as exc:
             raise UpstreamTimeout(f"Downloading the image from {self.provider} timed out.") from exc
         except (TransportError, ValueError) as exc:  # ValueError: not a URL
-            raise UpstreamError(f"Could not download the image from {self.provider}: {exc!r}") from exc
+            raise self._unreachable(exc, f"Could not download the image from {self.provider}.") from None
         if not response.is_success:
             raise UpstreamError(f"{self.provider} image download failed (HTTP {response.status}).")
         media_type = sniff_media_type(response.content)

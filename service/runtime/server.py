@@ -28,7 +28,8 @@ from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
 from service.generation.fanout import Generator
 from service.generation.pipeline import Pipeline
-from service.generation.reference_images import ReferenceLimits, parse_networks
+from service.generation.reference_addresses import parse_networks
+from service.generation.reference_images import DecodeSlots, ReferenceLimits
 from service.generation.spend import SpendLedger
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
 from service.hosting.urls import Hosting, signing_key
@@ -95,6 +96,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             settings.reference_max_pixels,
             settings.reference_timeout_s,
             parse_networks(settings.reference_allow_networks),
+            DecodeSlots(settings.reference_decode_concurrency),
         ),
         generator=Generator(providers, settings.fanout_concurrency),
         spend=SpendLedger(store, settings.reservation_lease_s),

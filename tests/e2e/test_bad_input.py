@@ -15,6 +15,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess
 
 FIELDS = [
@@ -82,3 +83,11 @@ def test_any_body_gets_a_success_or_a_4xx_envelope(gateway: GatewayProcess, body
         error = answer["error"]
         assert set(error) == {"code", "message", "type", "param"}, answer
         assert isinstance(error["message"], str) and error["message"]
+
+
+def test_a_local_delay_past_the_cap_is_400_at_once(gateway: GatewayProcess) -> None:
+    """providerOptions.local.delay_ms was once accepted up to 10 minutes, so any key could hold a
+    worker's slot that long; past MG_LOCAL_MAX_DELAY_MS (60 s by default) it is a 400 at once."""
+    body = {"model": "local/sketch", "prompt": "slow", "size": "256x256"}
+    response = gateway.generate({**body, "providerOptions": {"local": {"delay_ms": 600_000}}}, timeout=10)
+    assert_error(response, 400, "BAD_REQUEST", "providerOptions.local.delay_ms")

@@ -13,6 +13,8 @@ import openai
 import pytest
 from ulid import ULID
 
+from service.hosting.blobs import LocalBlobStore
+from service.hosting.urls import SIGNING_KEY_FILE, Hosting, signed_query
 from tests.support.checks import assert_error, decode_png
 from tests.support.gateway import GatewayProcess
 from tests.support.redis_server import SHARED_URL, clear_prefix
@@ -64,11 +66,31 @@ def test_tampered_expired_and_unknown_urls(gw: GatewayProcess) -> None:
     assert_error(httpx.get(f"{base}?{exp}&sig={sig.removeprefix('sig=')[:-2]}xx"), 403, "FORBIDDEN")
     later = int(exp.removeprefix("exp=")) + 3600
     assert_error(httpx.get(f"{base}?exp={later}&{sig}"), 403, "FORBIDDEN")  # stretched expiry
-    assert_error(httpx.get(f"{gw.http_url}/v1/files/file_{ULID()}?{exp}&{sig}"), 404, "NOT_FOUND", "id")
     assert_error(httpx.get(f"{gw.http_url}/v1/files/..%2Fmg.sqlite3?{exp}&{sig}"), 404, "NOT_FOUND", "id")
     time.sleep(3.5)  # MG_URL_TTL_S=3
     expired = assert_error(httpx.get(url), 403, "FORBIDDEN")
     assert "expired" in expired["message"]
+
+
+def test_a_bad_signature_says_nothing_of_whether_the_file_exists(gw: GatewayProcess) -> None:
+    url = post(gw, BODY).json()["data"][0]["url"]
+    parts = urlsplit(url)
+    known, unknown = parts.path.rsplit("/", 1)[-1], f"file_{ULID()}"
+    exp, sig = signed_query(url)
+    tampered = f"exp={exp}&sig={sig[:-2]}xx"
+    answers = [
+        assert_error(httpx.get(f"{gw.http_url}/v1/files/{file_id}?{query}"), 403, "FORBIDDEN")
+        for file_id, query in [(known, tampered), (unknown, tampered), (unknown, parts.query)]
+    ]
+    assert len({a["message"] for a in answers}) == 1
+    # a URL the gateway signed for a file that is gone (as after the retention) is a 404
+    signer = Hosting(LocalBlobStore(gw.data_dir / "unused"), signing_key_of(gw), gw.http_url, ttl_s=60)
+    assert_error(httpx.get(signer.url(unknown)), 404, "NOT_FOUND", "id")
+    assert httpx.get(signer.url(known)).status_code == 200  # the same signer signs real URLs
+
+
+def signing_key_of(gw: GatewayProcess) -> bytes:
+    return (gw.data_dir / SIGNING_KEY_FILE).read_text().strip().encode()
 
 
 def test_a_replay_gets_fresh_urls_to_the_same_files(gw: GatewayProcess) -> None:

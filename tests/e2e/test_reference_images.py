@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import httpx
+from PIL import Image
 
 from tests.fakes.base import png
 from tests.support.checks import assert_error, decode_png
@@ -49,3 +51,15 @@ def test_refused_references_are_400_and_charge_nothing(gateway: GatewayProcess) 
 def test_a_model_without_edit_support_is_403(gateway: GatewayProcess) -> None:
     body = {**BODY, "model": "local/sketch", "reference_image": base64.b64encode(png()).decode()}
     assert_error(post(gateway, gateway.key, body), 403, "MODEL_NOT_ALLOWED", "reference_image")
+
+
+def test_a_picture_over_4096x4096_is_refused_from_its_header(gateway: GatewayProcess) -> None:
+    """A 17 kB PNG of 4097x4096 pixels: over what any provider takes (the default limit was once
+    50 M pixels, and a 7000x7000 picture sent with n=8 took a worker from 184 MB to 1.3 GB)."""
+    out = io.BytesIO()
+    Image.new("L", (4097, 4096)).save(out, format="PNG")
+    key = gateway.new_key("references-too-many-pixels")
+    body = {**BODY, "n": 8, "reference_image": base64.b64encode(out.getvalue()).decode()}
+    error = assert_error(post(gateway, key, body), 400, "INVALID_REFERENCE_IMAGE", "reference_image")
+    assert "4097x4096 pixels; the limit is 16777216" in error["message"]
+    assert json.loads(gateway.mg("usage", "--project", "references-too-many-pixels", "--json").stdout) == []

@@ -19,19 +19,58 @@ def hosting(tmp_path: Path, key: bytes = b"k" * 32) -> Hosting:
     return Hosting(LocalBlobStore(tmp_path), key, "https://img.example", ttl_s=60)
 
 
-def test_a_url_signed_for_another_project_or_key_is_refused(tmp_path: Path) -> None:
+def test_a_url_for_another_file_or_key_is_refused(tmp_path: Path) -> None:
     async def go() -> None:
         host = hosting(tmp_path)
-        (url,) = await host.host("proj_a", [GeneratedImage(b"\x89PNG\r\n\x1a\nxx")])
+        (url, other) = await host.host("proj_a", [GeneratedImage(b"\x89PNG\r\n\x1a\nxx")] * 2)
         file_id = url.split("/files/")[1].split("?")[0]
         blob, remaining = await host.fetch(file_id, *signed_query(url))
         assert blob.project_id == "proj_a" and 0 < remaining <= 60
         with pytest.raises(Forbidden):
-            await host.fetch(file_id, *signed_query(host.url(file_id, "proj_b")))
+            await host.fetch(file_id, *signed_query(other))
         with pytest.raises(Forbidden):
             await hosting(tmp_path, key=b"x" * 32).fetch(file_id, *signed_query(url))
         with pytest.raises(NotFound):
             await host.fetch("../../etc/passwd", *signed_query(url))
+
+    asyncio.run(go())
+
+
+class CountingBlobs(LocalBlobStore):
+    """A real local store that counts reads."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.reads = 0
+
+    async def get(self, blob_id: str) -> Blob | None:
+        self.reads += 1
+        return await super().get(blob_id)
+
+
+def test_a_bad_signature_is_403_before_any_read_whether_or_not_the_file_exists(tmp_path: Path) -> None:
+    async def go() -> None:
+        blobs = CountingBlobs(tmp_path)
+        host = Hosting(blobs, b"k" * 32, "https://img.example", ttl_s=60)
+        (url,) = await host.host("proj_a", [GeneratedImage(b"\x89PNG\r\n\x1a\nxx")])
+        known, unknown = url.split("/files/")[1].split("?")[0], new_blob_id()
+        exp, sig = signed_query(url)
+        answers = []
+        for file_id, bad_sig, bad_exp in [
+            (known, sig[:-2] + "xx", exp),  # tampered
+            (unknown, sig, exp),  # another file's signature
+            (known, sig, exp + 3600),  # stretched
+            (unknown, sig[:-2] + "xx", int(time.time()) - 10),  # expired and bad
+        ]:
+            with pytest.raises(Forbidden) as caught:
+                await host.fetch(file_id, bad_exp, bad_sig)
+            answers.append(caught.value.message)
+        assert blobs.reads == 0
+        assert len(set(answers)) == 1  # the same answer, known file or not
+        # a valid signature for a file that is gone (swept) is the one way to learn it is gone
+        with pytest.raises(NotFound):
+            await host.fetch(unknown, *signed_query(host.url(unknown)))
+        assert blobs.reads == 1
 
     asyncio.run(go())
 

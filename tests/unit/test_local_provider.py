@@ -60,3 +60,18 @@ def test_different_prompts_look_different() -> None:
 def test_bad_options_are_400(options: dict[str, object]) -> None:
     with pytest.raises(BadRequest):
         run(call(options=options))
+
+
+def test_a_delay_over_the_cap_is_400_naming_the_option() -> None:
+    with pytest.raises(BadRequest, match="between 0 and 60000") as caught:
+        run(call(options={"delay_ms": 60_001}))
+    assert caught.value.param == "providerOptions.local.delay_ms"
+
+
+def test_an_operator_may_allow_longer_delays() -> None:
+    async def accepted() -> None:  # accepted: it waits (rather than answering 400 at once)
+        provider = LocalProvider(max_delay_ms=120_000)
+        await asyncio.wait_for(provider.generate(call(options={"delay_ms": 90_000})), 0.2)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(accepted())

@@ -6,18 +6,15 @@ import asyncio
 import base64
 import io
 import ipaddress
+import socket
 
+import httpx
 import pytest
 from PIL import Image
 
 from service.errors import BadRequest
-from service.generation.reference_images import (
-    ReferenceLimits,
-    address_allowed,
-    decode_reference,
-    load_reference,
-    parse_networks,
-)
+from service.generation.reference_addresses import address_allowed, parse_networks
+from service.generation.reference_images import ReferenceLimits, decode_reference, load_reference
 from tests.fakes.base import jpeg, png
 from tests.support.image_server import serving
 
@@ -68,18 +65,72 @@ def test_oversized_images_are_refused() -> None:
         decode_reference(b"x" * 2_000_000, LIMITS)
 
 
-@pytest.mark.parametrize(
-    "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "fc00::1",
-     "::ffff:127.0.0.1", "0.0.0.0", "100.100.100.200", "224.0.0.1"],
-)  # fmt: skip
+# A deny list once let shared address space (100.64.0.0/10), 6to4 forms of private addresses,
+# site-local, 192.0.0.0/24 and documentation addresses through; the rest are refused by any check.
+NON_PUBLIC = [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "fc00::1",
+    "::ffff:127.0.0.1", "0.0.0.0", "100.100.100.200", "224.0.0.1",
+    "100.64.0.1", "100.127.255.254", "2002:7f00:1::", "2002:a01:203::", "fec0::1",
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2001:0:4136:e378:8000:63bf:80ff:fffe", "64:ff9b:1::1",
+    "192.0.0.8", "198.18.0.1", "3fff::1", "::7f00:1", "ff0e::1", "168.63.129.16",
+]  # fmt: skip
+# Public hosts, bare and in each IPv6 form that carries an IPv4 address (93.184.216.34)
+PUBLIC = ["93.184.216.34", "2606:4700::1", "::ffff:93.184.216.34", "2002:5db8:d822::", "64:ff9b::5db8:d822"]
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC)
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not address_allowed(ipaddress.ip_address(address), ())
 
 
-def test_public_addresses_and_allowed_networks_pass() -> None:
-    assert address_allowed(ipaddress.ip_address("93.184.216.34"), ())
-    assert address_allowed(ipaddress.ip_address("10.1.2.3"), parse_networks("10.0.0.0/8, 127.0.0.1/32"))
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_addresses_pass(address: str) -> None:
+    assert address_allowed(ipaddress.ip_address(address), ())
+
+
+def test_allowed_networks_open_chosen_ranges_in_every_form() -> None:
+    allow = parse_networks("10.0.0.0/8, 100.64.0.0/10, fec0::/10")
+    for address in ("10.1.2.3", "::ffff:10.1.2.3", "2002:a01:203::", "100.64.0.1", "fec0::1"):
+        assert address_allowed(ipaddress.ip_address(address), allow), address
+    assert not address_allowed(ipaddress.ip_address("127.0.0.1"), allow)
+
+
+class StubbedNetwork:
+    """A resolver that answers from a table and a connector that records where it would connect,
+    serving one PNG: the checks run as for a real fetch, and nothing leaves the machine."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: dict[str, str]) -> None:
+        self.connected_to: list[str] = []
+
+        async def getaddrinfo(loop: object, host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+            address = ipaddress.ip_address(answers[host])
+            family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+            sockaddr = (str(address), port, 0, 0) if address.version == 6 else (str(address), port)
+            return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
+
+        async def send(client: httpx.AsyncClient, request: httpx.Request, **_: object) -> httpx.Response:
+            self.connected_to.append(f"{request.url.host} (Host: {request.headers['host']})")
+            return httpx.Response(200, content=png(9, 9), request=request)
+
+        monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(httpx.AsyncClient, "send", send)
+
+
+@pytest.mark.parametrize("address", ["100.64.0.1", "2002:7f00:1::", "fec0::1", "64:ff9b::a00:1"])
+def test_a_url_resolving_to_a_non_public_address_is_never_fetched(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    network = StubbedNetwork(monkeypatch, {"images.example": address})
+    refused("http://images.example/cat.png", "non-public address")
+    assert network.connected_to == []
+
+
+def test_a_url_resolving_to_a_public_address_is_fetched_from_that_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    network = StubbedNetwork(monkeypatch, {"images.example": "93.184.216.34"})
+    assert load("http://images.example/cat.png").width == 9
+    assert network.connected_to == ["93.184.216.34 (Host: images.example)"]
 
 
 def test_urls_to_loopback_are_refused_unless_allowed() -> None:

@@ -122,7 +122,7 @@ class IdempotencyInterceptor(UnaryInterceptor):
                 ctx.idempotency_outcome = "join" if waiting_for else "replay"
                 ctx.response_headers.append(REPLAY_HEADER)
                 # hosted URLs are signed afresh: same files, a new expiry
-                return self._hosting.resign(pb.ImagesResponse.FromString(record.response), project_id)
+                return self._hosting.resign(pb.ImagesResponse.FromString(record.response))
             if record.state == IdempotencyState.FAILED:
                 ctx.idempotency_outcome = "join"
                 raise error_from_json(record.error)
