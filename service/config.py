@@ -206,16 +206,28 @@ class Settings:
         return {str(f.metadata["env"]): str(getattr(self, f.name)) for f in fields(self) if f.metadata["env"]}
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+
+
 def _convert(raw: str, kind: type, env: str) -> object:
+    if kind is bool:
+        return _boolean(raw, env)
     try:
-        if kind is bool:
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
         value = kind(raw)
     except ValueError as exc:
         raise SettingsError(f"{env}={raw!r} is not a valid {kind.__name__}") from exc
     if isinstance(value, int | float) and value < 0:
         raise SettingsError(f"{env}={raw!r} must not be negative")
     return value
+
+
+def _boolean(raw: str, env: str) -> bool:
+    """Only words that say yes or no: a typo (`ture`) must not silently mean false."""
+    word = raw.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise SettingsError(f"{env}={raw!r} is not a boolean: use true or false (or 1/0, yes/no, on/off)")
+    return word in TRUE_WORDS
 
 
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "Path": Path, "bool": bool}

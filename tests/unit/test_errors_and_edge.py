@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import grpc
+import pytest
 import yaml
 
 from service import errors
@@ -54,6 +55,20 @@ def test_edge_timeouts_outlast_the_max_duration() -> None:
 def test_settings_come_from_mg_variables() -> None:
     settings = load_settings({"MG_HTTP_PORT": "9000", "MG_MAX_DURATION_S": "2.5", "MG_WORKERS": ""})
     assert settings.http_port == 9000 and settings.max_duration_s == 2.5 and settings.workers == 0
+
+
+def test_booleans_take_only_words_that_say_yes_or_no() -> None:
+    for word, value in (
+        ("true", True),
+        ("On", True),
+        ("1", True),
+        ("false", False),
+        ("no", False),
+        ("", False),
+    ):
+        assert load_settings({"MG_LOG_PROMPTS": word}).log_prompts is value
+    with pytest.raises(SettingsError, match="MG_LOG_PROMPTS='ture' is not a boolean"):
+        load_settings({"MG_LOG_PROMPTS": "ture"})
 
 
 def test_bad_settings_are_refused_with_the_variable_named() -> None:
