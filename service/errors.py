@@ -135,6 +135,12 @@ class Unavailable(MgError):
     kind = _kind("UNAVAILABLE", 503, "UNAVAILABLE", "server_error")
 
 
+class InsufficientStorage(MgError):
+    """Hosted image files cannot be written (the data dir's disk is full, or the write failed)."""
+
+    kind = _kind("INSUFFICIENT_STORAGE", 507, "RESOURCE_EXHAUSTED", "server_error")
+
+
 class UpstreamTimeout(MgError):
     kind = _kind("UPSTREAM_TIMEOUT", 504, "DEADLINE_EXCEEDED", "server_error")
 
@@ -157,6 +163,7 @@ ALL_ERRORS: tuple[type[MgError], ...] = (
     RateLimited,
     UpstreamError,
     Unavailable,
+    InsufficientStorage,
     UpstreamTimeout,
     Internal,
 )

@@ -53,6 +53,13 @@ TABLE = [
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
     (errors.Unavailable, 503, "UNAVAILABLE", "server_error", grpc.StatusCode.UNAVAILABLE),
+    (
+        errors.InsufficientStorage,
+        507,
+        "INSUFFICIENT_STORAGE",
+        "server_error",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
     (errors.UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", "server_error", grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Internal, 500, "INTERNAL", "server_error", grpc.StatusCode.INTERNAL),
 ]
