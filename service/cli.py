@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +25,7 @@ from service import admin
 from service.catalog.catalog import CatalogError, catalog_for, usd
 from service.config import Settings, SettingsError, load_settings
 from service.config_file import ConfigFileError, read_config_file
+from service.data_dir import make_private, private_dir, write_private
 from service.hosting.blobs import open_blob_store
 from service.runtime.edge import render_config, render_lua
 from service.runtime.observability import configure_logging
@@ -110,15 +112,17 @@ def _cmd_config_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    # What the gateway and its children (workers, Envoy) create is private to this user from its
+    # first byte, files 0600 and directories 0700, whichever code creates it (Envoy's log, the
+    # workers' metric files): the data dir holds images, the store and secrets.
+    os.umask(0o077)
     # The dev key is kept in the data dir (mode 0600) so restarts can print it again; the store, as
     # always, holds only its hash.
     key_file = settings.data_dir / DEV_KEY_FILE
     saved = key_file.read_text().strip() if key_file.exists() else None
     key = _with_store(settings, lambda store: admin.dev_key(store, saved))
     if key is not None and key != saved:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(key + "\n")
-        key_file.chmod(0o600)
+        write_private(private_dir(key_file.parent) / key_file.name, (key + "\n").encode())
     return serve(settings, lambda s: _print_ready(s, key), with_envoy=not args.no_envoy)
 
 
@@ -371,6 +375,10 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 }
 
 
+# Commands that read or write nothing in the data dir.
+WITHOUT_DATA_DIR = frozenset({"envoy-config", "config"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -381,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mg: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if args.command not in WITHOUT_DATA_DIR:
+        make_private(settings.data_dir)  # one an older version left readable by others
     try:
         return HANDLERS[args.command](settings, args)
     except admin.AdminError as exc:

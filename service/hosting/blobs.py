@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ulid import ULID
 
 from service.config import Settings
+from service.data_dir import private_dir, write_private
 from service.errors import Unavailable
 
 _BLOB_ID = re.compile(r"^file_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -59,11 +60,11 @@ class LocalBlobStore:
         self._dir = directory
 
     def _put(self, blob_id: str, blob: Blob) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        (self._dir / blob_id).write_bytes(blob.data)
+        private_dir(self._dir)
+        write_private(self._dir / blob_id, blob.data)
         meta = {"media_type": blob.media_type, "project_id": blob.project_id, "created_at": blob.created_at}
         temporary = self._dir / f".{blob_id}.json.tmp"
-        temporary.write_text(json.dumps(meta))
+        write_private(temporary, json.dumps(meta).encode())
         os.replace(temporary, self._dir / f"{blob_id}.json")
 
     def _get(self, blob_id: str) -> Blob | None:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from mg.v1 import image_generation_pb2 as pb
 
 from service.config import Settings
+from service.data_dir import create_private_once
 from service.errors import Forbidden, NotFound
 from service.hosting.blobs import Blob, BlobStore, new_blob_id, valid_blob_id
 from service.providers.base import GeneratedImage
@@ -39,22 +38,8 @@ def signing_key(settings: Settings) -> bytes:
         return settings.url_signing_key.encode()
     path = settings.data_dir / SIGNING_KEY_FILE
     if not path.exists():
-        _create_once(path, secrets.token_urlsafe(32))
+        create_private_once(path, secrets.token_urlsafe(32))
     return path.read_text().strip().encode()
-
-
-def _create_once(path: Path, content: str) -> None:
-    """Write `content` to `path` unless another process got there first (link is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(content)
-    temporary.chmod(0o600)
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class Hosting:

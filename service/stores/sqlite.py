@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from service.data_dir import open_private, private_dir
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
@@ -138,7 +140,10 @@ class SqliteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self._path.parent)
+            # Created here, 0600, before SQLite opens it: SQLite gives the -wal and -shm files the
+            # database file's mode, and would create the file itself with the umask's.
+            os.close(open_private(self._path, os.O_RDONLY | os.O_CREAT))
             conn = self._open(LOCK_WAIT_MS / 1000)
             _enable_wal(conn)
             # (statement by statement: executescript would commit behind the transaction's back)
