@@ -8,6 +8,13 @@ and the event loop must not.
 Durability: a transaction is committed before the response is sent. With the default
 `synchronous=NORMAL` (WAL) a committed transaction survives a crash or kill of the gateway; set
 MG_SQLITE_SYNCHRONOUS=FULL to also survive power loss, at the cost of an fsync per commit.
+
+A full disk or a failing one is an error, never a signal: the file is read and written with
+read()/write(), not through a memory map (`mmap_size=0`, whatever the library's build default),
+so a write that finds no space fails with SQLITE_FULL. The WAL index (-shm) is mapped, but SQLite
+writes a byte into every page of it before mapping the page (unixShmMap), so its pages have their
+space before they are touched. SQLITE_FULL and I/O errors become 503 UNAVAILABLE naming the store;
+readiness (`ping`) writes, so it says so too.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at REAL NOT NULL, PRIMARY KEY (project_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
@@ -132,6 +140,8 @@ class SqliteStore:
         foreign keys, no automatic checkpoints (see _checkpoint), a grown WAL cut back."""
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=lock_wait_s, check_same_thread=False)
         conn.row_factory = sqlite3.Row
+        # No memory-mapped reads or writes: through a map, a full disk is SIGBUS, not SQLITE_FULL.
+        conn.execute("PRAGMA mmap_size=0")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -174,7 +184,7 @@ class SqliteStore:
                     raise
                 result = await loop.run_in_executor(self._thread, call)
         except sqlite3.OperationalError as exc:
-            raise Unavailable(f"The SQLite store is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
         self._operations += 1
         if self._operations % CHECKPOINT_EVERY == 0:
             loop.run_in_executor(self._thread, self._checkpoint)
@@ -414,7 +424,13 @@ class SqliteStore:
         await self._run(op)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        """A write, not a read: a store on a full disk still reads, but serves no generation."""
+
+        def probe(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute("INSERT OR REPLACE INTO write_probe VALUES (1, ?)", (time.time(),))
+
+        await self._run(probe)
 
     async def close(self) -> None:
         if self._inline is not None:
@@ -432,6 +448,16 @@ class SqliteStore:
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _unavailable(exc: sqlite3.OperationalError) -> Unavailable:
+    """The 503 for an operation the file or its disk failed, saying which."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        return Unavailable(f"The SQLite store cannot write: its disk is full ({exc}).")
+    if primary == sqlite3.SQLITE_IOERR:
+        return Unavailable(f"The SQLite store cannot read or write its file ({exc}).")
+    return Unavailable(f"The SQLite store is unavailable: {exc}")
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
