@@ -18,6 +18,10 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.runtime import metric_files
+
+metric_files.install()  # before the first metric: see metric_files
+
 _SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
 REQUESTS = Counter(

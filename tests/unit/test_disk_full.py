@@ -3,11 +3,16 @@ the last byte (tests.support.tmpfs: root only, else skipped)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from ulid import ULID
 
 from service.errors import Unavailable
@@ -16,6 +21,7 @@ from service.stores.sqlite import SqliteStore
 from tests.support.tmpfs import fill, small_disk
 
 MIB = 1024 * 1024
+REPO = Path(__file__).resolve().parents[2]
 
 
 def project() -> Project:
@@ -50,3 +56,44 @@ async def test_a_full_disk_is_a_503_naming_the_store_which_recovers_with_space(
     await store.ping()  # the same connections work again
     assert await store.reserve(owner.id, "r2", 1000, None, lease_s=60)
     assert (await store.spend(owner.id)).reserved_micros == 1000
+
+
+def test_metric_files_on_a_full_disk_do_not_kill_the_worker(tmp_path: Path) -> None:
+    """prometheus_client maps its files into memory: a new series on a full disk was SIGBUS."""
+    with small_disk(tmp_path / "disk", 2 * MIB) as disk:
+        metrics = disk / "metrics"
+        metrics.mkdir()
+        record_on_a_full_disk = f"""
+from pathlib import Path
+from service.runtime.observability import REQUESTS
+from tests.support.tmpfs import fill
+def record(i):
+    REQUESTS.labels("GenerateImages", f"local/model-{{i}}", "local", "acme", "OK").inc()
+record(0)  # the worker's counter file exists before the disk fills
+fill(Path({str(disk)!r}))
+for i in range(1, 3000):  # far past the file's first size: it must grow
+    record(i)
+print("still running")
+"""
+        worker = subprocess.run(
+            [sys.executable, "-c", record_on_a_full_disk],
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+            cwd=REPO,  # where `service` and `tests` import from
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert worker.returncode == 0, (worker.returncode, worker.stderr[-2000:])
+        assert "still running" in worker.stdout
+        assert "cannot record some metrics" in worker.stderr
+        # What fitted in the file's reserved space is there, and the files read cleanly.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(metrics))  # type: ignore[no-untyped-call]
+        recorded = {
+            sample.labels["model"]
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "mg_requests_total"
+        }
+        assert {"local/model-0", "local/model-1"} <= recorded
+        assert "local/model-2999" not in recorded  # kept in the worker's memory only
