@@ -1,4 +1,4 @@
-"""The data directory (MG_DATA_DIR) on disk: private to the user that runs mg.
+"""The data directory (MG_DATA_DIR) on disk: private to the user that runs mg, and its free space.
 
 What mg keeps there is for that user alone: the store holds key hashes and the images inside
 idempotency records, `files/` the hosted images (readable by anyone who can read the file, signed
@@ -105,3 +105,21 @@ def _tighten(path: Path, mode: int) -> list[str]:
         return []
     path.chmod(mode)
     return [f"{path} {was:04o} -> {mode:04o}"]
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged process may still write on the filesystem holding `path` (or, if it
+    does not exist yet, its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = os.statvfs(path)
+    return usage.f_bavail * usage.f_frsize
+
+
+def human_bytes(size: int) -> str:
+    """A size for a log line or message: 512 kB, 12.3 MB, 1.1 GB (powers of 1000, like df -H)."""
+    if size < 1_000_000:
+        return f"{size / 1000:.0f} kB"
+    if size < 1_000_000_000:
+        return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e9:.1f} GB"

@@ -1,4 +1,10 @@
-"""Liveness and readiness (GET /healthz, /readyz), and gRPC health kept in step with the store."""
+"""Liveness and readiness (GET /healthz, /readyz), and gRPC health kept in step with the store.
+
+Readiness fails (503) when the store cannot serve: it does not answer or cannot write (its disk
+full). The `files` check
+(hosted files cannot be written: the data dir's disk is full) is reported but does not fail
+readiness: b64 answers need no file, and a balancer that took the gateway out would stop them too.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service.api.servicer import SERVICE
 from service.errors import MgError, Unavailable
+from service.hosting.blobs import BlobStore
 from service.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -29,17 +36,17 @@ async def store_check(store: Store) -> str:
 
 
 class OperationsServicer(pb_grpc.OperationsServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, blobs: BlobStore) -> None:
         self._store = store
+        self._blobs = blobs
 
     async def Liveness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
         return pb.HealthStatus(status="ok")
 
     async def Readiness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
-        checks = {"store": await store_check(self._store)}
-        failing = {name: result for name, result in checks.items() if result != "ok"}
-        if failing:
-            raise Unavailable("Not ready: " + "; ".join(f"{k}: {v}" for k, v in failing.items()))
+        checks = {"store": await store_check(self._store), "files": await self._blobs.check()}
+        if checks["store"] != "ok":
+            raise Unavailable("Not ready: " + "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"))
         return pb.HealthStatus(status="ready", checks=checks)
 
 
@@ -63,5 +70,5 @@ async def follow_store_health(
         await asyncio.sleep(interval_s)
 
 
-def add_operations(server: grpc.aio.Server, store: Store) -> None:
-    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store), server)
+def add_operations(server: grpc.aio.Server, store: Store, blobs: BlobStore) -> None:
+    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store, blobs), server)

@@ -3,11 +3,17 @@ object storage (so every replica serves every image).
 
 Each blob is stored with its media type, owning project and creation time; a sweeper deletes blobs
 past the retention. Blob ids are opaque (`file_<ULID>`) and never derived from caller input.
+
+The local directory shares its disk with the SQLite store (both in MG_DATA_DIR), and b64 answers,
+which store no file, still need the store to write. So files leave room for it: while the disk
+has less than MG_FILES_KEEP_FREE_BYTES free, a hosted file is refused (507 INSUFFICIENT_STORAGE)
+without being written, and readiness says "disk full" for files only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -20,8 +26,8 @@ from typing import Any, Protocol
 from ulid import ULID
 
 from service.config import Settings
-from service.data_dir import private_dir, write_private
-from service.errors import Unavailable
+from service.data_dir import free_bytes, human_bytes, private_dir, write_private
+from service.errors import InsufficientStorage, Unavailable
 
 _BLOB_ID = re.compile(r"^file_[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -50,22 +56,44 @@ class BlobStore(Protocol):
     async def put(self, blob_id: str, blob: Blob) -> None: ...
     async def get(self, blob_id: str) -> Blob | None: ...
     async def delete_older_than(self, cutoff: float, progress: Progress | None = None) -> int: ...
+    async def check(self) -> str:
+        """Either "ok" or why hosted files cannot be written now (for readiness)."""
+        ...
 
 
 class LocalBlobStore:
     """Files under one directory: `<id>` holds the bytes, `<id>.json` the metadata (written last,
     so a blob without metadata is incomplete and invisible)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, keep_free_bytes: int = 0) -> None:
         self._dir = directory
+        self._keep_free_bytes = keep_free_bytes
+
+    def _space_problem(self) -> str | None:
+        free = free_bytes(self._dir)
+        if free <= self._keep_free_bytes:
+            kept = human_bytes(self._keep_free_bytes)
+            return f"disk full ({human_bytes(free)} free; hosted files leave {kept} for the store)"
+        return None
 
     def _put(self, blob_id: str, blob: Blob) -> None:
-        private_dir(self._dir)
-        write_private(self._dir / blob_id, blob.data)
-        meta = {"media_type": blob.media_type, "project_id": blob.project_id, "created_at": blob.created_at}
+        problem = self._space_problem()
+        if problem is not None:
+            raise _not_stored(problem)
+        data_path = self._dir / blob_id
         temporary = self._dir / f".{blob_id}.json.tmp"
-        write_private(temporary, json.dumps(meta).encode())
-        os.replace(temporary, self._dir / f"{blob_id}.json")
+        meta = {"media_type": blob.media_type, "project_id": blob.project_id, "created_at": blob.created_at}
+        try:
+            private_dir(self._dir)
+            write_private(data_path, blob.data)
+            write_private(temporary, json.dumps(meta).encode())
+            os.replace(temporary, self._dir / f"{blob_id}.json")
+        except OSError as exc:
+            # What was written of it is no file anyone can get: give the space back.
+            data_path.unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
+            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+            raise _not_stored(reason) from exc
 
     def _get(self, blob_id: str) -> Blob | None:
         try:
@@ -99,6 +127,16 @@ class LocalBlobStore:
 
     async def delete_older_than(self, cutoff: float, progress: Progress | None = None) -> int:
         return await asyncio.to_thread(self._sweep, cutoff, progress) if self._dir.exists() else 0
+
+    async def check(self) -> str:
+        return await asyncio.to_thread(self._space_problem) or "ok"
+
+
+def _not_stored(reason: str) -> InsufficientStorage:
+    return InsufficientStorage(
+        f"The image could not be stored for a hosted URL: {reason}. Ask for response_format "
+        '"b64_json", which needs no file, or retry later.'
+    )
 
 
 class S3BlobStore:
@@ -160,6 +198,9 @@ class S3BlobStore:
             data, reply["ContentType"], meta.get("project-id", ""), float(meta.get("created-at", "0"))
         )
 
+    async def check(self) -> str:
+        return "ok"  # object storage has no disk of ours to fill; its failures are 503s as they come
+
     async def delete_older_than(self, cutoff: float, progress: Progress | None = None) -> int:
         removed = 0
         paginator = self._client.get_paginator("list_objects_v2")
@@ -185,7 +226,7 @@ class S3BlobStore:
 def open_blob_store(settings: Settings) -> BlobStore:
     if settings.s3_bucket:
         return S3BlobStore.from_settings(settings)
-    return LocalBlobStore(settings.data_dir / "files")
+    return LocalBlobStore(settings.data_dir / "files", settings.files_keep_free_bytes)
 
 
 async def sweep_forever(blobs: BlobStore, retention_s: float, interval_s: float = 600.0) -> None:

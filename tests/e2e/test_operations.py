@@ -51,7 +51,8 @@ def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
 def test_health_endpoints(gw: GatewayProcess) -> None:
     assert httpx.get(f"{gw.http_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gw.http_url}/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "checks": {"store": "ok"}}
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"store": "ok", "files": "ok"}}
 
 
 def test_metrics_move_with_requests(gw: GatewayProcess) -> None:

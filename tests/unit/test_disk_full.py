@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from ulid import ULID
 
-from service.errors import Unavailable
+from service.data_dir import free_bytes
+from service.errors import InsufficientStorage, Unavailable
+from service.hosting.blobs import Blob, LocalBlobStore, new_blob_id
 from service.stores.base import Project
 from service.stores.sqlite import SqliteStore
 from tests.support.tmpfs import fill, small_disk
@@ -26,6 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def project() -> Project:
     return Project(id=f"proj_{ULID()}", name=f"p-{ULID()}", created_at=time.time())
+
+
+def blob(size: int) -> Blob:
+    return Blob(os.urandom(size), "image/png", "proj_a", time.time())
 
 
 @pytest.fixture
@@ -56,6 +62,32 @@ async def test_a_full_disk_is_a_503_naming_the_store_which_recovers_with_space(
     await store.ping()  # the same connections work again
     assert await store.reserve(owner.id, "r2", 1000, None, lease_s=60)
     assert (await store.spend(owner.id)).reserved_micros == 1000
+
+
+async def test_a_hosted_file_the_full_disk_cannot_take_is_a_507_and_leaves_nothing(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 2 * MIB) as disk:
+        files = LocalBlobStore(disk / "files")
+        kept = new_blob_id()
+        await files.put(kept, blob(1000))
+        ballast = fill(disk)
+        os.truncate(ballast, ballast.stat().st_size - 100_000)  # room for a third of the next one
+        with pytest.raises(InsufficientStorage, match="disk full"):
+            await files.put(new_blob_id(), blob(300_000))
+        assert sorted(os.listdir(disk / "files")) == [kept, f"{kept}.json"]  # no partial file
+        stored = await files.get(kept)
+        assert stored is not None and len(stored.data) == 1000  # files that exist are still served
+
+
+async def test_hosted_files_leave_the_store_its_room(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 2 * MIB) as disk:
+        files = LocalBlobStore(disk / "files", keep_free_bytes=free_bytes(disk) - 50_000)
+        assert await files.check() == "ok"
+        await files.put(new_blob_id(), blob(100_000))  # takes the free space below what is kept
+        leaves_room = r"disk full \(.* free; hosted files leave .* for the store\)"
+        with pytest.raises(InsufficientStorage, match=leaves_room):
+            await files.put(new_blob_id(), blob(1000))
+        assert (await files.check()).startswith("disk full (")
+        assert len(os.listdir(disk / "files")) == 2  # the refused one wrote nothing
 
 
 def test_metric_files_on_a_full_disk_do_not_kill_the_worker(tmp_path: Path) -> None:
