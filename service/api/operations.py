@@ -1,7 +1,7 @@
 """Liveness and readiness (GET /healthz, /readyz), and gRPC health kept in step with the store.
 
 Readiness fails (503) when the store cannot serve: it does not answer or cannot write (its disk
-full). The `files` check
+full), or a reservation's release is still waiting to be written. The `files` check
 (hosted files cannot be written: the data dir's disk is full) is reported but does not fail
 readiness: b64 answers need no file, and a balancer that took the gateway out would stop them too.
 """
@@ -21,6 +21,7 @@ from service.api.servicer import SERVICE
 from service.errors import MgError, Unavailable
 from service.hosting.blobs import BlobStore
 from service.stores.base import Store
+from service.stores.retry import waiting_writes
 
 log = logging.getLogger(__name__)
 # gRPC health answers for the server as a whole ("") and for the image service by name.
@@ -32,7 +33,7 @@ async def store_check(store: Store) -> str:
         await store.ping()
     except MgError as exc:
         return exc.message
-    return "ok"
+    return waiting_writes()
 
 
 class OperationsServicer(pb_grpc.OperationsServicer):

@@ -23,6 +23,7 @@ from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
 from service.stores.base import LedgerEntry, Project, Store
+from service.stores.retry import release_until_landed
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,12 @@ class SpendLedger:
             )
 
     async def release(self, attempt: Attempt, settlement: Settlement) -> None:
-        try:
-            await self._store.release(
-                attempt.request_id, attempt.project.id, ledger_entry(attempt, settlement)
-            )
-        except Unavailable:
-            log.error("could not release reservation %s; it lapses with its lease", attempt.request_id)
+        """Charge nothing and record the attempt; retried while the store cannot write it, until it
+        lands or the reservation's lease (at most one lease from now) is over."""
+        entry = ledger_entry(attempt, settlement)
+        await release_until_landed(
+            self._store, attempt.request_id, entry, until=time.monotonic() + self._lease_s
+        )
 
     async def _budget_exceeded(self, project: Project, estimate: int) -> BudgetExceeded:
         cap = project.budget_micros or 0

@@ -1,8 +1,11 @@
-"""A full disk under each part that writes to the data dir. Each runs on a real tmpfs filled to
-the last byte (tests.support.tmpfs: root only, else skipped)."""
+"""A full disk under each part that writes to the data dir: the SQLite store, hosted files, the
+workers' metric files, and a reservation's release. Each runs on a real tmpfs filled to the last
+byte (tests.support.tmpfs: root only, else skipped)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from service.data_dir import free_bytes
 from service.errors import InsufficientStorage, Unavailable
 from service.hosting.blobs import Blob, LocalBlobStore, new_blob_id
 from service.stores.base import Project
+from service.stores.retry import PendingWrites
 from service.stores.sqlite import SqliteStore
 from tests.support.tmpfs import fill, small_disk
 
@@ -129,3 +133,38 @@ print("still running")
         }
         assert {"local/model-0", "local/model-1"} <= recorded
         assert "local/model-2999" not in recorded  # kept in the worker's memory only
+
+
+async def test_a_release_the_full_store_refuses_is_retried_until_it_lands(
+    on_small_disk: tuple[Path, SqliteStore, Project],
+) -> None:
+    disk, store, owner = on_small_disk
+    assert await store.reserve(owner.id, "r1", 40_000, None, lease_s=60)
+    ballast = fill(disk)
+    pending = PendingWrites(first_delay_s=0.05, max_delay_s=0.2)
+    release = functools.partial(store.release, "r1", owner.id, None)
+    await pending.write("release of reservation r1", release, until=time.monotonic() + 60)
+    assert pending.check().startswith(
+        "1 write(s) waiting for the store (release of reservation r1): The SQLite store cannot write"
+    )
+    assert (await store.spend(owner.id)).reserved_micros == 40_000  # held while the disk is full
+    ballast.unlink()
+    assert await pending.wait(timeout_s=10)
+    assert pending.check() == "ok"
+    assert (await store.spend(owner.id)).reserved_micros == 0
+
+
+async def test_a_release_stops_being_retried_when_its_lease_is_over(
+    on_small_disk: tuple[Path, SqliteStore, Project], caplog: pytest.LogCaptureFixture
+) -> None:
+    disk, store, owner = on_small_disk
+    assert await store.reserve(owner.id, "r1", 40_000, None, lease_s=0.5)
+    fill(disk)
+    pending = PendingWrites(first_delay_s=0.05, max_delay_s=0.1)
+    release = functools.partial(store.release, "r1", owner.id, None)
+    with caplog.at_level(logging.INFO, logger="service.stores.retry"):
+        await pending.write("release of reservation r1", release, until=time.monotonic() + 0.5)
+        assert await pending.wait(timeout_s=5)
+    assert pending.check() == "ok"
+    assert "gave up writing the release of reservation r1" in caplog.text
+    assert (await store.spend(owner.id)).reserved_micros == 0  # the lease lapsed: not counted
