@@ -138,9 +138,10 @@ class Settings:
     url_ttl_s: float = field(default=3600.0, metadata={"env": "MG_URL_TTL_S"})
     url_signing_key: str = field(default="", metadata={"env": "MG_URL_SIGNING_KEY"})
     file_retention_s: float = field(default=86400.0, metadata={"env": "MG_FILE_RETENTION_S"})
-    # Hosted files are refused (507) while the data dir's disk has less than this free, so the
-    # store beside them can still write.
+    # The data dir's disk: hosted files are refused (507) while it has less than this free, so the
+    # store beside them can still write; and a warning is logged while it has less than this.
     files_keep_free_bytes: int = field(default=128 * MIB, metadata={"env": "MG_FILES_KEEP_FREE_BYTES"})
+    disk_free_warn_bytes: int = field(default=1024 * MIB, metadata={"env": "MG_DISK_FREE_WARN_BYTES"})
     # Image files in S3-compatible storage instead of the data dir (replicas share them).
     s3_bucket: str = field(default="", metadata={"env": "MG_S3_BUCKET"})
     s3_prefix: str = field(default="mg/", metadata={"env": "MG_S3_PREFIX"})

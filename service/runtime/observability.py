@@ -9,18 +9,23 @@ bytes, and the prompt only when MG_LOG_PROMPTS is on.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.data_dir import free_bytes, human_bytes
 from service.runtime import metric_files
 
 metric_files.install()  # before the first metric: see metric_files
+
+log = logging.getLogger(__name__)
 
 _SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -52,6 +57,15 @@ COST_ABOVE_ESTIMATE = Counter(
 REJECTIONS = Counter("mg_rejections_total", "Requests refused by a limit.", ["reason"])
 
 REJECTION_REASONS = {"RATE_LIMITED": "rate_limit", "BUDGET_EXCEEDED": "budget"}
+DATA_DIR_FREE = Gauge(
+    "mg_data_dir_free_bytes",
+    "Free bytes on the disk of MG_DATA_DIR (the SQLite store and hosted files).",
+    multiprocess_mode="livemostrecent",
+)
+
+# How often the data dir's free space is measured, and how often a low-space warning is repeated.
+FREE_SPACE_INTERVAL_S = 5.0
+LOW_SPACE_REPEAT_S = 600.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,6 +94,30 @@ def record_charge(project: str, model: str, provider: str, images: int, cost_mic
     """Called once per settled generation (also for ones that finished after their caller left)."""
     IMAGES.labels(model, provider, project).inc(images)
     SPEND.labels(project, model).inc(cost_micros / 1_000_000)
+
+
+async def watch_free_space(data_dir: Path, warn_below: int, keep_free: int) -> None:
+    """Keep mg_data_dir_free_bytes current, and warn while the disk runs low (every worker
+    measures; the metric shows the latest reading)."""
+    warned_at: float | None = None
+    while True:
+        free = await asyncio.to_thread(free_bytes, data_dir)
+        DATA_DIR_FREE.set(free)
+        now = time.monotonic()
+        if free >= warn_below:
+            warned_at = None
+        elif warned_at is None or now - warned_at >= LOW_SPACE_REPEAT_S:
+            warned_at = now
+            log.warning(
+                "only %s free on the disk of the data dir %s: below %s hosted files are refused "
+                "(507), and when it is full the store cannot write (503). Free space with "
+                "`mg files sweep --older-than 1h` (deletes hosted images older than an hour), or "
+                "give the disk more room",
+                human_bytes(free),
+                data_dir,
+                human_bytes(keep_free),
+            )
+        await asyncio.sleep(FREE_SPACE_INTERVAL_S)
 
 
 def configure_logging(level: str) -> None:

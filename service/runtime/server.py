@@ -35,7 +35,7 @@ from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
 from service.hosting.urls import Hosting, signing_key
 from service.providers.base import ImageProvider
 from service.providers.registry import build_providers
-from service.runtime.observability import configure_logging
+from service.runtime.observability import configure_logging, watch_free_space
 from service.stores import open_store
 from service.stores.base import Store
 
@@ -132,6 +132,9 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
         os.close(ready_fd)
     sweeper = asyncio.create_task(sweep_forever(worker.blobs, settings.file_retention_s))
     health_follower = asyncio.create_task(follow_store_health(worker.store, worker.health))
+    space_watch = asyncio.create_task(
+        watch_free_space(settings.data_dir, settings.disk_free_warn_bytes, settings.files_keep_free_bytes)
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +149,7 @@ async def serve(settings: Settings, ready_fd: int | None = None) -> None:
     sweeper.cancel()
     orphan_watch.cancel()
     health_follower.cancel()
+    space_watch.cancel()
     # After the drain (background completions use them): their kept-alive connections are closed
     # rather than left to the garbage collector, which logs each as an unclosed session error. One
     # that fails to close must not keep the store from closing.
