@@ -45,6 +45,11 @@ def project(gw: GatewayProcess, name: str) -> dict[str, Any]:
     return shown
 
 
+def usage(gw: GatewayProcess) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(gw.mg("usage", "--project", "disk", "--json").stdout)
+    return rows
+
+
 def wait_for(condition: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -60,6 +65,8 @@ def test_a_full_data_disk_gives_envelopes_and_keeps_the_gateway_up(tmp_path: Pat
                 "MG_FILES_KEEP_FREE_BYTES": str(KEEP_FREE_BYTES),
                 "MG_DISK_FREE_WARN_BYTES": str(DISK_BYTES),
                 "PYTHONFAULTHANDLER": "1",  # a worker killed by a signal says where
+                # Long enough that only the retried release can give the budget back in this test.
+                "MG_RESERVATION_LEASE_S": "600",
             },
         ).start()
         try:
@@ -114,6 +121,8 @@ def test_a_full_data_disk_gives_envelopes_and_keeps_the_gateway_up(tmp_path: Pat
             # 3. Space returns: the release lands by itself, and the gateway serves again.
             ballast.unlink()
             wait_for(lambda: project(gw, "disk")["reserved_usd"] == 0, 30, "the release to land")
+            (canvas,) = [row for row in usage(gw) if row["model"] == "local/canvas"]
+            assert canvas["failed"] == 2  # the two 507s, the second one's row written by the retry
             wait_for(lambda: httpx.get(f"{gw.http_url}/readyz").status_code == 200, 15, "readiness")
             assert gw.generate(local_body(prompt="space again"), key).status_code == 200
 
