@@ -6,16 +6,23 @@ GEN     = gen
 PROTOS  = $(shell find proto -name '*.proto')
 INSTALLED = $(VENV)/.installed
 GENERATED = $(GEN)/.generated
+CONSTRAINTS = .ci/constraints.txt
 
-.PHONY: install proto run test check lint typecheck proto-ts bench clean
+.PHONY: install lock proto run test check lint typecheck proto-ts bench clean
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(CONSTRAINTS)
 	touch $@
+
+# Pin what is installed now (after a dependency change in pyproject.toml): every machine and CI then
+# install exactly these versions.
+lock: $(INSTALLED)
+	{ sed -n '1,2p' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable | grep -iv '^mg.gateway'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 # Stubs are generated at install time, not committed: they must match the installed protobuf/grpcio
 # runtime exactly, and a generated tree in git only invites drift. See proto/README.md.
