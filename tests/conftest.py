@@ -10,6 +10,7 @@ import pytest
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from tests.support.gateway import GatewayProcess
+from tests.support.sdk import close_clients
 
 MIB = 1024 * 1024
 
@@ -23,9 +24,18 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 
 @pytest.fixture(scope="session")
-def client(gateway: GatewayProcess) -> openai.OpenAI:
+def client(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
     """The official OpenAI SDK pointed at the gateway's REST edge (Envoy)."""
-    return openai.OpenAI(base_url=f"{gateway.http_url}/v1", api_key=gateway.key, max_retries=0, timeout=60)
+    with openai.OpenAI(
+        base_url=f"{gateway.http_url}/v1", api_key=gateway.key, max_retries=0, timeout=60
+    ) as sdk:
+        yield sdk
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    close_clients()
 
 
 @pytest.fixture(scope="session")

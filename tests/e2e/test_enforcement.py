@@ -17,6 +17,7 @@ from ulid import ULID
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
 from tests.support.redis_server import SHARED_URL, clear_prefix
+from tests.support.sdk import openai_client
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch, catalog.yaml
 
@@ -35,7 +36,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 
 
 def sdk(gw: GatewayProcess, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.http_url}/v1", api_key=key, max_retries=0, timeout=60)
+    return openai_client(f"{gw.http_url}/v1", key)
 
 
 def post(gw: GatewayProcess, key: str, body: dict[str, Any] | None = None) -> httpx.Response:

@@ -77,10 +77,12 @@ def error_server() -> Iterator[int]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None and process.stdout.readline().strip() == "serving"
-    yield port
-    process.terminate()
-    process.wait(10)
+    assert process.stdout is not None
+    with process.stdout:
+        assert process.stdout.readline().strip() == "serving"
+        yield port
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture(scope="module")

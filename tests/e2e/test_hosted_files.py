@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import openai
 import pytest
 from ulid import ULID
 
@@ -19,6 +18,7 @@ from tests.support.checks import assert_error, decode_png
 from tests.support.gateway import GatewayProcess
 from tests.support.redis_server import SHARED_URL, clear_prefix
 from tests.support.s3_server import S3Server
+from tests.support.sdk import openai_client
 
 BODY = {"model": "local/sketch", "prompt": "a harbour at noon", "size": "512x512", "response_format": "url"}
 
@@ -50,7 +50,7 @@ def test_url_responses_point_at_signed_gateway_files(gw: GatewayProcess) -> None
 
 
 def test_the_sdk_gets_a_url(gw: GatewayProcess) -> None:
-    client = openai.OpenAI(base_url=f"{gw.http_url}/v1", api_key=gw.key, max_retries=0)
+    client = openai_client(f"{gw.http_url}/v1", gw.key)
     result = client.images.generate(
         model="local/sketch", prompt="a kite", size="256x256", response_format="url"
     )

@@ -23,6 +23,7 @@ from tests.fakes.recraft import FakeRecraft
 from tests.fakes.stability import FakeStability
 from tests.fakes.xai import FakeXAI
 from tests.support.gateway import GatewayProcess
+from tests.support.sdk import openai_client
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def stack(
 
 
 def client(gateway: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.http_url}/v1", api_key=gateway.key, max_retries=0, timeout=60)
+    return openai_client(f"{gateway.http_url}/v1", gateway.key)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.provider)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.checks import assert_error, decode_png, validate
 from tests.support.gateway import GatewayProcess
+from tests.support.sdk import openai_client
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -276,10 +277,9 @@ def test_missing_or_malformed_authorization_is_401(
 
 def test_sdk_sees_authentication_error_for_no_key(gateway: GatewayProcess) -> None:
     # The SDK always sends a bearer; strip it to see the gateway's answer through the SDK's error types.
-    client = openai.OpenAI(
-        base_url=f"{gateway.http_url}/v1",
-        api_key="unused",
-        max_retries=0,
+    client = openai_client(
+        f"{gateway.http_url}/v1",
+        "unused",
         http_client=httpx.Client(event_hooks={"request": [lambda r: r.headers.pop("Authorization")]}),
     )
     with pytest.raises(openai.AuthenticationError) as caught:

@@ -114,10 +114,11 @@ class GatewayProcess:
 
         def pump() -> None:
             assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                self.output.append(line)
-                if READY_LINE in line:
-                    ready.set()
+            with self.process.stdout:  # closed at the end of the output: the gateway has exited
+                for line in self.process.stdout:
+                    self.output.append(line)
+                    if READY_LINE in line:
+                        ready.set()
 
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
@@ -148,6 +149,7 @@ class GatewayProcess:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+        self._close_output()
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.process is not None
@@ -158,13 +160,18 @@ class GatewayProcess:
         return self.process.wait(timeout_s)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(45)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self._pump is not None:  # so `output` holds every line the gateway printed
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(45)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_output()
+
+    def _close_output(self) -> None:
+        """Once the gateway has exited: `output` holds every line it printed (the pump closes the pipe)."""
+        if self._pump is not None:
             self._pump.join(5)
