@@ -100,7 +100,8 @@ class Settings:
     envoy_upstream_max_streams: int = field(default=16, metadata={"env": "MG_ENVOY_UPSTREAM_MAX_STREAMS"})
     # What the edge allows a client before its request reaches a worker: time to send the headers,
     # time to send the whole request (body included; a generation's own time does not count), open
-    # connections, and Envoy's heap (past 95 % it refuses new requests and connections).
+    # connections, and Envoy's heap (past 95 % it answers new requests 503, past 98 % it refuses
+    # connections and aborts requests still being received).
     envoy_headers_timeout_s: float = field(default=10.0, metadata={"env": "MG_ENVOY_HEADERS_TIMEOUT_S"})
     envoy_request_timeout_s: float = field(default=60.0, metadata={"env": "MG_ENVOY_REQUEST_TIMEOUT_S"})
     envoy_max_connections: int = field(default=10000, metadata={"env": "MG_ENVOY_MAX_CONNECTIONS"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import time
@@ -11,13 +12,14 @@ from pathlib import Path
 from string import Template
 
 from service.config import Settings
-from service.errors import lua_constants
+from service.errors import Unavailable, lua_constants
 from service.runtime.envoy_admin import admin_request, admin_socket_path, claim_admin_socket
 
 # The repository's envoy/ directory (a link in a checkout, a copy in the installed package).
 ENVOY_DIR = Path(__file__).with_name("envoy")
 # Past the server's own max duration, so the server's 504 envelope (not Envoy's) reaches callers.
 EDGE_TIMEOUT_MARGIN_S = 5.0
+OVERLOADED = Unavailable("The gateway is overloaded; retry shortly.")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def render_config(settings: Settings, lua_path: Path) -> str:
         request_timeout=f"{settings.envoy_request_timeout_s:g}s",
         max_connections=settings.envoy_max_connections,
         max_heap_bytes=settings.envoy_max_heap_bytes,
+        # a JSON string is a YAML double-quoted scalar
+        overloaded_envelope=json.dumps(json.dumps(OVERLOADED.envelope(), separators=(",", ":"))),
         lua_path=lua_path,
         descriptor_path=settings.descriptor_set,
         max_response_bytes=settings.max_response_bytes,

@@ -200,16 +200,28 @@ def test_no_caller_header_cuts_a_generation_short(gw: GatewayProcess, header: st
 
 def test_the_overload_manager_bounds_what_uploads_with_a_key_can_hold(tmp_path: Path) -> None:
     # A request with any Authorization is buffered before the server checks the key. Past 95 % of
-    # MG_ENVOY_MAX_HEAP_BYTES Envoy stops taking connections and aborts uploads still sending.
-    # Before: no overload manager; all 8 x 29 MiB were held (~235 MB).
+    # MG_ENVOY_MAX_HEAP_BYTES Envoy answers new requests 503, past 98 % it stops taking connections
+    # and aborts uploads still sending. Before: no overload manager; all 8 x 29 MiB were held
+    # (~235 MB), and a request on a kept-alive connection was served.
     limit = 96 * MIB
     gateway = GatewayProcess(tmp_path, {"MG_ENVOY_MAX_HEAP_BYTES": str(limit)}).start()
     try:
         pid = gateway.envoy_pid()
         before = rss_bytes(pid)
-        with paused_uploads(gateway.http_port, 8, 29, {"Authorization": "Bearer mg_live_x"}, pause_s=0.5):
-            grown = rss_bytes(pid) - before
+        url = f"{gateway.http_url}/v1/images/generations"
+        with httpx.Client(headers={"Authorization": f"Bearer {gateway.key}"}, timeout=60) as caller:
+            assert caller.post(url, json=local_body()).status_code == 200  # a kept-alive connection
+            with paused_uploads(gateway.http_port, 8, 29, {"Authorization": "Bearer mg_live_x"}, 0.5):
+                grown = rss_bytes(pid) - before
+                shed = caller.post(url, json=local_body())
         assert grown < limit + 32 * MIB, f"Envoy grew by {grown / MIB:.0f} MiB"
+        assert shed.status_code == 503 and shed.headers["content-type"] == "application/json"
+        assert shed.json()["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "The gateway is overloaded; retry shortly.",
+            "type": "server_error",
+            "param": None,
+        }
         deadline = time.monotonic() + 10  # the held buffers are freed, and the edge serves again
         while True:
             try:

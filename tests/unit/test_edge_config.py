@@ -1,4 +1,4 @@
-"""The edge's admin socket and limits, as rendered and claimed before Envoy starts."""
+"""The edge's config as rendered from settings, and its admin socket as claimed before Envoy starts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,21 @@ from service.runtime.edge import render_config
 from service.runtime.envoy_admin import AdminSocketError, admin_socket_path, claim_admin_socket
 
 
+class StrictLoader(yaml.SafeLoader):
+    """Refuses a mapping with a key twice: Envoy would silently keep the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        assert len(keys) == len(set(keys)), f"duplicate keys at line {node.start_mark.line + 1}: {keys}"
+        return super().construct_mapping(node, deep)
+
+
 def rendered(settings: Settings) -> dict[str, object]:
-    return dict(yaml.safe_load(render_config(settings, Path("/x.lua"))))
+    return dict(yaml.load(render_config(settings, Path("/x.lua")), Loader=StrictLoader))
+
+
+def test_the_rendered_config_says_each_thing_once() -> None:
+    rendered(Settings())
 
 
 def test_admin_is_a_private_unix_socket_in_the_data_dir(tmp_path: Path) -> None:
