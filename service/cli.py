@@ -135,7 +135,7 @@ def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
     lua.write_text(render_lua())
     (out / "envoy.yaml").write_text(render_config(settings, Path(args.lua_path or lua.resolve())))
     # Envoy binds its admin socket there, in a directory it does not create.
-    admin_socket_path(settings).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(admin_socket_path(settings).parent)
     print(out / "envoy.yaml")
     return 0
 

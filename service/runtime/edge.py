@@ -12,6 +12,7 @@ from pathlib import Path
 from string import Template
 
 from service.config import Settings
+from service.data_dir import open_private
 from service.errors import Unavailable, lua_constants
 from service.runtime.envoy_admin import admin_request, admin_socket_path, claim_admin_socket
 
@@ -74,24 +75,14 @@ def write_edge_files(settings: Settings, directory: Path) -> EdgeFiles:
     return EdgeFiles(config, lua)
 
 
-def prepare_envoy_child() -> None:
-    """In the child before exec (Linux). SIGTERM it when the gateway process dies, even by SIGKILL,
-    so no Envoy is left holding the ports; and whatever it creates (the admin socket, before Envoy
-    sets its mode) is private to this user. Runs before any thread exists in the supervisor."""
+def die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the gateway process dies, even by SIGKILL,
+    so no Envoy is left holding the ports. Runs before any thread exists in the supervisor."""
     import ctypes
     import signal
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.umask(0o077)
-
-
-def open_private_log(path: Path) -> int:
-    """An append-only fd on `path`, readable by this user alone from its first byte, even if an
-    older file was left with a wider mode (Envoy at a debug level would write request headers)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
 
 
 class EnvoyProcess:
@@ -108,7 +99,8 @@ class EnvoyProcess:
         claim_admin_socket(self._admin_socket)
 
     def start(self) -> None:
-        log = open_private_log(self._log_path)
+        # Private even if an older file was wider: at a debug level Envoy writes request headers.
+        log = open_private(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             self.process = self._popen(log)
         finally:
@@ -132,7 +124,7 @@ class EnvoyProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=prepare_envoy_child,
+            preexec_fn=die_with_parent,
         )
 
     def is_ready(self) -> bool:

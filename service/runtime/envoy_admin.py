@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from service.config import Settings
+from service.data_dir import private_dir
 
 # sun_path holds 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
@@ -64,7 +65,7 @@ def admin_request(
 def claim_admin_socket(path: Path) -> None:
     """Make way for Envoy's admin socket: create its directory private, remove a socket a dead
     Envoy left, and refuse one a live Envoy answers on (another gateway on this data dir)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:

@@ -150,7 +150,7 @@ class Gateway:
             self.envoy.start()
             if not self.envoy.wait_ready(START_TIMEOUT_S):
                 raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
-        # Last: its thread must not exist while Envoy is forked (see edge.prepare_envoy_child).
+        # Last: its thread must not exist while Envoy is forked (see edge.die_with_parent).
         if s.metrics_port:
             try:
                 serve_metrics(s.metrics_host, s.metrics_port, self.metrics_dir)
