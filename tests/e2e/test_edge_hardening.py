@@ -86,7 +86,7 @@ def test_envoys_stats_are_served_on_their_port(gw: GatewayProcess) -> None:
 
 
 def test_the_admin_socket_and_the_envoy_log_are_private(gw: GatewayProcess) -> None:
-    # Before: no socket (admin on TCP), and envoy.log created 0644 (kept 0644 if it existed).
+    # Before: no socket (admin on TCP). The log: a debug level would write API keys there.
     mode = gw.admin_socket.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE((gw.data_dir / "run" / "envoy.log").stat().st_mode) == 0o600
