@@ -5,9 +5,12 @@
 --    headers, and this filter makes them the HTTP status and body.
 -- 2) Errors Envoy makes itself (unknown route, malformed JSON, backend down, timeout): wrapped with
 --    the default code/type for the status (table generated from service/errors.py).
+-- 3) A call without `Authorization` on a route that needs a key (every route not marked public in
+--    envoy.yaml): refused here, from its headers, before Envoy buffers its body, with the answer the
+--    server gives for it (MISSING_KEY).
 -- Native gRPC callers passing through Envoy get their gRPC response untouched.
 
---@@DEFAULTS@@
+--@@CONSTANTS@@
 
 local PLUMBING = {"x-http-status", "x-mg-error", "grpc-status", "grpc-message",
                   "grpc-accept-encoding", "grpc-status-details-bin"}
@@ -54,6 +57,20 @@ local function valid_utf8(s)
   return table.concat(out)
 end
 
+-- The envelope for an error with HTTP `status` and a JSON-escaped, valid UTF-8 `message`.
+local function envelope(status, message)
+  local d = DEFAULTS[status] or {status < 500 and "invalid_request_error" or "server_error", "HTTP_" .. status}
+  return '{"error":{"code":"' .. d[2] .. '","message":"' .. message .. '","type":"' .. d[1] .. '","param":null}}'
+end
+
+-- Headers that would set a deadline or retries for the call: a caller must not cut short (or
+-- repeat) a generation that has been sent upstream. Envoy drops these from callers it does not
+-- trust; this filter drops them whatever Envoy trusts. grpc-timeout (the gRPC deadline) is dropped
+-- from REST calls only: native gRPC callers keep their own deadline.
+local DEADLINE_HEADERS = {"x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms",
+                          "x-envoy-expected-rq-timeout-ms", "x-envoy-retry-on", "x-envoy-retry-grpc-on",
+                          "x-envoy-max-retries", "x-envoy-hedge-on-per-try-timeout"}
+
 -- The still-escaped contents of "message":"..." in a JSON text (google.rpc.Status from the
 -- transcoder), or nil.
 local function json_message(txt)
@@ -73,14 +90,27 @@ end
 function envoy_on_request(handle)
   local hdrs = handle:headers()
   local meta = handle:streamInfo():dynamicMetadata()
+  for _, k in ipairs(DEADLINE_HEADERS) do hdrs:remove(k) end
   local ct = hdrs:get("content-type") or ""
-  if ct:sub(1, 16) == "application/grpc" then
+  local native_grpc = ct:sub(1, 16) == "application/grpc"
+  if native_grpc then
     meta:set("mg", "native_grpc", true)
-    return
+  else
+    hdrs:remove("grpc-timeout")
+    -- Envoy's own request id, for responses Envoy makes without the server (backend down, timeout).
+    meta:set("mg", "edge_request_id", hdrs:get("x-request-id") or "")
+    if hdrs:get(":method") == "HEAD" then meta:set("mg", "head", true) end
   end
-  -- Envoy's own request id, for responses Envoy makes without the server (backend down, timeout).
-  meta:set("mg", "edge_request_id", hdrs:get("x-request-id") or "")
-  if hdrs:get(":method") == "HEAD" then meta:set("mg", "head", true) end
+  if hdrs:get("authorization") == nil and not handle:metadata():get("public") then
+    -- Refused from the headers alone, before any body is buffered. The answer goes through
+    -- envoy_on_response like any other, which makes the REST one the envelope.
+    if native_grpc then  -- trailers-only, as the server answers
+      handle:respond({[":status"] = "200", ["content-type"] = "application/grpc",
+                      ["grpc-status"] = "16", ["grpc-message"] = MISSING_KEY}, nil)
+    else
+      handle:respond({[":status"] = "401"}, MISSING_KEY)
+    end
+  end
 end
 
 function envoy_on_response(handle)
@@ -99,24 +129,22 @@ function envoy_on_response(handle)
   -- error: buffer the (small) body. body() yields, so re-fetch the headers afterwards.
   local body = handle:body(true)
   hdrs = handle:headers()
-  local envelope = hdrs:get("x-mg-error")
+  local answer = hdrs:get("x-mg-error")
   local http_status = hdrs:get("x-http-status")
   status = tonumber(hdrs:get(":status")) or status
-  if envelope == nil or http_status == nil then
-    local d = DEFAULTS[status] or {"server_error", "HTTP_" .. status}
+  if answer == nil or http_status == nil then
     local txt = body:length() > 0 and body:getBytes(0, body:length()) or ""
     local msg = json_message(txt)
     if msg == nil then msg = json_escape((txt:gsub("%s+$", ""))) end
     if msg == "" then msg = "HTTP " .. status end
-    msg = valid_utf8(msg)
-    envelope = '{"error":{"code":"' .. d[2] .. '","message":"' .. msg .. '","type":"' .. d[1] .. '","param":null}}'
+    answer = envelope(status, valid_utf8(msg))
   else
     hdrs:replace(":status", http_status)
   end
   for _, k in ipairs(PLUMBING) do hdrs:remove(k) end
   -- A HEAD answer is the headers a GET would get, without the body (RFC 9110 9.3.2): bytes after
   -- them would be read by the client as the start of the next response on the connection.
-  body:setBytes(meta["head"] and "" or envelope)
-  hdrs:replace("content-length", tostring(#envelope))
+  body:setBytes(meta["head"] and "" or answer)
+  hdrs:replace("content-length", tostring(#answer))
   hdrs:replace("content-type", "application/json")
 end

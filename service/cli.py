@@ -28,6 +28,7 @@ from service.config_file import ConfigFileError, read_config_file
 from service.data_dir import make_private, private_dir, write_private
 from service.hosting.blobs import open_blob_store
 from service.runtime.edge import render_config, render_lua
+from service.runtime.envoy_admin import AdminSocketError, admin_socket_path
 from service.runtime.observability import configure_logging
 from service.runtime.supervisor import serve
 from service.stores import open_store
@@ -133,6 +134,8 @@ def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
     lua = out / "errors.lua"
     lua.write_text(render_lua())
     (out / "envoy.yaml").write_text(render_config(settings, Path(args.lua_path or lua.resolve())))
+    # Envoy binds its admin socket there, in a directory it does not create.
+    private_dir(admin_socket_path(settings).parent)
     print(out / "envoy.yaml")
     return 0
 
@@ -393,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         make_private(settings.data_dir)  # one an older version left readable by others
     try:
         return HANDLERS[args.command](settings, args)
-    except admin.AdminError as exc:
+    except (admin.AdminError, AdminSocketError) as exc:
         print(f"mg: {exc}", file=sys.stderr)
         return 1
     except (ConfigFileError, CatalogError) as exc:

@@ -86,7 +86,11 @@ class Settings:
     # Where the gRPC server listens (internal callers, and Envoy's upstream).
     grpc_host: str = field(default="127.0.0.1", metadata={"env": "MG_GRPC_HOST"})
     grpc_port: int = field(default=50051, metadata={"env": "MG_GRPC_PORT"})
-    envoy_admin_port: int = field(default=9901, metadata={"env": "MG_ENVOY_ADMIN_PORT"})
+    # Envoy's admin interface: a Unix socket only this user can open (default: run/envoy-admin.sock
+    # in the data dir), never a TCP port, since it can stop Envoy and raise its log level. Of it,
+    # only GET /stats/prometheus is served over TCP, on 127.0.0.1 at the stats port.
+    envoy_admin_socket: str = field(default="", metadata={"env": "MG_ENVOY_ADMIN_SOCKET"})
+    envoy_stats_port: int = field(default=9901, metadata={"env": "MG_ENVOY_STATS_PORT"})
     # gRPC worker processes sharing the port with SO_REUSEPORT; 0 means one per core.
     workers: int = field(default=0, metadata={"env": "MG_WORKERS"})
     # Envoy worker threads; 0 means one per core.
@@ -94,6 +98,14 @@ class Settings:
     envoy_binary: str = field(default_factory=_default_envoy_binary, metadata={"env": "MG_ENVOY_BINARY"})
     # Envoy opens a new upstream connection past this many streams, so load spreads over workers.
     envoy_upstream_max_streams: int = field(default=16, metadata={"env": "MG_ENVOY_UPSTREAM_MAX_STREAMS"})
+    # What the edge allows a client before its request reaches a worker: time to send the headers,
+    # time to send the whole request (body included; a generation's own time does not count), open
+    # connections, and Envoy's heap (past 95 % it answers new requests 503, past 98 % it refuses
+    # connections and aborts requests still being received).
+    envoy_headers_timeout_s: float = field(default=10.0, metadata={"env": "MG_ENVOY_HEADERS_TIMEOUT_S"})
+    envoy_request_timeout_s: float = field(default=60.0, metadata={"env": "MG_ENVOY_REQUEST_TIMEOUT_S"})
+    envoy_max_connections: int = field(default=10000, metadata={"env": "MG_ENVOY_MAX_CONNECTIONS"})
+    envoy_max_heap_bytes: int = field(default=1024 * MIB, metadata={"env": "MG_ENVOY_MAX_HEAP_BYTES"})
     # State: generated Envoy config, (later) the SQLite store and the blob directory.
     data_dir: Path = field(default=Path(".mg"), metadata={"env": "MG_DATA_DIR"})
     # The longest a generation may take end to end; then 504 UPSTREAM_TIMEOUT.
@@ -205,6 +217,10 @@ class Settings:
     def run_dir(self) -> Path:
         return self.data_dir.resolve() / "run"
 
+    @property
+    def envoy_admin_path(self) -> Path:
+        return Path(self.envoy_admin_socket) if self.envoy_admin_socket else self.run_dir / "envoy-admin.sock"
+
     def describe(self) -> dict[str, str]:
         """MG_* variable -> effective value."""
         return {str(f.metadata["env"]): str(getattr(self, f.name)) for f in fields(self) if f.metadata["env"]}
@@ -287,6 +303,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"MG_REFERENCE_ALLOW_NETWORKS: {exc}") from exc
     if settings.reference_decode_concurrency <= 0:
         raise SettingsError("MG_REFERENCE_DECODE_CONCURRENCY must be positive")
+    if settings.envoy_max_connections <= 0 or settings.envoy_max_heap_bytes <= 0:
+        raise SettingsError("MG_ENVOY_MAX_CONNECTIONS and MG_ENVOY_MAX_HEAP_BYTES must be positive")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

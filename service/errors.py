@@ -95,6 +95,11 @@ class Unauthenticated(MgError):
     kind = _kind("UNAUTHENTICATED", 401, "UNAUTHENTICATED", "authentication_error")
 
 
+# The answer to a call without a key: from the server, and from the edge, which refuses such a call
+# before reading its body (envoy/errors.lua).
+MISSING_KEY = "Missing Authorization header; send 'Authorization: Bearer <your mg API key>'."
+
+
 class BudgetExceeded(MgError):
     kind = _kind("BUDGET_EXCEEDED", 402, "RESOURCE_EXHAUSTED", "insufficient_quota")
 
@@ -226,12 +231,13 @@ def to_grpc_status(error: MgError, headers: Metadata = ()) -> tuple[grpc.StatusC
     return code, error.message, tuple(metadata)
 
 
-def lua_defaults_table() -> str:
-    """The Lua table envoy/errors.lua uses for errors Envoy produces itself (404 route, 503, 504...)."""
+def lua_constants() -> str:
+    """What envoy/errors.lua takes from here: the table for errors Envoy produces itself (404 route,
+    503, 504...), and the message for a call without a key."""
     rows = [
         f'  [{status}] = {{"{kind.type}", "{kind.code}"}},' for status, kind in sorted(EDGE_DEFAULTS.items())
     ]
-    return "local DEFAULTS = {\n" + "\n".join(rows) + "\n}"
+    return "local DEFAULTS = {\n" + "\n".join(rows) + "\n}\n" + f'local MISSING_KEY = "{MISSING_KEY}"'
 
 
 _BY_NAME = {error.__name__: error for error in ALL_ERRORS}

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from service.config import Settings
-from service.errors import lua_defaults_table
+from service.data_dir import open_private
+from service.errors import Unavailable, lua_constants
+from service.runtime.envoy_admin import admin_request, admin_socket_path, claim_admin_socket
 
 # The repository's envoy/ directory (a link in a checkout, a copy in the installed package).
 ENVOY_DIR = Path(__file__).with_name("envoy")
 # Past the server's own max duration, so the server's 504 envelope (not Envoy's) reaches callers.
 EDGE_TIMEOUT_MARGIN_S = 5.0
+OVERLOADED = Unavailable("The gateway is overloaded; retry shortly.")
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ def _upstream_host(settings: Settings) -> str:
 
 
 def render_lua() -> str:
-    return (ENVOY_DIR / "errors.lua").read_text().replace("--@@DEFAULTS@@", lua_defaults_table())
+    return (ENVOY_DIR / "errors.lua").read_text().replace("--@@CONSTANTS@@", lua_constants())
 
 
 def render_config(settings: Settings, lua_path: Path) -> str:
@@ -45,8 +49,15 @@ def render_config(settings: Settings, lua_path: Path) -> str:
         grpc_host=settings.grpc_host,
         grpc_port=settings.grpc_port,
         upstream_host=_upstream_host(settings),
-        admin_port=settings.envoy_admin_port,
+        admin_socket=admin_socket_path(settings),
+        stats_port=settings.envoy_stats_port,
         edge_timeout=f"{edge_timeout_s(settings):g}s",
+        headers_timeout=f"{settings.envoy_headers_timeout_s:g}s",
+        request_timeout=f"{settings.envoy_request_timeout_s:g}s",
+        max_connections=settings.envoy_max_connections,
+        max_heap_bytes=settings.envoy_max_heap_bytes,
+        # a JSON string is a YAML double-quoted scalar
+        overloaded_envelope=json.dumps(json.dumps(OVERLOADED.envelope(), separators=(",", ":"))),
         lua_path=lua_path,
         descriptor_path=settings.descriptor_set,
         max_response_bytes=settings.max_response_bytes,
@@ -75,23 +86,36 @@ def die_with_parent() -> None:
 
 
 class EnvoyProcess:
-    """Envoy as a child process, with readiness from its admin endpoint."""
+    """Envoy as a child process, with readiness from its admin socket."""
 
     def __init__(self, settings: Settings, files: EdgeFiles, log_path: Path) -> None:
         self._settings = settings
         self._files = files
         self._log_path = log_path
+        self._admin_socket = admin_socket_path(settings)
         self.process: subprocess.Popen[bytes] | None = None
 
+    def claim_admin_socket(self) -> None:
+        claim_admin_socket(self._admin_socket)
+
     def start(self) -> None:
-        log = self._log_path.open("ab")
-        self.process = subprocess.Popen(
+        # Private even if an older file was wider: at a debug level Envoy writes request headers.
+        log = open_private(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            self.process = self._popen(log)
+        finally:
+            os.close(log)
+
+    def _popen(self, log: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 self._settings.envoy_binary,
                 "-c",
                 str(self._files.config),
                 "--concurrency",
                 str(self._settings.envoy_threads),
+                # At debug levels Envoy logs request headers (API keys); the level can change only
+                # through the admin socket, which only this user can open.
                 "--log-level",
                 "warn",
                 # Several gateways may run on one machine: no shared-memory hot-restart region.
@@ -102,15 +126,13 @@ class EnvoyProcess:
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
-        log.close()
 
     def is_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self._settings.envoy_admin_port}/ready"
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
+            status, _ = admin_request(self._admin_socket, "/ready")
+        except (OSError, http.client.HTTPException):
             return False
+        return status == 200
 
     def wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from service.config import Settings
 from service.runtime.edge import EnvoyProcess, write_edge_files
+from service.runtime.envoy_admin import AdminSocketError
 
 log = logging.getLogger("mg")
 START_TIMEOUT_S = 30.0
@@ -133,7 +134,11 @@ class Gateway:
         ensure_port_free(s.grpc_host, s.grpc_port, "gRPC")
         if self.envoy is not None:
             ensure_port_free(s.http_host, s.http_port, "HTTP")
-            ensure_port_free("127.0.0.1", s.envoy_admin_port, "Envoy admin")
+            ensure_port_free("127.0.0.1", s.envoy_stats_port, "Envoy stats")
+            try:
+                self.envoy.claim_admin_socket()
+            except (AdminSocketError, OSError) as exc:
+                raise StartupError(str(exc)) from exc
         # values of a previous run's workers must not be summed into this one's
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir(parents=True)
@@ -196,7 +201,11 @@ def serve_metrics(host: str, port: int, directory: Path) -> None:
 
 def serve(settings: Settings, on_ready: Callable[[Settings], None], *, with_envoy: bool = True) -> int:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    gateway = Gateway(settings, with_envoy=with_envoy)
+    try:
+        gateway = Gateway(settings, with_envoy=with_envoy)
+    except AdminSocketError as exc:
+        log.error("mg could not start: %s", exc)
+        return 1
     signal.signal(signal.SIGTERM, gateway.request_stop)
     signal.signal(signal.SIGINT, gateway.request_stop)
     try:

@@ -65,6 +65,10 @@ TABLE = [
 ]
 
 
+# The edge refuses a call without a key before the server sees it; the fake server takes any key.
+KEY = {"Authorization": "Bearer mg_live_error-table"}
+
+
 def test_the_table_covers_every_domain_error() -> None:
     assert {row[0] for row in TABLE} == set(errors.ALL_ERRORS)
 
@@ -104,7 +108,9 @@ def test_rest_callers_get_the_envelope_and_status(
     grpc_code: grpc.StatusCode,
 ) -> None:
     response = httpx.post(
-        f"{edge}/v1/images/generations", json={"model": "m", "prompt": error.__name__, "user": "size"}
+        f"{edge}/v1/images/generations",
+        json={"model": "m", "prompt": error.__name__, "user": "size"},
+        headers=KEY,
     )
     body = assert_error(response, status, code, param="size")
     assert body["type"] == type_
@@ -145,21 +151,25 @@ def test_native_grpc_through_envoy_is_left_alone(edge: str, error_server: int) -
         grpc.insecure_channel(edge.removeprefix("http://")) as channel,
         pytest.raises(grpc.RpcError) as caught,
     ):
-        pb_grpc.ImageGenerationStub(channel).GenerateImages(pb.GenerateImagesRequest(prompt="BudgetExceeded"))
+        request = pb.GenerateImagesRequest(prompt="BudgetExceeded")
+        key = [("authorization", KEY["Authorization"])]
+        pb_grpc.ImageGenerationStub(channel).GenerateImages(request, metadata=key)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_envoys_own_timeout_is_an_envelope(edge: str) -> None:
     # The edge is rendered for a 0.5 s max duration: its backstop fires 5 s later, before the sleep ends.
     response = httpx.post(
-        f"{edge}/v1/images/generations", json={"model": "m", "prompt": "sleep:20"}, timeout=30
+        f"{edge}/v1/images/generations", json={"model": "m", "prompt": "sleep:20"}, headers=KEY, timeout=30
     )
     assert_error(response, 504, "UPSTREAM_TIMEOUT")
 
 
 def test_backend_down_is_a_503_envelope(tmp_path: Path, openai_schema: dict[str, object]) -> None:
     with running_envoy(free_port(), tmp_path) as url:  # nothing listens on that gRPC port
-        response = httpx.post(f"{url}/v1/images/generations", json={"model": "local/sketch", "prompt": "x"})
+        response = httpx.post(
+            f"{url}/v1/images/generations", json={"model": "local/sketch", "prompt": "x"}, headers=KEY
+        )
         assert_error(response, 503, "UNAVAILABLE")
         validate(response.json(), openai_schema, "ErrorResponse")
-        assert_error(httpx.get(f"{url}/v1/models"), 503, "UNAVAILABLE")
+        assert_error(httpx.get(f"{url}/v1/models", headers=KEY), 503, "UNAVAILABLE")

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.runtime.envoy_admin import admin_request
 from tests.fakes.base import png
 from tests.support.gateway import GatewayProcess, local_body
 from tests.support.image_server import serving
@@ -110,8 +111,8 @@ def test_a_metrics_port_taken_during_start_up_stops_it_cleanly(tmp_path: Path) -
         squatter_thread.join()
         assert gateway.wait(10) == 1 and len(workers) == 2
         assert not any(pid_alive(pid) for pid in workers)
-        with pytest.raises(httpx.ConnectError):  # Envoy is gone too
-            httpx.get(f"http://127.0.0.1:{gateway.admin_port}/ready")
+        with pytest.raises(OSError):  # Envoy is gone too
+            admin_request(gateway.admin_socket, "/ready")
     finally:
         squatter.close()
 

@@ -35,8 +35,8 @@ class GatewayProcess:
     env_overrides: dict[str, str] = field(default_factory=dict)
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
-    admin_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    envoy_stats_port: int = field(default_factory=free_port)
     # The Python that runs `-m service` (another virtualenv's, to run an installed wheel), and where.
     python: str = sys.executable
     cwd: Path | None = None
@@ -54,6 +54,11 @@ class GatewayProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     @property
+    def admin_socket(self) -> Path:
+        """Envoy's admin interface (the default place: in the data dir's run/)."""
+        return self.data_dir.resolve() / "run" / "envoy-admin.sock"
+
+    @property
     def key(self) -> str:
         return (self.data_dir / "dev-api-key").read_text().strip()
 
@@ -63,8 +68,8 @@ class GatewayProcess:
             **os.environ,
             "MG_HTTP_PORT": str(self.http_port),
             "MG_GRPC_PORT": str(self.grpc_port),
-            "MG_ENVOY_ADMIN_PORT": str(self.admin_port),
             "MG_METRICS_PORT": str(self.metrics_port),
+            "MG_ENVOY_STATS_PORT": str(self.envoy_stats_port),
             "MG_DATA_DIR": str(self.data_dir),
             "MG_WORKERS": "2",
             "MG_ENVOY_CONCURRENCY": "1",

@@ -40,7 +40,7 @@ def test_non_ascii_messages_stay_valid_metadata() -> None:
 
 def test_lua_gets_the_default_table_from_the_error_module() -> None:
     lua = render_lua()
-    assert '[503] = {"server_error", "UNAVAILABLE"},' in lua and "--@@DEFAULTS@@" not in lua
+    assert '[503] = {"server_error", "UNAVAILABLE"},' in lua and "--@@CONSTANTS@@" not in lua
 
 
 def test_edge_timeouts_outlast_the_max_duration() -> None:

@@ -12,7 +12,7 @@ import grpc
 
 from service.api.interceptors.base import Behavior, UnaryInterceptor
 from service.api.interceptors.request_context import Principal, current_request
-from service.errors import Unauthenticated
+from service.errors import MISSING_KEY, Unauthenticated
 from service.keys import hash_key, looks_like_key
 from service.stores.base import Store
 
@@ -26,7 +26,7 @@ INVALID_KEY = "Invalid API key. Keys look like 'mg_live_...'; create one with `m
 def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
     if not values:
-        raise Unauthenticated("Missing Authorization header; send 'Authorization: Bearer <your mg API key>'.")
+        raise Unauthenticated(MISSING_KEY)
     scheme, _, token = str(values[0]).partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Malformed Authorization header; expected 'Bearer <your mg API key>'.")
