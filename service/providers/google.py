@@ -18,7 +18,7 @@ Imagen takes parameters.sampleCount (1-4), aspectRatio (five ratios) and, on Ima
 sampleImageSize 2K for large sizes or quality hd/high; it cannot edit on the Gemini API (a reference
 image is refused before any call). Safety filtering drops images silently: no predictions at all is a
 ContentPolicyViolation, fewer than asked is a warning.
-providerOptions.google: personGeneration (dont_allow/allow_adult, sent upper case), imageSize.
+providerOptions.google: personGeneration (dont_allow/allow_adult/allow_all, sent upper case), imageSize.
 """
 
 from __future__ import annotations

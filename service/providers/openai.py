@@ -127,7 +127,8 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
             if call.style:
                 body["style"] = call.style
     taken = _gpt_fields(model, call.reference_image is not None)
-    for name in GPT_OPTIONS:
+    # DALL-E takes none of them; its catalog entries offer only png output, which it answers anyway
+    for name in GPT_OPTIONS if _is_gpt_image(model) else ("background", "moderation"):
         value = getattr(call, name)
         if value is None or name in options:  # the option of the same name wins
             continue
