@@ -58,12 +58,12 @@ class Option:
         return replace(self, rules=self.rules + rules)
 
     def describe(self) -> str:
-        """What a valid value is, for error messages and the docs: "an integer from 0 to 6"."""
+        """What a valid value is, for error messages and the docs: "an integer between 0 and 6"."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
         what = _ARTICLE.get(self.kind, f"a {self.kind.value}")
         if self.minimum is not None and self.maximum is not None:
-            return f"{what} from {_text(self.minimum)} to {_text(self.maximum)}"
+            return f"{what} between {_text(self.minimum)} and {_text(self.maximum)}"
         if self.minimum is not None:
             return f"{what} of at least {_text(self.minimum)}"
         return what
