@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 
 from service import admin
 from service.catalog.catalog import CatalogError, catalog_for, usd
-from service.config import Settings, SettingsError, load_settings
+from service.config import Settings, SettingsError, load_settings, provider_declarations
 from service.config_file import ConfigFileError, read_config_file
 from service.data_dir import make_private, private_dir, write_private
 from service.hosting.blobs import open_blob_store
+from service.providers.registry import setup_hint
 from service.runtime.edge import render_config, render_lua
 from service.runtime.envoy_admin import AdminSocketError, admin_socket_path
 from service.runtime.observability import configure_logging
@@ -102,9 +103,19 @@ def check_config(settings: Settings) -> str:
         if settings.config_file and exc.where:
             raise read_config_file(Path(settings.config_file)).error(exc.where, str(exc)) from None
         raise
-    providers = ", ".join(["local", *sorted(settings.providers)])
     source = settings.config_file or "environment only"
-    return f"ok ({source}): {len(list(catalog))} models; providers configured: {providers}"
+    return f"ok ({source}): {len(list(catalog))} models; {describe_providers(settings)}"
+
+
+def describe_providers(settings: Settings) -> str:
+    """Which declared providers are configured, and what turns on each of the others."""
+    configured, missing = [], []
+    for spec in provider_declarations():
+        if spec.name in settings.providers:
+            configured.append(spec.name)
+        else:
+            missing.append(f"{spec.name} ({setup_hint(spec.name)})")
+    return f"providers configured: {', '.join(configured)}; not configured: {', '.join(missing) or 'none'}"
 
 
 def _cmd_config_check(settings: Settings, args: argparse.Namespace) -> int:

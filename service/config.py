@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config_file import ConfigFile, ConfigFileError, provider_values, read_config_file
 from service.generation.reference_addresses import parse_networks
 
 # The transcoder's descriptor set of the mg protos, inside the generated `mg` package.
 DESCRIPTOR_SET_NAME = "mg.pb"
+
+if TYPE_CHECKING:
+    from service.providers.spec import ProviderSpec
 
 MIB = 1024 * 1024
 
@@ -37,34 +40,47 @@ class ProviderConfig:
     """One provider's credentials and endpoint, injected into its adapter (adapters read no env)."""
 
     name: str
-    api_key: str
+    api_key: str  # the value of its first credential variable ("" for a provider without any)
     base_url: str
+    # Every credential variable of the provider -> its value (for providers with more than a key).
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
 
-# provider -> (API key variable, base URL variable, default base URL)
-PROVIDER_ENV: dict[str, tuple[str, str, str]] = {
-    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
-    "recraft": ("RECRAFT_API_KEY", "RECRAFT_BASE_URL", "https://external.api.recraft.ai/v1"),
-    "bytedance": ("ARK_API_KEY", "ARK_BASE_URL", "https://ark.ap-southeast.bytepluses.com/api/v3"),
-    "bfl": ("BFL_API_KEY", "BFL_BASE_URL", "https://api.bfl.ai/v1"),
-    "google": ("GEMINI_API_KEY", "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta"),
-    "stability": ("STABILITY_API_KEY", "STABILITY_BASE_URL", "https://api.stability.ai"),
-    "xai": ("XAI_API_KEY", "XAI_BASE_URL", "https://api.x.ai/v1"),
-}
+def provider_declarations() -> Sequence[ProviderSpec]:
+    """Every adapter module's declaration (service/providers/registry.py).
+
+    Imported when settings are loaded, not with this module: adapters import their ProviderConfig
+    from here. Adapter modules keep their HTTP client's import for first use (upstream.py), so `mg
+    serve`'s supervisor, which loads settings but never calls a provider, stays small."""
+    from service.providers.registry import DECLARATIONS
+
+    return DECLARATIONS
 
 
 def load_provider_configs(
-    environ: Mapping[str, str] | None = None, config: ConfigFile | None = None
+    environ: Mapping[str, str] | None = None,
+    config: ConfigFile | None = None,
+    declarations: Sequence[ProviderSpec] | None = None,
 ) -> dict[str, ProviderConfig]:
-    """The providers with an API key (from their own variables, else from the config file)."""
+    """The providers whose credentials are all set (from their own variables; the API key may also
+    come from the config file), with the base URL from its variable, the file or the declaration."""
     environ = os.environ if environ is None else environ
     configs = {}
-    for name, (key_var, url_var, default_url) in PROVIDER_ENV.items():
-        file_key, file_url = provider_values(config, environ, name) if config else ("", "")
-        api_key = environ.get(key_var) or file_key
-        if api_key:
-            base_url = (environ.get(url_var) or file_url or default_url).rstrip("/")
-            configs[name] = ProviderConfig(name, api_key, base_url)
+    for spec in provider_declarations() if declarations is None else declarations:
+        file_key, file_url = provider_values(config, environ, spec.name) if config else ("", "")
+        credentials = {variable: environ.get(variable, "") for variable in spec.credentials}
+        if spec.credentials and not credentials[spec.credentials[0]]:
+            credentials[spec.credentials[0]] = file_key
+        if not all(credentials.values()):
+            continue
+        base_url = (environ.get(spec.base_url_env, "") if spec.base_url_env else "") or file_url
+        base_url = (base_url or spec.default_base_url).rstrip("/")
+        if spec.base_url_env and not base_url:
+            if spec.credentials:  # half set up: say so rather than run without it
+                raise SettingsError(f"{spec.name} has credentials but no endpoint: set {spec.base_url_env}")
+            continue  # a provider with no credentials runs once its endpoint is set
+        api_key = credentials[spec.credentials[0]] if spec.credentials else ""
+        configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials)
     return configs
 
 
@@ -282,12 +298,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             except SettingsError as exc:
                 raise config.error(("settings", f.name), str(exc)) from None
     if config is not None:
-        unknown = set(config.providers) - set(PROVIDER_ENV)
+        known = [spec.name for spec in provider_declarations() if spec.credentials]
+        unknown = set(config.providers) - set(known)
         if unknown:
             name = sorted(unknown)[0]
-            raise config.error(
-                ("providers", name), f"unknown provider {name!r}; known: {', '.join(PROVIDER_ENV)}"
-            )
+            raise config.error(("providers", name), f"unknown provider {name!r}; known: {', '.join(known)}")
         values["catalog_models"] = config.models
         values["catalog_aliases"] = config.aliases
     settings = Settings(**values, providers=load_provider_configs(environ, config))  # type: ignore[arg-type]

@@ -48,25 +48,23 @@ def quoted(text: str, limit: int = 100) -> str:
 
 
 class MgError(Exception):
-    """A failure with a defined meaning for callers. Subclasses fix the kind; `code` may be sharper."""
+    """A failure with a defined meaning for callers. Each subclass fixes its kind, code included: a
+    sharper code is a subclass of its general kind (below), never a string passed along, so every
+    code a caller can see is listed in ALL_ERRORS and in the README's error table."""
 
     kind: ClassVar[ErrorKind]
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        retry_after_s: int | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, param: str | None = None, retry_after_s: int | None = None) -> None:
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code or self.kind.code
         self.retry_after_s = retry_after_s
+
+    @property
+    def code(self) -> str:
+        return self.kind.code
 
     def envelope(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -154,6 +152,78 @@ class Internal(MgError):
     kind = _kind("INTERNAL", 500, "INTERNAL", "server_error")
 
 
+# Sharper codes: each is its general kind (same HTTP status, gRPC status and type, so a handler of
+# the general kind handles it too) with a code that tells the caller exactly what went wrong.
+
+
+class InvalidValue(BadRequest):
+    """A field holds a value outside its allowed choices."""
+
+    kind = _kind("INVALID_VALUE", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class PromptTooLong(BadRequest):
+    """The prompt is longer than the model (or the gateway) takes."""
+
+    kind = _kind("PROMPT_TOO_LONG", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class InvalidSize(BadRequest):
+    """`size` is not WIDTHxHEIGHT, or has no exact equivalent in what the provider takes."""
+
+    kind = _kind("INVALID_SIZE", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class UnsupportedSize(BadRequest):
+    """`size` is well formed but not one the model's catalog entry offers."""
+
+    kind = _kind("UNSUPPORTED_SIZE", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class UnsupportedQuality(BadRequest):
+    """`quality` is not one the model's catalog entry offers."""
+
+    kind = _kind("UNSUPPORTED_QUALITY", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class InvalidReferenceImage(BadRequest):
+    """`reference_image` could not be fetched, decoded or accepted (unreadable, too large, refused
+    address, or a format or size the provider cannot take)."""
+
+    kind = _kind("INVALID_REFERENCE_IMAGE", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class InvalidMask(BadRequest):
+    """An edit's mask (`providerOptions.openai.mask`) is not a base64 PNG."""
+
+    kind = _kind("INVALID_MASK", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class EditNotSupported(BadRequest):
+    """The model has no edit endpoint for a `reference_image`."""
+
+    kind = _kind("EDIT_NOT_SUPPORTED", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class ProviderRejectedRequest(BadRequest):
+    """The provider refused the request as invalid (its own message is kept)."""
+
+    kind = _kind("PROVIDER_REJECTED_REQUEST", 400, "INVALID_ARGUMENT", "invalid_request_error")
+
+
+class UpstreamRateLimited(RateLimited):
+    """The provider kept answering 429 after the gateway's retries; `Retry-After` is set."""
+
+    kind = _kind("UPSTREAM_RATE_LIMITED", 429, "RESOURCE_EXHAUSTED", "rate_limit_error")
+
+
+class ProviderNotConfigured(Unavailable):
+    """The model's provider has no credentials on this gateway; the message names what to set."""
+
+    kind = _kind("PROVIDER_NOT_CONFIGURED", 503, "UNAVAILABLE", "server_error")
+
+
+# Every error class, the general kinds first (see EDGE_DEFAULTS).
 ALL_ERRORS: tuple[type[MgError], ...] = (
     BadRequest,
     ContentPolicyViolation,
@@ -171,6 +241,17 @@ ALL_ERRORS: tuple[type[MgError], ...] = (
     InsufficientStorage,
     UpstreamTimeout,
     Internal,
+    InvalidValue,
+    PromptTooLong,
+    InvalidSize,
+    UnsupportedSize,
+    UnsupportedQuality,
+    InvalidReferenceImage,
+    InvalidMask,
+    EditNotSupported,
+    ProviderRejectedRequest,
+    UpstreamRateLimited,
+    ProviderNotConfigured,
 )
 
 # What the edge uses for an error it produced itself (no server envelope): HTTP status -> kind.
@@ -241,6 +322,7 @@ def lua_constants() -> str:
 
 
 _BY_NAME = {error.__name__: error for error in ALL_ERRORS}
+_BY_CODE = {error.kind.code: error for error in ALL_ERRORS}
 
 
 def error_to_json(error: MgError) -> str:
@@ -258,5 +340,6 @@ def error_to_json(error: MgError) -> str:
 
 def error_from_json(text: str) -> MgError:
     data = json.loads(text)
-    kind = _BY_NAME.get(data["kind"], Internal)
-    return kind(data["message"], param=data["param"], code=data["code"], retry_after_s=data["retry_after_s"])
+    # The code the caller saw decides the class; the class name is the fallback.
+    kind = _BY_CODE.get(data["code"]) or _BY_NAME.get(data["kind"], Internal)
+    return kind(data["message"], param=data["param"], retry_after_s=data["retry_after_s"])

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from service.errors import BadRequest
+from service.errors import InvalidSize
 
 _SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
 
@@ -37,9 +37,7 @@ def parse_size(text: str) -> Size:
     """Parse "WIDTHxHEIGHT"; anything else is a 400 pointing at `size`."""
     match = _SIZE.match(text)
     if not match:
-        raise BadRequest(
-            f"Invalid size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. '1024x1024'.",
-            param="size",
-            code="INVALID_SIZE",
+        raise InvalidSize(
+            f"Invalid size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. '1024x1024'.", param="size"
         )
     return Size(int(match.group(1)), int(match.group(2)))

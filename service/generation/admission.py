@@ -13,9 +13,9 @@ from fnmatch import fnmatchcase
 from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import Catalog, ModelSpec
-from service.config import PROVIDER_ENV
-from service.errors import BadRequest, ModelNotAllowed, Unavailable
+from service.errors import BadRequest, ModelNotAllowed, ProviderNotConfigured
 from service.generation.validation import GenerationRequest, validate
+from service.providers.registry import setup_hint
 from service.stores.base import Project
 
 
@@ -42,11 +42,9 @@ def admit(
     model = resolve_allowed(catalog, project, request.model)
     generation = validate(request, model)
     if model.provider not in configured:
-        variable = PROVIDER_ENV.get(model.provider, (f"the {model.provider} API key",))[0]
-        raise Unavailable(
+        raise ProviderNotConfigured(
             f"{model.id} is unavailable: provider {model.provider!r} is not configured on this gateway "
-            f"(set {variable}).",
+            f"({setup_hint(model.provider)}).",
             param="model",
-            code="PROVIDER_NOT_CONFIGURED",
         )
     return generation

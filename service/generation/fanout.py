@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
 from service.generation.validation import GenerationRequest
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ImageProvider, ProviderUsage
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ImageProvider,
+    ProviderUsage,
+)
 from service.runtime.observability import IN_FLIGHT
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,7 @@ class GenerationSummary:
 
     images: int
     usage: ProviderUsage | None
-    warnings: tuple[str, ...]
+    warnings: tuple[CallWarning, ...]
     answered_calls: int = 1
     failed_calls: int = 0
     # Wall time of the upstream calls (all of them, in parallel), for the ledger.

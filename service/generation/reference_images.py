@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import httpx
     from PIL.Image import Image as PILImage
 
-from service.errors import BadRequest
+from service.errors import BadRequest, InvalidReferenceImage
 from service.generation.reference_addresses import IPAddress, IPNetwork, address_allowed
 from service.providers.capped_read import TooLarge, read_capped
 
@@ -130,8 +130,8 @@ class ReferenceLimits:
     decodes: DecodeSlots = field(default=_default_slots, compare=False)
 
 
-def refused(message: str) -> BadRequest:
-    return BadRequest(message, param=PARAM, code="INVALID_REFERENCE_IMAGE")
+def refused(message: str) -> InvalidReferenceImage:
+    return InvalidReferenceImage(message, param=PARAM)
 
 
 def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:

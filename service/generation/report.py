@@ -8,6 +8,10 @@ The pipeline writes it; the observe interceptor reads it once the call is over. 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.providers.base import CallWarning
 
 
 @dataclass(slots=True)
@@ -20,4 +24,4 @@ class CallReport:
     images: int = 0
     cost_micros: int = 0
     upstream_latency_ms: int | None = None
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[CallWarning, ...] = ()

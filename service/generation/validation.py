@@ -15,8 +15,16 @@ from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import ModelSpec
 from service.catalog.sizes import Size, parse_size
-from service.errors import BadRequest, ModelNotAllowed
+from service.errors import (
+    BadRequest,
+    InvalidValue,
+    ModelNotAllowed,
+    PromptTooLong,
+    UnsupportedQuality,
+    UnsupportedSize,
+)
 from service.generation.reference_images import ReferenceImage
+from service.providers.base import CallWarning, unsupported
 
 MAX_PROMPT_CHARS = 8000
 MAX_N = 8
@@ -50,18 +58,14 @@ class GenerationRequest:
     reference: ReferenceImage | None = None
     # The providerOptions entry of the model's provider; other providers' entries are dropped.
     provider_options: Mapping[str, object] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[CallWarning, ...] = ()
 
 
 def _choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
     if not value:
         return None
     if value not in allowed:
-        raise BadRequest(
-            f"Invalid {param} {value!r}: expected one of {', '.join(allowed)}.",
-            param=param,
-            code="INVALID_VALUE",
-        )
+        raise InvalidValue(f"Invalid {param} {value!r}: expected one of {', '.join(allowed)}.", param=param)
     return value
 
 
@@ -70,10 +74,9 @@ def _prompt(request: pb.GenerateImagesRequest, model: ModelSpec) -> str:
         raise BadRequest("prompt is required and must not be blank.", param="prompt")
     limit = min(MAX_PROMPT_CHARS, model.capabilities.max_prompt_chars)
     if len(request.prompt) > limit:
-        raise BadRequest(
+        raise PromptTooLong(
             f"prompt is {len(request.prompt)} characters; the limit for {model.id} is {limit}.",
             param="prompt",
-            code="PROMPT_TOO_LONG",
         )
     return request.prompt
 
@@ -92,10 +95,9 @@ def _size(request: pb.GenerateImagesRequest, model: ModelSpec) -> Size:
         return capabilities.default_size
     size = parse_size(request.size)
     if not capabilities.offers(size):
-        raise BadRequest(
+        raise UnsupportedSize(
             f"Size {size} is not offered by {model.id}; it offers {capabilities.describe_sizes()}.",
             param="size",
-            code="UNSUPPORTED_SIZE",
         )
     return size
 
@@ -103,10 +105,9 @@ def _size(request: pb.GenerateImagesRequest, model: ModelSpec) -> Size:
 def _quality(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
     qualities = model.capabilities.qualities
     if request.quality and qualities and request.quality not in qualities:
-        raise BadRequest(
+        raise UnsupportedQuality(
             f"Quality {request.quality!r} is not offered by {model.id}; it offers {', '.join(qualities)}.",
             param="quality",
-            code="UNSUPPORTED_QUALITY",
         )
     return request.quality or None
 
@@ -165,7 +166,6 @@ def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) 
         raise ModelNotAllowed(
             f"{model.id} cannot take a reference_image (no edit / image-to-image support).",
             param="reference_image",
-            code="MODEL_NOT_ALLOWED",
         )
 
 
@@ -175,9 +175,9 @@ def validate(request: pb.GenerateImagesRequest, model: ModelSpec) -> GenerationR
     if len(request.user) > MAX_USER_CHARS:
         raise BadRequest(f"user must be at most {MAX_USER_CHARS} characters.", param="user")
     style = _choice(request.style, STYLES, "style")
-    warnings: list[str] = []
+    warnings: list[CallWarning] = []
     if style is not None and style not in model.capabilities.styles:
-        warnings.append(f"style {style!r} ignored: {model.id} has no styles")
+        warnings.append(unsupported("style", f"{style!r} asked; {model.id} has no styles"))
         style = None
     _stream(request, model)
     _check_reference_image(request, model)

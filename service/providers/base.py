@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from service.catalog.sizes import Size
@@ -76,23 +77,74 @@ def _count(value: object) -> int | None:
     return value if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS else None
 
 
+class WarningType(StrEnum):
+    """What kind of thing a warning reports (the kinds of vercel/ai's SharedV4Warning)."""
+
+    # The caller asked for something this provider or model cannot do; it was left out.
+    UNSUPPORTED = "unsupported"
+    # It was done, but not exactly as asked (the nearest aspect ratio, a size replaced by a tier).
+    COMPATIBILITY = "compatibility"
+    # Anything else the caller should know (images a filter removed, the provider's own cost report).
+    OTHER = "other"
+
+
+# How each kind reads in logs and responses: "<feature> <verb>: <details>".
+_WORDING = {
+    WarningType.UNSUPPORTED: " ignored",
+    WarningType.COMPATIBILITY: " adjusted",
+    WarningType.OTHER: "",
+}
+
+
+@dataclass(frozen=True)
+class CallWarning:
+    """A request input a provider could not honour as asked, or another thing worth telling.
+
+    `feature` is the request field or the providerOptions path it is about ("style",
+    "providerOptions.openai.mask", "n"); `details` says why, in the provider's terms. `str()` is the
+    one wording logs and responses use."""
+
+    type: WarningType
+    feature: str
+    details: str
+
+    def __str__(self) -> str:
+        return f"{self.feature}{_WORDING[self.type]}: {self.details}"
+
+
+def unsupported(feature: str, details: str) -> CallWarning:
+    return CallWarning(WarningType.UNSUPPORTED, feature, details)
+
+
+def adjusted(feature: str, details: str) -> CallWarning:
+    return CallWarning(WarningType.COMPATIBILITY, feature, details)
+
+
+def other(feature: str, details: str) -> CallWarning:
+    return CallWarning(WarningType.OTHER, feature, details)
+
+
 @dataclass(frozen=True)
 class ImageCallResult:
     images: Sequence[GeneratedImage]
     usage: ProviderUsage | None = None
     upstream_request_id: str | None = None
     # Inputs the provider could not honour (e.g. a style it lacks), for logs and callers.
-    warnings: Sequence[str] = ()
+    warnings: Sequence[CallWarning] = ()
 
 
 # Request fields many providers have no equivalent for.
 OPENAI_ONLY_FIELDS = ("quality", "style", "background", "moderation", "output_compression")
 
 
-def ignored_fields(call: ImageCall, provider: str, names: Sequence[str] = OPENAI_ONLY_FIELDS) -> list[str]:
+def ignored_fields(
+    call: ImageCall, provider: str, names: Sequence[str] = OPENAI_ONLY_FIELDS
+) -> list[CallWarning]:
     """Warnings for the fields in `names` the caller set but this provider cannot honour."""
     return [
-        f"{name} ignored: {provider} has no equivalent" for name in names if getattr(call, name) is not None
+        unsupported(name, f"{provider} has no equivalent")
+        for name in names
+        if getattr(call, name) is not None
     ]
 
 

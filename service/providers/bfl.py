@@ -33,24 +33,30 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation, UpstreamError, UpstreamTimeout
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
+from service.config import ProviderConfig
+from service.errors import BadRequest, ContentPolicyViolation, InvalidSize, UpstreamError, UpstreamTimeout
+from service.providers.adapter import HttpAdapter
+from service.providers.base import CallWarning, GeneratedImage, ImageCall, ImageCallResult, ignored_fields
+from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number, with_reference
+from service.providers.spec import ProviderSpec
 from service.providers.upstream import Upstream, malformed
 
+NAME = "bfl"
 ASPECT_RATIO_MODELS = frozenset({"flux-pro-1.1-ultra", "flux-kontext-pro", "flux-kontext-max"})
 ASPECT_RATIOS = ["21:9", "16:9", "3:2", "4:3", "1:1", "3:4", "2:3", "9:16", "9:21"]
 MIN_SIDE, MAX_SIDE, MULTIPLE = 256, 1440, 32
 OUTPUT_FORMATS = frozenset({"jpeg", "png", "webp"})
-# providerOptions.bfl key -> (type, models that take it or None for all)
-OPTIONS: dict[str, tuple[type, frozenset[str] | None]] = {
-    "seed": (int, None),
-    "safety_tolerance": (int, None),
-    "prompt_upsampling": (bool, None),
-    "raw": (bool, frozenset({"flux-pro-1.1-ultra"})),
-    "image_prompt_strength": (float, frozenset({"flux-pro-1.1-ultra"})),
-}
-REFERENCE_ONLY = frozenset({"image_prompt_strength"})  # options that only mean something with an image
+ULTRA = models("flux-pro-1.1-ultra")
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        "seed": integer(),
+        "safety_tolerance": integer(),  # 0-6; BFL checks the range, and says so in its own words
+        "prompt_upsampling": BOOLEAN,
+        "raw": BOOLEAN.where(ULTRA),
+        "image_prompt_strength": number().where(ULTRA, with_reference),  # 0-1, checked by BFL
+    },
+)
 # endpoint -> the body field that carries the reference image (base64)
 IMAGE_FIELDS = {
     "flux-kontext-pro": "input_image",
@@ -76,31 +82,18 @@ def _size_fields(call: ImageCall) -> dict[str, Any]:
         label = size.nearest_ratio(ASPECT_RATIOS)
         width, height = (int(side) for side in label.split(":"))
         if width * size.height != height * size.width:
-            raise BadRequest(
+            raise InvalidSize(
                 f"Size {size} has no exact aspect ratio for {model}: {', '.join(ASPECT_RATIOS)}.",
                 param="size",
-                code="INVALID_SIZE",
             )
         return {"aspect_ratio": label}
     sides = (size.width, size.height)
     if any(not MIN_SIDE <= side <= MAX_SIDE or side % MULTIPLE for side in sides):
-        raise BadRequest(
+        raise InvalidSize(
             f"Size {size} is not valid for {model}: sides {MIN_SIDE}-{MAX_SIDE}, multiples of {MULTIPLE}.",
             param="size",
-            code="INVALID_SIZE",
         )
     return {"width": size.width, "height": size.height}
-
-
-def _option(key: str, value: object, kind: type) -> object:
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)  # providerOptions arrive through a protobuf Struct: numbers are floats
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        what = {int: "an integer", float: "a number", bool: "a boolean"}[kind]
-        raise BadRequest(f"providerOptions.bfl.{key} must be {what}.", param=f"providerOptions.bfl.{key}")
-    return value
 
 
 def _image_field(call: ImageCall) -> dict[str, str]:
@@ -114,41 +107,30 @@ def _image_field(call: ImageCall) -> dict[str, str]:
     return {IMAGE_FIELDS[model]: base64.b64encode(data).decode("ascii")}
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST /<model>."""
-    model, warnings = call.upstream_model, []
+    options, warnings = OPTIONS.parse(call)
     body: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call), **_image_field(call)}
     if call.output_format:
         if call.output_format not in OUTPUT_FORMATS:
             raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
         body["output_format"] = call.output_format
     warnings += ignored_fields(call, "BFL")
-    unknown = []
-    for key, value in call.options.items():
-        kind, models = OPTIONS.get(key, (object, frozenset()))
-        if kind is object or (models is not None and model not in models):
-            unknown.append(key)
-        elif key in REFERENCE_ONLY and call.reference_image is None:
-            warnings.append(f"providerOptions.bfl.{key} ignored: it needs a reference_image")
-        elif value is not None:
-            body[key] = _option(key, value, kind)
-    if unknown:
-        warnings.append(f"providerOptions.bfl keys ignored for {model}: {', '.join(sorted(unknown))}")
+    body.update(options)
     return body, warnings
 
 
-class BFLProvider:
-    name = "bfl"
+class BFLProvider(HttpAdapter):
     poll_interval_s = 0.5
+    is_refusal = staticmethod(is_refusal)
 
-    def __init__(self, upstream: Upstream, base_url: str) -> None:
-        self._upstream = upstream
-        self._base = urlsplit(base_url)
+    def __init__(self, upstream: Upstream) -> None:
+        super().__init__(upstream)
+        self._base = urlsplit(upstream.url(""))
 
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> BFLProvider:
-        headers = {"x-key": config.api_key, "accept": "application/json"}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal), config.base_url)
+    @staticmethod
+    def headers(config: ProviderConfig) -> dict[str, str]:
+        return {"x-key": config.api_key, "accept": "application/json"}
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
@@ -216,5 +198,13 @@ class BFLProvider:
             raise malformed(self.name, f"a poll answer that is not an object: {str(result)[:200]!r}")
         return result
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    BFLProvider.create,
+    OPTIONS,
+    credentials=("BFL_API_KEY",),
+    base_url_env="BFL_BASE_URL",
+    default_base_url="https://api.bfl.ai/v1",
+    summary="Black Forest Labs FLUX API (submit + poll)",
+)

@@ -36,14 +36,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation, MgError, UpstreamError
+from service.errors import ContentPolicyViolation, MgError, UpstreamError
 from service.generation.reference_images import ReferenceImage, refused
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage, ignored_fields
-from service.providers.upstream import Upstream, data_items, decode_image, malformed
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ProviderUsage,
+    adjusted,
+    ignored_fields,
+    other,
+)
+from service.providers.options import BOOLEAN, OptionsSchema, integer, number, string
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import data_items, decode_image, malformed
 
 NAME = "bytedance"
 REFUSAL_MARK = "SensitiveContentDetected"  # Input{Text,Image}/OutputImage SensitiveContentDetected
@@ -52,35 +63,17 @@ MAX_REFERENCE_BYTES = 10 * 1024 * 1024  # "each <= 10 MB" (shared/providers/byte
 MAX_IMAGES_IN_AND_OUT = 15  # reference images + generated images in batch mode
 
 
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _seed(value: object) -> int | None:
-    number = _number(value)  # providerOptions numbers arrive as floats (google.protobuf.Struct)
-    if number is None or not number.is_integer() or not -1 <= number <= 2_147_483_647:
-        return None
-    return int(number)
-
-
-def _guidance(value: object) -> float | None:
-    number = _number(value)
-    return number if number is not None and 1 <= number <= 10 else None
-
-
-def _tier(value: object) -> str | None:
-    return value.upper() if isinstance(value, str) and value.upper() in TIERS else None
-
-
-# option -> (what it must be, check returning the value to send or None when invalid)
-OPTIONS: dict[str, tuple[str, Callable[[object], object | None]]] = {
-    "watermark": ("true or false", lambda v: v if isinstance(v, bool) else None),
-    "seed": ("an integer from -1 to 2147483647", _seed),
-    "guidance_scale": ("a number from 1 to 10", _guidance),
-    "size": (f"one of {', '.join(TIERS)}", _tier),
-    "optimize_prompt_mode": ("'standard' or 'fast'", lambda v: v if v in ("standard", "fast") else None),
-    "output_format": ("'jpeg' or 'png'", lambda v: v if v in ("jpeg", "png") else None),
-}
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        "watermark": BOOLEAN,
+        "seed": integer(-1, 2_147_483_647),
+        "guidance_scale": number(1, 10),
+        "size": string(*TIERS, fold_case=True),  # replaces the WxH size
+        "optimize_prompt_mode": string("standard", "fast"),
+        "output_format": string("jpeg", "png"),
+    },
+)
 
 
 def _code(error: object) -> str:
@@ -106,8 +99,9 @@ def data_url(image: ReferenceImage) -> str:
     return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST /images/generations."""
+    options, warnings = OPTIONS.parse(call)
     body: dict[str, Any] = {
         "model": call.upstream_model,
         "prompt": call.prompt,
@@ -116,7 +110,7 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     }
     if call.reference_image is not None:
         body["image"] = data_url(call.reference_image)
-    warnings = ignored_fields(call, "Seedream")
+    warnings += ignored_fields(call, "Seedream")
     if call.output_format and call.output_format != "jpeg":
         body["output_format"] = call.output_format
     if call.n > 1:
@@ -125,24 +119,15 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
         body["sequential_image_generation_options"] = {
             "max_images": min(call.n, MAX_IMAGES_IN_AND_OUT - references)
         }
-    unknown = []
-    for key, raw in call.options.items():
-        if key not in OPTIONS:
-            unknown.append(key)
-            continue
-        rule, check = OPTIONS[key]
-        value = check(raw)
-        if value is None:
-            param = f"providerOptions.{NAME}.{key}"
-            raise BadRequest(f"{param} must be {rule}; got {raw!r}.", param=param)
+    for key, value in options.items():
         if key == "optimize_prompt_mode":
             body["optimize_prompt_options"] = {"mode": value}
         else:
             body[key] = value
         if key == "size":
-            warnings.append(f"size {call.size} replaced by the {value} tier (providerOptions.{NAME}.size)")
-    if unknown:
-        warnings.append(f"providerOptions.{NAME} keys ignored: {', '.join(sorted(unknown))}")
+            warnings.append(
+                adjusted("size", f"{call.size} replaced by the {value} tier ({OPTIONS.param(key)})")
+            )
     return body, warnings
 
 
@@ -153,16 +138,8 @@ def parse_usage(payload: Mapping[str, Any]) -> ProviderUsage | None:
     return ProviderUsage.reported(output_tokens=usage.get("output_tokens"))
 
 
-class BytedanceProvider:
-    name = NAME
-
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> BytedanceProvider:
-        headers = {"Authorization": f"Bearer {config.api_key}"}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal))
+class BytedanceProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
@@ -180,12 +157,10 @@ class BytedanceProvider:
         images = await asyncio.gather(*(self._image(item, call.deadline) for item in succeeded))
         if failed:
             first = failed[0]
-            warnings.append(
-                f"{len(failed)} image(s) failed upstream and were skipped: "
-                f"{_code(first) or 'error'}: {first.get('message') or 'no message'}"
-            )
+            reason = f"{_code(first) or 'error'}: {first.get('message') or 'no message'}"
+            warnings.append(other("n", f"{len(failed)} image(s) failed upstream and were skipped: {reason}"))
         if call.n > 1 and len(items) < call.n:
-            warnings.append(f"{self.name} returned {len(items)} of {call.n} images in batch mode")
+            warnings.append(other("n", f"{self.name} returned {len(items)} of {call.n} images in batch mode"))
         return ImageCallResult(
             images=images,
             usage=parse_usage(payload),
@@ -202,5 +177,13 @@ class BytedanceProvider:
             raise malformed(self.name, "an image item with neither b64_json nor url")
         return GeneratedImage(data, media_type)
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    BytedanceProvider.create,
+    OPTIONS,
+    credentials=("ARK_API_KEY",),
+    base_url_env="ARK_BASE_URL",
+    default_base_url="https://ark.ap-southeast.bytepluses.com/api/v3",
+    summary="ByteDance Seedream on BytePlus ModelArk",
+)

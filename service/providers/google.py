@@ -18,7 +18,7 @@ Imagen takes parameters.sampleCount (1-4), aspectRatio (five ratios) and, on Ima
 sampleImageSize 2K for large sizes or quality hd/high; it cannot edit on the Gemini API (a reference
 image is refused before any call). Safety filtering drops images silently: no predictions at all is a
 ContentPolicyViolation, fewer than asked is a warning.
-providerOptions.google: personGeneration (dont_allow/allow_adult, sent upper case), imageSize.
+providerOptions.google: personGeneration (dont_allow/allow_adult/allow_all, sent upper case), imageSize.
 """
 
 from __future__ import annotations
@@ -29,18 +29,28 @@ from fractions import Fraction
 from typing import Any
 
 from service.catalog.sizes import Size
-from service.config import ProviderConfig, Settings
+from service.config import ProviderConfig
 from service.errors import ContentPolicyViolation, ModelNotAllowed, UpstreamError
 from service.generation.reference_images import ReferenceImage
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
-from service.providers.upstream import Upstream, decode_image, malformed
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ProviderUsage,
+    adjusted,
+    other,
+    unsupported,
+)
+from service.providers.options import ARRAY, BOOLEAN, OBJECT, OptionsSchema, integer, number, string
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import decode_image, malformed
 
+NAME = "google"
 # The ratios the googleapis proto documents for ImageConfig.aspectRatio (its list has no 4:5 / 5:4).
 GEMINI_RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9"]
 IMAGEN_RATIOS = ["1:1", "3:4", "4:3", "9:16", "16:9"]
-GEMINI_OPTIONS = ("responseModalities", "imageConfig", "imageSize", "safetySettings", "seed", "temperature",
-                  "googleSearch")  # fmt: skip
-IMAGEN_OPTIONS = ("personGeneration", "imageSize")
 HIGH_QUALITIES = frozenset({"hd", "high"})
 # finishReasons that mean "blocked by policy" (others, e.g. NO_IMAGE / OTHER / MAX_TOKENS, are failures).
 REFUSAL_FINISH = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
@@ -65,6 +75,31 @@ def _is_imagen(model: str) -> bool:
     return model.startswith("imagen-")
 
 
+def _gemini_only(call: ImageCall) -> str | None:
+    return f"{call.upstream_model} (Imagen) does not take it" if _is_imagen(call.upstream_model) else None
+
+
+def _imagen_only(call: ImageCall) -> str | None:
+    return None if _is_imagen(call.upstream_model) else f"{call.upstream_model} (Gemini) does not take it"
+
+
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        "responseModalities": ARRAY.where(_gemini_only),
+        "imageConfig": OBJECT.where(_gemini_only),  # merged over the computed imageConfig
+        "imageSize": string(),
+        "safetySettings": ARRAY.where(_gemini_only),
+        "seed": integer().where(_gemini_only),
+        "temperature": number().where(_gemini_only),
+        "googleSearch": BOOLEAN.where(_gemini_only),
+        "personGeneration": string("dont_allow", "allow_adult", "allow_all", fold_case=True).where(
+            _imagen_only
+        ),
+    },
+)
+
+
 def _tier(size: Size, quality: str | None) -> str:
     """1K/2K/4K: the smallest tier whose native longer side (1K <= ~1584, 2K <= ~3168) covers the size."""
     longer = max(size.width, size.height)
@@ -72,23 +107,20 @@ def _tier(size: Size, quality: str | None) -> str:
     return "2K" if tier == "1K" and quality in HIGH_QUALITIES else tier
 
 
-def _aspect_ratio(size: Size, ratios: list[str], warnings: list[str]) -> str:
+def _aspect_ratio(size: Size, ratios: list[str], warnings: list[CallWarning]) -> str:
     label = size.nearest_ratio(ratios)
     width, height = label.split(":")
     if Fraction(int(width), int(height)) != size.aspect_ratio:
-        warnings.append(f"size {size} is not exactly a supported aspect ratio; sent {label}")
+        warnings.append(adjusted("size", f"{size} is not exactly a supported aspect ratio; sent {label}"))
     return label
 
 
-def _common_warnings(call: ImageCall, known: tuple[str, ...]) -> list[str]:
-    warnings = [f"{name} ignored: google does not support it" for name, value in (
+def _common_warnings(call: ImageCall) -> list[CallWarning]:
+    warnings = [unsupported(name, "google does not support it") for name, value in (
         ("style", call.style), ("background", call.background), ("moderation", call.moderation),
         ("output_compression", call.output_compression)) if value is not None]  # fmt: skip
     if call.output_format not in (None, "png"):
-        warnings.append(f"output_format {call.output_format} ignored: google returns PNG")
-    unknown = sorted(set(call.options) - set(known))
-    if unknown:
-        warnings.append(f"providerOptions.google keys ignored: {', '.join(unknown)}")
+        warnings.append(unsupported("output_format", f"{call.output_format} asked; google returns PNG"))
     return warnings
 
 
@@ -98,24 +130,20 @@ def inline_part(reference: ReferenceImage) -> dict[str, Any]:
     return {"inlineData": {"mimeType": media_type, "data": base64.b64encode(data).decode()}}
 
 
-def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST models/{model}:generateContent."""
-    options = dict(call.options)
-    warnings = _common_warnings(call, GEMINI_OPTIONS)
+    options, warnings = OPTIONS.parse(call)
+    warnings += _common_warnings(call)
     if call.n > 1:  # the catalog's max_images_per_call is 1, so generation.py never asks for more
-        warnings.append(f"n={call.n}: {call.upstream_model} returns one image per call")
+        warnings.append(unsupported("n", f"{call.n} asked; {call.upstream_model} returns one image per call"))
     image_config: dict[str, Any] = {"aspectRatio": _aspect_ratio(call.size, GEMINI_RATIOS, warnings)}
     if call.upstream_model.startswith("gemini-3"):
         image_config["imageSize"] = _tier(call.size, call.quality)
     elif call.quality is not None:
-        warnings.append(f"quality ignored: {call.upstream_model} has a single resolution")
+        warnings.append(unsupported("quality", f"{call.upstream_model} has a single resolution"))
     if "imageSize" in options:
         image_config["imageSize"] = options["imageSize"]
-    extra = options.get("imageConfig")
-    if isinstance(extra, dict):
-        image_config.update(extra)
-    elif extra is not None:
-        warnings.append("providerOptions.google.imageConfig ignored: not an object")
+    image_config.update(options.get("imageConfig", {}))
     config: dict[str, Any] = {"responseModalities": options.get("responseModalities", ["IMAGE"])}
     config.update({k: options[k] for k in ("seed", "temperature") if k in options})
     config["imageConfig"] = image_config
@@ -131,9 +159,10 @@ def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
     return body, warnings
 
 
-def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST models/{model}:predict."""
-    warnings = _common_warnings(call, IMAGEN_OPTIONS)
+    options, warnings = OPTIONS.parse(call)
+    warnings += _common_warnings(call)
     parameters: dict[str, Any] = {
         "sampleCount": min(max(call.n, 1), 4),
         "aspectRatio": _aspect_ratio(call.size, IMAGEN_RATIOS, warnings),
@@ -142,11 +171,11 @@ def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
         if _tier(call.size, call.quality) != "1K":
             parameters["sampleImageSize"] = "2K"
     elif call.quality is not None:
-        warnings.append(f"quality ignored: {call.upstream_model} has a single resolution")
-    if "imageSize" in call.options:
-        parameters["sampleImageSize"] = call.options["imageSize"]
-    if "personGeneration" in call.options:
-        parameters["personGeneration"] = str(call.options["personGeneration"]).upper()
+        warnings.append(unsupported("quality", f"{call.upstream_model} has a single resolution"))
+    if "imageSize" in options:
+        parameters["sampleImageSize"] = options["imageSize"]
+    if "personGeneration" in options:
+        parameters["personGeneration"] = options["personGeneration"].upper()
     return {"instances": [{"prompt": call.prompt}], "parameters": parameters}, warnings
 
 
@@ -169,16 +198,13 @@ def parse_usage(payload: dict[str, Any]) -> ProviderUsage | None:
     )
 
 
-class GoogleProvider:
-    name = "google"
+class GoogleProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
+    is_credential_error = staticmethod(is_credential_error)
 
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> GoogleProvider:
-        headers = {"x-goog-api-key": config.api_key}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal, is_credential_error))
+    @staticmethod
+    def headers(config: ProviderConfig) -> dict[str, str]:
+        return {"x-goog-api-key": config.api_key}
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         if _is_imagen(call.upstream_model):
@@ -251,10 +277,19 @@ class GoogleProvider:
             reasons = f": {'; '.join(filtered)}" if filtered else ""
             raise ContentPolicyViolation(f"{self.name}: Imagen's safety filters removed every image{reasons}")
         if len(images) < asked:
+            removed = asked - len(images)
             warnings.append(
-                f"{asked - len(images)} of {asked} images were removed by Imagen's safety filters"
+                other("n", f"{removed} of {asked} images were removed by Imagen's safety filters")
             )
         return ImageCallResult(images=images, usage=None, warnings=warnings)
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    GoogleProvider.create,
+    OPTIONS,
+    credentials=("GEMINI_API_KEY",),
+    base_url_env="GEMINI_BASE_URL",
+    default_base_url="https://generativelanguage.googleapis.com/v1beta",
+    summary="Gemini API (Gemini image models; Imagen)",
+)

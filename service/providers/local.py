@@ -17,35 +17,31 @@ import colorsys
 import hashlib
 import io
 import random
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from service.catalog.sizes import Size
-from service.errors import BadRequest
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
+from service.providers.options import OptionsSchema, integer
+from service.providers.spec import ProviderSpec
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+    from service.config import ProviderConfig, Settings
+
+NAME = "local"
 DEFAULT_MAX_DELAY_MS = 60_000
 _SHAPES_BY_QUALITY = {"hd": 48, "high": 48, "medium": 24, "low": 8}
 _DEFAULT_SHAPES = 16
 _GRAIN = 16  # amplitude of the grain, in 8-bit levels
 
 
-def _integer_option(options: Mapping[str, object], name: str, default: int, low: int, high: int) -> int:
-    value = options.get(name, default)
-    # providerOptions arrive as JSON numbers (floats after google.protobuf.Struct); accept whole ones.
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise BadRequest(
-            f"providerOptions.local.{name} must be an integer", param=f"providerOptions.local.{name}"
-        )
-    if not low <= int(value) <= high:
-        raise BadRequest(
-            f"providerOptions.local.{name} must be between {low} and {high}",
-            param=f"providerOptions.local.{name}",
-        )
-    return int(value)
+def options_schema(max_delay_ms: int) -> OptionsSchema:
+    """The options, with delay_ms capped by the operator's setting (MG_LOCAL_MAX_DELAY_MS)."""
+    return OptionsSchema(NAME, {"seed": integer(0, 2**63 - 1), "delay_ms": integer(0, max_delay_ms)})
+
+
+OPTIONS = options_schema(DEFAULT_MAX_DELAY_MS)
 
 
 def _image_key(call: ImageCall, seed: int, index: int) -> bytes:
@@ -114,14 +110,18 @@ def render_png(
 class LocalProvider:
     """Offline renderer; behaves like a remote provider (async, optional latency)."""
 
-    name = "local"
+    name = NAME
 
     def __init__(self, max_delay_ms: int = DEFAULT_MAX_DELAY_MS) -> None:
-        self._max_delay_ms = max_delay_ms
+        self._options = options_schema(max_delay_ms)
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> LocalProvider:
+        return cls(settings.local_max_delay_ms)
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
-        seed = _integer_option(call.options, "seed", 0, 0, 2**63 - 1)
-        delay_ms = _integer_option(call.options, "delay_ms", 0, 0, self._max_delay_ms)
+        options, warnings = self._options.parse(call)
+        seed, delay_ms = options.get("seed", 0), options.get("delay_ms", 0)
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         shapes = _SHAPES_BY_QUALITY.get(call.quality or "", _DEFAULT_SHAPES)
@@ -137,7 +137,10 @@ class LocalProvider:
             # Rendering is CPU work: keep it off the event loop so other requests keep moving.
             data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid, reference)
             images.append(GeneratedImage(data=data, media_type="image/png"))
-        return ImageCallResult(images=images)
+        return ImageCallResult(images=images, warnings=warnings)
 
     async def aclose(self) -> None:
         return None
+
+
+PROVIDER = ProviderSpec(NAME, LocalProvider.create, OPTIONS, summary="built in, offline (renders real PNGs)")

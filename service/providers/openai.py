@@ -13,10 +13,11 @@ a mask, dall-e-2 edits the transparent area; an opaque image needs a mask). dall
 (its catalog entry refuses reference images). The edit form has no `moderation` field, so it is
 dropped with a warning. The answer is parsed as for generations.
 
-providerOptions.openai may set background, moderation, output_format, output_compression (GPT image
-models), and for edits only: input_fidelity ("high" | "low"; GPT image models except
-gpt-image-1-mini) and mask (base64 PNG or data: URL, same size as the image; fully transparent
-pixels mark the area to change). Keys that do not apply are dropped with a warning.
+providerOptions.openai (OPTIONS) may set background, moderation, output_format, output_compression
+(GPT image models; they win over the request's fields of the same name), and for edits only:
+input_fidelity ("high" | "low"; GPT image models except gpt-image-1-mini) and mask (base64 PNG or
+data: URL, same size as the image; fully transparent pixels mark the area to change). Keys that do
+not apply to the model or endpoint are dropped with a warning.
 """
 
 from __future__ import annotations
@@ -25,20 +26,31 @@ import asyncio
 import base64
 import binascii
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.config import ProviderConfig, Settings
-from service.errors import BadRequest
+from service.errors import EditNotSupported, InvalidMask
 from service.generation.reference_images import ReferenceImage, png_with_alpha
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
-from service.providers.http import HttpResponse
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ProviderUsage,
+    unsupported,
+)
 from service.providers.media import sniff_media_type
-from service.providers.upstream import Upstream, data_items, decode_image, revised_prompt
+from service.providers.options import OptionsSchema, Rule, integer, string, with_reference
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import data_items, decode_image, revised_prompt
 
+if TYPE_CHECKING:
+    from service.providers.http import HttpResponse
+
+NAME = "openai"
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
 DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd"}
 GPT_OPTIONS = ("background", "moderation", "output_format", "output_compression")
-GPT_KEYS = (*GPT_OPTIONS, "input_fidelity")  # "mask" is a file part, see edit_files
 REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 MASK_PARAM = "providerOptions.openai.mask"
@@ -57,40 +69,56 @@ def _is_gpt_image(model: str) -> bool:
 
 def _gpt_fields(model: str, edit: bool) -> tuple[str, ...]:
     """The optional GPT image fields this model takes on this endpoint."""
+    if not _is_gpt_image(model):
+        return ()
     if not edit:
         return GPT_OPTIONS
     fidelity = () if model.startswith("gpt-image-1-mini") else ("input_fidelity",)
     return ("background", "output_format", "output_compression", *fidelity)
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def _not_taken(call: ImageCall) -> str:
+    endpoint = "edits" if call.reference_image is not None else "generations"
+    return f"{call.upstream_model} {endpoint} do not take it"
+
+
+def _taken_here(name: str) -> Rule:
+    """Applies where `_gpt_fields` says the model and endpoint take `name`."""
+
+    def rule(call: ImageCall) -> str | None:
+        taken = _gpt_fields(call.upstream_model, call.reference_image is not None)
+        return None if name in taken else _not_taken(call)
+
+    return rule
+
+
+GPT_VALUES = {
+    "background": string("transparent", "opaque", "auto"),
+    "moderation": string("low", "auto"),
+    "output_format": string("png", "jpeg", "webp"),
+    "output_compression": integer(0, 100),
+    "input_fidelity": string("high", "low"),
+}
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        **{name: option.where(_taken_here(name)) for name, option in GPT_VALUES.items()},
+        "mask": string().where(with_reference),  # a file part of the edit form, see edit_files
+    },
+)
+
+
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(fields, warnings): the JSON body for /images/generations or, with a reference image, the text
     fields of the /images/edits form (`edit_files` adds the image and mask parts)."""
-    model, edit, warnings = call.upstream_model, call.reference_image is not None, []
-    endpoint = "edits" if edit else "generations"
+    model = call.upstream_model
+    options, warnings = OPTIONS.parse(call)
     body: dict[str, Any] = {"model": model, "prompt": call.prompt, "n": call.n, "size": str(call.size)}
     if call.user:
         body["user"] = call.user
-    used: set[str] = {"mask"} if edit and "mask" in call.options else set()
     if _is_gpt_image(model):
         if call.quality:
             body["quality"] = GPT_QUALITY.get(call.quality, call.quality)
-        fields: dict[str, object] = {
-            "background": call.background,
-            "moderation": call.moderation,
-            "output_format": call.output_format,
-            "output_compression": call.output_compression,
-        }
-        fields.update({k: v for k, v in call.options.items() if k in GPT_KEYS})
-        accepted = _gpt_fields(model, edit)
-        for name, value in fields.items():
-            used.add(name)
-            if value is None:
-                continue
-            if name in accepted:
-                body[name] = value
-            else:
-                warnings.append(f"{name} ignored: {model} {endpoint} do not take it")
     else:
         body["response_format"] = "b64_json"
         if model == "dall-e-3":
@@ -98,11 +126,17 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
                 body["quality"] = DALLE3_QUALITY.get(call.quality, call.quality)
             if call.style:
                 body["style"] = call.style
-        ignored = [k for k, v in (("background", call.background), ("moderation", call.moderation)) if v]
-        warnings += [f"{name} ignored: {model} does not support it" for name in ignored]
-    unknown = sorted(set(call.options) - used)
-    if unknown:
-        warnings.append(f"providerOptions.openai keys ignored: {', '.join(unknown)}")
+    taken = _gpt_fields(model, call.reference_image is not None)
+    # DALL-E takes none of them; its catalog entries offer only png output, which it answers anyway
+    for name in GPT_OPTIONS if _is_gpt_image(model) else ("background", "moderation"):
+        value = getattr(call, name)
+        if value is None or name in options:  # the option of the same name wins
+            continue
+        if name in taken:
+            body[name] = value
+        else:
+            warnings.append(unsupported(name, _not_taken(call)))
+    body.update({name: value for name, value in options.items() if name != "mask"})
     return body, warnings
 
 
@@ -126,7 +160,7 @@ def _decode_mask(value: object) -> bytes:
     except (binascii.Error, ValueError):
         data = b""
     if sniff_media_type(data) != "image/png":
-        raise BadRequest("mask must be a base64 PNG image.", param=MASK_PARAM, code="INVALID_MASK")
+        raise InvalidMask("mask must be a base64 PNG image.", param=MASK_PARAM)
     return data
 
 
@@ -134,8 +168,9 @@ def edit_files(call: ImageCall, reference: ReferenceImage) -> dict[str, tuple[st
     """The file parts of an /images/edits form: the reference image and the optional mask."""
     data, media_type = _image_part(call.upstream_model, reference)
     files = {"image": (f"image.{EXTENSIONS[media_type]}", data, media_type)}
-    if "mask" in call.options:
-        files["mask"] = ("mask.png", _decode_mask(call.options["mask"]), "image/png")
+    mask = call.options.get("mask")
+    if mask is not None:
+        files["mask"] = ("mask.png", _decode_mask(mask), "image/png")
     return files
 
 
@@ -151,23 +186,13 @@ def parse_usage(body: dict[str, Any]) -> ProviderUsage | None:
     )
 
 
-class OpenAIProvider:
-    name = "openai"
-
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> OpenAIProvider:
-        headers = {"Authorization": f"Bearer {config.api_key}"}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal))
+class OpenAIProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         reference = call.reference_image
         if reference is not None and call.upstream_model == "dall-e-3":
-            raise BadRequest(
-                "dall-e-3 does not support edits.", param="reference_image", code="EDIT_NOT_SUPPORTED"
-            )
+            raise EditNotSupported("dall-e-3 does not support edits.", param="reference_image")
         body, warnings = request_body(call)
         if reference is None:
             payload, response = await self._upstream.json_object(
@@ -182,7 +207,7 @@ class OpenAIProvider:
         return self._result(payload, response, warnings)
 
     def _result(
-        self, payload: dict[str, Any], response: HttpResponse, warnings: list[str]
+        self, payload: dict[str, Any], response: HttpResponse, warnings: list[CallWarning]
     ) -> ImageCallResult:
         """The answer of either endpoint (same shape): base64 images, usage, request id."""
         images = []
@@ -196,5 +221,13 @@ class OpenAIProvider:
             warnings=warnings,
         )
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    OpenAIProvider.create,
+    OPTIONS,
+    credentials=("OPENAI_API_KEY",),
+    base_url_env="OPENAI_BASE_URL",
+    default_base_url="https://api.openai.com/v1",
+    summary="OpenAI Images API",
+)

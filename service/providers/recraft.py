@@ -22,7 +22,7 @@ providerOptions.recraft (anything else is dropped with a warning):
   controls         {artistic_level, colors: [{rgb}], background_color: {rgb}, no_text} (not with a
                    reference image)
   text_layout      [{text, bbox}] (V3 only; dropped with a warning on V2 and with a reference image)
-  random_seed      integer
+  random_seed      integer 0-4294967295
   strength         image-to-image only: number 0-1, 0 keeps the reference, 1 ignores it; default 0.5
                    (the gateway's mapping in the doc; Recraft requires the field). Without a reference
                    image it is dropped with a warning.
@@ -34,31 +34,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, UpstreamError
 from service.generation.reference_images import ReferenceImage, refused
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
-from service.providers.upstream import (
-    Upstream,
-    data_items,
-    decode_image,
-    malformed,
-    provider_message,
-    revised_prompt,
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ignored_fields,
+    unsupported,
 )
+from service.providers.options import (
+    ARRAY,
+    OBJECT,
+    OptionsSchema,
+    integer,
+    models,
+    number,
+    string,
+    with_reference,
+    without_reference,
+)
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import data_items, decode_image, malformed, provider_message, revised_prompt
 
-OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "style": str,
-    "substyle": str,
-    "style_id": str,
-    "negative_prompt": str,
-    "controls": dict,
-    "text_layout": list,
-    "random_seed": (int, float),
-    "strength": (int, float),
-}
-V3_ONLY = ("negative_prompt", "text_layout")
-JSON_ONLY = ("controls", "text_layout")  # imageToImage takes these only in its JSON form
+NAME = "recraft"
+V3 = models("recraftv3")
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        "style": string(),
+        "substyle": string(),
+        "style_id": string(),
+        "negative_prompt": string().where(V3),
+        # imageToImage takes controls and text_layout only in its JSON form, which is not used
+        "controls": OBJECT.where(without_reference),
+        "text_layout": ARRAY.where(V3, without_reference),
+        "random_seed": integer(0, 2**32 - 1),
+        "strength": number(0, 1).where(with_reference),
+    },
+)
 DEFAULT_STRENGTH = 0.5
 VECTOR_STYLES = frozenset({"vector_illustration", "icon"})
 IMAGE_FORMATS = frozenset({"png", "webp"})
@@ -83,28 +99,12 @@ def is_refusal(status: int, body: Any, text: str) -> bool:
 
 
 def _bad_option(name: str, message: str) -> BadRequest:
-    return BadRequest(f"providerOptions.recraft.{name} {message}", param=f"providerOptions.recraft.{name}")
+    return BadRequest(f"{OPTIONS.param(name)} {message}", param=OPTIONS.param(name))
 
 
-def _options(call: ImageCall, warnings: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name, value in call.options.items():
-        expected = OPTION_TYPES.get(name)
-        if expected is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, expected):
-            raise _bad_option(name, f"has the wrong type ({type(value).__name__})")
-        if name in V3_ONLY and not call.upstream_model.startswith("recraftv3"):
-            warnings.append(
-                f"providerOptions.recraft.{name} ignored: {call.upstream_model} does not support it"
-            )
-            continue
-        options[name] = value
-    seed = options.get("random_seed")
-    if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**32):
-        raise _bad_option("random_seed", "must be an integer from 0 to 4294967295")
-    if not 0 <= options.get("strength", DEFAULT_STRENGTH) <= 1:
-        raise _bad_option("strength", "must be a number from 0 to 1")
+def _options(call: ImageCall, warnings: list[CallWarning]) -> dict[str, Any]:
+    options, left_out = OPTIONS.parse(call)
+    warnings += left_out
     style = options.get("style")
     if isinstance(style, str) and (style.lower() in VECTOR_STYLES or "vector" in style.lower()):
         raise _bad_option(
@@ -112,40 +112,41 @@ def _options(call: ImageCall, warnings: list[str]) -> dict[str, Any]:
         )
     if "style" in options and "style_id" in options:
         raise _bad_option("style_id", "cannot be combined with providerOptions.recraft.style")
-    unknown = sorted(set(call.options) - set(OPTION_TYPES))
-    if unknown:
-        warnings.append(f"providerOptions.recraft keys ignored: {', '.join(unknown)}")
     return options
 
 
-def _common(call: ImageCall, warnings: list[str]) -> dict[str, Any]:
+def _common(call: ImageCall, warnings: list[CallWarning]) -> dict[str, Any]:
     """The fields generations and imageToImage share, and warnings for what neither can honour."""
     body: dict[str, Any] = {
         "model": call.upstream_model,
         "prompt": call.prompt,
         "n": call.n,
         "response_format": "b64_json",
+        **_options(call, warnings),
     }
     if call.output_format in IMAGE_FORMATS:
         body["image_format"] = call.output_format
     elif call.output_format:
-        warnings.append(f"output_format {call.output_format!r} ignored: Recraft answers png or webp")
+        warnings.append(
+            unsupported("output_format", f"{call.output_format!r} asked; Recraft answers png or webp")
+        )
     if call.quality:
-        warnings.append(f"quality {call.quality!r} ignored: Recraft has no quality setting")
+        warnings.append(unsupported("quality", f"{call.quality!r} asked; Recraft has no quality setting"))
     if call.style:
-        warnings.append(f"style {call.style!r} ignored: use providerOptions.recraft.style for Recraft styles")
+        warnings.append(
+            unsupported(
+                "style", f"{call.style!r} asked; use providerOptions.recraft.style for Recraft styles"
+            )
+        )
     warnings += ignored_fields(call, "Recraft", ("background", "moderation", "output_compression"))
-    body.update(_options(call, warnings))
     return body
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST /images/generations."""
-    warnings: list[str] = []
+    warnings: list[CallWarning] = []
     body = _common(call, warnings)
     body["size"] = str(call.size)
-    if body.pop("strength", None) is not None:
-        warnings.append("providerOptions.recraft.strength ignored: it applies only with a reference_image")
     return body, warnings
 
 
@@ -162,33 +163,27 @@ def _check_reference(reference: ReferenceImage) -> str:
     return extension
 
 
+def _text(value: object) -> str:
+    """A form field's text: numbers as JSON writes them (a whole strength 1 as "1", not "1.0")."""
+    return repr(value).removesuffix(".0") if isinstance(value, float) else str(value)
+
+
 def image_to_image_form(
     call: ImageCall, reference: ReferenceImage
-) -> tuple[dict[str, str], tuple[str, bytes, str], list[str]]:
+) -> tuple[dict[str, str], tuple[str, bytes, str], list[CallWarning]]:
     """(text parts, the `image` file part, warnings) for POST /images/imageToImage."""
     extension = _check_reference(reference)
-    warnings: list[str] = []
+    warnings: list[CallWarning] = []
     body = _common(call, warnings)
     body.setdefault("strength", DEFAULT_STRENGTH)
-    for name in JSON_ONLY:
-        if body.pop(name, None) is not None:
-            warnings.append(f"providerOptions.recraft.{name} ignored: Recraft image-to-image lacks it")
     if (call.size.width, call.size.height) != (reference.width, reference.height):
-        warnings.append(f"size {call.size} ignored: Recraft image-to-image has no size setting")
-    fields = {name: str(value) for name, value in body.items()}
+        warnings.append(unsupported("size", f"{call.size} asked; Recraft image-to-image has no size setting"))
+    fields = {name: _text(value) for name, value in body.items()}
     return fields, (f"reference.{extension}", reference.data, reference.media_type), warnings
 
 
-class RecraftProvider:
-    name = "recraft"
-
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> RecraftProvider:
-        headers = {"Authorization": f"Bearer {config.api_key}"}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal))
+class RecraftProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         if call.reference_image is None:
@@ -225,5 +220,13 @@ class RecraftProvider:
             self.name, "an SVG (vector) image, which the gateway cannot return; use a raster style"
         )
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    RecraftProvider.create,
+    OPTIONS,
+    credentials=("RECRAFT_API_KEY",),
+    base_url_env="RECRAFT_BASE_URL",
+    default_base_url="https://external.api.recraft.ai/v1",
+    summary="Recraft external API (raster styles)",
+)

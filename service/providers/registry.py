@@ -1,40 +1,55 @@
-"""The provider registry: adapters built from settings by name (no dispatch on provider names).
+"""The provider registry: every adapter module's declaration, and the adapters built from settings.
 
-`local` always runs; every other provider runs when its API key is set (see config.PROVIDER_ENV).
+The declarations are listed here, once, as a tuple (`DECLARATIONS`), rather than found by scanning
+the package with pkgutil:
+- mypy checks each entry is a `ProviderSpec`, and the list reads as what ships;
+- importing is explicit: a stray or half-written module in service/providers cannot become a
+  provider, or break every start, by being there; and nothing is looked up by file name, which
+  behaves the same from a checkout, a wheel or a zip;
+- forgetting the line cannot go unnoticed: tests/unit/test_provider_declarations.py scans the
+  package itself and fails for any module with a `PROVIDER` that is not listed here.
+Nothing here or anywhere else dispatches on a provider's name.
+
+`local` has no credentials, so it is always configured; every other provider runs when its
+credentials are set (config.py reads them, as each declaration names them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from service.config import ProviderConfig, Settings
-from service.providers.base import ImageProvider
-from service.providers.bfl import BFLProvider
-from service.providers.bytedance import BytedanceProvider
-from service.providers.google import GoogleProvider
-from service.providers.local import LocalProvider
-from service.providers.openai import OpenAIProvider
-from service.providers.recraft import RecraftProvider
-from service.providers.stability import StabilityProvider
-from service.providers.xai import XAIProvider
+from service.providers import bfl, bytedance, google, local, openai, recraft, stability, xai
+from service.providers.spec import ProviderSpec
 
-AdapterFactory = Callable[[ProviderConfig, Settings], ImageProvider]
+if TYPE_CHECKING:
+    from service.config import Settings
+    from service.providers.base import ImageProvider
 
-ADAPTERS: dict[str, AdapterFactory] = {
-    "bfl": BFLProvider.create,
-    "bytedance": BytedanceProvider.create,
-    "google": GoogleProvider.create,
-    "openai": OpenAIProvider.create,
-    "recraft": RecraftProvider.create,
-    "stability": StabilityProvider.create,
-    "xai": XAIProvider.create,
-}
+DECLARATIONS: tuple[ProviderSpec, ...] = (
+    local.PROVIDER,
+    openai.PROVIDER,
+    recraft.PROVIDER,
+    bytedance.PROVIDER,
+    bfl.PROVIDER,
+    google.PROVIDER,
+    stability.PROVIDER,
+    xai.PROVIDER,
+)
+
+PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
+if len(PROVIDERS) != len(DECLARATIONS):
+    raise ValueError("two provider declarations share a name")
 
 
 def build_providers(settings: Settings) -> dict[str, ImageProvider]:
     """The providers that can serve requests with these settings."""
-    providers: dict[str, ImageProvider] = {"local": LocalProvider(settings.local_max_delay_ms)}
-    for name, config in settings.providers.items():
-        if name in ADAPTERS:
-            providers[name] = ADAPTERS[name](config, settings)
-    return providers
+    return {name: PROVIDERS[name].factory(config, settings) for name, config in settings.providers.items()}
+
+
+def setup_hint(provider: str) -> str:
+    """What an operator sets to turn `provider` on, for errors and `mg config check`."""
+    spec = PROVIDERS.get(provider)
+    if spec is None:
+        return f"no adapter is named {provider!r}"
+    return "set " + " and ".join(spec.credentials) if spec.credentials else "always on"

@@ -35,12 +35,23 @@ import asyncio
 from fractions import Fraction
 from typing import Any
 
-from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation, ModelNotAllowed
+from service.config import ProviderConfig
+from service.errors import BadRequest, ContentPolicyViolation, InvalidSize, ModelNotAllowed
 from service.generation.reference_images import ReferenceImage
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
-from service.providers.upstream import Upstream, decode_image, malformed
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ignored_fields,
+    unsupported,
+)
+from service.providers.options import OptionsSchema, integer, number, string, with_reference
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import decode_image, malformed
 
+NAME = "stability"
 GENERATE = "/v2beta/stable-image/generate"
 # upstream model id -> endpoint; any other id is an sd3-family model sent to /sd3 with `model=`.
 ENDPOINTS = {"stable-image-ultra": "ultra", "stable-image-core": "core"}
@@ -50,11 +61,30 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 4294967294
 MAX_HEADER_CHARS = 256
 REFUSAL_NAMES = frozenset({"content_moderation", "public_figure"})
-COMMON_OPTIONS = ("negative_prompt", "seed", "style_preset")
-SD3_OPTIONS = ("cfg_scale",)
 DEFAULT_STRENGTH = 0.5  # gateway choice (stability.md section 4); the provider has no default
 INPUT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 MIN_SIDE, MAX_SIDE = 64, 16384
+
+
+def _endpoint(model: str) -> str | None:
+    """The generate endpoint of an upstream model id, or None if Stability has none for it."""
+    return ENDPOINTS.get(model) or ("sd3" if model.startswith(SD3_PREFIX) else None)
+
+
+def _sd3_only(call: ImageCall) -> str | None:
+    return None if _endpoint(call.upstream_model) == "sd3" else f"{call.upstream_model} does not take it"
+
+
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        "negative_prompt": string(),
+        "seed": integer(0, MAX_SEED),
+        "style_preset": string(),
+        "cfg_scale": number().where(_sd3_only),  # 1-10, checked by Stability
+        "strength": number(0, 1).where(with_reference),
+    },
+)
 
 
 def is_refusal(status: int, body: Any, text: str) -> bool:
@@ -73,57 +103,37 @@ def aspect_ratio(call: ImageCall) -> str:
     for label in ASPECT_RATIOS:
         if _ratio(label) == call.size.aspect_ratio:
             return label
-    raise BadRequest(
+    raise InvalidSize(
         f"stability takes only the aspect ratios {', '.join(ASPECT_RATIOS)}; {call.size} is none of them.",
         param="size",
-        code="INVALID_SIZE",
     )
 
 
-def _option_error(key: str, expected: str) -> BadRequest:
-    return BadRequest(
-        f"providerOptions.stability.{key} must be {expected}.", param=f"providerOptions.stability.{key}"
-    )
-
-
-def _seed(value: object, first_index: int) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise _option_error("seed", f"an integer from 0 to {MAX_SEED}")
-    seed = int(value)
-    if not 0 <= seed <= MAX_SEED:
-        raise _option_error("seed", f"an integer from 0 to {MAX_SEED}")
+def _seed(seed: int, first_index: int) -> str:
+    """Call k of a fanned-out request sends seed+k (wrapping inside 1..MAX_SEED), so images differ."""
     if seed == 0:
         return "0"
     return str((seed - 1 + first_index) % MAX_SEED + 1)
 
 
-def _number(key: str, value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _option_error(key, "a number")
-    return f"{value:g}"
-
-
-def _strength(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise _option_error("strength", "a number from 0 to 1")
-    return f"{value:g}"
-
-
-def _image_to_image(call: ImageCall, endpoint: str, form: dict[str, str], warnings: list[str]) -> None:
+def _image_to_image(
+    call: ImageCall, endpoint: str, strength: float, form: dict[str, str], warnings: list[CallWarning]
+) -> None:
     """The text fields of an image-to-image call (the file part is added by the caller)."""
     reference = call.reference_image
     assert reference is not None
     if endpoint == "core":
-        raise ModelNotAllowed(f"{call.upstream_model} takes no reference image.",
-                              param="reference_image", code="MODEL_NOT_ALLOWED")  # fmt: skip
+        raise ModelNotAllowed(f"{call.upstream_model} takes no reference image.", param="reference_image")
     if min(reference.width, reference.height) < MIN_SIDE or max(reference.width, reference.height) > MAX_SIDE:
         raise BadRequest(f"stability needs a reference image {MIN_SIDE} to {MAX_SIDE} px a side, not "
                          f"{reference.width}x{reference.height}.", param="reference_image")  # fmt: skip
     if endpoint == "sd3":
         form["mode"] = "image-to-image"
-    form["strength"] = _strength(call.options.get("strength", DEFAULT_STRENGTH))
+    form["strength"] = f"{strength:g}"
     if Fraction(reference.width, reference.height) != call.size.aspect_ratio:
-        warnings.append(f"size {call.size} ignored: image-to-image keeps the reference image's shape")
+        warnings.append(
+            unsupported("size", f"{call.size} asked; image-to-image keeps the reference image's shape")
+        )
 
 
 def image_part(reference: ReferenceImage) -> tuple[str, bytes, str]:
@@ -132,57 +142,45 @@ def image_part(reference: ReferenceImage) -> tuple[str, bytes, str]:
     return f"reference.{INPUT_TYPES[media_type]}", data, media_type
 
 
-def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[str]]:
+def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[CallWarning]]:
     """(path, form fields, warnings) for one generate call."""
     model = call.upstream_model
-    warnings: list[str] = []
-    endpoint = ENDPOINTS.get(model)
-    if endpoint is None and not model.startswith(SD3_PREFIX):
-        raise BadRequest(f"stability has no generate endpoint for the model {model!r}.", param="model")
-    form = {"prompt": call.prompt}
+    endpoint = _endpoint(model)
     if endpoint is None:
-        endpoint = "sd3"
+        raise BadRequest(f"stability has no generate endpoint for the model {model!r}.", param="model")
+    options, warnings = OPTIONS.parse(call)
+    form = {"prompt": call.prompt}
+    if endpoint == "sd3":
         form["model"] = model
     if call.reference_image is None:
         form["aspect_ratio"] = aspect_ratio(call)
     else:
-        _image_to_image(call, endpoint, form, warnings)
+        _image_to_image(call, endpoint, options.pop("strength", DEFAULT_STRENGTH), form, warnings)
     if call.output_format:
         if call.output_format not in OUTPUT_FORMATS:
             raise BadRequest(f"stability cannot return {call.output_format!r}.", param="output_format")
         form["output_format"] = call.output_format
-    allowed = COMMON_OPTIONS + (SD3_OPTIONS if endpoint == "sd3" else ())
-    allowed += ("strength",) if call.reference_image is not None else ()
-    for key, value in call.options.items():
-        if key not in allowed or key == "strength":
-            continue
+    for key, value in options.items():
         if key == "seed":
             form[key] = _seed(value, call.first_index)
         elif key == "cfg_scale":
-            form[key] = _number(key, value)
-        elif isinstance(value, str):
-            form[key] = value
+            form[key] = f"{value:g}"
         else:
-            raise _option_error(key, "a string")
-    ignored = sorted(set(call.options) - set(allowed))
-    if ignored:
-        warnings.append(f"providerOptions.stability keys ignored for {model}: {', '.join(ignored)}")
+            form[key] = value
     if call.n > 1:
-        warnings.append(f"stability returns one image per call; {call.n - 1} of {call.n} not requested")
+        warnings.append(
+            unsupported("n", f"stability returns one image per call; {call.n - 1} of {call.n} not requested")
+        )
     warnings += ignored_fields(call, "stability")
     return f"{GENERATE}/{endpoint}", form, warnings
 
 
-class StabilityProvider:
-    name = "stability"
+class StabilityProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
 
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> StabilityProvider:
-        headers = {"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal))
+    @staticmethod
+    def headers(config: ProviderConfig) -> dict[str, str]:
+        return {"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"}
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         path, form, warnings = request_form(call)
@@ -208,5 +206,13 @@ class StabilityProvider:
             warnings=warnings,
         )
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    StabilityProvider.create,
+    OPTIONS,
+    credentials=("STABILITY_API_KEY",),
+    base_url_env="STABILITY_BASE_URL",
+    default_base_url="https://api.stability.ai",
+    summary="Stability AI Stable Image (Ultra, Core, SD 3.5)",
+)

@@ -9,6 +9,10 @@
   MB of base64, which the stdlib parses at ~1 ms and decodes at ~4 ms per MB.
 - Images behind provider URLs are downloaded with a size and time limit and checked to be images,
   so responses never depend on a provider URL that expires.
+
+The HTTP client (http.py, on aiohttp) is imported when the first Upstream is made, not with this
+module: adapter modules import this one for their declarations, which `mg serve`'s supervisor
+reads to load settings without ever calling a provider.
 """
 
 from __future__ import annotations
@@ -19,22 +23,24 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pybase64
 
 from service.config import ProviderConfig, Settings
 from service.errors import (
-    BadRequest,
     ContentPolicyViolation,
     MgError,
-    RateLimited,
+    ProviderRejectedRequest,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamTimeout,
 )
 from service.providers.capped_read import TooLarge
-from service.providers.http import HttpClient, HttpResponse, TransportError
 from service.providers.media import sniff_media_type
+
+if TYPE_CHECKING:
+    from service.providers.http import HttpResponse
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +90,11 @@ def upstream_error(
     if is_refusal(status, body, text):
         return ContentPolicyViolation(message)
     if status == 429:
-        return RateLimited(message, code="UPSTREAM_RATE_LIMITED", retry_after_s=_retry_after(response) or 10)
+        return UpstreamRateLimited(message, retry_after_s=_retry_after(response) or 10)
     if status in (401, 403) or is_credential_error(status, body, text):
         return UpstreamError(f"{provider} rejected the gateway's credentials ({status}): {message}")
     if status in (400, 404, 413, 422):
-        return BadRequest(message, code="PROVIDER_REJECTED_REQUEST")
+        return ProviderRejectedRequest(message)
     return UpstreamError(f"{message} (HTTP {status})")
 
 
@@ -122,9 +128,12 @@ class Upstream:
         self._is_credential_error = is_credential_error
         self._attempts = max(1, attempts)
         self._max_download_bytes = max_download_bytes
-        self._client = HttpClient(headers, follow_redirects=False)
+        from service.providers import http  # see the module docstring
+
+        self._transport_error = http.TransportError
+        self._client = http.HttpClient(headers, follow_redirects=False)
         # Image URLs are other hosts (CDNs, signed storage) and redirect; they get no credentials.
-        self._downloads = HttpClient({}, follow_redirects=True)
+        self._downloads = http.HttpClient({}, follow_redirects=True)
 
     @classmethod
     def from_config(
@@ -160,7 +169,7 @@ class Upstream:
                 response = await self._client.request(method, self.url(path), remaining, **kwargs)
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"{self.provider} did not answer in time.") from exc
-            except TransportError as exc:
+            except self._transport_error as exc:
                 error: MgError = self._unreachable(exc, f"Could not reach {self.provider}.")
                 pause = self._backoff(attempt, None)
             else:
@@ -220,7 +229,7 @@ class Upstream:
             ) from None
         except TimeoutError as exc:
             raise UpstreamTimeout(f"Downloading the image from {self.provider} timed out.") from exc
-        except (TransportError, ValueError) as exc:  # ValueError: not a URL
+        except (self._transport_error, ValueError) as exc:  # ValueError: not a URL
             raise self._unreachable(exc, f"Could not download the image from {self.provider}.") from None
         if not response.is_success:
             raise UpstreamError(f"{self.provider} image download failed (HTTP {response.status}).")

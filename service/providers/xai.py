@@ -11,7 +11,7 @@ and no data. All items blocked -> ContentPolicyViolation; some blocked -> the ot
 a warning. A prompt refused at the HTTP level (400 naming moderation) is a refusal too.
 xAI reports no tokens; `usage.cost_in_usd_ticks` (1e10 ticks per USD) is kept as a warning line.
 
-providerOptions.xai: `aspect_ratio` (any xAI ratio, including "auto"; wins over the one derived from
+providerOptions.xai: `aspect_ratio` (one of xAI's ratios, or "auto"; wins over the one derived from
 the size) and `resolution` ("1k" | "2k"; wins over the derived one). Other keys are dropped with a
 warning, as are quality, style, background, moderation and output_compression.
 
@@ -32,24 +32,30 @@ from fractions import Fraction
 from typing import Any
 
 from service.catalog.sizes import Size
-from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation
+from service.errors import BadRequest, ContentPolicyViolation, InvalidSize
 from service.generation.reference_images import ReferenceImage
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ignored_fields
-from service.providers.upstream import (
-    Upstream,
-    data_items,
-    decode_image,
-    malformed,
-    provider_message,
-    revised_prompt,
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    adjusted,
+    ignored_fields,
+    other,
+    unsupported,
 )
+from service.providers.options import OptionsSchema, string
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import data_items, decode_image, malformed, provider_message, revised_prompt
+
+NAME = "xai"
 
 # xAI's aspect ratios (REST spelling), keyed by their reduced fraction; "auto" only via providerOptions.
 RATIOS = ["1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2", "2:1"]
 _BY_FRACTION = {Fraction(*(Fraction(p) for p in label.split(":"))): label for label in RATIOS}
 RESOLUTIONS = ("1k", "2k")
-OPTIONS = ("aspect_ratio", "resolution")
+OPTIONS = OptionsSchema(NAME, {"aspect_ratio": string(*RATIOS, "auto"), "resolution": string(*RESOLUTIONS)})
 TICKS_PER_USD = 10_000_000_000
 EDIT_TYPES = ("image/png", "image/jpeg", "image/webp")
 MAX_REFERENCE_BYTES = 10 * 1024 * 1024
@@ -76,31 +82,23 @@ def aspect_and_resolution(size: Size) -> tuple[str, str]:
     """("W:H" from xAI's list, "1k"|"2k") for a size; a size with another ratio is a 400."""
     label = _BY_FRACTION.get(size.aspect_ratio)
     if label is None:
-        raise BadRequest(
-            f"xai takes an aspect ratio, and {size} is not one of {', '.join(RATIOS)}.",
-            param="size",
-            code="INVALID_SIZE",
+        raise InvalidSize(
+            f"xai takes an aspect ratio, and {size} is not one of {', '.join(RATIOS)}.", param="size"
         )
     return label, "2k" if max(size.width, size.height) > 1024 else "1k"
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
+def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST /images/generations."""
     aspect_ratio, resolution = aspect_and_resolution(call.size)
-    warnings: list[str] = []
-    chosen: dict[str, str] = {"aspect_ratio": aspect_ratio, "resolution": resolution}
-    for key in OPTIONS:
-        value = call.options.get(key)
-        if value is None:
-            continue
-        if isinstance(value, str) and value:
-            chosen[key] = value
-        else:
-            warnings.append(f"providerOptions.xai.{key} ignored: expected a string, got {value!r}")
+    options, warnings = OPTIONS.parse(call)
+    chosen: dict[str, str] = {"aspect_ratio": aspect_ratio, "resolution": resolution, **options}
     if call.reference_image is not None and chosen["aspect_ratio"] == "auto":
         chosen["aspect_ratio"] = aspect_ratio
         warnings.append(
-            f"providerOptions.xai.aspect_ratio auto ignored: xai edits take a ratio; sent {aspect_ratio}"
+            adjusted(
+                OPTIONS.param("aspect_ratio"), f"auto asked; xai edits take a ratio, sent {aspect_ratio}"
+            )
         )
     body: dict[str, Any] = {
         "model": call.upstream_model,
@@ -113,10 +111,7 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[str]]:
         body["user"] = call.user
     warnings += ignored_fields(call, "xai")
     if call.output_format not in (None, "jpeg"):
-        warnings.append(f"output_format {call.output_format!r} ignored: xai returns JPEG")
-    unknown = sorted(set(call.options) - set(OPTIONS))
-    if unknown:
-        warnings.append(f"providerOptions.xai keys ignored: {', '.join(unknown)}")
+        warnings.append(unsupported("output_format", f"{call.output_format!r} asked; xai returns JPEG"))
     return body, warnings
 
 
@@ -131,7 +126,7 @@ def reference_url(reference: ReferenceImage) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
-def cost_warning(payload: dict[str, Any]) -> str | None:
+def cost_warning(payload: dict[str, Any]) -> CallWarning | None:
     """xAI's own cost report (int, or int64 as a string), kept for logs; it is not token usage."""
     usage = payload.get("usage")
     ticks = usage.get("cost_in_usd_ticks") if isinstance(usage, dict) else None
@@ -141,19 +136,12 @@ def cost_warning(payload: dict[str, Any]) -> str | None:
         return None
     if value is None:
         return None
-    return f"xai reported cost_in_usd_ticks={value} (USD {Decimal(value) / TICKS_PER_USD:.6f})"
+    return other("cost", f"xai reported cost_in_usd_ticks={value} (USD {Decimal(value) / TICKS_PER_USD:.6f})")
 
 
-class XAIProvider:
-    name = "xai"
-
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    @classmethod
-    def create(cls, config: ProviderConfig, settings: Settings) -> XAIProvider:
-        headers = {"Authorization": f"Bearer {config.api_key}"}
-        return cls(Upstream.from_config(config, settings, headers, is_refusal, is_credential_error))
+class XAIProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
+    is_credential_error = staticmethod(is_credential_error)
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
@@ -171,7 +159,7 @@ class XAIProvider:
                 f"{self.name}: the image was blocked by xAI's moderation (respect_moderation: false)."
             )
         if blocked:
-            warnings.append(f"xai moderation blocked {blocked} of {len(items)} images")
+            warnings.append(other("n", f"xai moderation blocked {blocked} of {len(items)} images"))
         decoded = await asyncio.gather(*(self._image(item, call.deadline) for item in kept))
         images = [
             GeneratedImage(data, media_type, revised_prompt(item))
@@ -191,5 +179,13 @@ class XAIProvider:
             return await self._upstream.download(url, deadline)
         raise malformed(self.name, "an image item with neither b64_json nor url")
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
+
+PROVIDER = ProviderSpec(
+    NAME,
+    XAIProvider.create,
+    OPTIONS,
+    credentials=("XAI_API_KEY",),
+    base_url_env="XAI_BASE_URL",
+    default_base_url="https://api.x.ai/v1",
+    summary="xAI image API (grok-imagine)",
+)

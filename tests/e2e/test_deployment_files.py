@@ -35,9 +35,9 @@ def test_compose_runs_envoy_replicas_redis_and_object_storage() -> None:
 
 
 def test_every_variable_compose_sets_is_a_setting_the_gateway_knows() -> None:
-    from service.config import PROVIDER_ENV, Settings
+    from service.providers.registry import DECLARATIONS
 
-    known = set(Settings().describe()) | {v for pair in PROVIDER_ENV.values() for v in pair[:2]}
+    known = set(Settings().describe()) | {variable for spec in DECLARATIONS for variable in spec.variables}
     for name in ("service", "envoy"):
         environment = compose()["services"][name]["environment"]
         assert isinstance(environment, dict)

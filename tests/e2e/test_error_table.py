@@ -62,6 +62,60 @@ TABLE = [
     ),
     (errors.UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", "server_error", grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Internal, 500, "INTERNAL", "server_error", grpc.StatusCode.INTERNAL),
+    # the sharper codes
+    (errors.InvalidValue, 400, "INVALID_VALUE", "invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.PromptTooLong, 400, "PROMPT_TOO_LONG", "invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.InvalidSize, 400, "INVALID_SIZE", "invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT),
+    (
+        errors.UnsupportedSize,
+        400,
+        "UNSUPPORTED_SIZE",
+        "invalid_request_error",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        errors.UnsupportedQuality,
+        400,
+        "UNSUPPORTED_QUALITY",
+        "invalid_request_error",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        errors.InvalidReferenceImage,
+        400,
+        "INVALID_REFERENCE_IMAGE",
+        "invalid_request_error",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (errors.InvalidMask, 400, "INVALID_MASK", "invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT),
+    (
+        errors.EditNotSupported,
+        400,
+        "EDIT_NOT_SUPPORTED",
+        "invalid_request_error",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        errors.ProviderRejectedRequest,
+        400,
+        "PROVIDER_REJECTED_REQUEST",
+        "invalid_request_error",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        errors.UpstreamRateLimited,
+        429,
+        "UPSTREAM_RATE_LIMITED",
+        "rate_limit_error",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
+    (
+        errors.ProviderNotConfigured,
+        503,
+        "PROVIDER_NOT_CONFIGURED",
+        "server_error",
+        grpc.StatusCode.UNAVAILABLE,
+    ),
 ]
 
 

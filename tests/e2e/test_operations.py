@@ -109,6 +109,24 @@ def test_one_json_log_line_per_request_and_no_secrets(gw: GatewayProcess) -> Non
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
 
 
+def test_the_log_line_words_each_warning_one_way(gw: GatewayProcess) -> None:
+    body = {
+        **BODY,
+        "model": "local/canvas",
+        "style": "vivid",
+        "providerOptions": {"local": {"colour": "red"}},
+    }
+    response = post(gw, gw.new_key("warnings"), body)
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    time.sleep(0.3)
+    (line,) = [json.loads(line) for line in "".join(gw.output).splitlines() if request_id in line]
+    assert line["warnings"] == [
+        "style ignored: 'vivid' asked; local/canvas has no styles",
+        "providerOptions.local.colour ignored: not an option of local (it takes seed, delay_ms)",
+    ]
+
+
 def test_readiness_and_grpc_health_follow_the_store(tmp_path: Path) -> None:
     redis_server = PrivateRedis(tmp_path).start()
     gw = GatewayProcess(tmp_path / "gw", {"MG_REDIS_URL": redis_server.url}).start()

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -114,6 +114,15 @@ def file_parts(content_type: str, body: bytes) -> dict[str, tuple[str, str]]:
 
 class FakeProvider:
     """Subclasses implement `handle`; `url` is the base URL to give the adapter."""
+
+    # The provider faked (its declaration's name), the key it accepts, what the provider's base URL
+    # adds to the fake's root, and a public model and size that tests running every provider alike
+    # (tests/e2e/test_providers.py, tests/providers/test_contract.py) generate with.
+    PROVIDER: ClassVar[str]
+    BASE_PATH: ClassVar[str] = ""
+    SMOKE_MODEL: ClassVar[str]
+    SMOKE_SIZE: ClassVar[str] = "1024x1024"
+    api_key: str
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []

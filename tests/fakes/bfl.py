@@ -84,6 +84,9 @@ class Task:
 
 
 class FakeBFL(FakeProvider):
+    PROVIDER = "bfl"
+    BASE_PATH = "/v1"
+    SMOKE_MODEL = "bfl/flux-pro-1.1"
     api_key = "bfl-fake-key"
     pending_polls = 1  # polls answered Pending before a task is Ready
     sample_ttl_s = 600.0  # how long a result.sample URL stays valid

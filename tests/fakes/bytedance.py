@@ -78,6 +78,10 @@ def invalid(message: str, param: str) -> Reply:
 
 
 class FakeSeedream(FakeProvider):
+    PROVIDER = "bytedance"
+    BASE_PATH = "/api/v3"
+    SMOKE_MODEL = "bytedance/seedream-4.0"
+    SMOKE_SIZE = "2048x2048"
     api_key = "ark-fake-bytedance"
     force_url = False
 

@@ -70,6 +70,9 @@ def b64(data: bytes) -> str:
 
 
 class FakeGoogle(FakeProvider):
+    PROVIDER = "google"
+    BASE_PATH = "/v1beta"
+    SMOKE_MODEL = "google/gemini-2.5-flash-image"
     api_key = "g-fake-gemini"
     final_color = (30, 160, 60)  # the answer's image; Gemini 3 interim "thought" images are grey
 

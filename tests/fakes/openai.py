@@ -87,6 +87,9 @@ def _data_url(ref: dict[str, Any]) -> tuple[str, bytes]:
 
 
 class FakeOpenAI(FakeProvider):
+    PROVIDER = "openai"
+    BASE_PATH = "/v1"
+    SMOKE_MODEL = "openai/gpt-image-1"
     api_key = "sk-fake-openai"
 
     def __init__(self) -> None:

@@ -108,6 +108,9 @@ def webp() -> bytes:
 
 
 class FakeRecraft(FakeProvider):
+    PROVIDER = "recraft"
+    BASE_PATH = "/v1"
+    SMOKE_MODEL = "recraft/recraft-v3"
     api_key = "rc-fake-recraft"
     # A custom style (style_id) created from a vector base style: it answers SVG.
     VECTOR_STYLE_ID = "5b4a7c1e-2f3d-4e6a-9b8c-0d1e2f3a4b5c"

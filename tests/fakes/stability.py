@@ -69,6 +69,9 @@ def input_image(data: bytes, definition: str) -> tuple[int, int] | str:
 
 
 class FakeStability(FakeProvider):
+    PROVIDER = "stability"
+    BASE_PATH = ""
+    SMOKE_MODEL = "stability/stable-image-core"
     api_key = "sk-fake-stability"
 
     def __init__(self) -> None:

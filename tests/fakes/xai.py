@@ -110,6 +110,9 @@ def input_image(url: Any) -> bytes | str:
 
 class FakeXAI(FakeProvider):
     api_key = "xai-fake-key"
+    PROVIDER = "xai"
+    BASE_PATH = "/v1"
+    SMOKE_MODEL = "xai/grok-imagine-image"
 
     def __init__(self) -> None:
         super().__init__()

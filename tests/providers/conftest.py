@@ -29,6 +29,11 @@ def call(model: str, **fields: Any) -> ImageCall:
     return ImageCall(**values)
 
 
+def rendered(result: ImageCallResult) -> list[str]:
+    """The result's warnings as logs and responses word them."""
+    return [str(warning) for warning in result.warnings]
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 

@@ -17,7 +17,7 @@ from service.config import ProviderConfig, Settings
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.generation.reference_images import ReferenceImage
 from service.providers import bfl, upstream
-from service.providers.base import ImageCallResult
+from service.providers.base import ImageCallResult, unsupported
 from service.providers.bfl import BFLProvider, request_body
 from tests.fakes.base import Reply, check_body, jpeg, png
 from tests.fakes.bfl import FakeBFL
@@ -79,8 +79,16 @@ def test_kontext_text_to_image_drops_what_it_cannot_honour(fake: FakeBFL) -> Non
                       options={"raw": True, "webhook_url": "https://x.test/hook"})  # fmt: skip
     assert fake.generation_requests()[0].json == {"prompt": "a red fox in snow", "aspect_ratio": "21:9"}
     assert result.images[0].media_type == "image/png"  # Kontext's own default format
-    assert any("quality" in w for w in result.warnings) and any("background" in w for w in result.warnings)
-    assert any("raw" in w and "webhook_url" in w for w in result.warnings)
+    assert result.warnings == [
+        unsupported("providerOptions.bfl.raw", "flux-kontext-pro does not take it"),
+        unsupported(
+            "providerOptions.bfl.webhook_url",
+            "not an option of bfl (it takes seed, safety_tolerance, prompt_upsampling, raw, "
+            "image_prompt_strength)",
+        ),
+        unsupported("quality", "BFL has no equivalent"),
+        unsupported("background", "BFL has no equivalent"),
+    ]
 
 
 @pytest.mark.parametrize("model_id", ["bfl/flux-pro-1.1-ultra", "bfl/flux-kontext-pro"])
@@ -312,11 +320,13 @@ def test_a_gif_reference_is_sent_as_png(fake: FakeBFL) -> None:
 def test_image_prompt_strength_needs_an_image_and_ultra(fake: FakeBFL) -> None:
     result = generate(fake, "flux-pro-1.1-ultra", options={"image_prompt_strength": 0.5})
     assert "image_prompt_strength" not in fake.generation_requests()[0].json
-    assert any("image_prompt_strength ignored" in w and "reference_image" in w for w in result.warnings)
+    strength = "providerOptions.bfl.image_prompt_strength"
+    assert result.warnings == [unsupported(strength, "it applies only with a reference_image")]
     body, warnings = request_body(
         call("flux-kontext-pro", reference_image=PNG_REF, options={"image_prompt_strength": 0.5})
     )
-    assert "image_prompt_strength" not in body and any("image_prompt_strength" in w for w in warnings)
+    assert "image_prompt_strength" not in body
+    assert warnings == [unsupported(strength, "flux-kontext-pro does not take it")]
 
 
 def test_a_malformed_strength_is_a_400_before_any_call(fake: FakeBFL) -> None:

@@ -18,7 +18,7 @@ from service.providers.bytedance import BytedanceProvider, is_refusal
 from service.providers.upstream import Upstream
 from tests.fakes.base import jpeg, png
 from tests.fakes.bytedance import FakeSeedream
-from tests.providers.conftest import call, generate_with, run, shared_fake
+from tests.providers.conftest import call, generate_with, rendered, run, shared_fake
 
 V4 = "seedream-4-0-250828"
 
@@ -77,7 +77,9 @@ def test_provider_options_pass_through(fake: FakeSeedream) -> None:
     assert (v3["watermark"], v3["seed"], v3["guidance_scale"]) == (False, 42, 3.0)
     assert isinstance(v3["seed"], int)
     assert (v4["size"], v4["optimize_prompt_options"], v4["watermark"]) == ("4K", {"mode": "fast"}, True)
-    assert result.warnings == ["size 2048x2048 replaced by the 4K tier (providerOptions.bytedance.size)"]
+    assert rendered(result) == [
+        "size adjusted: 2048x2048 replaced by the 4K tier (providerOptions.bytedance.size)"
+    ]
     assert "watermark" not in plain  # the upstream default (a visible mark) unless asked
 
 
@@ -94,10 +96,15 @@ def test_unsupported_fields_are_dropped_with_warnings(fake: FakeSeedream) -> Non
                       options={"stream": True, "sequential_image_generation": "auto"})  # fmt: skip
     sent = fake.generation_requests()[0].json
     assert set(sent) == {"model", "prompt", "size", "response_format"}
-    assert result.warnings == [
+    unknown = (
+        "not an option of bytedance (it takes watermark, seed, guidance_scale, size, optimize_prompt_mode, "
+    )
+    unknown += "output_format)"
+    assert rendered(result) == [
+        f"providerOptions.bytedance.stream ignored: {unknown}",
+        f"providerOptions.bytedance.sequential_image_generation ignored: {unknown}",
         "quality ignored: Seedream has no equivalent",
         "style ignored: Seedream has no equivalent",
-        "providerOptions.bytedance keys ignored: sequential_image_generation, stream",
     ]
 
 
@@ -128,8 +135,8 @@ def test_batch_mode_when_a_call_asks_for_several(fake: FakeSeedream) -> None:
 def test_a_partial_failure_inside_a_batch_keeps_the_other_images(fake: FakeSeedream) -> None:
     result = generate(fake, n=3, prompt="PARTIAL fox")
     assert [image.data for image in result.images] == [jpeg(), jpeg()]
-    assert result.warnings == [
-        "1 image(s) failed upstream and were skipped: OutputImageSensitiveContentDetected: "
+    assert rendered(result) == [
+        "n: 1 image(s) failed upstream and were skipped: OutputImageSensitiveContentDetected: "
         "The request failed because the output image may contain sensitive information."
     ]
     assert result.usage is not None and result.usage.output_tokens == 2 * 16384
@@ -144,7 +151,9 @@ def test_a_batch_where_every_item_failed_raises_the_first_items_error(fake: Fake
 
 def test_a_short_batch_is_returned_with_a_warning(fake: FakeSeedream) -> None:
     result = generate(fake, n=3, prompt="FEWER fox")
-    assert len(result.images) == 1 and result.warnings == ["bytedance returned 1 of 3 images in batch mode"]
+    assert len(result.images) == 1 and rendered(result) == [
+        "n: bytedance returned 1 of 3 images in batch mode"
+    ]
 
 
 def test_url_answers_are_downloaded(fake: FakeSeedream) -> None:

@@ -22,7 +22,7 @@ from service.errors import (
     UpstreamTimeout,
 )
 from service.generation.reference_images import ReferenceImage
-from service.providers.base import ImageCallResult
+from service.providers.base import ImageCallResult, WarningType, other, unsupported
 from service.providers.google import GEMINI_RATIOS, GoogleProvider
 from tests.fakes.base import jpeg, png
 from tests.fakes.google import IMAGE_TOKENS, FakeGoogle
@@ -148,7 +148,11 @@ def test_gemini_3_gets_an_image_size_tier_and_thought_parts_are_skipped(fake: Fa
 def test_quality_and_unsupported_fields_are_dropped_with_warnings(fake: FakeGoogle) -> None:
     result = generate(fake, FLASH, quality="hd", style="vivid", options={"negativePrompt": "x"})
     assert "imageSize" not in fake.generation_requests()[0].json["generationConfig"]["imageConfig"]
-    assert [w.split(" ")[0] for w in result.warnings] == ["style", "providerOptions.google", "quality"]
+    assert [(w.type, w.feature) for w in result.warnings] == [
+        (WarningType.UNSUPPORTED, "providerOptions.google.negativePrompt"),
+        (WarningType.UNSUPPORTED, "style"),
+        (WarningType.UNSUPPORTED, "quality"),
+    ]
 
 
 def test_provider_options_pass_through(fake: FakeGoogle) -> None:
@@ -201,12 +205,13 @@ def test_imagen_request_and_response(fake: FakeGoogle) -> None:
 def test_imagen_fast_has_no_size_tier(fake: FakeGoogle) -> None:
     result = generate(fake, "imagen-4.0-fast-generate-001", size=Size(756, 1344), quality="high")
     assert fake.generation_requests()[0].json["parameters"] == {"sampleCount": 1, "aspectRatio": "9:16"}
-    assert any("quality" in w for w in result.warnings)
+    assert result.warnings == [unsupported("quality", "imagen-4.0-fast-generate-001 has a single resolution")]
 
 
 def test_imagen_filtering(fake: FakeGoogle) -> None:
     result = generate(fake, IMAGEN, n=4, prompt="FILTERONE fox")
-    assert len(result.images) == 3 and any("1 of 4" in w for w in result.warnings)
+    assert len(result.images) == 3
+    assert result.warnings == [other("n", "1 of 4 images were removed by Imagen's safety filters")]
     with pytest.raises(ContentPolicyViolation, match="removed every image"):
         generate(fake, IMAGEN, n=2, prompt="BLOCKME fox")
     assert len(fake.generation_requests()) == 2

@@ -18,7 +18,7 @@ from service.providers.base import ImageCallResult
 from service.providers.openai import OpenAIProvider
 from tests.fakes.base import Recorded, jpeg, png
 from tests.fakes.openai import FakeOpenAI, form_parts
-from tests.providers.conftest import generate_with, shared_fake
+from tests.providers.conftest import generate_with, rendered, shared_fake
 
 server, fake = shared_fake(FakeOpenAI)
 
@@ -65,9 +65,10 @@ def test_dalle3_revised_prompt_and_no_usage(fake: FakeOpenAI) -> None:
 def test_unsupported_fields_are_dropped_with_warnings(fake: FakeOpenAI) -> None:
     result = generate(fake, "dall-e-2", background="transparent", options={"input_fidelity": "high"})
     assert "background" not in fake.generation_requests()[0].json
-    assert any("background" in w for w in result.warnings) and any(
-        "input_fidelity" in w for w in result.warnings
-    )
+    assert rendered(result) == [
+        "providerOptions.openai.input_fidelity ignored: dall-e-2 generations do not take it",
+        "background ignored: dall-e-2 generations do not take it",
+    ]
 
 
 @pytest.mark.parametrize("model", ["gpt-image-1", "dall-e-3"])
@@ -212,8 +213,10 @@ def test_dalle2_edit_sends_a_transparent_png_and_asks_for_base64(fake: FakeOpenA
     with Image.open(io.BytesIO(data)) as image:
         assert (image.format, image.mode, image.size) == ("PNG", "RGBA", (8, 8))
     assert [image.data for image in result.images] == [png()] and result.usage is None
-    assert any("background" in w for w in result.warnings)
-    assert any("input_fidelity" in w for w in result.warnings)
+    assert rendered(result) == [
+        "providerOptions.openai.input_fidelity ignored: dall-e-2 edits do not take it",
+        "background ignored: dall-e-2 edits do not take it",
+    ]
 
 
 def test_dalle2_edit_sends_a_png_with_alpha_as_it_is(fake: FakeOpenAI) -> None:
@@ -232,10 +235,11 @@ def test_edit_fields_the_model_does_not_take_are_dropped_with_warnings(fake: Fak
                       options={"input_fidelity": "high", "colour": "red"})  # fmt: skip
     (sent,) = fake.generation_requests()
     assert "moderation" not in sent.form and "input_fidelity" not in sent.form
-    assert result.warnings == [
+    assert rendered(result) == [
+        "providerOptions.openai.input_fidelity ignored: gpt-image-1-mini edits do not take it",
+        "providerOptions.openai.colour ignored: not an option of openai (it takes background, moderation, "
+        "output_format, output_compression, input_fidelity, mask)",
         "moderation ignored: gpt-image-1-mini edits do not take it",
-        "input_fidelity ignored: gpt-image-1-mini edits do not take it",
-        "providerOptions.openai keys ignored: colour",
     ]
 
 
@@ -245,9 +249,9 @@ def test_without_a_reference_image_the_call_is_an_unchanged_generation(fake: Fak
     assert sent.path == "/v1/images/generations" and sent.form == {}
     assert sent.json == {"model": "gpt-image-1", "prompt": "a red fox in snow", "n": 1, "size": "1024x1024"}
     assert fake.edited == [] and result.usage is not None and result.usage.input_image_tokens == 0
-    assert result.warnings == [
-        "input_fidelity ignored: gpt-image-1 generations do not take it",
-        "providerOptions.openai keys ignored: mask",
+    assert rendered(result) == [
+        "providerOptions.openai.input_fidelity ignored: gpt-image-1 generations do not take it",
+        "providerOptions.openai.mask ignored: it applies only with a reference_image",
     ]
 
 

@@ -13,7 +13,7 @@ from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
 from service.generation.reference_images import ReferenceImage
-from service.providers.base import ImageCallResult
+from service.providers.base import ImageCallResult, unsupported
 from service.providers.recraft import RecraftProvider
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.recraft import FakeRecraft, webp
@@ -66,8 +66,14 @@ def test_v2_drops_what_it_lacks_with_warnings(fake: FakeRecraft) -> None:
     sent = fake.generation_requests()[0].json
     assert sent == {"model": "recraftv2", "prompt": "a red fox in snow", "n": 1, "size": "1024x1024",
                     "response_format": "b64_json", "style": "realistic_image"}  # fmt: skip
-    for word in ("quality", "vivid", "background", "negative_prompt", "text_layout", "strength"):
-        assert any(word in w for w in result.warnings), word
+    assert result.warnings == [
+        unsupported("providerOptions.recraft.negative_prompt", "recraftv2 does not take it"),
+        unsupported("providerOptions.recraft.text_layout", "recraftv2 does not take it"),
+        unsupported("providerOptions.recraft.strength", "it applies only with a reference_image"),
+        unsupported("quality", "'hd' asked; Recraft has no quality setting"),
+        unsupported("style", "'vivid' asked; use providerOptions.recraft.style for Recraft styles"),
+        unsupported("background", "Recraft has no equivalent"),
+    ]
     assert len(result.images) == 1
 
 
@@ -211,8 +217,11 @@ def test_image_to_image_defaults_and_what_it_drops(fake: FakeRecraft) -> None:
     assert sent.form == {"image": image, "model": "recraftv2", "prompt": "a red fox in snow", "n": "1",
                          "strength": "1", "response_format": "b64_json"}  # fmt: skip
     assert file_parts(sent.headers["content-type"], sent.body) == {"image": ("reference.jpg", "image/jpeg")}
-    for word in ("controls", "text_layout", "size 1024x1024"):
-        assert any(word in w for w in result.warnings), word
+    assert [(w.feature, w.details) for w in result.warnings] == [
+        ("providerOptions.recraft.controls", "it does not apply with a reference_image"),
+        ("providerOptions.recraft.text_layout", "recraftv2 does not take it"),
+        ("size", "1024x1024 asked; Recraft image-to-image has no size setting"),
+    ]
     generate(fake, reference_image=reference())
     assert fake.generation_requests()[1].form["strength"] == "0.5"  # the documented default
 
@@ -289,5 +298,5 @@ def test_without_a_reference_image_generations_are_unchanged(fake: FakeRecraft) 
     assert sent.path == "/v1/images/generations" and sent.form == {} and fake.inputs == []
     assert "strength" not in sent.json
     assert result.warnings == [
-        "providerOptions.recraft.strength ignored: it applies only with a reference_image"
+        unsupported("providerOptions.recraft.strength", "it applies only with a reference_image")
     ]

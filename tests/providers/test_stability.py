@@ -21,7 +21,7 @@ from service.errors import (
     UpstreamTimeout,
 )
 from service.generation.reference_images import ReferenceImage
-from service.providers.base import ImageCallResult
+from service.providers.base import ImageCallResult, unsupported
 from service.providers.stability import StabilityProvider
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.stability import FakeStability, webp
@@ -77,9 +77,12 @@ def test_ultra_takes_no_cfg_scale_and_unknown_options_are_dropped_with_warnings(
     (sent,) = fake.generation_requests()
     assert sent.path == "/v2beta/stable-image/generate/ultra"
     assert sent.form == {"prompt": "a red fox in snow", "aspect_ratio": "1:1", "style_preset": "anime"}
-    assert any("cfg_scale, strength" in w for w in result.warnings)
-    assert any(w.startswith("quality ignored") for w in result.warnings)
-    assert any(w.startswith("background ignored") for w in result.warnings)
+    assert result.warnings == [
+        unsupported("providerOptions.stability.cfg_scale", "stable-image-ultra does not take it"),
+        unsupported("providerOptions.stability.strength", "it applies only with a reference_image"),
+        unsupported("quality", "stability has no equivalent"),
+        unsupported("background", "stability has no equivalent"),
+    ]
 
 
 def test_sizes_become_exact_aspect_ratios(fake: FakeStability) -> None:
@@ -225,7 +228,9 @@ def test_sd3_image_to_image_has_a_mode_no_aspect_ratio_and_strength_defaults_to_
 def test_a_size_of_another_shape_is_ignored_with_a_warning(fake: FakeStability) -> None:
     result = generate(fake, "sd3.5-medium", size=Size(1536, 864), reference_image=SQUARE)
     assert "aspect_ratio" not in fake.generation_requests()[0].form
-    assert result.warnings == ["size 1536x864 ignored: image-to-image keeps the reference image's shape"]
+    assert result.warnings == [
+        unsupported("size", "1536x864 asked; image-to-image keeps the reference image's shape")
+    ]
 
 
 def test_a_gif_reference_is_sent_as_png(fake: FakeStability) -> None:

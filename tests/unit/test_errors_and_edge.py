@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -10,6 +12,9 @@ import yaml
 from service import errors
 from service.config import Settings, SettingsError, load_settings
 from service.runtime.edge import render_config, render_lua
+from tests.support.markdown import cells, first_table
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_codes_are_unique_and_every_status_has_an_edge_default() -> None:
@@ -17,6 +22,52 @@ def test_codes_are_unique_and_every_status_has_an_edge_default() -> None:
     assert len(codes) == len(set(codes))
     assert set(errors.EDGE_DEFAULTS) == {e.kind.http_status for e in errors.ALL_ERRORS}
     assert errors.EDGE_DEFAULTS[404].code == "NOT_FOUND" and errors.EDGE_DEFAULTS[403].code == "FORBIDDEN"
+
+
+def test_the_readme_error_table_is_the_error_tree() -> None:
+    """Every code in service/errors.py is in the README's table, on a row with its HTTP and gRPC
+    status, and the table has no code the tree lacks."""
+    rows = first_table((ROOT / "README.md").read_text(), "### Errors")[2:]
+    listed: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        http, codes, grpc_status, _ = cells(row)
+        for code in re.findall(r"`([A-Z_]+)`", codes):
+            assert code not in listed, f"{code} is listed twice"
+            listed[code] = (http, grpc_status)
+    tree = {
+        error.kind.code: (str(error.kind.http_status), error.kind.grpc_status) for error in errors.ALL_ERRORS
+    }
+    assert set(tree) - set(listed) == set(), "codes missing from README.md's error table"
+    assert set(listed) - set(tree) == set(), "README.md's error table lists codes service/errors.py lacks"
+    assert listed == tree
+
+
+def test_a_sharper_code_is_its_general_kind() -> None:
+    for error in errors.ALL_ERRORS:
+        general = next(
+            base for base in error.__mro__ if base in errors.ALL_ERRORS and base.__base__ is errors.MgError
+        )
+        assert (error.kind.http_status, error.kind.grpc_status, error.kind.type) == (
+            general.kind.http_status,
+            general.kind.grpc_status,
+            general.kind.type,
+        ), error.__name__
+
+
+def test_a_stored_error_comes_back_as_its_class() -> None:
+    error = errors.InvalidMask("mask must be a base64 PNG image.", param="providerOptions.openai.mask")
+    restored = errors.error_from_json(errors.error_to_json(error))
+    assert type(restored) is errors.InvalidMask and restored.envelope() == error.envelope()
+    # A record naming the general class and a sharper code gets the sharper class.
+    fields = {
+        "kind": "BadRequest",
+        "message": "m",
+        "param": "size",
+        "code": "INVALID_SIZE",
+        "retry_after_s": None,
+    }
+    by_general_name = json.dumps(fields)
+    assert type(errors.error_from_json(by_general_name)) is errors.InvalidSize
 
 
 def test_status_metadata_carries_the_envelope() -> None:

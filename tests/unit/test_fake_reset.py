@@ -9,16 +9,10 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import all_fakes
 from tests.fakes.base import FakeProvider
-from tests.fakes.bfl import FakeBFL
-from tests.fakes.bytedance import FakeSeedream
-from tests.fakes.google import FakeGoogle
-from tests.fakes.openai import FakeOpenAI
-from tests.fakes.recraft import FakeRecraft
-from tests.fakes.stability import FakeStability
-from tests.fakes.xai import FakeXAI
 
-FAKES = [FakeBFL, FakeSeedream, FakeGoogle, FakeOpenAI, FakeRecraft, FakeStability, FakeXAI]
+FAKES = sorted(all_fakes().values(), key=lambda fake: fake.__name__)
 DIRTY = "left over by an earlier test"
 
 

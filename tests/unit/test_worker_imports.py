@@ -28,3 +28,17 @@ def test_worker_start_leaves_on_demand_modules_unloaded() -> None:
     loaded = loaded_at_start("service.runtime.server")
     assert "grpc" in loaded  # the probe imported the worker for real
     assert not loaded & set(ON_DEMAND), {name: ON_DEMAND[name] for name in loaded & set(ON_DEMAND)}
+
+
+def test_loading_settings_reads_the_declarations_without_the_http_client() -> None:
+    """`mg serve`'s supervisor loads settings, which imports every adapter module for its
+    declaration; it never calls a provider, so it must not carry aiohttp (~9 MB) or gRPC."""
+    names = "sorted({name.split('.')[0] for name in sys.modules})"
+    script = (
+        "import json, sys, service.cli, service.config; "
+        "settings = service.config.load_settings({'OPENAI_API_KEY': 'k'}); "
+        f"assert 'openai' in settings.providers; print(json.dumps({names}))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert "service" in loaded and not loaded & {"aiohttp", "grpc", *ON_DEMAND}, loaded & {"aiohttp", "grpc"}

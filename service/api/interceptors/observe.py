@@ -92,5 +92,5 @@ class ObserveInterceptor(UnaryInterceptor):
             if self._log_prompts:
                 fields["prompt"] = report.prompt
         if report.warnings:
-            fields["warnings"] = list(report.warnings)
+            fields["warnings"] = [str(warning) for warning in report.warnings]
         log.info("request", extra={"fields": fields})

@@ -1,0 +1,54 @@
+"""The one declaration each adapter module makes: `PROVIDER = ProviderSpec(...)`.
+
+Everything else about a provider follows from it: the registry builds adapters with `factory`
+(registry.py), the settings read `credentials` and `base_url_env` from the environment (config.py),
+`mg config check` reports what is set and what is missing, and tests hold the README's provider
+table, docker-compose.yml's variables, the catalog file, the fake and the test module to it
+(tests/unit/test_provider_declarations.py). CONTRIBUTING.md has the checklist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.providers.options import OptionsSchema
+
+if TYPE_CHECKING:
+    from service.config import ProviderConfig, Settings
+    from service.providers.base import ImageProvider
+
+AdapterFactory = Callable[["ProviderConfig", "Settings"], "ImageProvider"]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    # The prefix of its public model ids ("openai" in openai/gpt-image-1), and the name of its
+    # catalog file (service/catalog/models/<name>.yaml).
+    name: str
+    # Builds the adapter from its ProviderConfig and the settings (adapters never read the environment).
+    factory: AdapterFactory
+    # What providerOptions.<name> may hold (options.py).
+    options: OptionsSchema
+    # Environment variables that must all be set for the provider to run; the first is its API key,
+    # which a config file's providers.<name>.api_key or api_key_env may give instead. None: the
+    # provider always runs (the offline `local`).
+    credentials: tuple[str, ...] = ()
+    # The variable that moves the provider's API (to a proxy, a regional endpoint, a test fake), and
+    # where it is otherwise; an empty default means there is none, so the variable must be set.
+    base_url_env: str = ""
+    default_base_url: str = ""
+    # What the provider is, in a few words, for the README's provider table.
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if self.options.provider != self.name:
+            raise ValueError(f"{self.name}: its options schema is named {self.options.provider!r}")
+        if self.credentials and not self.base_url_env:
+            raise ValueError(f"{self.name}: a provider with credentials needs a base URL variable")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Every environment variable the provider reads."""
+        return (*self.credentials, *((self.base_url_env,) if self.base_url_env else ()))
