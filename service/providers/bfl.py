@@ -1,4 +1,4 @@
-"""Black Forest Labs FLUX API (shared/providers/bfl-flux.md): asynchronous, one image per task.
+"""Black Forest Labs FLUX API (https://docs.bfl.ai): asynchronous, one image per task.
 
 POST {base}/<model> with `x-key` auth creates a task and answers {id, polling_url, cost}; the adapter
 polls `polling_url` (only when it is on the base URL's host or a *.bfl.ai / *.bfl.ml host, since the

@@ -1,4 +1,4 @@
-"""ByteDance Seedream on BytePlus ModelArk / Volcengine Ark (shared/providers/bytedance-seedream.md).
+"""ByteDance Seedream on BytePlus ModelArk / Volcengine Ark (https://docs.byteplus.com/en/docs/ModelArk).
 
 POST {base}/images/generations (base ".../api/v3"), `Authorization: Bearer <ARK key>`, synchronous JSON.
 There is no `n`: one request makes one image. The shipped catalog keeps max_images_per_call at 1, so
@@ -59,7 +59,7 @@ from service.providers.upstream import data_items, decode_image, malformed
 NAME = "bytedance"
 REFUSAL_MARK = "SensitiveContentDetected"  # Input{Text,Image}/OutputImage SensitiveContentDetected
 TIERS = ("1K", "2K", "3K", "4K")
-MAX_REFERENCE_BYTES = 10 * 1024 * 1024  # "each <= 10 MB" (shared/providers/bytedance-seedream.md)
+MAX_REFERENCE_BYTES = 10 * 1024 * 1024  # "each <= 10 MB" (https://docs.byteplus.com/en/docs/ModelArk)
 MAX_IMAGES_IN_AND_OUT = 15  # reference images + generated images in batch mode
 
 

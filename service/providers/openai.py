@@ -1,4 +1,4 @@
-"""OpenAI Images API: GPT image models (gpt-image-*) and DALL-E 2/3 (shared/providers/openai.md).
+"""OpenAI Images API: GPT image models (gpt-image-*) and DALL-E 2/3 (https://platform.openai.com/docs/api-reference/images).
 
 POST {base}/images/generations (JSON), Bearer auth. GPT image models always answer base64 with token
 usage; DALL-E is asked for base64 too, so no provider URL is ever needed. Quality words map across

@@ -1,4 +1,4 @@
-"""Recraft external API: recraftv3 and recraftv2, raster output (shared/providers/recraft.md).
+"""Recraft external API: recraftv3 and recraftv2, raster output (https://www.recraft.ai/docs).
 
 POST {base}/images/generations, Bearer auth, an OpenAI-shaped JSON body; synchronous. Images are asked
 for as base64 (`response_format: b64_json`); answers that carry `url` instead are downloaded. Sizes are

@@ -1,4 +1,4 @@
-"""Stability AI Stable Image v2beta: Ultra, Core and SD 3.5 (shared/providers/stability.md).
+"""Stability AI Stable Image v2beta: Ultra, Core and SD 3.5 (https://platform.stability.ai/docs/api-reference).
 
 POST {base}/v2beta/stable-image/generate/{ultra|core|sd3} (sd3 also takes the form field `model`),
 Bearer auth, multipart/form-data even though no file is sent, one image per call. The size becomes

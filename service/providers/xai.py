@@ -1,4 +1,4 @@
-"""xAI image API: the grok-imagine-image models (shared/providers/xai.md).
+"""xAI image API: the grok-imagine-image models (https://docs.x.ai/docs/guides/image-generations).
 
 POST {base}/images/generations, Bearer auth, OpenAI-like JSON but with no `size`, `quality` or `style`
 (xAI rejects `size`; its protocol definition has no quality field). The requested WxH becomes

@@ -11,7 +11,7 @@ gateway (Envoy + supervisor + workers), and peak RSS of the gateway. Idle RSS is
 start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .mg/bench.json).
 
     BENCH_PIN=1        gateway on CPU 1 (one worker, one Envoy thread), wrk + fake on CPU 0,
-                       exactly as shared/bench pins the peer gateways; held-1000 stays unpinned,
+                       exactly as the peer harness pins the peer gateways; held-1000 stays unpinned,
                        on the defaults (one worker per core), as the issue sets it
     BENCH_ROUNDS=2 BENCH_DURATION=8 BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Copied from the shared peer-benchmark harness (shared/bench/fake_openai_images.py) so that
+# Copied from the peer-benchmark harness's fake_openai_images.py so that
 # `make bench` is self-contained; keep it byte-for-byte comparable with the one the peers run against.
 """Fast fake OpenAI Images upstream for gateway benchmarks.
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# mg against the peer gateways (LiteLLM, Portkey) in one run of the shared harness
-# (../shared/bench/run_peers.sh): mg pinned to CPU 1 with one worker and one Envoy thread, exactly as
-# the harness pins the peers, pointed at the harness's fake upstream, added as an extra target.
+# mg against the peer gateways (LiteLLM, Portkey) in one run of a peer harness (a directory with
+# run_peers.sh, which installs and runs the peers against one fake upstream): mg pinned to CPU 1 with
+# one worker and one Envoy thread, exactly as the harness pins the peers, pointed at the harness's
+# fake upstream, added as an extra target.
 #
-#   tests/bench/peers.sh                 # SKIP_INSTALL=1 to reuse the peers' installs
-#   HARNESS=/path/to/shared/bench ROUNDS=2 DURATION=8 tests/bench/peers.sh
+#   HARNESS=/path/to/harness tests/bench/peers.sh              # SKIP_INSTALL=1 reuses the peers' installs
+#   HARNESS=/path/to/harness ROUNDS=2 DURATION=8 tests/bench/peers.sh
 #
 # Results: $WORKDIR/results/latest.md (default /tmp/gwbench/results), as the harness writes them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-HARNESS="${HARNESS:-$ROOT/../shared/bench}"
+HARNESS="${HARNESS:?set HARNESS to the peer harness directory (the one holding run_peers.sh)}"
 WORKDIR="${WORKDIR:-/tmp/gwbench}"
 MG_PORT="${MG_PORT:-8080}"
 FAKE_PORT="${FAKE_PORT:-18080}"

@@ -1,4 +1,4 @@
-"""A fake of the Black Forest Labs FLUX API, from shared/providers/bfl-flux.md and the BFL OpenAPI
+"""A fake of the Black Forest Labs FLUX API, from https://docs.bfl.ai and the BFL OpenAPI
 schema (schemas/bfl-flux.json): `x-key` auth, POST /v1/<endpoint> validated per endpoint (closed) with
 FastAPI-style 422 `detail[]` errors, an async task per submit ({id, polling_url on this fake, cost}),
 GET /v1/get_result?id= answering Pending then Ready / moderated / Error, and signed delivery URLs on

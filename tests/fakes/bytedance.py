@@ -1,5 +1,5 @@
 """A fake of ByteDance Seedream on BytePlus ModelArk (POST /api/v3/images/generations), from
-shared/providers/bytedance-seedream.md and the Volcengine SDK schema (bytedance-seedream.json): Bearer
+https://docs.byteplus.com/en/docs/ModelArk and the Volcengine SDK schema (bytedance-seedream.json): Bearer
 auth, per-model size rules (WxH ranges and 1K-4K tiers), b64 or URL items (URLs served by the fake),
 sequential batch mode with per-item errors, usage with generated_images/output_tokens, request ids,
 and Ark's error envelope {"error": {code, message, param, type}}. Reference images arrive in the same

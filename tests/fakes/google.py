@@ -1,4 +1,5 @@
-"""A fake of the Gemini API image endpoints, from shared/providers/google.md and google.json (the
+"""A fake of the Gemini API image endpoints, from https://ai.google.dev/gemini-api/docs/image-generation
+and google.json (the
 googleapis protos + python-genai): x-goog-api-key (or ?key=) auth, :generateContent with inlineData
 image parts, usageMetadata and refusals inside a 200, Imagen :predict with silently filtered
 predictions, and the google.rpc.Status error envelope.

@@ -1,4 +1,5 @@
-"""A fake of the OpenAI Images API (generations and edits), from shared/providers/openai.md and the
+"""A fake of the OpenAI Images API (generations and edits), from
+https://platform.openai.com/docs/api-reference/images and the
 official OpenAPI definition: Bearer auth, per-model rules, b64 or URL answers, usage, and its error bodies.
 
 Edits (POST /v1/images/edits) take the multipart form (CreateImageEditRequest; the image as `image`

@@ -1,4 +1,4 @@
-"""A fake of Recraft's external API, from shared/providers/recraft.md and the published OpenAPI model
+"""A fake of Recraft's external API, from https://www.recraft.ai/docs and the published OpenAPI model
 (tests/fakes/schemas/recraft.json): Bearer auth, POST /v1/images/generations (JSON) and
 /v1/images/imageToImage (multipart only, fields closed over the schema's allOf, the input image
 decoded and held to Recraft's limits), the V2/V3 size table, substyle-belongs-to-style and model rules,

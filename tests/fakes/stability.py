@@ -1,4 +1,5 @@
-"""A fake of Stability AI's v2beta Stable Image generate endpoints (shared/providers/stability.md and
+"""A fake of Stability AI's v2beta Stable Image generate endpoints
+(https://platform.stability.ai/docs/api-reference and
 tests/fakes/schemas/stability.json): Bearer auth, multipart/form-data only, the form checked against the
 endpoint's multipart schema (closed), `Accept` deciding between raw image bytes (with `finish-reason` /
 `seed` headers) and the JSON body, and the `{id, name, errors}` error envelope.

@@ -1,4 +1,5 @@
-"""A fake of xAI's image API (shared/providers/xai.md): POST /v1/images/generations and /edits with
+"""A fake of xAI's image API (https://docs.x.ai/docs/guides/image-generations): POST
+/v1/images/generations and /edits with
 Bearer auth, OpenAI-like JSON without size/quality/style, xAI's `{code, error}` error envelope, b64 or
 fake-hosted URL answers, moderation placeholders inside a 200, and usage.cost_in_usd_ticks.
 
