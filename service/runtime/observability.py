@@ -40,7 +40,8 @@ UPSTREAM_LATENCY = Histogram(
     "mg_upstream_duration_seconds", "Time spent in provider calls.", ["provider", "model"], buckets=_SECONDS
 )
 IMAGES = Counter("mg_images_total", "Images generated (delivered).", ["model", "provider", "project"])
-SPEND = Counter("mg_spend_usd_total", "Spend charged, in USD.", ["project", "model"])
+# Integer micro-dollars, as the ledger counts them: float USD sums drift (0.018000000000000002).
+SPEND = Counter("mg_spend_micro_usd_total", "Spend charged, in micro-dollars.", ["project", "model"])
 IN_FLIGHT = Gauge(
     "mg_generations_in_flight",
     "Generations running now (including background ones).",
@@ -93,7 +94,7 @@ def _utc_second(second: int) -> str:
 def record_charge(project: str, model: str, provider: str, images: int, cost_micros: int) -> None:
     """Called once per settled generation (also for ones that finished after their caller left)."""
     IMAGES.labels(model, provider, project).inc(images)
-    SPEND.labels(project, model).inc(cost_micros / 1_000_000)
+    SPEND.labels(project, model).inc(cost_micros)
 
 
 async def watch_free_space(data_dir: Path, warn_below: int, keep_free: int) -> None:

@@ -67,7 +67,7 @@ def test_metrics_move_with_requests(gw: GatewayProcess) -> None:
     assert metric(gw, "mg_requests_total", code="OK", **labels) - before == 4
     assert metric(gw, "mg_requests_total", code="RATE_LIMITED", **labels) == 1
     assert metric(gw, "mg_images_total", **labels) == 3
-    assert metric(gw, "mg_spend_usd_total", **labels) == pytest.approx(0.003)
+    assert metric(gw, "mg_spend_micro_usd_total", **labels) == 3000
     assert metric(gw, "mg_idempotent_total", outcome="replay") >= 1
     assert metric(gw, "mg_rejections_total", reason="rate_limit") >= 1
     rest_calls = {"method": "GenerateImagesJson", "model": "local/sketch"}  # the REST binding's RPC
