@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -319,6 +320,7 @@ def _totals(rows: list[admin.UsageRow]) -> tuple[object, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mg", description="mg image-generation gateway")
+    parser.add_argument("--version", action="version", version=f"mg {version('mg-gateway')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_parser = commands.add_parser(

@@ -50,7 +50,7 @@ def quoted(text: str, limit: int = 100) -> str:
 class MgError(Exception):
     """A failure with a defined meaning for callers. Each subclass fixes its kind, code included: a
     sharper code is a subclass of its general kind (below), never a string passed along, so every
-    code a caller can see is listed in ALL_ERRORS and in the README's error table."""
+    code a caller can see is listed in ALL_ERRORS and in docs/api.md's error table."""
 
     kind: ClassVar[ErrorKind]
 

@@ -2,7 +2,7 @@
 
 Everything else about a provider follows from it: the registry builds adapters with `factory`
 (registry.py), the settings read `credentials` and `base_url_env` from the environment (config.py),
-`mg config check` reports what is set and what is missing, and tests hold the README's provider
+`mg config check` reports what is set and what is missing, and tests hold docs/providers.md's provider
 table, docker-compose.yml's variables, the catalog file, the fake and the test module to it
 (tests/unit/test_provider_declarations.py). CONTRIBUTING.md has the checklist.
 """
@@ -39,7 +39,7 @@ class ProviderSpec:
     # where it is otherwise; an empty default means there is none, so the variable must be set.
     base_url_env: str = ""
     default_base_url: str = ""
-    # What the provider is, in a few words, for the README's provider table.
+    # What the provider is, in a few words, for docs/providers.md's provider table.
     summary: str = ""
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from tests.support.gateway import GatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 # What the wheel is built from: the sources and the stubs `make proto` generated.
-SOURCES = ("pyproject.toml", "service", "envoy", "gen/python")
+SOURCES = ("pyproject.toml", "LICENSE", "service", "envoy", "gen/python")
 
 
 @pytest.fixture(scope="module")

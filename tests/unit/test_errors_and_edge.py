@@ -25,9 +25,9 @@ def test_codes_are_unique_and_every_status_has_an_edge_default() -> None:
 
 
 def test_the_readme_error_table_is_the_error_tree() -> None:
-    """Every code in service/errors.py is in the README's table, on a row with its HTTP and gRPC
+    """Every code in service/errors.py is in docs/api.md's table, on a row with its HTTP and gRPC
     status, and the table has no code the tree lacks."""
-    rows = first_table((ROOT / "README.md").read_text(), "### Errors")[2:]
+    rows = first_table((ROOT / "docs" / "api.md").read_text(), "## Errors")[2:]
     listed: dict[str, tuple[str, str]] = {}
     for row in rows:
         http, codes, grpc_status, _ = cells(row)
@@ -37,8 +37,8 @@ def test_the_readme_error_table_is_the_error_tree() -> None:
     tree = {
         error.kind.code: (str(error.kind.http_status), error.kind.grpc_status) for error in errors.ALL_ERRORS
     }
-    assert set(tree) - set(listed) == set(), "codes missing from README.md's error table"
-    assert set(listed) - set(tree) == set(), "README.md's error table lists codes service/errors.py lacks"
+    assert set(tree) - set(listed) == set(), "codes missing from docs/api.md's error table"
+    assert set(listed) - set(tree) == set(), "docs/api.md's error table lists codes service/errors.py lacks"
     assert listed == tree
 
 

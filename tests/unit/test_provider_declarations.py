@@ -18,7 +18,7 @@ from tests.fakes import all_fakes
 from tests.support.markdown import first_table
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLE_HEADING = "## Providers"
+TABLE_HEADING = "# Providers"
 
 
 def test_every_module_that_declares_a_provider_is_registered() -> None:
@@ -62,7 +62,7 @@ def test_every_provider_has_a_test_module() -> None:
 
 
 def provider_table() -> str:
-    """The README's provider table, as the declarations and the shipped catalog make it."""
+    """docs/providers.md's provider table, as the declarations and the shipped catalog make it."""
     catalog = list(load_catalog())
     rows = [
         "| provider | models (`GET /v1/models` has sizes, qualities and prices) | variables "
@@ -81,9 +81,9 @@ def provider_table() -> str:
 
 
 def test_the_readme_provider_table_is_the_declarations() -> None:
-    table = "\n".join(first_table((ROOT / "README.md").read_text(), TABLE_HEADING))
+    table = "\n".join(first_table((ROOT / "docs" / "providers.md").read_text(), TABLE_HEADING))
     expected = provider_table()
-    assert table == expected, f"README.md's table under {TABLE_HEADING!r} should read:\n{expected}"
+    assert table == expected, f"docs/providers.md's table under {TABLE_HEADING!r} should read:\n{expected}"
 
 
 def test_compose_passes_every_credential_through_and_nothing_undeclared() -> None:
