@@ -11,10 +11,13 @@ from datetime import datetime
 from ulid import ULID
 
 from service.catalog.catalog import parse_usd
-from service.keys import hash_key, new_key
+from service.keys import hash_key, looks_like_key, new_key
 from service.stores.base import ApiKey, Project, Store, UnknownProject
 
 DEV_PROJECT = "dev"
+# The first start's project: enough to try every provider, small enough that a leaked dev key cannot
+# run up a bill once a provider key is set.
+DEV_BUDGET_USD = "5"
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -102,9 +105,32 @@ async def create_key(store: Store, project_name: str) -> tuple[str, ApiKey]:
     return token, key
 
 
-async def revoke_key(store: Store, key_id: str) -> None:
-    if not await store.revoke_key(key_id, time.time()):
-        raise AdminError(f"no active key {key_id!r} (see `mg keys list`)")
+async def revoke_key(store: Store, which: str) -> ApiKey:
+    """Revoke the key `which` names: its id, the key itself, or a prefix of it as `mg keys list`
+    shows it (refused when more than one active key starts with it). Returns the revoked key."""
+    key = await _key_named(store, which)
+    if not await store.revoke_key(key.id, time.time()):
+        raise AdminError(f"no active key {which!r} (see `mg keys list`)")
+    return key
+
+
+async def _key_named(store: Store, which: str) -> ApiKey:
+    if looks_like_key(which):
+        key = await store.find_key(hash_key(which))
+        if key is not None:
+            return key
+    active = [k for k in await store.list_keys() if k.revoked_at is None]
+    if by_id := [k for k in active if k.id == which]:
+        return by_id[0]
+    by_prefix = (
+        [k for k in active if which and k.prefix.startswith(which.rstrip("."))] if len(which) >= 8 else []
+    )
+    if len(by_prefix) == 1:
+        return by_prefix[0]
+    if len(by_prefix) > 1:
+        ids = ", ".join(k.id for k in by_prefix)
+        raise AdminError(f"{which!r} is the start of {len(by_prefix)} active keys ({ids}); give the key id")
+    raise AdminError(f"no active key {which!r}: give a key id, the key, or its prefix (see `mg keys list`)")
 
 
 @dataclass(frozen=True)
@@ -136,7 +162,7 @@ async def dev_key(store: Store, saved: str | None) -> str | None:
     """A key to print at start: on a gateway's first start (no projects at all) project `dev` and a
     new key for it; later, the `saved` key while it is still valid. None when there is none."""
     if not await store.list_projects():
-        await create_project(store, DEV_PROJECT, None, [], None)
+        await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None)
         token, _ = await create_key(store, DEV_PROJECT)
         return token
     if saved is None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,13 +35,17 @@ from service.runtime.envoy_admin import AdminSocketError, admin_socket_path
 from service.runtime.observability import configure_logging
 from service.runtime.supervisor import serve
 from service.stores import open_store
-from service.stores.base import ProjectExists, Store
+from service.stores.base import Project, ProjectExists, Store
 
 T = TypeVar("T")
 DEV_KEY_FILE = "dev-api-key"
+# The response goes to a file; on success its first image is saved, on an error envelope (curl's
+# --fail-with-body exits non-zero) the envelope is printed, never a Python traceback.
 SAVE_FIRST_IMAGE = (
-    "python3 -c 'import base64,json,sys; "
-    'open("image.png","wb").write(base64.b64decode(json.load(sys.stdin)["data"][0]["b64_json"]))\''
+    "python3 -c 'import base64,json; "
+    'data = json.load(open("response.json"))["data"]; '
+    'open("image.png","wb").write(base64.b64decode(data[0]["b64_json"])); '
+    'print("saved image.png")\' || cat response.json'
 )
 
 
@@ -74,22 +79,35 @@ def _print(payload: Any, as_json: bool, table: Callable[[], str]) -> None:
 # --- serve
 
 
-def _print_ready(settings: Settings, key: str | None) -> None:
+def _mg_command() -> str:
+    """How to run `mg` from anywhere: the script installed beside this interpreter, by its path."""
+    beside = Path(sys.executable).parent / "mg"
+    return str(beside) if beside.exists() else "mg"
+
+
+def _print_ready(settings: Settings, key: str | None, dev: Project | None) -> None:
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host
     base = f"http://{host}:{settings.http_port}"
-    shown = key or "<create one: mg keys create --project NAME>"
+    mg = _mg_command()
+    shown = key or f"<create one: {mg} keys create --project NAME>"
+    project = ""
+    if key is not None and dev is not None:
+        cap = "no spend cap" if dev.budget_micros is None else f"spend cap {usd(dev.budget_micros)}"
+        change = f"{mg} projects update {dev.name} --budget-usd N"
+        project = f"  Project:                  {dev.name} ({cap}; change it: {change})\n"
     print(
         f"""
 mg is ready
   REST (OpenAI-compatible): {base}/v1
   gRPC:                     {settings.grpc_host}:{settings.grpc_port}  (mg.v1.ImageGeneration)
   API key:                  {shown}
+{project}  Admin:                    {mg} projects list | keys list | usage
 
 Try it:
-  curl -s {base}/v1/images/generations \\
+  curl -s --fail-with-body -o response.json {base}/v1/images/generations \\
     -H "Authorization: Bearer {shown}" -H "Content-Type: application/json" \\
     -d '{{"model": "local/sketch", "prompt": "a lighthouse at dusk", "size": "512x512"}}' \\
-    | {SAVE_FIRST_IMAGE}
+    && {SAVE_FIRST_IMAGE}
 """,
         flush=True,
     )
@@ -136,7 +154,8 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     key = _with_store(settings, lambda store: admin.dev_key(store, saved))
     if key is not None and key != saved:
         write_private(private_dir(key_file.parent) / key_file.name, (key + "\n").encode())
-    return serve(settings, lambda s: _print_ready(s, key), with_envoy=not args.no_envoy)
+    dev = _with_store(settings, lambda store: store.get_project(admin.DEV_PROJECT)) if key else None
+    return serve(settings, lambda s: _print_ready(s, key, dev), with_envoy=not args.no_envoy)
 
 
 def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -165,7 +184,21 @@ def _project_dict(project: Any, spend: Any | None = None) -> dict[str, Any]:
     return data
 
 
+def _warn_about_unmatched(settings: Settings, patterns: Sequence[str] | None) -> None:
+    """An allowlist pattern no catalog model matches is most likely a typo ('openai/gpt-image1')."""
+    catalog = list(catalog_for(settings))
+    for pattern in patterns or ():
+        if not any(fnmatchcase(model.id, pattern) for model in catalog):
+            print(
+                f"warning: --allow {pattern!r} matches no model in the catalog (see GET /v1/models)",
+                file=sys.stderr,
+            )
+
+
 def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action in ("create", "update"):
+        _warn_about_unmatched(settings, args.allow)
+
     async def run(store: Store) -> int:
         if args.action == "create":
             try:
@@ -227,8 +260,7 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
             print(token)  # alone on stdout, so scripts can capture it
             return 0
         if args.action == "revoke":
-            await admin.revoke_key(store, args.key_id)
-            print(args.key_id)
+            print((await admin.revoke_key(store, args.key)).id)
             return 0
         project_id = (await admin.project_named(store, args.project)).id if args.project else None
         keys = await store.list_keys(project_id)
@@ -359,8 +391,10 @@ def _parser() -> argparse.ArgumentParser:
     key_list = keys.add_parser("list", help="list keys (never the keys themselves)")
     key_list.add_argument("--project")
     key_list.add_argument("--json", action="store_true")
-    key_revoke = keys.add_parser("revoke", help="revoke a key by id")
-    key_revoke.add_argument("key_id")
+    key_revoke = keys.add_parser("revoke", help="revoke a key: its id, the key itself, or its listed prefix")
+    key_revoke.add_argument(
+        "key", help="key id (key_...), the key (mg_live_...), or the prefix keys list shows"
+    )
 
     config = commands.add_parser("config", help="the configuration").add_subparsers(
         dest="action", required=True

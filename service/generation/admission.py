@@ -30,7 +30,8 @@ def resolve_allowed(catalog: Catalog, project: Project, name: str) -> ModelSpec:
     model = catalog.resolve(name)
     if not model_allowed(project, model.id):
         raise ModelNotAllowed(
-            f"Project {project.name!r} may not use {model.id}; its allowlist is {', '.join(project.allow)}.",
+            f"Project {project.name!r} may not use {model.id}; its allowlist is {', '.join(project.allow)}. "
+            f"An admin changes it with `mg projects update {project.name} --allow PATTERN ...`.",
             param="model",
         )
     return model

@@ -117,7 +117,8 @@ class SpendLedger:
         left = max(0, cap - spend.spent_micros - spend.reserved_micros)
         return BudgetExceeded(
             f"This request may cost up to {usd(estimate)}; project {project.name!r} has {usd(left)} "
-            f"of its {usd(cap)} spend cap left.",
+            f"of its {usd(cap)} spend cap left. An admin raises the cap with "
+            f"`mg projects update {project.name} --budget-usd AMOUNT`.",
         )
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -300,3 +303,37 @@ def test_unknown_route_is_a_404_envelope(gateway: GatewayProcess) -> None:
 
 def test_unknown_file_is_a_404_envelope(gateway: GatewayProcess) -> None:
     assert_error(httpx.get(f"{gateway.http_url}/v1/files/file_123"), 404, "NOT_FOUND", "id")
+
+
+def printed_try_it(gateway: GatewayProcess) -> str:
+    """The curl line `mg serve` printed at start, as a shell command."""
+    output = "".join(gateway.output)
+    block = output[output.index("Try it:\n") + len("Try it:\n") :]
+    lines = []
+    for line in block.splitlines():
+        lines.append(line.strip())
+        if not line.rstrip().endswith("\\"):
+            break
+    return "\n".join(lines)
+
+
+def test_the_printed_curl_line_saves_an_image(gateway: GatewayProcess, tmp_path: Path) -> None:
+    command = printed_try_it(gateway)
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "saved image.png" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "image.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_printed_curl_line_shows_the_error_envelope(gateway: GatewayProcess, tmp_path: Path) -> None:
+    command = printed_try_it(gateway).replace('"size": "512x512"', '"size": "640x480"')
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert '"code":"UNSUPPORTED_SIZE"' in done.stdout and "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "image.png").exists()
+
+
+def test_the_dev_project_has_a_small_cap_and_says_so(gateway: GatewayProcess) -> None:
+    output = "".join(gateway.output)
+    assert "Project:                  dev (spend cap $5; change it: " in output
+    assert "/mg projects update dev --budget-usd N" in output  # mg by its real path
+    shown = json.loads(gateway.mg("projects", "show", "dev", "--json").stdout)
+    assert shown["budget_usd"] == 5.0

@@ -1,0 +1,56 @@
+"""The `mg` admin commands, run through the CLI's own entry point on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+
+@pytest.fixture
+def mg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MG_DATA_DIR", str(tmp_path / "data"))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def keys(mg, project: str) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    return list(json.loads(mg("keys", "list", "--project", project, "--json")[1]))
+
+
+def test_a_key_is_revoked_by_its_id_by_itself_or_by_its_listed_prefix(mg) -> None:  # type: ignore[no-untyped-def]
+    assert mg("projects", "create", "acme")[0] == 0
+    tokens = [mg("keys", "create", "--project", "acme")[1].strip() for _ in range(3)]
+    listed = {k["prefix"]: k["id"] for k in keys(mg, "acme")}
+    by_token = {token: listed[token[:12]] for token in tokens}
+    # the key itself (a leaked key), its id, and the prefix `keys list` shows (with or without "...")
+    assert mg("keys", "revoke", tokens[0])[1].strip() == by_token[tokens[0]]
+    assert mg("keys", "revoke", by_token[tokens[1]])[1].strip() == by_token[tokens[1]]
+    assert mg("keys", "revoke", tokens[2][:12] + "...")[1].strip() == by_token[tokens[2]]
+    assert all(k["revoked_at"] for k in keys(mg, "acme"))
+    code, _, err = mg("keys", "revoke", tokens[0])
+    assert code == 1 and "no active key" in err
+
+
+def test_an_ambiguous_prefix_revokes_nothing(mg) -> None:  # type: ignore[no-untyped-def]
+    mg("projects", "create", "acme")
+    for _ in range(2):
+        mg("keys", "create", "--project", "acme")
+    code, _, err = mg("keys", "revoke", "mg_live_")
+    assert code == 1 and "2 active keys" in err
+    assert not any(k["revoked_at"] for k in keys(mg, "acme"))
+
+
+def test_allowlist_patterns_that_match_no_model_are_warned_about(mg) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = mg("projects", "create", "acme", "--allow", "openai/gpt-image1", "--allow", "local/*")
+    assert code == 0 and "'openai/gpt-image1' matches no model" in err and "local/*" not in err
+    code, _, err = mg("projects", "update", "acme", "--allow", "nosuch/*")
+    assert code == 0 and "'nosuch/*' matches no model" in err
