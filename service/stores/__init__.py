@@ -5,6 +5,8 @@ from __future__ import annotations
 from service.config import Settings
 from service.stores.base import Store
 
+SQLITE_FILE = "mg.sqlite3"  # in the data dir
+
 
 def open_store(settings: Settings) -> Store:
     if settings.redis_url:
@@ -13,4 +15,4 @@ def open_store(settings: Settings) -> Store:
         return RedisStore(settings.redis_url, settings.redis_prefix)
     from service.stores.sqlite import SqliteStore
 
-    return SqliteStore(settings.data_dir / "mg.sqlite3", settings.sqlite_synchronous)
+    return SqliteStore(settings.data_dir / SQLITE_FILE, settings.sqlite_synchronous)

@@ -54,3 +54,25 @@ def test_allowlist_patterns_that_match_no_model_are_warned_about(mg) -> None:  #
     assert code == 0 and "'openai/gpt-image1' matches no model" in err and "local/*" not in err
     code, _, err = mg("projects", "update", "acme", "--allow", "nosuch/*")
     assert code == 0 and "'nosuch/*' matches no model" in err
+
+
+@pytest.mark.parametrize(
+    "command", [("projects", "list"), ("projects", "show", "dev"), ("keys", "list"), ("usage",)]
+)
+def test_reading_commands_never_create_a_store(mg, tmp_path: Path, command: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = mg(*command)
+    assert code == 1 and f"no store at {tmp_path / 'data' / 'mg.sqlite3'}" in err and out == ""
+    assert not (tmp_path / "data").exists()
+
+
+def test_every_command_says_which_store_it_opened(mg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = mg("projects", "create", "acme")
+    assert code == 0 and f"mg: store {tmp_path / 'data' / 'mg.sqlite3'}" in err
+
+
+def test_without_mg_data_dir_a_checkout_uses_its_own_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.config import load_settings
+
+    monkeypatch.chdir("/")
+    checkout = Path(__file__).resolve().parents[2]
+    assert load_settings({}).data_dir == checkout / ".mg"
