@@ -197,7 +197,7 @@ class Generator:
         summary = GenerationSummary(
             len(images),
             _sum_usage(results),
-            tuple(warnings),
+            tuple(dict.fromkeys(warnings)),  # once each: every call of a fan-out says the same
             answered_calls=len(results),
             failed_calls=len(failures),
             upstream_latency_ms=round((time.monotonic() - started) * 1000),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,9 +24,12 @@ from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
 from service.stores.base import LedgerEntry, Project, Store
-from service.stores.retry import release_until_landed
+from service.stores.retry import release_until_landed, write_until_landed
 
 log = logging.getLogger(__name__)
+# How long a charge the store cannot take is retried: past any outage a gateway should ride out. A
+# worker that stops meanwhile loses its pending charges (logged when they were first refused).
+SETTLE_RETRY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ class SpendLedger:
                 log.warning("could not renew reservation %s", attempt.request_id)
 
     async def settle(self, attempt: Attempt, settlement: Settlement) -> None:
-        """Charge `settlement.cost_micros` and record it. If the store is down the images are still
-        delivered (they were paid for upstream); the reservation keeps the budget held until its
-        lease lapses, and the log line lets an operator reconcile."""
+        """Charge `settlement.cost_micros` and record it. If the store cannot take it now the images
+        are still delivered (they were paid for upstream), and the charge is retried in the
+        background until it lands (for up to SETTLE_RETRY_S; readiness says while it waits): a charge
+        is never dropped because the store was briefly down or its disk full."""
         generation = attempt.generation
         record_charge(
             attempt.project.name,
@@ -93,15 +98,9 @@ class SpendLedger:
             settlement.images,
             settlement.cost_micros,
         )
-        try:
-            await self._store.settle(attempt.request_id, ledger_entry(attempt, settlement))
-        except Unavailable:
-            log.error(
-                "could not settle %s: %s for project %s not recorded",
-                attempt.request_id,
-                usd(settlement.cost_micros),
-                attempt.project.name,
-            )
+        charge = functools.partial(self._store.settle, attempt.request_id, ledger_entry(attempt, settlement))
+        what = f"charge of {usd(settlement.cost_micros)} to {attempt.project.name} ({attempt.request_id})"
+        await write_until_landed(what, charge, until=time.monotonic() + SETTLE_RETRY_S)
 
     async def release(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge nothing and record the attempt; retried while the store cannot write it, until it

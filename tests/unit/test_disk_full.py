@@ -14,13 +14,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from mg.v1 import image_generation_pb2 as pb
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from ulid import ULID
 
+from service.catalog.catalog import load_catalog
 from service.data_dir import free_bytes
 from service.errors import InsufficientStorage, Unavailable
+from service.generation.spend import Attempt, Settlement, SpendLedger
+from service.generation.validation import validate
 from service.hosting.blobs import Blob, LocalBlobStore, new_blob_id
+from service.stores import retry
 from service.stores.base import Project
 from service.stores.retry import PendingWrites
 from service.stores.sqlite import SqliteStore
@@ -168,3 +173,26 @@ async def test_a_release_stops_being_retried_when_its_lease_is_over(
     assert pending.check() == "ok"
     assert "gave up writing the release of reservation r1" in caplog.text
     assert (await store.spend(owner.id)).reserved_micros == 0  # the lease lapsed: not counted
+
+
+async def test_a_charge_the_full_store_refuses_is_retried_until_it_lands(
+    on_small_disk: tuple[Path, SqliteStore, Project],
+) -> None:
+    # The provider billed it: a charge must not be dropped because the store could not write then.
+    disk, store, owner = on_small_disk
+    ledger = SpendLedger(store, lease_s=30)
+    generation = validate(
+        pb.GenerateImagesRequest(model="local/sketch", prompt="x", size="256x256"),
+        load_catalog().resolve("local/sketch"),
+    )
+    attempt = Attempt("req_1", owner, "key_1", "", time.monotonic(), generation)
+    assert await store.reserve(owner.id, "req_1", 1_000, None, lease_s=60)
+    ballast = fill(disk)
+    await ledger.settle(attempt, Settlement("ok", images=1, cost_micros=1_000))
+    assert retry.waiting_writes().startswith("1 write(s) waiting for the store (charge of $0.001 to ")
+    assert (await store.spend(owner.id)).spent_micros == 0
+    ballast.unlink()
+    assert await retry.PENDING.wait(timeout_s=10)
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (1_000, 0)
+    assert [entry.cost_micros for entry in await store.ledger(owner.id)] == [1_000]

@@ -12,7 +12,7 @@ from service.catalog.catalog import load_catalog
 from service.errors import ContentPolicyViolation, Internal, UpstreamError, UpstreamTimeout
 from service.generation.fanout import Generator, plan_calls
 from service.generation.validation import validate
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage, unsupported
 
 CATALOG = load_catalog()
 
@@ -84,3 +84,23 @@ def test_unexpected_adapter_exceptions_become_internal_errors() -> None:
 def test_the_deadline_is_a_504() -> None:
     with pytest.raises(UpstreamTimeout):
         run(ScriptedProvider([1], delay_s=2), 1, timeout_s=0.1)
+
+
+def test_a_warning_every_call_of_a_fan_out_gives_is_reported_once() -> None:
+    @dataclass
+    class SameWarningEachCall:
+        calls: int = 0
+
+        name: str = "local"
+
+        async def generate(self, call: ImageCall) -> ImageCallResult:
+            self.calls += 1
+            images = [GeneratedImage(b"x") for _ in range(call.n)]
+            return ImageCallResult(images, warnings=[unsupported("style", "local has none")])
+
+        async def aclose(self) -> None:
+            return None
+
+    provider = SameWarningEachCall()
+    result = asyncio.run(Generator({"local": provider}, fanout_concurrency=2).generate(generation(8), 5))
+    assert provider.calls == 2 and result.summary.warnings == (unsupported("style", "local has none"),)
