@@ -14,6 +14,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import httpx
@@ -100,7 +101,7 @@ def server_envelope_for_a_missing_key(gw: GatewayProcess) -> dict[str, object]:
     """The envelope the gRPC server itself gives a call without a key (straight to a worker)."""
     with grpc.insecure_channel(gw.grpc_target) as channel, pytest.raises(grpc.RpcError) as caught:
         pb_grpc.ImageGenerationStub(channel).GenerateImages(pb.GenerateImagesRequest(prompt="x"))
-    trailers = dict(caught.value.trailing_metadata())  # type: ignore[attr-defined]
+    trailers = {str(k): v for k, v in cast(grpc.Call, caught.value).trailing_metadata() or ()}
     return dict(json.loads(trailers["x-mg-error"]))
 
 
@@ -125,8 +126,8 @@ def test_a_native_grpc_call_without_a_key_through_the_edge_is_unauthenticated(gw
     edge = grpc.insecure_channel(f"127.0.0.1:{gw.http_port}")
     with edge as channel, pytest.raises(grpc.RpcError) as caught:
         pb_grpc.ImageGenerationStub(channel).GenerateImages(pb.GenerateImagesRequest(prompt="x"))
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
-    assert caught.value.details() == MISSING_KEY  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert caught.value.details() == MISSING_KEY
 
 
 def test_public_routes_need_no_key_and_take_no_large_body(gw: GatewayProcess) -> None:
@@ -190,7 +191,7 @@ def test_no_caller_header_cuts_a_generation_short(gw: GatewayProcess, header: st
     # provider call already sent). The generation also outlasts the 1 s request timeout: that
     # timer stops once the request is upstream.
     name, _, value = header.partition(": ")
-    response = gw.generate(local_body(delay_ms=1500, prompt=name), **{name: value})
+    response = gw.generate(local_body(delay_ms=1500, prompt=name), headers={name: value})
     assert response.status_code == 200, response.text
     assert response.elapsed.total_seconds() >= 1.5
 

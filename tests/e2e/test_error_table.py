@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import httpx
@@ -189,7 +190,7 @@ def test_grpc_callers_get_the_status_and_error_info(
         pb_grpc.ImageGenerationStub(channel).GenerateImages(pb.GenerateImagesRequest(prompt=error.__name__))
     call = caught.value
     assert call.code() == grpc_code
-    status_proto = rpc_status.from_call(call)
+    status_proto = rpc_status.from_call(cast(grpc.Call, call))
     assert status_proto is not None
     info = error_details_pb2.ErrorInfo()
     assert status_proto.details[0].Unpack(info)

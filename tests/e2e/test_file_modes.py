@@ -41,7 +41,7 @@ def test_every_directory_and_file_of_the_data_dir_is_private(tmp_path: Path) -> 
         key = gw.new_key("modes")
         hosted = gw.generate({**local_body(), "response_format": "url"}, key)
         assert hosted.status_code == 200, hosted.text
-        kept = gw.generate(local_body(prompt="kept"), key, **{"x-mg-idempotency-key": "modes-1"})
+        kept = gw.generate(local_body(prompt="kept"), key, headers={"x-mg-idempotency-key": "modes-1"})
         assert kept.status_code == 200, kept.text
         names = {p.name for p in data_dir.rglob("*")}
         # What other users could read before: the store (with the images of idempotency records),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -36,7 +38,7 @@ def test_errors_carry_error_info(grpc_stub: pb_grpc.ImageGenerationStub, gateway
     with pytest.raises(grpc.RpcError) as caught:
         grpc_stub.GenerateImages(pb.GenerateImagesRequest(model="nope/x", prompt="x"), metadata=auth(gateway))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    status = rpc_status.from_call(caught.value)
+    status = rpc_status.from_call(cast(grpc.Call, caught.value))
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
@@ -60,8 +62,8 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument(
         with pytest.raises(grpc.RpcError) as caught:
             call(raw, metadata=auth(gateway), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
-    assert caught.value.details().startswith("The request is not a valid protobuf message")
-    status = rpc_status.from_call(caught.value)
+    assert (caught.value.details() or "").startswith("The request is not a valid protobuf message")
+    status = rpc_status.from_call(cast(grpc.Call, caught.value))
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
@@ -88,5 +90,5 @@ def test_health_checking_reports_serving(gateway: GatewayProcess) -> None:
     with grpc.insecure_channel(gateway.grpc_target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "mg.v1.ImageGeneration"):
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)  # type: ignore[attr-defined]
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

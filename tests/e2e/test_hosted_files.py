@@ -4,7 +4,7 @@ and S3-compatible storage shared by replicas."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,8 +31,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     process.stop()
 
 
-def post(gw: GatewayProcess, body: dict[str, object], **headers: str) -> httpx.Response:
-    return gw.generate(body, **headers)
+def post(gw: GatewayProcess, body: Mapping[str, object], **headers: str) -> httpx.Response:
+    return gw.generate(body, headers=headers)
 
 
 def test_url_responses_point_at_signed_gateway_files(gw: GatewayProcess) -> None:

@@ -46,7 +46,7 @@ def post(
     timeout: float = 60,
 ) -> httpx.Response:
     headers = {header: idem} if idem is not None else {}
-    return gw.generate(body or BODY, key, timeout=timeout, **headers)
+    return gw.generate(body or BODY, key, timeout=timeout, headers=headers)
 
 
 def slow(delay_ms: int) -> dict[str, Any]:

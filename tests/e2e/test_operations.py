@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -32,8 +32,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     process.stop()
 
 
-def post(gw: GatewayProcess, key: str, body: dict[str, object] = BODY, **headers: str) -> httpx.Response:
-    return gw.generate(body, key, **headers)
+def post(gw: GatewayProcess, key: str, body: Mapping[str, object] = BODY, **headers: str) -> httpx.Response:
+    return gw.generate(body, key, headers=headers)
+
+
+def health_status(stub: health_pb2_grpc.HealthStub) -> int:
+    # (the grpcio-health-checking stubs leave the stub's methods out)
+    return int(stub.Check(health_pb2.HealthCheckRequest()).status)  # type: ignore[attr-defined]
 
 
 def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
@@ -61,8 +66,10 @@ def test_metrics_move_with_requests(gw: GatewayProcess) -> None:
     before = metric(gw, "mg_requests_total", code="OK", **labels)
     for _ in range(2):
         assert post(gw, key).status_code == 200
-    assert post(gw, key, **{"x-mg-idempotency-key": "m-1"}).status_code == 200
-    assert post(gw, key, **{"x-mg-idempotency-key": "m-1"}).status_code == 200  # replay: not rate limited
+    assert post(gw, key, BODY, **{"x-mg-idempotency-key": "m-1"}).status_code == 200
+    assert (
+        post(gw, key, BODY, **{"x-mg-idempotency-key": "m-1"}).status_code == 200
+    )  # replay: not rate limited
     assert post(gw, key).status_code == 429
     assert metric(gw, "mg_requests_total", code="OK", **labels) - before == 4
     assert metric(gw, "mg_requests_total", code="RATE_LIMITED", **labels) == 1
@@ -138,16 +145,11 @@ def test_readiness_and_grpc_health_follow_the_store(tmp_path: Path) -> None:
         with grpc.insecure_channel(gw.grpc_target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + 15
-            while (
-                stub.Check(health_pb2.HealthCheckRequest()).status
-                != health_pb2.HealthCheckResponse.NOT_SERVING
-            ):
+            while health_status(stub) != health_pb2.HealthCheckResponse.NOT_SERVING:
                 assert time.monotonic() < deadline
                 time.sleep(0.5)
             redis_server.start()
-            while (
-                stub.Check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING
-            ):
+            while health_status(stub) != health_pb2.HealthCheckResponse.SERVING:
                 assert time.monotonic() < deadline + 15
                 time.sleep(0.5)
         assert httpx.get(f"{gw.http_url}/readyz").status_code == 200

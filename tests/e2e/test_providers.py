@@ -45,7 +45,7 @@ def test_the_sdk_gets_images_from_each_provider(
     gateway, fakes = stack
     result = client(gateway).images.generate(
         model=case.SMOKE_MODEL, prompt="a lighthouse", size=case.SMOKE_SIZE, n=2
-    )  # type: ignore[arg-type]
+    )
     assert result.data is not None and len(result.data) == 2
     for item in result.data:
         assert item.b64_json is not None
@@ -60,7 +60,7 @@ def test_a_refusal_is_a_content_policy_violation(
 ) -> None:
     gateway, _ = stack
     with pytest.raises(openai.BadRequestError) as caught:
-        client(gateway).images.generate(model=case.SMOKE_MODEL, prompt="BLOCKME now", size=case.SMOKE_SIZE)  # type: ignore[arg-type]
+        client(gateway).images.generate(model=case.SMOKE_MODEL, prompt="BLOCKME now", size=case.SMOKE_SIZE)
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "CONTENT_POLICY_VIOLATION"
 
 
@@ -70,7 +70,7 @@ def test_provider_failures_are_502(
 ) -> None:
     gateway, _ = stack
     with pytest.raises(openai.APIStatusError) as caught:
-        client(gateway).images.generate(model=case.SMOKE_MODEL, prompt="FAILME now", size=case.SMOKE_SIZE)  # type: ignore[arg-type]
+        client(gateway).images.generate(model=case.SMOKE_MODEL, prompt="FAILME now", size=case.SMOKE_SIZE)
     assert caught.value.status_code == 502
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "UPSTREAM_ERROR"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Mapping
 
 import httpx
 from PIL import Image
@@ -17,7 +18,7 @@ from tests.support.image_server import serving
 BODY = {"model": "local/canvas", "prompt": "over a red square", "size": "256x256"}
 
 
-def post(gw: GatewayProcess, key: str, body: dict[str, object]) -> httpx.Response:
+def post(gw: GatewayProcess, key: str, body: Mapping[str, object]) -> httpx.Response:
     return gw.generate(body, key)
 
 

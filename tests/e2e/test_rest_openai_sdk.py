@@ -21,7 +21,7 @@ ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def generate_raw(gateway: GatewayProcess, body: Any, **headers: str) -> httpx.Response:
-    return gateway.generate(body, **headers)
+    return gateway.generate(body, headers=headers)
 
 
 def images(response: httpx.Response) -> list[bytes]:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -50,7 +50,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_reply(payload: Any, status: int = 200, **headers: str) -> Reply:
+def json_reply(payload: Any, status: int = 200, /, **headers: str) -> Reply:
     return Reply(status, json.dumps(payload).encode(), {"content-type": "application/json", **headers})
 
 
@@ -92,7 +92,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     form: dict[str, Any] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
+        payload = bytes(part.get_payload(decode=True))
         form[str(name)] = payload if part.get_filename() else payload.decode()
     return form
 
@@ -133,7 +133,7 @@ class FakeProvider:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
+        host, port = cast(tuple[str, int], self._server.server_address[:2])
         return f"http://{host}:{port}"
 
     def handle(self, request: Recorded) -> Reply:

@@ -55,7 +55,7 @@ def form_parts(request: Recorded) -> list[tuple[str, str | None, str, bytes]]:
     )
     return [
         (str(part.get_param("name", header="content-disposition")), part.get_filename(),
-         part.get_content_type(), part.get_payload(decode=True))
+         part.get_content_type(), bytes(part.get_payload(decode=True)))
         for part in message.iter_parts()
     ]  # fmt: skip
 

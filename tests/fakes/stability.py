@@ -98,11 +98,12 @@ class FakeStability(FakeProvider):
             return error(400, "bad_request", str(exc))
         if problem := self._check_rules(definition, form):
             return error(400, "bad_request", problem)
-        size = None
+        size: tuple[int, int] | None = None
         if "image" in form:
-            size = input_image(request.form["image"], definition)
-            if isinstance(size, str):
-                return error(400, "bad_request", size)
+            checked = input_image(request.form["image"], definition)
+            if isinstance(checked, str):
+                return error(400, "bad_request", checked)
+            size = checked
             self.received.append(request.form["image"])
         if reply := self._trigger(form["prompt"]):
             return reply

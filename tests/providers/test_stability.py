@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -284,7 +285,7 @@ def test_the_fake_checks_image_to_image_forms(fake: FakeStability) -> None:
                "aspect_ratio": (None, "1:1"), "image": image}, "aspect_ratio"),
     ]  # fmt: skip
     for url, files, match in cases:
-        answer = httpx.post(url, headers=auth, files=files)
+        answer = httpx.post(url, headers=auth, files=cast(Any, files))
         assert answer.status_code == 400 and match in answer.json()["errors"][0], answer.text
     assert fake.received == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from typing import cast
 
 import httpx
 import pytest
@@ -111,7 +112,7 @@ def test_the_fake_is_closed_like_xai(fake: FakeXAI) -> None:
                            ({"aspect_ratio": "5:4"}, "IMG_ASPECT_RATIO_5_4"),
                            ({"resolution": "4k"}, "IMG_RESOLUTION_4K"),
                            ({"n": 11}, "maximum")]:  # fmt: skip
-        answer = httpx.post(url, json={**base, **extra}, headers=headers)
+        answer = httpx.post(url, json={**base, **cast(dict[str, object], extra)}, headers=headers)
         assert answer.status_code == 400 and message in answer.json()["error"], extra
         assert answer.json()["code"] == "Client specified an invalid argument"
 
@@ -268,7 +269,7 @@ def test_the_fake_checks_edit_images(fake: FakeXAI) -> None:
         ({"image": image, "aspect_ratio": "auto"}, "only supported for generation"),
     ]
     for extra, message in cases:
-        answer = httpx.post(url, json={**base, **extra}, headers=headers)
+        answer = httpx.post(url, json={**base, **cast(dict[str, object], extra)}, headers=headers)
         assert answer.status_code == 400 and message in answer.json()["error"], extra
     generations = f"{fake.url}/v1/images/generations"
     answer = httpx.post(generations, json={**base, "image": image}, headers=headers)

@@ -24,7 +24,7 @@ from service.api.servicer import add_image_generation
 BY_NAME = {error.__name__: error for error in errors.ALL_ERRORS}
 
 
-class RaisingServicer(pb_grpc.ImageGenerationServicer):  # type: ignore[misc]
+class RaisingServicer(pb_grpc.ImageGenerationServicer):
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Any) -> pb.ImagesResponse:
         if request.prompt.startswith("sleep:"):
             await asyncio.sleep(float(request.prompt.removeprefix("sleep:")))

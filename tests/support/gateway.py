@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,17 @@ class GatewayProcess:
         }
 
     def generate(
-        self, body: Any, key: str | None = None, *, timeout: float = 60, **headers: str
+        self,
+        body: Any,
+        key: str | None = None,
+        *,
+        timeout: float = 60,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """POST /v1/images/generations through Envoy, with `key` (default: the dev key)."""
         return httpx.post(
             f"{self.http_url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key or self.key}", **headers},
+            headers={"Authorization": f"Bearer {key or self.key}", **(headers or {})},
             json=body,
             timeout=timeout,
         )

@@ -48,7 +48,7 @@ class S3Server:
                 time.sleep(0.05)
         raise RuntimeError("moto server did not start")
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         return boto3.client(
             "s3", endpoint_url=self.url, region_name="us-east-1",
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,

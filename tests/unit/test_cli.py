@@ -11,7 +11,7 @@ from service.cli import main
 
 
 @pytest.fixture
-def mg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def mg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     monkeypatch.setenv("MG_DATA_DIR", str(tmp_path / "data"))
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -22,11 +22,11 @@ def mg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     return run
 
 
-def keys(mg, project: str) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def keys(mg, project: str) -> list[dict[str, object]]:
     return list(json.loads(mg("keys", "list", "--project", project, "--json")[1]))
 
 
-def test_a_key_is_revoked_by_its_id_by_itself_or_by_its_listed_prefix(mg) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_is_revoked_by_its_id_by_itself_or_by_its_listed_prefix(mg) -> None:
     assert mg("projects", "create", "acme")[0] == 0
     tokens = [mg("keys", "create", "--project", "acme")[1].strip() for _ in range(3)]
     listed = {k["prefix"]: k["id"] for k in keys(mg, "acme")}
@@ -40,7 +40,7 @@ def test_a_key_is_revoked_by_its_id_by_itself_or_by_its_listed_prefix(mg) -> Non
     assert code == 1 and "no active key" in err
 
 
-def test_an_ambiguous_prefix_revokes_nothing(mg) -> None:  # type: ignore[no-untyped-def]
+def test_an_ambiguous_prefix_revokes_nothing(mg) -> None:
     mg("projects", "create", "acme")
     for _ in range(2):
         mg("keys", "create", "--project", "acme")
@@ -49,7 +49,7 @@ def test_an_ambiguous_prefix_revokes_nothing(mg) -> None:  # type: ignore[no-unt
     assert not any(k["revoked_at"] for k in keys(mg, "acme"))
 
 
-def test_allowlist_patterns_that_match_no_model_are_warned_about(mg) -> None:  # type: ignore[no-untyped-def]
+def test_allowlist_patterns_that_match_no_model_are_warned_about(mg) -> None:
     code, _, err = mg("projects", "create", "acme", "--allow", "openai/gpt-image1", "--allow", "local/*")
     assert code == 0 and "'openai/gpt-image1' matches no model" in err and "local/*" not in err
     code, _, err = mg("projects", "update", "acme", "--allow", "nosuch/*")
@@ -59,13 +59,13 @@ def test_allowlist_patterns_that_match_no_model_are_warned_about(mg) -> None:  #
 @pytest.mark.parametrize(
     "command", [("projects", "list"), ("projects", "show", "dev"), ("keys", "list"), ("usage",)]
 )
-def test_reading_commands_never_create_a_store(mg, tmp_path: Path, command: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_reading_commands_never_create_a_store(mg, tmp_path: Path, command: tuple[str, ...]) -> None:
     code, out, err = mg(*command)
     assert code == 1 and f"no store at {tmp_path / 'data' / 'mg.sqlite3'}" in err and out == ""
     assert not (tmp_path / "data").exists()
 
 
-def test_every_command_says_which_store_it_opened(mg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_command_says_which_store_it_opened(mg, tmp_path: Path) -> None:
     code, _, err = mg("projects", "create", "acme")
     assert code == 0 and f"mg: store {tmp_path / 'data' / 'mg.sqlite3'}" in err
 

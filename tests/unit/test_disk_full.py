@@ -129,7 +129,7 @@ print("still running")
         assert "cannot record some metrics" in worker.stderr
         # What fitted in the file's reserved space is there, and the files read cleanly.
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(metrics))  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry, path=str(metrics))
         recorded = {
             sample.labels["model"]
             for family in registry.collect()

@@ -40,11 +40,11 @@ class ScriptedProvider:
         return None
 
 
-def generation(n: int, model: str = "local/sketch"):  # type: ignore[no-untyped-def]
+def generation(n: int, model: str = "local/sketch"):
     return validate(pb.GenerateImagesRequest(model=model, prompt="p", n=n), CATALOG.resolve(model))
 
 
-def run(provider: ScriptedProvider, n: int, timeout_s: float = 5):  # type: ignore[no-untyped-def]
+def run(provider: ScriptedProvider, n: int, timeout_s: float = 5):
     return asyncio.run(
         Generator({"local": provider}, fanout_concurrency=2).generate(generation(n), timeout_s)
     )

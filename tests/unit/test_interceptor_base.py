@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -12,6 +12,10 @@ from service.api.interceptors.base import Behavior, UnaryInterceptor
 class Tagging(UnaryInterceptor):
     async def around(self, behavior: Behavior, request: Any, context: Any, method: str) -> Any:
         return ("tagged", await behavior(request, context))
+
+
+def details(method: str) -> grpc.HandlerCallDetails:
+    return cast(grpc.HandlerCallDetails, Details(method))
 
 
 class Details:
@@ -33,13 +37,13 @@ async def test_the_wrapped_handler_is_made_once_per_method_and_remade_when_the_o
     async def continuation(details: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return below
 
-    first = await interceptor.intercept_service(continuation, Details("/mg.v1.ImageGeneration/ListModels"))
-    again = await interceptor.intercept_service(continuation, Details("/mg.v1.ImageGeneration/ListModels"))
+    first = await interceptor.intercept_service(continuation, details("/mg.v1.ImageGeneration/ListModels"))
+    again = await interceptor.intercept_service(continuation, details("/mg.v1.ImageGeneration/ListModels"))
     assert first is again and first is not below
-    assert first is not None and await first.unary_unary("r", None) == ("tagged", "r")  # type: ignore[misc]
+    assert first is not None and await first.unary_unary("r", None) == ("tagged", "r")  # type: ignore[misc, arg-type]
 
     below = handler()
-    remade = await interceptor.intercept_service(continuation, Details("/mg.v1.ImageGeneration/ListModels"))
+    remade = await interceptor.intercept_service(continuation, details("/mg.v1.ImageGeneration/ListModels"))
     assert remade is not first and remade is not below
 
 
@@ -49,5 +53,5 @@ async def test_methods_it_does_not_apply_to_pass_through_untouched() -> None:
     async def continuation(details: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return below
 
-    passed = await Tagging().intercept_service(continuation, Details("/grpc.health.v1.Health/Check"))
+    passed = await Tagging().intercept_service(continuation, details("/grpc.health.v1.Health/Check"))
     assert passed is below

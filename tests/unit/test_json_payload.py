@@ -51,7 +51,7 @@ def test_the_long_strings_are_cut_out_of_what_orjson_parses(
         seen.append(len(body))
         return real_loads(body)
 
-    monkeypatch.setattr(json_payload.orjson, "loads", recording_loads)
+    monkeypatch.setattr("service.providers.json_payload.orjson.loads", recording_loads)
     assert loads(orjson.dumps(value)) == value
     assert seen and max(seen) < 200
 

@@ -40,7 +40,7 @@ def alive(kind: type, data: set[bytes]) -> list[Any]:
     """Objects of `kind` holding one of these payloads that something still refers to (other tests
     may leave objects of the same kinds behind; these payloads are this test's own)."""
     gc.collect()  # garbage does not count
-    return [o for o in gc.get_objects() if isinstance(o, kind) and o.data in data]
+    return [o for o in gc.get_objects() if isinstance(o, kind) and getattr(o, "data", None) in data]
 
 
 @pytest.fixture(autouse=True)

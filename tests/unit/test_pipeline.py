@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mg.v1 import image_generation_pb2 as pb
@@ -49,7 +50,7 @@ class GatedProvider:
         return None
 
 
-def sketch(n: int = 1, **fields: object) -> pb.GenerateImagesRequest:
+def sketch(n: int = 1, **fields: Any) -> pb.GenerateImagesRequest:
     return pb.GenerateImagesRequest(model="local/sketch", prompt="a cat", n=n, size="256x256", **fields)
 
 

@@ -42,8 +42,8 @@ class Decodes:
         self._hold_s = hold_s
         self._lock = threading.Lock()
 
-    def wrap(self, load):  # type: ignore[no-untyped-def]
-        def counted(image: ImageFile.ImageFile):  # type: ignore[no-untyped-def]
+    def wrap(self, load):
+        def counted(image: ImageFile.ImageFile):
             if not image.tile:  # decoded already: load() only returns its pixels
                 return load(image)
             with self._lock:

@@ -21,7 +21,7 @@ from tests.support.image_server import serving
 LIMITS = ReferenceLimits(max_bytes=1_000_000, max_pixels=4_000_000, timeout_s=5)
 
 
-def load(value: str, limits: ReferenceLimits = LIMITS):  # type: ignore[no-untyped-def]
+def load(value: str, limits: ReferenceLimits = LIMITS):
     return asyncio.run(load_reference(value, limits))
 
 

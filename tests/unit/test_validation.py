@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from mg.v1 import image_generation_pb2 as pb
 
@@ -25,9 +27,11 @@ def admitted(
 def request(**fields: object) -> pb.GenerateImagesRequest:
     base: dict[str, object] = {"model": "local/sketch", "prompt": "a cat"}
     options = fields.pop("provider_options", None)
-    message = pb.GenerateImagesRequest(**{**base, **fields})
+    message = pb.GenerateImagesRequest()
+    for name, value in {**base, **fields}.items():
+        setattr(message, name, value)
     if options is not None:
-        message.provider_options.update(options)
+        message.provider_options.update(cast(dict[str, Any], options))
     return message
 
 
