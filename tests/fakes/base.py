@@ -191,6 +191,9 @@ class FakeProvider:
             def do_POST(self) -> None:
                 fake._dispatch(self, "POST")
 
+            def do_PUT(self) -> None:  # fal cancels queue requests with PUT
+                fake._dispatch(self, "PUT")
+
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
