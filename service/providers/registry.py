@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from service.providers import bfl, bytedance, google, local, openai, recraft, stability, xai
+from service.providers import bfl, bytedance, fal, google, local, openai, recraft, stability, xai
 from service.providers.spec import ProviderSpec
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     google.PROVIDER,
     stability.PROVIDER,
     xai.PROVIDER,
+    fal.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
