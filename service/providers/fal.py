@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from typing import Any
-from urllib.parse import urlsplit
 
 from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, EditNotSupported, InvalidSize, UpstreamError
@@ -53,7 +52,7 @@ from service.providers.base import (
 from service.providers.jobs import Watch, cancelled_unless_ended, poll
 from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number, string, with_reference
 from service.providers.spec import ProviderSpec
-from service.providers.upstream import Upstream, decode_image, malformed
+from service.providers.upstream import malformed
 
 NAME = "fal"
 FLUX_1 = models("fal-ai/flux/")
@@ -160,10 +159,6 @@ class FalProvider(HttpAdapter):
     poll_interval_s = 0.5
     is_refusal = staticmethod(is_refusal)
 
-    def __init__(self, upstream: Upstream) -> None:
-        super().__init__(upstream)
-        self._base = urlsplit(upstream.url(""))
-
     @staticmethod
     def headers(config: ProviderConfig) -> dict[str, str]:
         return {"Authorization": f"Key {config.api_key}"}
@@ -177,9 +172,9 @@ class FalProvider(HttpAdapter):
         if not isinstance(request_id, str) or not request_id:
             raise malformed(self.name, f"no request_id in {str(submitted)[:200]!r}")
         root = f"/{'/'.join(call.upstream_model.split('/')[:2])}/requests/{request_id}"
-        status_url = self._trusted(submitted.get("status_url"), f"{root}/status")
-        response_url = self._trusted(submitted.get("response_url"), root)
-        cancel_url = self._trusted(submitted.get("cancel_url"), f"{root}/cancel")
+        status_url = self._upstream.on_base_host(submitted.get("status_url"), f"{root}/status")
+        response_url = self._upstream.on_base_host(submitted.get("response_url"), root)
+        cancel_url = self._upstream.on_base_host(submitted.get("cancel_url"), f"{root}/cancel")
 
         async def cancel(deadline: float) -> None:
             await self._upstream.request("PUT", cancel_url, deadline)
@@ -194,16 +189,9 @@ class FalProvider(HttpAdapter):
             )
         output, _ = await self._upstream.json_object("GET", response_url, call.deadline)
         urls, flagged = _unflagged(request_id, output)
-        images = await asyncio.gather(*(self._image(url, call.deadline) for url in urls))
+        files = await asyncio.gather(*(self._upstream.image(url, call.deadline) for url in urls))
+        images = [GeneratedImage(data, media_type) for data, media_type in files]
         return ImageCallResult(images=images, upstream_request_id=request_id, warnings=warnings + flagged)
-
-    def _trusted(self, url: object, fallback: str) -> str:
-        """A URL fal answered with, when the key may travel there (the base URL's scheme and host)."""
-        if isinstance(url, str):
-            parts = urlsplit(url)
-            if (parts.scheme, parts.netloc) == (self._base.scheme, self._base.netloc):
-                return url
-        return fallback
 
     async def _completed(self, status_url: str, watch: Watch, deadline: float) -> bool | None:
         """True once the request is COMPLETED; None while it is pending."""
@@ -218,13 +206,6 @@ class FalProvider(HttpAdapter):
         if state in PENDING:
             return None
         raise malformed(self.name, f"request {watch.job} has status {str(state)[:50]!r}")
-
-    async def _image(self, url: str, deadline: float) -> GeneratedImage:
-        if url.startswith("data:"):
-            data, media_type = decode_image(self.name, url)
-        else:
-            data, media_type = await self._upstream.download(url, deadline)
-        return GeneratedImage(data, media_type)
 
 
 PROVIDER = ProviderSpec(

@@ -66,6 +66,12 @@ def jpeg(width: int = 8, height: int = 8) -> bytes:
     return out.getvalue()
 
 
+def webp() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (30, 200, 30)).save(out, format="WEBP")
+    return out.getvalue()
+
+
 class SchemaViolation(Exception):
     """What the adapter sent does not match the provider's definition."""
 
