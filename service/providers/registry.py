@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from service.providers import bfl, bytedance, fal, google, local, openai, recraft, stability, xai
+from service.providers import bfl, bytedance, fal, google, local, openai, recraft, replicate, stability, xai
 from service.providers.spec import ProviderSpec
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     stability.PROVIDER,
     xai.PROVIDER,
     fal.PROVIDER,
+    replicate.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
