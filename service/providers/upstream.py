@@ -256,6 +256,16 @@ class Upstream:
             return decode_image(self.provider, url)
         return await self.download(url, deadline)
 
+    async def item_image(self, item: dict[str, Any], deadline: float) -> tuple[bytes, str]:
+        """(bytes, media type) of an OpenAI-style image item: its b64_json decoded, else its url
+        fetched."""
+        if item.get("b64_json"):
+            return decode_image(self.provider, item["b64_json"])
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return await self.image(url, deadline)
+        raise malformed(self.provider, "an image item with neither b64_json nor url")
+
     async def aclose(self) -> None:
         await self._client.aclose()
         await self._downloads.aclose()
