@@ -19,7 +19,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from service.providers import bfl, bytedance, fal, google, local, openai, recraft, replicate, stability, xai
+from service.providers import (
+    bfl,
+    bytedance,
+    fal,
+    google,
+    local,
+    openai,
+    recraft,
+    replicate,
+    stability,
+    together,
+    xai,
+)
 from service.providers.spec import ProviderSpec
 
 if TYPE_CHECKING:
@@ -37,6 +49,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     xai.PROVIDER,
     fal.PROVIDER,
     replicate.PROVIDER,
+    together.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
