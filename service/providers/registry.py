@@ -23,6 +23,7 @@ from service.providers import (
     bfl,
     bytedance,
     fal,
+    fireworks,
     google,
     local,
     openai,
@@ -50,6 +51,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     fal.PROVIDER,
     replicate.PROVIDER,
     together.PROVIDER,
+    fireworks.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
