@@ -39,7 +39,7 @@ import base64
 from typing import Any
 
 from service.config import ProviderConfig
-from service.errors import BadRequest, ContentPolicyViolation, EditNotSupported, InvalidSize, UpstreamError
+from service.errors import ContentPolicyViolation, EditNotSupported
 from service.providers.adapter import HttpAdapter
 from service.providers.base import (
     CallWarning,
@@ -49,8 +49,9 @@ from service.providers.base import (
     ignored_fields,
     other,
 )
-from service.providers.jobs import Watch, cancelled_unless_ended, poll
+from service.providers.jobs import Watch, cancelled_unless_ended, poll, read_job
 from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number, string, with_reference
+from service.providers.request_fields import exact_ratio, offered_format
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import malformed
 
@@ -96,13 +97,7 @@ def _size_fields(call: ImageCall) -> dict[str, Any]:
     size, app = call.size, call.upstream_model
     if app not in ASPECT_RATIO_APPS:
         return {"image_size": {"width": size.width, "height": size.height}}
-    label = size.nearest_ratio(ASPECT_RATIOS)
-    width, height = (int(side) for side in label.split(":"))
-    if width * size.height != height * size.width:
-        raise InvalidSize(
-            f"Size {size} has no exact aspect ratio for {app}: {', '.join(ASPECT_RATIOS)}.", param="size"
-        )
-    return {"aspect_ratio": label}
+    return {"aspect_ratio": exact_ratio(call, ASPECT_RATIOS)}
 
 
 def _reference_fields(call: ImageCall) -> dict[str, str]:
@@ -126,10 +121,8 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
         **_size_fields(call),
         **_reference_fields(call),
     }
-    if call.output_format:
-        if call.output_format not in OUTPUT_FORMATS:
-            raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
-        body["output_format"] = call.output_format
+    if output_format := offered_format(call, OUTPUT_FORMATS):
+        body["output_format"] = output_format
     warnings += ignored_fields(call, "fal")
     body.update(options)
     return body, warnings
@@ -195,10 +188,7 @@ class FalProvider(HttpAdapter):
 
     async def _completed(self, status_url: str, watch: Watch, deadline: float) -> bool | None:
         """True once the request is COMPLETED; None while it is pending."""
-        try:
-            status, _ = await self._upstream.json_object("GET", status_url, deadline)
-        except BadRequest as exc:  # a 4xx on our own poll is fal's problem, not the caller's
-            raise UpstreamError(f"polling request {watch.job} failed: {exc.message}") from None
+        status = await read_job(self._upstream, "GET", status_url, deadline, watch.job)
         watch.state = state = status.get("status")
         if state == "COMPLETED":
             watch.ended = True

@@ -36,7 +36,6 @@ from service.errors import (
     BadRequest,
     ContentPolicyViolation,
     EditNotSupported,
-    InvalidSize,
     UpstreamError,
 )
 from service.providers.adapter import HttpAdapter
@@ -48,8 +47,9 @@ from service.providers.base import (
     ignored_fields,
     unsupported,
 )
-from service.providers.jobs import Watch, poll
+from service.providers.jobs import Watch, poll, read_job
 from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number
+from service.providers.request_fields import exact_ratio, offered_format
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import decode_image, malformed
 
@@ -75,30 +75,14 @@ MODERATED = frozenset({"Request Moderated", "Content Moderated"})
 FAILED = frozenset({"Error", "Failed", "Task not found"})
 
 
-def _aspect_ratio(call: ImageCall) -> str:
-    size = call.size
-    label = size.nearest_ratio(ASPECT_RATIOS)
-    width, height = (int(side) for side in label.split(":"))
-    if width * size.height != height * size.width:
-        raise InvalidSize(
-            f"Size {size} has no exact aspect ratio for {call.upstream_model}: {', '.join(ASPECT_RATIOS)}.",
-            param="size",
-        )
-    return label
-
-
 def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for the model's workflow."""
     options, warnings = OPTIONS.parse(call)
     model = call.upstream_model
-    body: dict[str, Any] = {"prompt": call.prompt, "aspect_ratio": _aspect_ratio(call)}
+    body: dict[str, Any] = {"prompt": call.prompt, "aspect_ratio": exact_ratio(call, ASPECT_RATIOS)}
     if model in KONTEXT:
-        if call.output_format:
-            if call.output_format not in OUTPUT_FORMATS:
-                raise BadRequest(
-                    f"output_format {call.output_format!r} is not offered.", param="output_format"
-                )
-            body["output_format"] = call.output_format
+        if output_format := offered_format(call, OUTPUT_FORMATS):
+            body["output_format"] = output_format
         if call.reference_image is not None:
             data, _ = call.reference_image.in_formats(("image/png", "image/jpeg", "image/webp"))
             body["input_image"] = base64.b64encode(data).decode("ascii")
@@ -166,10 +150,7 @@ class FireworksProvider(HttpAdapter):
 
     async def _sample(self, path: str, watch: Watch, deadline: float) -> str | None:
         """result.sample once the job is Ready; None while it is pending."""
-        try:
-            result, _ = await self._upstream.json_object("POST", path, deadline, json={"id": watch.job})
-        except BadRequest as exc:  # a 4xx on our own poll is Fireworks' problem, not the caller's
-            raise UpstreamError(f"polling request {watch.job} failed: {exc.message}") from None
+        result = await read_job(self._upstream, "POST", path, deadline, watch.job, json={"id": watch.job})
         watch.state = status = result.get("status")
         details = f" {result['details']}" if result.get("details") else ""
         if status in MODERATED:

@@ -18,9 +18,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from service.errors import UpstreamTimeout
+from service.errors import BadRequest, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from service.providers.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,18 @@ async def poll(
         outcome = await step()
         if outcome is not None:
             return outcome
+
+
+async def read_job(
+    upstream: Upstream, method: str, url: str, deadline: float, job: str, **kwargs: Any
+) -> dict[str, Any]:
+    """The JSON object a job's status (or result) URL answers. A 4xx there is the provider's
+    problem, not the caller's (the caller's request was accepted when the job was made): a 502."""
+    try:
+        answer, _ = await upstream.json_object(method, url, deadline, **kwargs)
+    except BadRequest as exc:
+        raise UpstreamError(f"{upstream.provider}: reading job {job} failed: {exc.message}") from None
+    return answer
 
 
 @asynccontextmanager

@@ -41,11 +41,12 @@ import base64
 import time
 from typing import Any
 
-from service.errors import BadRequest, ContentPolicyViolation, EditNotSupported, InvalidSize, UpstreamError
+from service.errors import ContentPolicyViolation, EditNotSupported, InvalidSize, UpstreamError
 from service.providers.adapter import HttpAdapter
 from service.providers.base import CallWarning, GeneratedImage, ImageCall, ImageCallResult, ignored_fields
-from service.providers.jobs import Watch, cancelled_unless_ended, poll
+from service.providers.jobs import Watch, cancelled_unless_ended, poll, read_job
 from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number, string, with_reference
+from service.providers.request_fields import exact_ratio, offered_format
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import malformed
 
@@ -89,13 +90,7 @@ def _size_fields(call: ImageCall) -> dict[str, Any]:
                 param="size",
             )
         return {"aspect_ratio": "custom", "width": size.width, "height": size.height}
-    label = size.nearest_ratio(ASPECT_RATIOS)
-    width, height = (int(side) for side in label.split(":"))
-    if width * size.height != height * size.width:
-        raise InvalidSize(
-            f"Size {size} has no exact aspect ratio for {model}: {', '.join(ASPECT_RATIOS)}.", param="size"
-        )
-    return {"aspect_ratio": label, "num_outputs": call.n}
+    return {"aspect_ratio": exact_ratio(call, ASPECT_RATIOS), "num_outputs": call.n}
 
 
 def _image_fields(call: ImageCall) -> dict[str, str]:
@@ -112,10 +107,8 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for the create call: {input} or, for a pinned version, {version, input}."""
     options, warnings = OPTIONS.parse(call)
     model_input: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call), **_image_fields(call)}
-    if call.output_format:
-        if call.output_format not in OUTPUT_FORMATS:
-            raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
-        model_input["output_format"] = OUTPUT_FORMATS[call.output_format]
+    if output_format := offered_format(call, OUTPUT_FORMATS):
+        model_input["output_format"] = OUTPUT_FORMATS[output_format]
     warnings += ignored_fields(call, "Replicate")
     model_input.update(options)
     _, _, version = call.upstream_model.partition(":")
@@ -190,11 +183,7 @@ class ReplicateProvider(HttpAdapter):
         raise malformed(self.name, f"prediction {watch.job} has status {str(status)[:50]!r}")
 
     async def _read(self, get_url: str, watch: Watch, deadline: float) -> dict[str, Any] | None:
-        try:
-            prediction, _ = await self._upstream.json_object("GET", get_url, deadline)
-        except BadRequest as exc:  # a 4xx on our own read is Replicate's problem, not the caller's
-            raise UpstreamError(f"reading prediction {watch.job} failed: {exc.message}") from None
-        return self._ended(prediction, watch)
+        return self._ended(await read_job(self._upstream, "GET", get_url, deadline, watch.job), watch)
 
 
 PROVIDER = ProviderSpec(

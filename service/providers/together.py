@@ -25,10 +25,11 @@ import asyncio
 import base64
 from typing import Any
 
-from service.errors import BadRequest, EditNotSupported
+from service.errors import EditNotSupported
 from service.providers.adapter import HttpAdapter
 from service.providers.base import CallWarning, GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.options import ARRAY, BOOLEAN, OptionsSchema, integer, models, number, string
+from service.providers.request_fields import offered_format
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import data_items, provider_message
 
@@ -66,10 +67,8 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
         "height": call.size.height,
         "response_format": "base64",
     }
-    if call.output_format:
-        if call.output_format not in OUTPUT_FORMATS:
-            raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
-        body["output_format"] = call.output_format
+    if output_format := offered_format(call, OUTPUT_FORMATS):
+        body["output_format"] = output_format
     if call.reference_image is not None:
         if call.upstream_model not in REFERENCE_MODELS:
             raise EditNotSupported(
