@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -217,3 +217,32 @@ class FakeProvider:
 
     def generation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST"]
+
+
+J = TypeVar("J")
+
+
+class ClockedFake(FakeProvider, Generic[J]):
+    """A fake of a submit-and-poll API whose jobs advance on the fake's own clock: each status read
+    calls `tick()`, which moves it `tick_s` seconds, so a test makes a job take minutes by raising
+    `tick_s` rather than by waiting. `jobs` (id -> the subclass's job) and `clock` are guarded by
+    `_jobs_lock`."""
+
+    tick_s = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: dict[str, J] = {}
+        self.clock = 0.0
+        self._jobs_lock = threading.Lock()
+
+    def reset(self) -> None:
+        super().reset()
+        with self._jobs_lock:
+            self.jobs.clear()
+            self.clock = 0.0
+
+    def tick(self) -> float:
+        """The clock, moved on by one status read (call with `_jobs_lock` held)."""
+        self.clock += self.tick_s
+        return self.clock

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ import jsonschema
 
 from tests.fakes.base import (
     SCHEMAS,
-    FakeProvider,
+    ClockedFake,
     Recorded,
     Reply,
     SchemaViolation,
@@ -116,26 +115,13 @@ class Job:
         return str(self.body.get("prompt", ""))
 
 
-class FakeFal(FakeProvider):
+class FakeFal(ClockedFake[Job]):
     PROVIDER = "fal"
     SMOKE_MODEL = "fal/flux/schnell"
     api_key = "fal-fake-key"
-    tick_s = 1.0  # the fake's clock moves this much per status poll
     queue_s = 0.5  # IN_QUEUE for this long, then IN_PROGRESS
     runtime_s = 2.0  # COMPLETED after this long
     slow_s = 300.0  # a SLOW request's runtime
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.jobs: dict[str, Job] = {}
-        self.clock = 0.0
-        self._jobs_lock = threading.Lock()
-
-    def reset(self) -> None:
-        super().reset()
-        with self._jobs_lock:
-            self.jobs.clear()
-            self.clock = 0.0
 
     def cancels(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "PUT"]
@@ -225,7 +211,7 @@ class FakeFal(FakeProvider):
             if job is None or job.root != root:
                 return json_reply({"detail": "Request not found"}, 404)
             if tail == "/status" and method == "GET":
-                self.clock += self.tick_s
+                self.tick()
                 state = self._state(job)
                 extra: dict[str, Any] = {"queue_position": 0} if state == "IN_QUEUE" else {"logs": []}
                 if state == "COMPLETED":

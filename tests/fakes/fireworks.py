@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, jpeg, json_reply, png
+from tests.fakes.base import ClockedFake, Recorded, Reply, SchemaViolation, jpeg, json_reply, png
 
 RATIOS = ["1:1", "21:9", "16:9", "3:2", "5:4", "4:5", "2:3", "9:16", "9:21", "4:3", "3:4"]
 TEXT_TO_IMAGE = {
@@ -96,26 +95,13 @@ class Job:
         return str(self.body.get("prompt", ""))
 
 
-class FakeFireworks(FakeProvider):
+class FakeFireworks(ClockedFake[Job]):
     PROVIDER = "fireworks"
     BASE_PATH = "/inference/v1"
     SMOKE_MODEL = "fireworks/flux-1-schnell-fp8"
     api_key = "fw-fake-key"
-    tick_s = 1.0
     runtime_s = 2.0
     slow_s = 300.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.jobs: dict[str, Job] = {}
-        self.clock = 0.0
-        self._jobs_lock = threading.Lock()
-
-    def reset(self) -> None:
-        super().reset()
-        with self._jobs_lock:
-            self.jobs.clear()
-            self.clock = 0.0
 
     def generation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and not r.path.endswith("/get_result")]
@@ -193,7 +179,7 @@ class FakeFireworks(FakeProvider):
             job = self.jobs.get(str(job_id))
             if job is None:
                 return json_reply({"id": job_id, "status": "Task not found", "result": None})
-            self.clock += self.tick_s
+            self.tick()
             elapsed = self.clock - job.submitted
         state: dict[str, Any] = {"id": job.id, "status": "Pending", "result": None, "progress": None}
         if "JOBFAIL" in job.prompt and elapsed >= job.runtime_s / 2:

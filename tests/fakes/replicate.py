@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import jsonschema
 
 from tests.fakes.base import (
-    FakeProvider,
+    ClockedFake,
     Recorded,
     Reply,
     SchemaViolation,
@@ -127,28 +126,15 @@ class Prediction:
         return str(self.input.get("prompt", ""))
 
 
-class FakeReplicate(FakeProvider):
+class FakeReplicate(ClockedFake[Prediction]):
     PROVIDER = "replicate"
     BASE_PATH = "/v1"
     SMOKE_MODEL = "replicate/black-forest-labs/flux-schnell"
     api_key = "r8_fake_token"
     finishes_in_wait = True
-    tick_s = 1.0
     start_s = 0.5
     runtime_s = 2.0
     slow_s = 300.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.predictions: dict[str, Prediction] = {}
-        self.clock = 0.0
-        self._predictions_lock = threading.Lock()
-
-    def reset(self) -> None:
-        super().reset()
-        with self._predictions_lock:
-            self.predictions.clear()
-            self.clock = 0.0
 
     def cancels(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/cancel")]
@@ -193,13 +179,13 @@ class FakeReplicate(FakeProvider):
         if reply := self._trigger(prompt):
             return reply
         waits = prefer is not None and PREFER.match(prefer) is not None
-        with self._predictions_lock:
+        with self._jobs_lock:
             runtime = self.slow_s if "SLOW" in prompt else self.runtime_s
             now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
             prediction = Prediction(
                 uuid.uuid4().hex[:26], model, version, model_input, self.clock, runtime, now
             )
-            self.predictions[prediction.id] = prediction
+            self.jobs[prediction.id] = prediction
             if waits and self.finishes_in_wait and not {"SLOW", "JOBFAIL"} & set(prompt.split()):
                 prediction.started -= runtime  # it ran while the create call waited
             return json_reply(self._view(prediction), 201)
@@ -223,8 +209,8 @@ class FakeReplicate(FakeProvider):
         return None
 
     def _existing(self, method: str, prediction_id: str, cancel: bool) -> Reply:
-        with self._predictions_lock:
-            prediction = self.predictions.get(prediction_id)
+        with self._jobs_lock:
+            prediction = self.jobs.get(prediction_id)
             if prediction is None:
                 return problem("Not found", "The requested resource could not be found.", 404)
             if cancel and method == "POST":
@@ -232,7 +218,7 @@ class FakeReplicate(FakeProvider):
                     prediction.canceled = True
                 return json_reply(self._view(prediction))
             if method == "GET" and not cancel:
-                self.clock += self.tick_s
+                self.tick()
                 return json_reply(self._view(prediction))
         return problem("Method Not Allowed", "Method not allowed.", 405)
 

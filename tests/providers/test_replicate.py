@@ -74,7 +74,7 @@ def test_a_prediction_that_ends_inside_the_wait_is_read_from_the_create_answer(f
         "prompt": "a red fox in snow", "aspect_ratio": "16:9", "num_outputs": 2, "output_format": "jpg",
         "seed": 11, "num_inference_steps": 4, "go_fast": False,
     }}  # fmt: skip
-    (prediction_id,) = fake.predictions
+    (prediction_id,) = fake.jobs
     assert reads(fake) == [] and fake.cancels() == []
     downloads = [r for r in fake.requests if r.path.startswith("/delivery/")]
     assert len(downloads) == 2 and all("authorization" not in r.headers for r in downloads)
@@ -85,7 +85,7 @@ def test_a_prediction_that_ends_inside_the_wait_is_read_from_the_create_answer(f
 def test_a_prediction_still_running_is_polled_at_urls_get(fake: FakeReplicate) -> None:
     fake.finishes_in_wait = False
     result = generate(fake, SCHNELL)
-    (prediction_id,) = fake.predictions
+    (prediction_id,) = fake.jobs
     assert reads(fake) == [f"/v1/predictions/{prediction_id}"] * 2  # processing, then succeeded
     assert [(i.data, i.media_type) for i in result.images] == [(webp(), "image/webp")]
 
@@ -100,7 +100,7 @@ def test_a_prediction_running_at_the_deadline_is_a_504_and_is_cancelled(fake: Fa
     with pytest.raises(UpstreamTimeout):
         generate(fake, SCHNELL, prompt="SLOW lighthouse", deadline=time.monotonic() + 0.3)
     (cancel,) = fake.cancels()
-    (prediction,) = fake.predictions.values()
+    (prediction,) = fake.jobs.values()
     assert (cancel.method, cancel.path) == ("POST", f"/v1/predictions/{prediction.id}/cancel")
     assert cancel.headers["authorization"] == "Bearer r8_fake_token" and prediction.canceled
 
@@ -122,7 +122,7 @@ def test_a_prediction_the_gateway_stops_waiting_for_is_cancelled(fake: FakeRepli
             await provider.aclose()
 
     run(go())
-    (prediction,) = fake.predictions.values()
+    (prediction,) = fake.jobs.values()
     assert len(fake.cancels()) == 1 and prediction.canceled
 
 
