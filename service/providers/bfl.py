@@ -146,6 +146,7 @@ class BFLProvider(HttpAdapter):
         task_id = submitted.get("id") if isinstance(submitted, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise malformed(self.name, f"no task id in {str(submitted)[:200]!r}")
+        call.report_job(task_id)
         poll_url = self._poll_url(submitted.get("polling_url"), task_id)
         status: object = "Pending"
         while True:

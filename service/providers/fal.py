@@ -164,6 +164,7 @@ class FalProvider(HttpAdapter):
         request_id = submitted.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise malformed(self.name, f"no request_id in {str(submitted)[:200]!r}")
+        call.report_job(request_id)
         root = f"/{'/'.join(call.upstream_model.split('/')[:2])}/requests/{request_id}"
         status_url = self._upstream.on_base_host(submitted.get("status_url"), f"{root}/status")
         response_url = self._upstream.on_base_host(submitted.get("response_url"), root)

@@ -138,6 +138,7 @@ class FireworksProvider(HttpAdapter):
         request_id = submitted.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise malformed(self.name, f"no request_id in {str(submitted)[:200]!r}")
+        call.report_job(request_id)
         watch = Watch(request_id, "Pending")
         sample = await poll(
             lambda: self._sample(f"{path}/get_result", watch, call.deadline),

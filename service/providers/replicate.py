@@ -143,6 +143,7 @@ class ReplicateProvider(HttpAdapter):
         prediction_id = prediction.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
             raise malformed(self.name, f"no prediction id in {str(prediction)[:200]!r}")
+        call.report_job(prediction_id)
         urls: dict[str, Any] = prediction["urls"] if isinstance(prediction.get("urls"), dict) else {}
         get_url = self._upstream.on_base_host(urls.get("get"), f"/predictions/{prediction_id}")
         cancel_url = self._upstream.on_base_host(urls.get("cancel"), f"/predictions/{prediction_id}/cancel")

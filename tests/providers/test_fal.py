@@ -83,10 +83,13 @@ def test_a_job_of_several_minutes_on_the_fakes_clock_completes(fake: FakeFal) ->
 
 
 def test_a_job_pending_at_the_deadline_is_a_504_and_is_cancelled_upstream(fake: FakeFal) -> None:
+    reported: list[str] = []
     with pytest.raises(UpstreamTimeout):
-        generate(fake, "fal-ai/flux/schnell", prompt="SLOW lighthouse", deadline=time.monotonic() + 0.3)
+        generate(fake, "fal-ai/flux/schnell", prompt="SLOW lighthouse", deadline=time.monotonic() + 0.3,
+                 report_job=reported.append)  # fmt: skip
     (cancel,) = fake.cancels()
     (job,) = fake.jobs.values()
+    assert reported == [job.id]  # for the ledger, which charges the job at its bound
     assert cancel.path == f"/fal-ai/flux/requests/{job.id}/cancel" and job.cancelled
     assert cancel.headers["authorization"] == "Key fal-fake-key"
 

@@ -104,9 +104,16 @@ def test_a_kontext_job_of_several_minutes_on_the_fakes_clock_completes(fake: Fak
 
 
 def test_a_kontext_job_pending_at_the_deadline_is_a_504(fake: FakeFireworks) -> None:
+    reported: list[str] = []
     with pytest.raises(UpstreamTimeout):
-        generate(fake, KONTEXT, prompt="SLOW lighthouse", deadline=time.monotonic() + 0.3)
-    assert len(fake.polls()) >= 2
+        generate(
+            fake,
+            KONTEXT,
+            prompt="SLOW lighthouse",
+            deadline=time.monotonic() + 0.3,
+            report_job=reported.append,
+        )
+    assert len(fake.polls()) >= 2 and reported == list(fake.jobs)
 
 
 def test_a_kontext_job_that_fails_half_way_is_a_502(fake: FakeFireworks) -> None:

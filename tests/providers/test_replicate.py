@@ -97,10 +97,18 @@ def test_a_prediction_of_several_minutes_on_the_fakes_clock_succeeds(fake: FakeR
 
 
 def test_a_prediction_running_at_the_deadline_is_a_504_and_is_cancelled(fake: FakeReplicate) -> None:
+    reported: list[str] = []
     with pytest.raises(UpstreamTimeout):
-        generate(fake, SCHNELL, prompt="SLOW lighthouse", deadline=time.monotonic() + 0.3)
+        generate(
+            fake,
+            SCHNELL,
+            prompt="SLOW lighthouse",
+            deadline=time.monotonic() + 0.3,
+            report_job=reported.append,
+        )
     (cancel,) = fake.cancels()
     (prediction,) = fake.jobs.values()
+    assert reported == [prediction.id]
     assert (cancel.method, cancel.path) == ("POST", f"/v1/predictions/{prediction.id}/cancel")
     assert cancel.headers["authorization"] == "Bearer r8_fake_token" and prediction.canceled
 
