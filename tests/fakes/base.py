@@ -91,6 +91,22 @@ def check_body(schema_file: str, definition: str, body: Any, *, closed: bool = T
             raise SchemaViolation(f"fields not in {definition}: {sorted(unknown)}")
 
 
+def check_written(schema: dict[str, Any], body: Any, what: str, defs_from: str = "") -> None:
+    """Validate, closed as check_body does, against a definition written in a fake from a provider's
+    prose docs (where it publishes no machine-readable one for that endpoint); `defs_from` names a
+    schema file whose $defs it may refer to."""
+    if not isinstance(body, dict):
+        raise SchemaViolation(f"{what} must be an object")
+    unknown = set(body) - set(schema["properties"])
+    if unknown:
+        raise SchemaViolation(f"fields not in {what}: {sorted(unknown)}")
+    defs = json.loads((SCHEMAS / defs_from).read_text())["$defs"] if defs_from else {}
+    try:
+        jsonschema.validate(body, {**schema, "$defs": defs})
+    except jsonschema.ValidationError as exc:
+        raise SchemaViolation(exc.message) from None
+
+
 def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body

@@ -21,21 +21,18 @@ images.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from tests.fakes.base import (
-    SCHEMAS,
     ClockedFake,
     Recorded,
     Reply,
     SchemaViolation,
     check_body,
+    check_written,
     jpeg,
     json_reply,
     png,
@@ -76,19 +73,6 @@ PRO_INPUTS: dict[str, dict[str, Any]] = {
 FLUX_1_APPS = frozenset({"fal-ai/flux/schnell", "fal-ai/flux/dev"})
 APPS = FLUX_1_APPS | set(PRO_INPUTS)
 REQUESTS = re.compile(r"^/(?P<root>[^/]+/[^/]+)/requests/(?P<id>[^/]+)(?P<tail>/status|/cancel)?$")
-
-
-def check_pro(app: str, body: dict[str, Any]) -> None:
-    """A FLUX1.1 [pro] app's input, closed like check_body's (image_size refers to fal.json's)."""
-    schema = PRO_INPUTS[app]
-    unknown = set(body) - set(schema["properties"])
-    if unknown:
-        raise SchemaViolation(f"fields not in {app}'s input: {sorted(unknown)}")
-    defs = json.loads((SCHEMAS / "fal.json").read_text())["$defs"]
-    try:
-        jsonschema.validate(body, {**schema, "$defs": defs})
-    except jsonschema.ValidationError as exc:
-        raise SchemaViolation(exc.message) from None
 
 
 def model_error(msg: str, type_: str, loc: list[str], **extra: Any) -> Reply:
@@ -146,7 +130,7 @@ class FakeFal(ClockedFake[Job]):
             if app in FLUX_1_APPS:
                 check_body("fal.json", "FluxSchnellInput", body)
             else:
-                check_pro(app, body)
+                check_written(PRO_INPUTS[app], body, f"{app}'s input", defs_from="fal.json")
         except SchemaViolation as exc:
             return model_error(str(exc), "value_error", [])
         prompt = str(body.get("prompt", ""))
