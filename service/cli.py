@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from service import admin
 from service.catalog.catalog import CatalogError, catalog_for, usd
 from service.config import Settings, SettingsError, load_settings, provider_declarations
-from service.config_file import ConfigFileError, read_config_file
+from service.config_file import ConfigFileError, defined_providers, read_config_file
 from service.data_dir import make_private, private_dir, write_private
 from service.hosting.blobs import open_blob_store
 from service.providers.registry import setup_hint
@@ -134,18 +134,28 @@ def check_config(settings: Settings) -> str:
         if settings.config_file and exc.where:
             raise read_config_file(Path(settings.config_file)).error(exc.where, str(exc)) from None
         raise
+    if settings.config_file:
+        config = read_config_file(Path(settings.config_file))
+        providers = {spec.name for spec in provider_declarations()} | set(defined_providers(config))
+        for model in catalog:
+            if model.id in config.models and model.provider not in providers:
+                raise config.error(
+                    ("models", model.id), f"{model.id}: no provider is named {model.provider!r}"
+                )
     source = settings.config_file or "environment only"
     return f"ok ({source}): {len(list(catalog))} models; {describe_providers(settings)}"
 
 
 def describe_providers(settings: Settings) -> str:
-    """Which declared providers are configured, and what turns on each of the others."""
+    """Which declared providers are configured, and what turns on each of the others; then the
+    providers the config file defines (`name (type)`)."""
     configured, missing = [], []
     for spec in provider_declarations():
         if spec.name in settings.providers:
             configured.append(spec.name)
         else:
             missing.append(f"{spec.name} ({setup_hint(spec.name)})")
+    configured += [f"{name} ({config.type})" for name, config in settings.providers.items() if config.type]
     return f"providers configured: {', '.join(configured)}; not configured: {', '.join(missing) or 'none'}"
 
 

@@ -16,7 +16,13 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.config_file import ConfigFile, ConfigFileError, provider_values, read_config_file
+from service.config_file import (
+    ConfigFile,
+    ConfigFileError,
+    defined_providers,
+    provider_values,
+    read_config_file,
+)
 from service.generation.reference_addresses import parse_networks
 
 # The transcoder's descriptor set of the mg protos, inside the generated `mg` package.
@@ -44,6 +50,9 @@ class ProviderConfig:
     base_url: str
     # Every credential variable of the provider -> its value (for providers with more than a key).
     credentials: Mapping[str, str] = field(default_factory=dict)
+    # For a provider the config file defines (`type: openai-compatible`), its type, which says what
+    # builds its adapter; "" for a built-in provider, whose declaration does.
+    type: str = ""
 
 
 def provider_declarations() -> Sequence[ProviderSpec]:
@@ -81,6 +90,12 @@ def load_provider_configs(
             continue  # a provider with no credentials runs once its endpoint is set
         api_key = credentials[spec.credentials[0]] if spec.credentials else ""
         configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials)
+    for name, kind in (defined_providers(config) if config else {}).items():
+        entry = config.providers[name] if config else {}
+        api_key, base_url = provider_values(config, environ, name) if config else ("", "")
+        if "api_key_env" in entry and not api_key:
+            continue  # its key's variable is not set (yet): listed as unavailable, like a built-in one
+        configs[name] = ProviderConfig(name, api_key, base_url.rstrip("/"), type=kind)
     return configs
 
 
@@ -309,10 +324,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 raise config.error(("settings", f.name), str(exc)) from None
     if config is not None:
         known = [spec.name for spec in provider_declarations() if spec.credentials]
-        unknown = set(config.providers) - set(known)
+        defined = defined_providers(config)
+        unknown = set(config.providers) - set(known) - set(defined)
         if unknown:
             name = sorted(unknown)[0]
-            raise config.error(("providers", name), f"unknown provider {name!r}; known: {', '.join(known)}")
+            raise config.error(
+                ("providers", name),
+                f"unknown provider {name!r}; known: {', '.join(known)} (or define one with a `type`)",
+            )
+        taken = sorted(set(defined) & {spec.name for spec in provider_declarations()})
+        if taken:
+            raise config.error(("providers", taken[0]), f"{taken[0]!r} is a built-in provider's name")
         values["catalog_models"] = config.models
         values["catalog_aliases"] = config.aliases
     settings = Settings(**values, providers=load_provider_configs(environ, config))  # type: ignore[arg-type]

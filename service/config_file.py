@@ -7,6 +7,10 @@
       openai:              it) or api_key (only if the file itself is kept secret)
         api_key_env: OPENAI_API_KEY
         base_url: https://api.openai.com/v1
+      studio:              a provider of one of the TYPES, defined here: any name that is not a
+        type: openai-compatible   built-in provider's, a base_url (required) and optionally a key;
+        base_url: http://10.0.0.5:9000/v1   its models are added under models: with provider: studio
+        api_key_env: STUDIO_KEY
     aliases:               extra names for models
       fast: bytedance/seedream-4.0
     models:                catalog entries to add, or to override key by key (format: service/catalog)
@@ -27,7 +31,9 @@ from typing import Any
 import yaml
 
 SECTIONS = ("settings", "providers", "aliases", "models")
-PROVIDER_KEYS = ("api_key", "api_key_env", "base_url")
+PROVIDER_KEYS = ("api_key", "api_key_env", "base_url", "type")
+# The kinds of provider a config file can define by itself (service/providers/registry.py builds them).
+TYPES = ("openai-compatible",)
 
 
 class ConfigFileError(ValueError):
@@ -90,6 +96,15 @@ def read_config_file(path: Path) -> ConfigFile:
             raise config.error(
                 ("providers", name), f"provider {name!r} takes only {', '.join(PROVIDER_KEYS)}"
             )
+        if "type" in entry and entry["type"] not in TYPES:
+            raise config.error(
+                ("providers", name, "type"),
+                f"unknown provider type {entry['type']!r}; types: {', '.join(TYPES)}",
+            )
+        if "type" in entry and not entry.get("base_url"):
+            raise config.error(
+                ("providers", name), f"provider {name!r} of type {entry['type']} needs a base_url"
+            )
     aliases = document.get("aliases") or {}
     for alias, target in aliases.items():
         if not isinstance(target, str):
@@ -102,6 +117,11 @@ def read_config_file(path: Path) -> ConfigFile:
         models=dict(document.get("models") or {}),
         lines=lines,
     )
+
+
+def defined_providers(config: ConfigFile) -> dict[str, str]:
+    """name -> type of the providers the file defines itself (those with a `type`)."""
+    return {name: entry["type"] for name, entry in config.providers.items() if "type" in entry}
 
 
 def provider_values(config: ConfigFile, environ: Mapping[str, str], name: str) -> tuple[str, str]:

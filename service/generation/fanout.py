@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
 from service.generation.validation import GenerationRequest
@@ -44,6 +44,8 @@ class Dispatch:
     sent_images: int = 0
     returned_calls: int = 0
     returned_images: int = 0
+    # The ids of the jobs submit-and-poll providers accepted (ImageCall.report_job), answered or not.
+    job_ids: list[str] = field(default_factory=list)
 
     @property
     def unfinished_calls(self) -> int:
@@ -159,7 +161,9 @@ class Generator:
                 raise UpstreamError(f"{provider.name} returned no images.")
             return result
 
-        calls = plan_calls(request, started + timeout_s)
+        calls = [
+            replace(c, report_job=dispatch.job_ids.append) for c in plan_calls(request, started + timeout_s)
+        ]
         outcomes: list[ImageCallResult | BaseException] = []
         if len(calls) == 1:  # the usual case: no task, no gather
             try:

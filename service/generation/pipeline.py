@@ -198,8 +198,9 @@ class Pipeline:
         """No images: release the reservation, unless calls were sent that never answered. Those
         the provider bills, so they are charged at their bound."""
         outcome = failure.code if isinstance(failure, MgError) else "CANCELLED"
+        jobs = tuple(dispatch.job_ids)
         if not dispatch.unfinished_calls:
-            await self._spend.release(attempt, Settlement(outcome))
+            await self._spend.release(attempt, Settlement(outcome, job_ids=jobs))
             return
         generation = attempt.generation
         cost = bound_micros(generation, dispatch.unfinished_images, dispatch.unfinished_calls, prompt_tokens)
@@ -210,7 +211,7 @@ class Pipeline:
             generation.model.provider,
             usd(cost),
         )
-        await self._spend.settle(attempt, Settlement(outcome, cost_micros=cost))
+        await self._spend.settle(attempt, Settlement(outcome, cost_micros=cost, job_ids=jobs))
         if caller.report is not None:
             caller.report.cost_micros = cost
 

@@ -51,6 +51,8 @@ class Settlement:
     cost_micros: int = 0
     input_tokens: int = 0
     summary: GenerationSummary | None = None
+    # Without a summary (no call answered): the ids of the jobs the provider accepted, for the ledger.
+    job_ids: tuple[str, ...] = ()
 
 
 class SpendLedger:
@@ -141,6 +143,6 @@ def ledger_entry(attempt: Attempt, settlement: Settlement) -> LedgerEntry:
         upstream_latency_ms=latency_ms,
         outcome=settlement.outcome,
         created_at=time.time(),
-        upstream_request_id=",".join(summary.upstream_request_ids) if summary else "",
+        upstream_request_id=",".join(summary.upstream_request_ids if summary else settlement.job_ids),
         idempotency_key=attempt.idempotency_key,
     )

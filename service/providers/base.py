@@ -8,7 +8,7 @@ and never decides prices or enforcement.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -40,6 +40,9 @@ class ImageCall:
     options: Mapping[str, object] = field(default_factory=dict)
     # For edit / image-to-image models: the caller's image, already fetched, decoded and checked.
     reference_image: ReferenceImage | None = None
+    # Submit-and-poll adapters call it with a job's id as soon as the provider has accepted the job,
+    # so that a job which never answers (charged at its bound) still has its id in the ledger.
+    report_job: Callable[[str], None] = field(default=lambda job: None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

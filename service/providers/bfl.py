@@ -37,7 +37,9 @@ from service.config import ProviderConfig
 from service.errors import BadRequest, ContentPolicyViolation, InvalidSize, UpstreamError, UpstreamTimeout
 from service.providers.adapter import HttpAdapter
 from service.providers.base import CallWarning, GeneratedImage, ImageCall, ImageCallResult, ignored_fields
+from service.providers.jobs import read_job
 from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number, with_reference
+from service.providers.request_fields import exact_ratio, offered_format
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import Upstream, malformed
 
@@ -79,14 +81,7 @@ def is_refusal(status: int, body: Any, text: str) -> bool:
 def _size_fields(call: ImageCall) -> dict[str, Any]:
     size, model = call.size, call.upstream_model
     if model in ASPECT_RATIO_MODELS:
-        label = size.nearest_ratio(ASPECT_RATIOS)
-        width, height = (int(side) for side in label.split(":"))
-        if width * size.height != height * size.width:
-            raise InvalidSize(
-                f"Size {size} has no exact aspect ratio for {model}: {', '.join(ASPECT_RATIOS)}.",
-                param="size",
-            )
-        return {"aspect_ratio": label}
+        return {"aspect_ratio": exact_ratio(call, ASPECT_RATIOS)}
     sides = (size.width, size.height)
     if any(not MIN_SIDE <= side <= MAX_SIDE or side % MULTIPLE for side in sides):
         raise InvalidSize(
@@ -111,10 +106,8 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST /<model>."""
     options, warnings = OPTIONS.parse(call)
     body: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call), **_image_field(call)}
-    if call.output_format:
-        if call.output_format not in OUTPUT_FORMATS:
-            raise BadRequest(f"output_format {call.output_format!r} is not offered.", param="output_format")
-        body["output_format"] = call.output_format
+    if output_format := offered_format(call, OUTPUT_FORMATS):
+        body["output_format"] = output_format
     warnings += ignored_fields(call, "BFL")
     body.update(options)
     return body, warnings
@@ -153,6 +146,7 @@ class BFLProvider(HttpAdapter):
         task_id = submitted.get("id") if isinstance(submitted, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise malformed(self.name, f"no task id in {str(submitted)[:200]!r}")
+        call.report_job(task_id)
         poll_url = self._poll_url(submitted.get("polling_url"), task_id)
         status: object = "Pending"
         while True:
@@ -190,13 +184,7 @@ class BFLProvider(HttpAdapter):
         return f"/get_result?id={task_id}"
 
     async def _poll(self, url: str, task_id: str, deadline: float) -> dict[str, Any]:
-        try:
-            result = await self._upstream.json("GET", url, deadline)
-        except BadRequest as exc:  # a 4xx on our own poll is the provider's problem, not the caller's
-            raise UpstreamError(f"polling task {task_id} failed: {exc.message}") from None
-        if not isinstance(result, dict):
-            raise malformed(self.name, f"a poll answer that is not an object: {str(result)[:200]!r}")
-        return result
+        return await read_job(self._upstream, "GET", url, deadline, task_id)
 
 
 PROVIDER = ProviderSpec(

@@ -12,6 +12,9 @@ Nothing here or anywhere else dispatches on a provider's name.
 
 `local` has no credentials, so it is always configured; every other provider runs when its
 credentials are set (config.py reads them, as each declaration names them).
+
+A config file can also define providers of its own, of a type listed in `TYPES` (an
+`openai-compatible` server); their ProviderConfig carries the type, which names what builds them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from service.providers import bfl, bytedance, google, local, openai, recraft, stability, xai
-from service.providers.spec import ProviderSpec
+from service.providers import (
+    bfl,
+    bytedance,
+    compatible,
+    fal,
+    fireworks,
+    google,
+    local,
+    openai,
+    recraft,
+    replicate,
+    stability,
+    together,
+    xai,
+)
+from service.providers.spec import AdapterFactory, ProviderSpec
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -35,6 +52,10 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     google.PROVIDER,
     stability.PROVIDER,
     xai.PROVIDER,
+    fal.PROVIDER,
+    replicate.PROVIDER,
+    together.PROVIDER,
+    fireworks.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
@@ -42,9 +63,16 @@ if len(PROVIDERS) != len(DECLARATIONS):
     raise ValueError("two provider declarations share a name")
 
 
+# The provider types a config file may define providers of (config_file.TYPES) -> what builds them.
+TYPES: Mapping[str, AdapterFactory] = {compatible.TYPE: compatible.CompatibleProvider.create}
+
+
 def build_providers(settings: Settings) -> dict[str, ImageProvider]:
     """The providers that can serve requests with these settings."""
-    return {name: PROVIDERS[name].factory(config, settings) for name, config in settings.providers.items()}
+    return {
+        name: (TYPES[config.type] if config.type else PROVIDERS[name].factory)(config, settings)
+        for name, config in settings.providers.items()
+    }
 
 
 def setup_hint(provider: str) -> str:

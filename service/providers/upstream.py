@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pybase64
 
@@ -158,6 +159,16 @@ class Upstream:
         """`path` under the provider's base URL; an absolute URL (a polling URL) as it is."""
         return path if path.startswith(("https://", "http://")) else self._base_url + path
 
+    def on_base_host(self, url: object, fallback: str) -> str:
+        """`url` (an address the provider answered with, such as a job's status URL) if it is on the
+        base URL's scheme and host, where the credentials may travel; else `fallback`, a path under
+        the base URL."""
+        if isinstance(url, str):
+            theirs, ours = urlsplit(url), urlsplit(self._base_url)
+            if (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc):
+                return url
+        return fallback
+
     async def request(self, method: str, path: str, deadline: float, **kwargs: Any) -> HttpResponse:
         """A 2xx response, or the mapped error once retries are used up or the deadline is near.
         `kwargs`: json=, data= and files= (a multipart form), headers= (see http.py)."""
@@ -237,6 +248,23 @@ class Upstream:
         if media_type is None:
             raise malformed(self.provider, "the image URL did not serve an image")
         return response.content, media_type
+
+    async def image(self, url: str, deadline: float) -> tuple[bytes, str]:
+        """(bytes, media type) of an output file a provider answered with: a data: URL decoded, any
+        other URL downloaded."""
+        if url.startswith("data:"):
+            return decode_image(self.provider, url)
+        return await self.download(url, deadline)
+
+    async def item_image(self, item: dict[str, Any], deadline: float) -> tuple[bytes, str]:
+        """(bytes, media type) of an OpenAI-style image item: its b64_json decoded, else its url
+        fetched."""
+        if item.get("b64_json"):
+            return decode_image(self.provider, item["b64_json"])
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return await self.image(url, deadline)
+        raise malformed(self.provider, "an image item with neither b64_json nor url")
 
     async def aclose(self) -> None:
         await self._client.aclose()

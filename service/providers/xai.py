@@ -47,7 +47,7 @@ from service.providers.base import (
 )
 from service.providers.options import OptionsSchema, string
 from service.providers.spec import ProviderSpec
-from service.providers.upstream import data_items, decode_image, malformed, provider_message, revised_prompt
+from service.providers.upstream import data_items, provider_message, revised_prompt
 
 NAME = "xai"
 
@@ -160,7 +160,7 @@ class XAIProvider(HttpAdapter):
             )
         if blocked:
             warnings.append(other("n", f"xai moderation blocked {blocked} of {len(items)} images"))
-        decoded = await asyncio.gather(*(self._image(item, call.deadline) for item in kept))
+        decoded = await asyncio.gather(*(self._upstream.item_image(item, call.deadline) for item in kept))
         images = [
             GeneratedImage(data, media_type, revised_prompt(item))
             for item, (data, media_type) in zip(kept, decoded, strict=True)
@@ -170,14 +170,6 @@ class XAIProvider(HttpAdapter):
         return ImageCallResult(
             images=images, upstream_request_id=response.headers.get("x-request-id"), warnings=warnings
         )
-
-    async def _image(self, item: dict[str, Any], deadline: float) -> tuple[bytes, str]:
-        if item.get("b64_json"):
-            return decode_image(self.name, item["b64_json"])
-        url = item.get("url")
-        if isinstance(url, str) and url:
-            return await self._upstream.download(url, deadline)
-        raise malformed(self.name, "an image item with neither b64_json nor url")
 
 
 PROVIDER = ProviderSpec(

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -66,6 +66,12 @@ def jpeg(width: int = 8, height: int = 8) -> bytes:
     return out.getvalue()
 
 
+def webp() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (30, 200, 30)).save(out, format="WEBP")
+    return out.getvalue()
+
+
 class SchemaViolation(Exception):
     """What the adapter sent does not match the provider's definition."""
 
@@ -83,6 +89,22 @@ def check_body(schema_file: str, definition: str, body: Any, *, closed: bool = T
         unknown = set(body) - known
         if unknown:
             raise SchemaViolation(f"fields not in {definition}: {sorted(unknown)}")
+
+
+def check_written(schema: dict[str, Any], body: Any, what: str, defs_from: str = "") -> None:
+    """Validate, closed as check_body does, against a definition written in a fake from a provider's
+    prose docs (where it publishes no machine-readable one for that endpoint); `defs_from` names a
+    schema file whose $defs it may refer to."""
+    if not isinstance(body, dict):
+        raise SchemaViolation(f"{what} must be an object")
+    unknown = set(body) - set(schema["properties"])
+    if unknown:
+        raise SchemaViolation(f"fields not in {what}: {sorted(unknown)}")
+    defs = json.loads((SCHEMAS / defs_from).read_text())["$defs"] if defs_from else {}
+    try:
+        jsonschema.validate(body, {**schema, "$defs": defs})
+    except jsonschema.ValidationError as exc:
+        raise SchemaViolation(exc.message) from None
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
@@ -191,6 +213,9 @@ class FakeProvider:
             def do_POST(self) -> None:
                 fake._dispatch(self, "POST")
 
+            def do_PUT(self) -> None:  # fal cancels queue requests with PUT
+                fake._dispatch(self, "PUT")
+
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
@@ -208,3 +233,32 @@ class FakeProvider:
 
     def generation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST"]
+
+
+J = TypeVar("J")
+
+
+class ClockedFake(FakeProvider, Generic[J]):
+    """A fake of a submit-and-poll API whose jobs advance on the fake's own clock: each status read
+    calls `tick()`, which moves it `tick_s` seconds, so a test makes a job take minutes by raising
+    `tick_s` rather than by waiting. `jobs` (id -> the subclass's job) and `clock` are guarded by
+    `_jobs_lock`."""
+
+    tick_s = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: dict[str, J] = {}
+        self.clock = 0.0
+        self._jobs_lock = threading.Lock()
+
+    def reset(self) -> None:
+        super().reset()
+        with self._jobs_lock:
+            self.jobs.clear()
+            self.clock = 0.0
+
+    def tick(self) -> float:
+        """The clock, moved on by one status read (call with `_jobs_lock` held)."""
+        self.clock += self.tick_s
+        return self.clock

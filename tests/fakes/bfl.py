@@ -31,7 +31,17 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, jpeg, json_reply, png
+from tests.fakes.base import (
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    jpeg,
+    json_reply,
+    png,
+    webp,
+)
 
 ENDPOINTS = {
     "flux-pro-1.1": "FluxPro11Inputs",
@@ -46,12 +56,6 @@ DEFAULT_FORMAT = {"flux-kontext-pro": "png", "flux-kontext-max": "png"}  # other
 RATIO = re.compile(r"^([1-9][0-9]*):([1-9][0-9]*)$")
 IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4", "image_prompt")
 INPUT_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
-
-
-def webp() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8), (30, 200, 30)).save(out, format="WEBP")
-    return out.getvalue()
 
 
 IMAGES = {"jpeg": (jpeg, "image/jpeg"), "png": (png, "image/png"), "webp": (webp, "image/webp")}

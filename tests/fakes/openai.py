@@ -60,7 +60,7 @@ def form_parts(request: Recorded) -> list[tuple[str, str | None, str, bytes]]:
     ]  # fmt: skip
 
 
-def _typed_form(parts: list[tuple[str, str | None, str, bytes]]) -> dict[str, Any]:
+def typed_form(parts: list[tuple[str, str | None, str, bytes]]) -> dict[str, Any]:
     """The form as CreateImageEditRequest types it: numbers parsed, file parts as placeholders."""
     form: dict[str, Any] = {}
     for name, filename, _, payload in parts:
@@ -125,7 +125,7 @@ class FakeOpenAI(FakeProvider):
             mask = _data_url(body.pop("mask"))[1] if "mask" in body else None
         elif content_type.startswith("multipart/form-data"):
             parts = form_parts(request)
-            body = _typed_form(parts)
+            body = typed_form(parts)
             check_body("openai.json", "CreateImageEditRequest", body)
             images = [(kind, data) for name, _, kind, data in parts if name.removesuffix("[]") == "image"]
             mask = request.form.get("mask")

@@ -17,7 +17,7 @@ import pytest
 from mg.v1 import image_generation_pb2 as pb
 from prometheus_client import REGISTRY
 
-from service.errors import BudgetExceeded, UpstreamTimeout
+from service.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
 from service.generation.report import CallReport
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.stores.base import LedgerEntry, Project
@@ -155,6 +155,54 @@ async def test_calls_that_never_answer_are_charged_at_their_bound(tmp_path: Path
             3 * SKETCH_MICROS,
         )
         assert (await store.spend(project.id)).spent_micros == 3 * SKETCH_MICROS
+    finally:
+        await store.close()
+
+
+@dataclass
+class JobProvider:
+    """A submit-and-poll provider whose jobs are accepted (their ids reported) and then never answer,
+    or fail when `failure` is set."""
+
+    name: str = "local"
+    failure: Exception | None = None
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        call.report_job(f"job-{call.first_index}")
+        if self.failure is not None:
+            raise self.failure
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_jobs_that_never_answer_are_charged_with_their_ids_in_the_ledger(tmp_path: Path) -> None:
+    pipeline, store = build_pipeline(tmp_path, {"local": JobProvider()}, upstream_limit_s=0.3)
+    project = Project("proj_1", "p", 0.0)
+    try:
+        with pytest.raises(UpstreamTimeout):
+            await pipeline.run(sketch(n=1), a_caller(project))
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.cost_micros, entry.upstream_request_id) == (
+            "UPSTREAM_TIMEOUT",
+            SKETCH_MICROS,
+            "job-0",
+        )
+    finally:
+        await store.close()
+
+
+async def test_a_job_that_failed_keeps_its_id_in_the_ledger_and_costs_nothing(tmp_path: Path) -> None:
+    provider = JobProvider(failure=UpstreamError("local: job-0 ended with status 'Error'"))
+    pipeline, store = build_pipeline(tmp_path, {"local": provider}, upstream_limit_s=5)
+    project = Project("proj_1", "p", 0.0)
+    try:
+        with pytest.raises(UpstreamError):
+            await pipeline.run(sketch(n=1), a_caller(project))
+        [entry] = await ledger(store, project)
+        assert (entry.outcome, entry.cost_micros, entry.upstream_request_id) == ("UPSTREAM_ERROR", 0, "job-0")
     finally:
         await store.close()
 
