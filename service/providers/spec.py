@@ -41,6 +41,12 @@ class ProviderSpec:
     default_base_url: str = ""
     # What the provider is, in a few words, for docs/providers.md's provider table.
     summary: str = ""
+    # Optional environment variables the adapter also takes (an API version, a region): those set
+    # reach it in ProviderConfig.settings, by name.
+    settings: tuple[str, ...] = ()
+    # Keys a config file's providers.<name> entry may hold besides the API key and base URL (a
+    # mapping of deployment names): they reach the adapter in ProviderConfig.settings, by key.
+    file_settings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.options.provider != self.name:
@@ -51,4 +57,5 @@ class ProviderSpec:
     @property
     def variables(self) -> tuple[str, ...]:
         """Every environment variable the provider reads."""
-        return (*self.credentials, *((self.base_url_env,) if self.base_url_env else ()))
+        base_url = (self.base_url_env,) if self.base_url_env else ()
+        return (*self.credentials, *base_url, *self.settings)
