@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from service.providers import (
+    azure,
     bfl,
     bytedance,
     compatible,
@@ -56,6 +57,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     replicate.PROVIDER,
     together.PROVIDER,
     fireworks.PROVIDER,
+    azure.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
