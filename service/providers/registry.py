@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from service.providers import (
     azure,
+    bedrock,
     bfl,
     bytedance,
     compatible,
@@ -58,6 +59,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     together.PROVIDER,
     fireworks.PROVIDER,
     azure.PROVIDER,
+    bedrock.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
