@@ -37,6 +37,7 @@ from service.providers import (
     replicate,
     stability,
     together,
+    vertex,
     xai,
 )
 from service.providers.spec import AdapterFactory, ProviderSpec
@@ -60,6 +61,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     fireworks.PROVIDER,
     azure.PROVIDER,
     bedrock.PROVIDER,
+    vertex.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}

@@ -50,7 +50,7 @@ def generate(
     base_url = fake.url + fake.BASE_PATH if fake else ""
     key = fake.api_key if fake else ""
     settings = fake.settings() if fake else {}
-    config = ProviderConfig(spec.name, key, base_url, dict.fromkeys(spec.credentials, key), settings)
+    config = ProviderConfig(spec.name, key, base_url, dict.fromkeys(spec.credentials, key), settings=settings)
 
     async def go() -> ImageCallResult:
         provider = spec.factory(config, Settings())
