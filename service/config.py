@@ -346,11 +346,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise config.error(("providers", taken[0]), f"{taken[0]!r} is a built-in provider's name")
         for spec in provider_declarations():
             keys = (*BUILT_IN_KEYS, *spec.file_settings)
-            extra = sorted(set(config.providers.get(spec.name, {})) - set(keys))
+            entry = config.providers.get(spec.name, {})
+            extra = sorted(set(entry) - set(keys))
             if extra:
                 raise config.error(
                     ("providers", spec.name, extra[0]), f"provider {spec.name!r} takes only {', '.join(keys)}"
                 )
+            problem = spec.check_file_settings(entry) if spec.check_file_settings else None
+            if problem is not None:
+                raise config.error(("providers", spec.name, problem[0]), problem[1])
         values["catalog_models"] = config.models
         values["catalog_aliases"] = config.aliases
     settings = Settings(**values, providers=load_provider_configs(environ, config))  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ providerOptions.azure: the keys providerOptions.openai takes (openai.py), with t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -59,14 +60,22 @@ def is_refusal(status: int, body: Any, text: str) -> bool:
     )
 
 
-def deployments(config: ProviderConfig) -> dict[str, str]:
-    """upstream model id -> deployment name, from the config file's providers.azure.deployments."""
-    mapping = config.settings.get("deployments") or {}
+def check_file_settings(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    """providers.azure.deployments must map model ids to deployment names."""
+    mapping = entry.get("deployments", {})
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()
     ):
-        raise SettingsError("providers.azure.deployments must map model ids to deployment names")
-    return dict(mapping)
+        return "deployments", "providers.azure.deployments must map model ids to deployment names"
+    return None
+
+
+def deployments(config: ProviderConfig) -> dict[str, str]:
+    """upstream model id -> deployment name, from the config file's providers.azure.deployments."""
+    problem = check_file_settings(config.settings)
+    if problem is not None:
+        raise SettingsError(problem[1])
+    return dict(config.settings.get("deployments") or {})
 
 
 class AzureOpenAIProvider(HttpAdapter):
@@ -121,4 +130,5 @@ PROVIDER = ProviderSpec(
     summary="Azure OpenAI (deployments of OpenAI's image models)",
     settings=(API_VERSION_ENV,),
     file_settings=("deployments",),
+    check_file_settings=check_file_settings,
 )

@@ -9,9 +9,9 @@ table, docker-compose.yml's variables, the catalog file, the fake and the test m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.providers.options import OptionsSchema
 
@@ -47,6 +47,9 @@ class ProviderSpec:
     # Keys a config file's providers.<name> entry may hold besides the API key and base URL (a
     # mapping of deployment names): they reach the adapter in ProviderConfig.settings, by key.
     file_settings: tuple[str, ...] = ()
+    # What is wrong with those keys' values in a config file entry, as (key, message), or None: run
+    # when settings load, so `mg config check` points at the line rather than a worker failing later.
+    check_file_settings: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
 
     def __post_init__(self) -> None:
         if self.options.provider != self.name:

@@ -176,6 +176,12 @@ def test_keys_the_declaration_does_not_take_are_refused_with_their_line(tmp_path
         )
 
 
+def test_a_malformed_deployments_mapping_points_at_its_line(tmp_path: Path) -> None:
+    text = "providers:\n  azure:\n    deployments:\n      - gpt-image-1\n"
+    with pytest.raises(ConfigFileError, match=r"mg.yaml:3: .*must map model ids to deployment names"):
+        load_settings(with_file(tmp_path, text))
+
+
 def test_a_malformed_deployments_mapping_is_a_settings_error(fake: FakeAzureOpenAI) -> None:
     with pytest.raises(SettingsError, match="deployments"):
         generate(fake, "gpt-image-1", settings={"deployments": ["gpt-image-1"]})
