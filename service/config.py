@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.config_file import (
+    BUILT_IN_KEYS,
     ConfigFile,
     ConfigFileError,
     defined_providers,
@@ -53,6 +54,9 @@ class ProviderConfig:
     # For a provider the config file defines (`type: openai-compatible`), its type, which says what
     # builds its adapter; "" for a built-in provider, whose declaration does.
     type: str = ""
+    # The declaration's optional variables that are set (name -> value) and its config-file keys
+    # that the file gives (key -> value as written).
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def provider_declarations() -> Sequence[ProviderSpec]:
@@ -89,7 +93,12 @@ def load_provider_configs(
                 raise SettingsError(f"{spec.name} has credentials but no endpoint: set {spec.base_url_env}")
             continue  # a provider with no credentials runs once its endpoint is set
         api_key = credentials[spec.credentials[0]] if spec.credentials else ""
-        configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials)
+        entry = config.providers.get(spec.name, {}) if config else {}
+        settings = {
+            **{key: entry[key] for key in spec.file_settings if key in entry},
+            **{variable: environ[variable] for variable in spec.settings if environ.get(variable)},
+        }
+        configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials, settings=settings)
     for name, kind in (defined_providers(config) if config else {}).items():
         entry = config.providers[name] if config else {}
         api_key, base_url = provider_values(config, environ, name) if config else ("", "")
@@ -335,6 +344,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         taken = sorted(set(defined) & {spec.name for spec in provider_declarations()})
         if taken:
             raise config.error(("providers", taken[0]), f"{taken[0]!r} is a built-in provider's name")
+        for spec in provider_declarations():
+            keys = (*BUILT_IN_KEYS, *spec.file_settings)
+            entry = config.providers.get(spec.name, {})
+            extra = sorted(set(entry) - set(keys))
+            if extra:
+                raise config.error(
+                    ("providers", spec.name, extra[0]), f"provider {spec.name!r} takes only {', '.join(keys)}"
+                )
+            problem = spec.check_file_settings(entry) if spec.check_file_settings else None
+            if problem is not None:
+                raise config.error(("providers", spec.name, problem[0]), problem[1])
         values["catalog_models"] = config.models
         values["catalog_aliases"] = config.aliases
     settings = Settings(**values, providers=load_provider_configs(environ, config))  # type: ignore[arg-type]

@@ -4,8 +4,8 @@
       http_port: 8080
       max_duration_s: 300
     providers:             per provider: base_url, and the key as api_key_env (the variable that holds
-      openai:              it) or api_key (only if the file itself is kept secret)
-        api_key_env: OPENAI_API_KEY
+      openai:              it) or api_key (only if the file itself is kept secret), and the keys
+        api_key_env: OPENAI_API_KEY       its declaration adds (file_settings: azure's deployments)
         base_url: https://api.openai.com/v1
       studio:              a provider of one of the TYPES, defined here: any name that is not a
         type: openai-compatible   built-in provider's, a base_url (required) and optionally a key;
@@ -31,7 +31,9 @@ from typing import Any
 import yaml
 
 SECTIONS = ("settings", "providers", "aliases", "models")
-PROVIDER_KEYS = ("api_key", "api_key_env", "base_url", "type")
+# What any provider entry may hold; a provider the file defines also has its `type`.
+BUILT_IN_KEYS = ("api_key", "api_key_env", "base_url")
+PROVIDER_KEYS = (*BUILT_IN_KEYS, "type")
 # The kinds of provider a config file can define by itself (service/providers/registry.py builds them).
 TYPES = ("openai-compatible",)
 
@@ -44,7 +46,7 @@ class ConfigFileError(ValueError):
 class ConfigFile:
     path: Path
     settings: dict[str, Any] = field(default_factory=dict)
-    providers: dict[str, dict[str, str]] = field(default_factory=dict)
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     lines: dict[tuple[str, ...], int] = field(default_factory=dict)
@@ -92,7 +94,11 @@ def read_config_file(path: Path) -> ConfigFile:
             raise config.error((section,), f"{section} must be a mapping")
     providers = document.get("providers") or {}
     for name, entry in providers.items():
-        if not isinstance(entry, dict) or set(entry) - set(PROVIDER_KEYS):
+        if not isinstance(entry, dict):
+            raise config.error(("providers", name), f"provider {name!r} must be a mapping")
+        # A built-in provider's keys beyond PROVIDER_KEYS are checked against its declaration
+        # (config.py); a provider the file defines has no declaration, so only PROVIDER_KEYS.
+        if "type" in entry and set(entry) - set(PROVIDER_KEYS):
             raise config.error(
                 ("providers", name), f"provider {name!r} takes only {', '.join(PROVIDER_KEYS)}"
             )
@@ -112,7 +118,10 @@ def read_config_file(path: Path) -> ConfigFile:
     return ConfigFile(
         path,
         settings=dict(document.get("settings") or {}),
-        providers={name: {k: str(v) for k, v in entry.items()} for name, entry in providers.items()},
+        providers={
+            name: {k: str(v) if k in PROVIDER_KEYS else v for k, v in entry.items()}
+            for name, entry in providers.items()
+        },
         aliases=dict(aliases),
         models=dict(document.get("models") or {}),
         lines=lines,

@@ -130,9 +130,10 @@ def inline_part(reference: ReferenceImage) -> dict[str, Any]:
     return {"inlineData": {"mimeType": media_type, "data": base64.b64encode(data).decode()}}
 
 
-def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
-    """(JSON body, warnings) for POST models/{model}:generateContent."""
-    options, warnings = OPTIONS.parse(call)
+def gemini_body(call: ImageCall, schema: OptionsSchema = OPTIONS) -> tuple[dict[str, Any], list[CallWarning]]:
+    """(JSON body, warnings) for POST models/{model}:generateContent (the same body on Vertex AI,
+    whose options schema declares these keys under its own name)."""
+    options, warnings = schema.parse(call)
     warnings += _common_warnings(call)
     if call.n > 1:  # the catalog's max_images_per_call is 1, so generation.py never asks for more
         warnings.append(unsupported("n", f"{call.n} asked; {call.upstream_model} returns one image per call"))
@@ -162,6 +163,11 @@ def gemini_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
 def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     """(JSON body, warnings) for POST models/{model}:predict."""
     options, warnings = OPTIONS.parse(call)
+    return imagen_request(call, options, warnings), warnings
+
+
+def imagen_request(call: ImageCall, options: dict[str, Any], warnings: list[CallWarning]) -> dict[str, Any]:
+    """The :predict body from parsed options (Vertex AI adds its own parameters to it)."""
     warnings += _common_warnings(call)
     parameters: dict[str, Any] = {
         "sampleCount": min(max(call.n, 1), 4),
@@ -176,7 +182,7 @@ def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
         parameters["sampleImageSize"] = options["imageSize"]
     if "personGeneration" in options:
         parameters["personGeneration"] = options["personGeneration"].upper()
-    return {"instances": [{"prompt": call.prompt}], "parameters": parameters}, warnings
+    return {"instances": [{"prompt": call.prompt}], "parameters": parameters}
 
 
 def parse_usage(payload: dict[str, Any]) -> ProviderUsage | None:
@@ -222,66 +228,79 @@ class GoogleProvider(HttpAdapter):
     async def _gemini(self, call: ImageCall) -> ImageCallResult:
         body, warnings = await asyncio.to_thread(gemini_body, call)  # base64 of a reference off the loop
         payload = await self._post(call.upstream_model, "generateContent", body, call.deadline)
-        feedback = payload.get("promptFeedback")
-        if isinstance(feedback, dict) and feedback.get("blockReason"):
-            detail = feedback.get("blockReasonMessage") or "the prompt was blocked"
-            raise ContentPolicyViolation(f"{self.name}: {detail} ({feedback['blockReason']})")
-        candidates = payload.get("candidates")
-        if not isinstance(candidates, list) or not candidates:
-            raise malformed(self.name, "no candidates in the answer")
-        images, texts, reasons = [], [], []
-        for candidate in candidates:
-            if not isinstance(candidate, dict):
-                raise malformed(self.name, "a candidate that is not an object")
-            reasons.append((str(candidate.get("finishReason", "")), candidate.get("finishMessage")))
-            content = candidate.get("content") or {}
-            parts = content.get("parts") if isinstance(content, dict) else None
-            for part in parts if isinstance(parts, list) else []:
-                if not isinstance(part, dict) or part.get("thought"):
-                    continue  # thinking output (Gemini 3 interim images) is not the answer
-                blob = part.get("inlineData")
-                if isinstance(blob, dict) and str(blob.get("mimeType", "image/")).startswith("image/"):
-                    images.append(GeneratedImage(*decode_image(self.name, blob.get("data"))))
-                elif isinstance(part.get("text"), str):
-                    texts.append(part["text"])
-        if not images:
-            reason, message = reasons[0]
-            if reason in REFUSAL_FINISH:
-                raise ContentPolicyViolation(f"{self.name}: {message or 'the image was blocked'} ({reason})")
-            said = f": {' '.join(texts)[:300]!r}" if texts else ""
-            raise UpstreamError(f"{self.name} returned no image (finishReason {reason or 'none'}){said}")
-        request_id = payload.get("responseId")
-        return ImageCallResult(
-            images=images,
-            usage=parse_usage(payload),
-            upstream_request_id=request_id if isinstance(request_id, str) else None,
-            warnings=warnings,
-        )
+        return read_gemini(self.name, payload, warnings)
 
     async def _imagen(self, call: ImageCall) -> ImageCallResult:
         body, warnings = imagen_body(call)
         payload = await self._post(call.upstream_model, "predict", body, call.deadline)
-        predictions = payload.get("predictions", [])
-        if not isinstance(predictions, list):
-            raise malformed(self.name, "predictions is not a list")
-        images, filtered = [], []
-        for item in predictions:
-            if not isinstance(item, dict):
-                raise malformed(self.name, "a prediction that is not an object")
-            if "bytesBase64Encoded" in item:
-                images.append(GeneratedImage(*decode_image(self.name, item["bytesBase64Encoded"])))
-            else:
-                filtered.append(str(item.get("raiFilteredReason") or "filtered"))
-        asked = body["parameters"]["sampleCount"]
-        if not images:
-            reasons = f": {'; '.join(filtered)}" if filtered else ""
-            raise ContentPolicyViolation(f"{self.name}: Imagen's safety filters removed every image{reasons}")
-        if len(images) < asked:
-            removed = asked - len(images)
-            warnings.append(
-                other("n", f"{removed} of {asked} images were removed by Imagen's safety filters")
+        return read_imagen(self.name, payload, body["parameters"]["sampleCount"], warnings)
+
+
+def read_gemini(provider: str, payload: dict[str, Any], warnings: list[CallWarning]) -> ImageCallResult:
+    """A :generateContent answer (Gemini API or Vertex AI): its images, or the refusal it carries."""
+    feedback = payload.get("promptFeedback")
+    if isinstance(feedback, dict) and feedback.get("blockReason"):
+        detail = feedback.get("blockReasonMessage") or "the prompt was blocked"
+        raise ContentPolicyViolation(f"{provider}: {detail} ({feedback['blockReason']})")
+    candidates = payload.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        raise malformed(provider, "no candidates in the answer")
+    images, texts, reasons = [], [], []
+    for candidate in candidates:
+        if not isinstance(candidate, dict):
+            raise malformed(provider, "a candidate that is not an object")
+        reasons.append((str(candidate.get("finishReason", "")), candidate.get("finishMessage")))
+        content = candidate.get("content") or {}
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict) or part.get("thought"):
+                continue  # thinking output (Gemini 3 interim images) is not the answer
+            blob = part.get("inlineData")
+            if isinstance(blob, dict) and str(blob.get("mimeType", "image/")).startswith("image/"):
+                images.append(GeneratedImage(*decode_image(provider, blob.get("data"))))
+            elif isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    if not images:
+        reason, message = reasons[0]
+        if reason in REFUSAL_FINISH:
+            raise ContentPolicyViolation(f"{provider}: {message or 'the image was blocked'} ({reason})")
+        said = f": {' '.join(texts)[:300]!r}" if texts else ""
+        raise UpstreamError(f"{provider} returned no image (finishReason {reason or 'none'}){said}")
+    request_id = payload.get("responseId")
+    return ImageCallResult(
+        images=images,
+        usage=parse_usage(payload),
+        upstream_request_id=request_id if isinstance(request_id, str) else None,
+        warnings=warnings,
+    )
+
+
+def read_imagen(
+    provider: str, payload: dict[str, Any], asked: int, warnings: list[CallWarning]
+) -> ImageCallResult:
+    """A :predict answer: the images left after the safety filters (none left is a refusal). Vertex
+    AI adds the enhanced prompt to each prediction (`prompt`), kept as the revised prompt."""
+    predictions = payload.get("predictions", [])
+    if not isinstance(predictions, list):
+        raise malformed(provider, "predictions is not a list")
+    images, filtered = [], []
+    for item in predictions:
+        if not isinstance(item, dict):
+            raise malformed(provider, "a prediction that is not an object")
+        if "bytesBase64Encoded" in item:
+            revised = item.get("prompt") if isinstance(item.get("prompt"), str) else None
+            images.append(
+                GeneratedImage(*decode_image(provider, item["bytesBase64Encoded"]), revised or None)
             )
-        return ImageCallResult(images=images, usage=None, warnings=warnings)
+        else:
+            filtered.append(str(item.get("raiFilteredReason") or "filtered"))
+    if not images:
+        reasons = f": {'; '.join(filtered)}" if filtered else ""
+        raise ContentPolicyViolation(f"{provider}: Imagen's safety filters removed every image{reasons}")
+    if len(images) < asked:
+        removed = asked - len(images)
+        warnings.append(other("n", f"{removed} of {asked} images were removed by Imagen's safety filters"))
+    return ImageCallResult(images=images, usage=None, warnings=warnings)
 
 
 PROVIDER = ProviderSpec(

@@ -6,7 +6,10 @@ and 8 ms for a 1.5 MB one; aiohttp (C HTTP parser, large reads) 0.25 ms and 2.6 
 call is on the hot path of every request, so it decided the gateway's throughput.
 
 Adapters never see aiohttp: they get `HttpResponse` (status, headers, the whole body) and pass
-request bodies as `json=`, or as a multipart form of `data=` fields and `files=` parts.
+request bodies as `json=`, as a multipart form of `data=` fields and `files=` parts, or as the exact
+bytes to send (`content=`: a signed request must send the bytes it signed). `encoded=True` sends the
+URL's path as written: otherwise it is normalised (`%3A` becomes `:`), which breaks a signature made
+over the encoded path.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from service.providers import json_payload
 from service.providers.capped_read import read_capped
@@ -89,12 +93,14 @@ class HttpClient:
         files: Files | None = None,
         headers: Mapping[str, str] | None = None,
         max_bytes: int | None = None,
+        content: bytes | None = None,
+        encoded: bool = False,
     ) -> HttpResponse:
         """The whole response. Raises TimeoutError, TransportError, or TooLarge past `max_bytes`."""
-        body = form(data, files) if data is not None or files is not None else None
+        body = form(data, files) if data is not None or files is not None else content
         async with self._pool().request(
             method,
-            url,
+            yarl.URL(url, encoded=True) if encoded else url,
             json=json,
             data=body,
             headers=headers,

@@ -26,7 +26,7 @@ import asyncio
 import base64
 import binascii
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service.errors import EditNotSupported, InvalidMask
 from service.generation.reference_images import ReferenceImage, png_with_alpha
@@ -44,16 +44,12 @@ from service.providers.options import OptionsSchema, Rule, integer, string, with
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import data_items, decode_image, revised_prompt
 
-if TYPE_CHECKING:
-    from service.providers.http import HttpResponse
-
 NAME = "openai"
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
 DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd"}
 GPT_OPTIONS = ("background", "moderation", "output_format", "output_compression")
 REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-MASK_PARAM = "providerOptions.openai.mask"
 
 
 def is_refusal(status: int, body: Any, text: str) -> bool:
@@ -108,11 +104,14 @@ OPTIONS = OptionsSchema(
 )
 
 
-def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
+def request_body(
+    call: ImageCall, schema: OptionsSchema = OPTIONS
+) -> tuple[dict[str, Any], list[CallWarning]]:
     """(fields, warnings): the JSON body for /images/generations or, with a reference image, the text
-    fields of the /images/edits form (`edit_files` adds the image and mask parts)."""
+    fields of the /images/edits form (`edit_files` adds the image and mask parts). `schema`: the
+    options as declared by the provider serving the OpenAI body (Azure declares the same keys)."""
     model = call.upstream_model
-    options, warnings = OPTIONS.parse(call)
+    options, warnings = schema.parse(call)
     body: dict[str, Any] = {"model": model, "prompt": call.prompt, "n": call.n, "size": str(call.size)}
     if call.user:
         body["user"] = call.user
@@ -153,24 +152,26 @@ def _image_part(model: str, reference: ReferenceImage) -> tuple[bytes, str]:
     return png_with_alpha(reference.data), "image/png"
 
 
-def _decode_mask(value: object) -> bytes:
+def _decode_mask(value: object, param: str) -> bytes:
     text = value.partition(",")[2] if isinstance(value, str) and value.startswith("data:") else value
     try:
         data = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
     except (binascii.Error, ValueError):
         data = b""
     if sniff_media_type(data) != "image/png":
-        raise InvalidMask("mask must be a base64 PNG image.", param=MASK_PARAM)
+        raise InvalidMask("mask must be a base64 PNG image.", param=param)
     return data
 
 
-def edit_files(call: ImageCall, reference: ReferenceImage) -> dict[str, tuple[str, bytes, str]]:
+def edit_files(
+    call: ImageCall, reference: ReferenceImage, schema: OptionsSchema = OPTIONS
+) -> dict[str, tuple[str, bytes, str]]:
     """The file parts of an /images/edits form: the reference image and the optional mask."""
     data, media_type = _image_part(call.upstream_model, reference)
     files = {"image": (f"image.{EXTENSIONS[media_type]}", data, media_type)}
     mask = call.options.get("mask")
     if mask is not None:
-        files["mask"] = ("mask.png", _decode_mask(mask), "image/png")
+        files["mask"] = ("mask.png", _decode_mask(mask, schema.param("mask")), "image/png")
     return files
 
 
@@ -204,22 +205,20 @@ class OpenAIProvider(HttpAdapter):
             payload, response = await self._upstream.json_object(
                 "POST", "/images/edits", call.deadline, data=form, files=files
             )
-        return self._result(payload, response, warnings)
+        return read_answer(self.name, payload, response.headers.get("x-request-id"), warnings)
 
-    def _result(
-        self, payload: dict[str, Any], response: HttpResponse, warnings: list[CallWarning]
-    ) -> ImageCallResult:
-        """The answer of either endpoint (same shape): base64 images, usage, request id."""
-        images = []
-        for item in data_items(self.name, payload):
-            data, media_type = decode_image(self.name, item.get("b64_json"))
-            images.append(GeneratedImage(data, media_type, revised_prompt(item)))
-        return ImageCallResult(
-            images=images,
-            usage=parse_usage(payload),
-            upstream_request_id=response.headers.get("x-request-id"),
-            warnings=warnings,
-        )
+
+def read_answer(
+    provider: str, payload: dict[str, Any], request_id: str | None, warnings: list[CallWarning]
+) -> ImageCallResult:
+    """The answer of either endpoint (same shape, on OpenAI and on Azure): base64 images, usage."""
+    images = []
+    for item in data_items(provider, payload):
+        data, media_type = decode_image(provider, item.get("b64_json"))
+        images.append(GeneratedImage(data, media_type, revised_prompt(item)))
+    return ImageCallResult(
+        images=images, usage=parse_usage(payload), upstream_request_id=request_id, warnings=warnings
+    )
 
 
 PROVIDER = ProviderSpec(

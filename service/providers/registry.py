@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from service.providers import (
+    azure,
+    bedrock,
     bfl,
     bytedance,
     compatible,
@@ -35,6 +37,7 @@ from service.providers import (
     replicate,
     stability,
     together,
+    vertex,
     xai,
 )
 from service.providers.spec import AdapterFactory, ProviderSpec
@@ -56,6 +59,9 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     replicate.PROVIDER,
     together.PROVIDER,
     fireworks.PROVIDER,
+    azure.PROVIDER,
+    bedrock.PROVIDER,
+    vertex.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}

@@ -9,9 +9,9 @@ table, docker-compose.yml's variables, the catalog file, the fake and the test m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.providers.options import OptionsSchema
 
@@ -41,6 +41,15 @@ class ProviderSpec:
     default_base_url: str = ""
     # What the provider is, in a few words, for docs/providers.md's provider table.
     summary: str = ""
+    # Optional environment variables the adapter also takes (an API version, a region): those set
+    # reach it in ProviderConfig.settings, by name.
+    settings: tuple[str, ...] = ()
+    # Keys a config file's providers.<name> entry may hold besides the API key and base URL (a
+    # mapping of deployment names): they reach the adapter in ProviderConfig.settings, by key.
+    file_settings: tuple[str, ...] = ()
+    # What is wrong with those keys' values in a config file entry, as (key, message), or None: run
+    # when settings load, so `mg config check` points at the line rather than a worker failing later.
+    check_file_settings: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
 
     def __post_init__(self) -> None:
         if self.options.provider != self.name:
@@ -51,4 +60,5 @@ class ProviderSpec:
     @property
     def variables(self) -> tuple[str, ...]:
         """Every environment variable the provider reads."""
-        return (*self.credentials, *((self.base_url_env,) if self.base_url_env else ()))
+        base_url = (self.base_url_env,) if self.base_url_env else ()
+        return (*self.credentials, *base_url, *self.settings)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -91,7 +92,8 @@ def upstream_error(
     if is_refusal(status, body, text):
         return ContentPolicyViolation(message)
     if status == 429:
-        return UpstreamRateLimited(message, retry_after_s=_retry_after(response) or 10)
+        wait = _retry_after(response)
+        return UpstreamRateLimited(message, retry_after_s=math.ceil(wait) if wait else 10)
     if status in (401, 403) or is_credential_error(status, body, text):
         return UpstreamError(f"{provider} rejected the gateway's credentials ({status}): {message}")
     if status in (400, 404, 413, 422):
@@ -103,12 +105,18 @@ def malformed(provider: str, detail: str) -> UpstreamError:
     return UpstreamError(f"{provider} answered with something unusable: {detail}")
 
 
-def _retry_after(response: HttpResponse) -> int | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0, int(float(value))) if value else None
-    except ValueError:
-        return None
+def _retry_after(response: HttpResponse) -> float | None:
+    """The seconds the provider asks to wait: `retry-after-ms` where it sends one (Azure does, in
+    milliseconds, and the official OpenAI SDKs read it before `retry-after`), else `retry-after`."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = response.headers.get(name)
+        try:
+            seconds = float(value) * scale if value else None
+        except ValueError:
+            continue
+        if seconds is not None and math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
 
 
 class Upstream:
@@ -202,9 +210,9 @@ class Upstream:
         log.warning("%s (%r)", message, exc)
         return UpstreamError(message)
 
-    def _backoff(self, attempt: int, retry_after: int | None) -> float:
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(float(retry_after), MAX_RETRY_AFTER_S)
+            return min(retry_after, MAX_RETRY_AFTER_S)
         return float(BACKOFF_BASE_S * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
 
     async def json(self, method: str, path: str, deadline: float, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ import pytest
 
 from service.providers.media import sniff_media_type
 from tests.fakes import all_fakes, environment
-from tests.fakes.base import FakeProvider
+from tests.fakes.base import FakeProvider, png
 from tests.support.gateway import GatewayProcess
 from tests.support.sdk import openai_client
 
@@ -73,6 +73,32 @@ def test_provider_failures_are_502(
         client(gateway).images.generate(model=case.SMOKE_MODEL, prompt="FAILME now", size=case.SMOKE_SIZE)
     assert caught.value.status_code == 502
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "UPSTREAM_ERROR"
+
+
+# A model that edits, per cloud provider (their references go out as a form part, IMAGE_VARIATION
+# and an inlineData part).
+EDIT_MODELS = {
+    "azure": "azure/gpt-image-1",
+    "bedrock": "bedrock/amazon.nova-canvas-v1:0",
+    "vertex": "vertex/gemini-2.5-flash-image",
+}
+
+
+@pytest.mark.parametrize("provider", sorted(EDIT_MODELS))
+def test_the_sdk_edits_through_the_cloud_providers(
+    stack: tuple[GatewayProcess, dict[str, FakeProvider]], provider: str
+) -> None:
+    gateway, fakes = stack
+    picture = png(64, 64, (10, 200, 90))
+    result = client(gateway).images.generate(
+        model=EDIT_MODELS[provider],
+        prompt="the same, in blue",
+        size="1024x1024",
+        extra_body={"reference_image": base64.b64encode(picture).decode()},
+    )
+    assert result.data is not None and len(result.data) == 1 and result.data[0].b64_json
+    sent = fakes[provider].generation_requests()[-1].body
+    assert picture in sent or base64.b64encode(picture) in sent, "the reference never reached the provider"
 
 
 def test_models_show_which_providers_are_configured(

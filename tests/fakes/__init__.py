@@ -31,9 +31,11 @@ def all_fakes() -> dict[str, type[FakeProvider]]:
 
 def environment(fake: FakeProvider) -> dict[str, str]:
     """The variables an operator would set to point the gateway at this running fake: each of the
-    provider's credential variables holds the fake's key, its base URL variable the fake's URL."""
+    provider's credential variables holds the fake's key, its base URL variable the fake's URL, and
+    the fake's own settings the rest."""
     spec = PROVIDERS[fake.PROVIDER]
     return {
         **{variable: fake.api_key for variable in spec.credentials},
         spec.base_url_env: fake.url + fake.BASE_PATH,
+        **fake.settings(),
     }

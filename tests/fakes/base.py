@@ -161,6 +161,11 @@ class FakeProvider:
     def handle(self, request: Recorded) -> Reply:
         raise NotImplementedError
 
+    def settings(self) -> dict[str, str]:
+        """The provider's optional variables that point it at this fake, beyond the credentials and
+        the base URL (a credentials file whose token endpoint is this fake)."""
+        return {}
+
     def reset(self) -> None:
         """Forget the requests and triggers seen, and the class-level settings a test changed on
         this instance, for a server reused across tests (subclasses extend it with their own

@@ -45,6 +45,10 @@ KEY_INVALID = {
     "domain": "googleapis.com",
     "metadata": {"service": "generativelanguage.googleapis.com"},
 }
+RAI_REASON = (
+    "Your current safety filter threshold filtered out 1 generated images. You will be able to see "
+    "fewer images. If you think this was an error, send feedback. Support codes: 39322892"
+)
 BLOCKED_IMAGE = "Unable to show the generated image: it may violate our policies."
 IMAGE_MIME = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/heic": "HEIF",
               "image/heif": "HEIF"}  # fmt: skip
@@ -53,8 +57,8 @@ BAD_IMAGE = (
     "Unable to process input image. Please retry or report in "
     "https://developers.generativeai.google/guide/troubleshooting"
 )
-STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-          500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
+STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+          429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 
 
 def error(message: str, status: int = 400, details: list[dict[str, Any]] | None = None) -> Reply:
@@ -76,6 +80,7 @@ class FakeGoogle(FakeProvider):
     SMOKE_MODEL = "google/gemini-2.5-flash-image"
     api_key = "g-fake-gemini"
     final_color = (30, 160, 60)  # the answer's image; Gemini 3 interim "thought" images are grey
+    PREDICT_SCHEMA = ("google.json", "PredictRequest")  # (schema file, definition) of :predict bodies
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,9 +199,10 @@ class FakeGoogle(FakeProvider):
 
     # :predict (Imagen) -------------------------------------------------------------------------
     def _predict(self, model: str, body: dict[str, Any]) -> Reply:
-        check_body("google.json", "PredictRequest", body)
+        check_body(*self.PREDICT_SCHEMA, body)
         parameters = body.get("parameters", {})
-        check_body("google.json", "ImagenParameters", parameters)
+        if problem := self._check_imagen_parameters(parameters):
+            return problem
         if len(body["instances"]) != 1:
             return error("Only one instance is supported.")
         check_body("google.json", "ImagenInstance", body["instances"][0])
@@ -212,13 +218,22 @@ class FakeGoogle(FakeProvider):
             return error(f"sampleImageSize is not supported for models/{model}.")
         if reply := self._trigger(prompt):
             return reply
-        if "BLOCKME" in prompt or "EMPTY" in prompt:
-            return json_reply({})  # every image filtered: no predictions at all
-        count -= 1 if "FILTERONE" in prompt else 0
-        predictions = [
-            {"bytesBase64Encoded": b64(png(color=self.final_color)), "mimeType": "image/png"}
-        ] * count
-        return json_reply({"predictions": predictions})
+        # Filtered images are left out; with includeRaiReason each leaves its reason instead.
+        filtered = count if "BLOCKME" in prompt or "EMPTY" in prompt else 1 if "FILTERONE" in prompt else 0
+        image: dict[str, Any] = {
+            "bytesBase64Encoded": b64(png(color=self.final_color)),
+            "mimeType": "image/png",
+        }
+        if parameters.get("enhancePrompt"):
+            image["prompt"] = f"A detailed, well-lit rendering of {prompt}"
+        predictions = [image] * (count - filtered)
+        if parameters.get("includeRaiReason"):
+            predictions += [{"raiFilteredReason": RAI_REASON}] * filtered
+        return json_reply({"predictions": predictions} if predictions else {})
+
+    def _check_imagen_parameters(self, parameters: dict[str, Any]) -> Reply | None:
+        check_body("google.json", "ImagenParameters", parameters)
+        return None
 
     # shared triggers ---------------------------------------------------------------------------
     def _trigger(self, prompt: str) -> Reply | None:

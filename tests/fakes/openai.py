@@ -114,7 +114,8 @@ class FakeOpenAI(FakeProvider):
         check_body("openai.json", "CreateImageRequest", body)
         return self._generate(body)
 
-    def _edit(self, request: Recorded) -> Reply:
+    def _edit(self, request: Recorded, deployed: str | None = None) -> Reply:
+        """An edit; `deployed`: the model a deployment serves (Azure), which the body must not name."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             check_body("openai.json", "EditImageBodyJsonParam", request.json)
@@ -131,7 +132,9 @@ class FakeOpenAI(FakeProvider):
             mask = request.form.get("mask")
         else:
             return error("Invalid Content-Type header, expected multipart/form-data.")
-        model = body.setdefault("model", "gpt-image-1.5")
+        if deployed is not None and "model" in body:
+            return error("Unknown parameter: 'model'.", param="model", code="unknown_parameter")
+        model = body.setdefault("model", deployed or "gpt-image-1.5")
         if model not in EDIT_MODELS:
             return error(f"Invalid value: '{model}'. Value must be one of {sorted(EDIT_MODELS)}.",
                          param="model", code="invalid_value")  # fmt: skip

@@ -49,7 +49,8 @@ def generate(
     size = parse_size(fake.SMOKE_SIZE) if fake else model.capabilities.default_size
     base_url = fake.url + fake.BASE_PATH if fake else ""
     key = fake.api_key if fake else ""
-    config = ProviderConfig(spec.name, key, base_url, dict.fromkeys(spec.credentials, key))
+    settings = fake.settings() if fake else {}
+    config = ProviderConfig(spec.name, key, base_url, dict.fromkeys(spec.credentials, key), settings=settings)
 
     async def go() -> ImageCallResult:
         provider = spec.factory(config, Settings())

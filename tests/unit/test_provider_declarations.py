@@ -75,6 +75,7 @@ def provider_table() -> str:
         if spec.base_url_env:
             default = f" (default `{spec.default_base_url}`)" if spec.default_base_url else " (required)"
             variables += f"; `{spec.base_url_env}`{default}"
+        variables += "".join(f"; `{variable}` (optional)" for variable in spec.settings)
         options = ", ".join(f"`{key}`" for key in spec.options.options) or "none"
         rows.append(f"| `{spec.name}` | {spec.summary}: {models} | {variables} | {options} |")
     return "\n".join(rows)

@@ -60,7 +60,13 @@ def test_a_declaration_must_be_consistent() -> None:
 
 
 def test_the_shipped_providers_are_read_from_their_declared_variables() -> None:
-    environ = {spec.credentials[0]: f"key-{spec.name}" for spec in DECLARATIONS if spec.credentials}
+    environ = {variable: f"key-{spec.name}" for spec in DECLARATIONS for variable in spec.credentials}
+    # providers without a public endpoint (each Azure resource has its own) need theirs set
+    environ |= {
+        spec.base_url_env: f"https://{spec.name}.example"
+        for spec in DECLARATIONS
+        if spec.base_url_env and not spec.default_base_url
+    }
     settings = load_settings(environ)
     assert set(settings.providers) == {spec.name for spec in DECLARATIONS}
     assert settings.providers["openai"].base_url == "https://api.openai.com/v1"

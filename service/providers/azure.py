@@ -1,0 +1,134 @@
+"""Azure OpenAI: OpenAI's image models (DALL-E 3, GPT image) deployed in a customer's Azure resource.
+
+POST {endpoint}/openai/deployments/{deployment}/images/generations?api-version={version} (JSON), and
+with a reference image .../images/edits?api-version={version} (multipart), authenticated by the
+resource key in an `api-key` header. The bodies are OpenAI's (openai.py builds them, with the same
+quality mapping, GPT image fields and edit form) without `model`: the deployment names the model.
+Answers are OpenAI's too (base64 images, GPT image token usage), plus per-image content-filter
+annotations the gateway does not pass on.
+
+Settings use the official SDK's names: AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT (the resource,
+e.g. https://contoso.openai.azure.com) and OPENAI_API_VERSION (default DEFAULT_API_VERSION, the
+first version that serves both DALL-E 3 and GPT image models, generations and edits). A deployment is
+named after its model unless the config file maps it: `providers.azure.deployments: {gpt-image-1:
+img-prod-eastus}` (keys are the catalog's upstream ids).
+
+Refusals: the content filter answers 400 with `content_policy_violation` (inner_error.code
+`ResponsibleAIPolicyViolation`), `contentFilter` / `content_filter` for a filtered output, and GPT
+image models OpenAI's `moderation_blocked`; all are ContentPolicyViolation, never retried. 429s carry
+`retry-after-ms` (honoured, upstream.py). dall-e-3 takes one image per call and has no edits.
+
+providerOptions.azure: the keys providerOptions.openai takes (openai.py), with the same meaning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from service.config import ProviderConfig, Settings, SettingsError
+from service.errors import EditNotSupported
+from service.providers import openai
+from service.providers.adapter import HttpAdapter
+from service.providers.base import ImageCall, ImageCallResult
+from service.providers.options import OptionsSchema
+from service.providers.spec import ProviderSpec
+from service.providers.upstream import Upstream
+
+NAME = "azure"
+API_VERSION_ENV = "OPENAI_API_VERSION"
+DEFAULT_API_VERSION = "2025-04-01-preview"
+REFUSAL_CODES = frozenset(
+    {"content_policy_violation", "moderation_blocked", "contentFilter", "content_filter"}
+)
+RESPONSIBLE_AI = "ResponsibleAIPolicyViolation"
+OPTIONS = OptionsSchema(NAME, openai.OPTIONS.options)
+
+
+def is_refusal(status: int, body: Any, text: str) -> bool:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    inner = error.get("inner_error") or error.get("innererror")
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    return (
+        error.get("code") in REFUSAL_CODES
+        or inner_code == RESPONSIBLE_AI
+        or error.get("type") == "image_generation_user_error"
+    )
+
+
+def check_file_settings(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    """providers.azure.deployments must map model ids to deployment names."""
+    mapping = entry.get("deployments", {})
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()
+    ):
+        return "deployments", "providers.azure.deployments must map model ids to deployment names"
+    return None
+
+
+def deployments(config: ProviderConfig) -> dict[str, str]:
+    """upstream model id -> deployment name, from the config file's providers.azure.deployments."""
+    problem = check_file_settings(config.settings)
+    if problem is not None:
+        raise SettingsError(problem[1])
+    return dict(config.settings.get("deployments") or {})
+
+
+class AzureOpenAIProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
+
+    def __init__(self, upstream: Upstream, api_version: str, deployments: dict[str, str]) -> None:
+        super().__init__(upstream)
+        self._query = urlencode({"api-version": api_version})
+        self._deployments = deployments
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> AzureOpenAIProvider:
+        upstream = Upstream.from_config(config, settings, cls.headers(config), cls.is_refusal)
+        api_version = str(config.settings.get(API_VERSION_ENV) or DEFAULT_API_VERSION)
+        return cls(upstream, api_version, deployments(config))
+
+    @staticmethod
+    def headers(config: ProviderConfig) -> dict[str, str]:
+        return {"api-key": config.api_key}
+
+    def path(self, model: str, operation: str) -> str:
+        deployment = quote(self._deployments.get(model, model), safe="")
+        return f"/openai/deployments/{deployment}/images/{operation}?{self._query}"
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        model, reference = call.upstream_model, call.reference_image
+        if reference is not None and model == "dall-e-3":
+            raise EditNotSupported("dall-e-3 does not support edits.", param="reference_image")
+        body, warnings = openai.request_body(call, OPTIONS)
+        del body["model"]  # the deployment is the model; the API defines no such field
+        if reference is None:
+            payload, response = await self._upstream.json_object(
+                "POST", self.path(model, "generations"), call.deadline, json=body
+            )
+        else:
+            form = {name: str(value) for name, value in body.items()}
+            files = await asyncio.to_thread(openai.edit_files, call, reference, OPTIONS)
+            payload, response = await self._upstream.json_object(
+                "POST", self.path(model, "edits"), call.deadline, data=form, files=files
+            )
+        request_id = response.headers.get("apim-request-id") or response.headers.get("x-request-id")
+        return openai.read_answer(self.name, payload, request_id, warnings)
+
+
+PROVIDER = ProviderSpec(
+    NAME,
+    AzureOpenAIProvider.create,
+    OPTIONS,
+    credentials=("AZURE_OPENAI_API_KEY",),
+    base_url_env="AZURE_OPENAI_ENDPOINT",
+    default_base_url="",  # each resource has its own endpoint
+    summary="Azure OpenAI (deployments of OpenAI's image models)",
+    settings=(API_VERSION_ENV,),
+    file_settings=("deployments",),
+    check_file_settings=check_file_settings,
+)

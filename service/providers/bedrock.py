@@ -1,0 +1,260 @@
+"""Amazon Bedrock: Amazon Nova Canvas, Titan Image Generator v2 and Stability models, via InvokeModel.
+
+POST {endpoint}/model/{model id, URL-encoded}/invoke with a JSON body of the model family's own
+shape, synchronous, base64 images in the answer. The endpoint is
+https://bedrock-runtime.{region}.amazonaws.com (AWS_ENDPOINT_URL_BEDROCK_RUNTIME, the AWS SDKs'
+variable, moves it; `{region}` in it is replaced).
+
+Auth: AWS Signature Version 4 (service `bedrock`) over each request, made by botocore's signer
+(installed with boto3 for S3 blob storage, and imported only when this provider is configured):
+SigV4's canonical request has rules a hand-written signer gets subtly wrong (double-encoded paths,
+header folding), and AWS's own implementation is the reference for them. The credentials are the
+static keys the AWS SDKs read (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the region
+AWS_REGION (else AWS_DEFAULT_REGION, else us-east-1). The exact signed bytes are sent, to the path as
+signed (`%3A` kept encoded).
+
+Bodies:
+- amazon.* (Nova Canvas, Titan v2): taskType TEXT_IMAGE with textToImageParams {text, negativeText,
+  style (Nova)}; with a reference image IMAGE_VARIATION with imageVariationParams {images: [base64],
+  text, negativeText, similarityStrength}. imageGenerationConfig {numberOfImages (1-5), width, height,
+  quality (hd/high -> premium, else standard), cfgScale, seed}. Answer {images: [base64], error}.
+- stability.*: {prompt, aspect_ratio (the size's exact ratio), negative_prompt, seed, output_format},
+  and for sd3.5 large `mode` text-to-image, or with a reference image mode image-to-image, image
+  (base64), strength and no aspect_ratio (Ultra and Core take no image here). One image per call.
+  Answer {seeds, finish_reasons, images}; a finish reason starting "Filter reason" is a refusal,
+  any other non-null one a failure.
+
+Refusals: a 400 ValidationException whose message says the content filters blocked the request or
+its output; Nova's non-null `error` in a 200. ThrottlingException (429) and 5xx are retried
+(upstream.py); the type name travels in `x-amzn-ErrorType`, the text in `message`.
+
+providerOptions.bedrock:
+  negativeText        string; amazon models (negative_prompt on stability models)
+  style               a Nova Canvas style (PHOTOREALISM, ...); Nova Canvas only
+  cfgScale            number 1.1..10; amazon models
+  similarityStrength  number 0.2..1; amazon models with a reference image
+  strength            number 0..1; stability models with a reference image (default 0.5)
+  seed                integer 0..858993459 (Nova's range, inside Titan's and Stability's); call k of a
+                      fanned-out request sends seed+k so images differ
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import orjson
+import pybase64
+
+from service.config import ProviderConfig, Settings
+from service.errors import ContentPolicyViolation, ModelNotAllowed, UpstreamError
+from service.providers.adapter import HttpAdapter
+from service.providers.base import (
+    CallWarning,
+    GeneratedImage,
+    ImageCall,
+    ImageCallResult,
+    ignored_fields,
+    unsupported,
+)
+from service.providers.options import OptionsSchema, integer, models, number, string, with_reference
+from service.providers.spec import ProviderSpec
+from service.providers.stability import aspect_ratio
+from service.providers.upstream import Upstream, decode_image, malformed
+
+if TYPE_CHECKING:
+    from botocore.auth import SigV4Auth
+
+NAME = "bedrock"
+SERVICE = "bedrock"
+DEFAULT_REGION = "us-east-1"
+REGION_SETTINGS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+NOVA_CANVAS = "amazon.nova-canvas-v1:0"
+SD35_LARGE = "stability.sd3-5-large-v1:0"
+HIGH_QUALITIES = frozenset({"hd", "high", "premium"})
+MAX_SEED = 858_993_459
+DEFAULT_STRENGTH = 0.5
+INPUT_TYPES = ("image/png", "image/jpeg")
+STABILITY_OUTPUTS = {"png": "png", "jpeg": "jpeg"}
+NOVA_STYLES = ("3D_ANIMATED_FAMILY_FILM", "DESIGN_SKETCH", "FLAT_VECTOR_ILLUSTRATION",
+               "GRAPHIC_NOVEL_ILLUSTRATION", "MAXIMALISM", "MIDCENTURY_RETRO", "PHOTOREALISM",
+               "SOFT_DIGITAL_PAINTING")  # fmt: skip
+FILTER_WORDS = ("content filters", "filters blocked")
+
+amazon = models("amazon.")
+stability = models("stability.")
+OPTIONS = OptionsSchema(
+    NAME,
+    {
+        "negativeText": string().where(amazon),
+        "negative_prompt": string().where(stability),
+        "style": string(*NOVA_STYLES, fold_case=True).where(models(NOVA_CANVAS)),
+        "cfgScale": number(1.1, 10).where(amazon),
+        "similarityStrength": number(0.2, 1).where(amazon, with_reference),
+        "strength": number(0, 1).where(stability, with_reference),
+        "seed": integer(0, MAX_SEED),
+    },
+)
+
+
+def _message(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    value = body.get("message", body.get("Message"))
+    return value if isinstance(value, str) else ""
+
+
+def is_refusal(status: int, body: Any, text: str) -> bool:
+    """Bedrock's content filter: 400 ValidationException "...blocked by our content filters." (the
+    prompt) or "...Our filters blocked the generated image(s)." (the output)."""
+    message = _message(body).lower()
+    return status == 400 and any(words in message for words in FILTER_WORDS)
+
+
+def _seed(options: dict[str, Any], call: ImageCall) -> int | None:
+    seed = options.get("seed")
+    return None if seed is None else (seed + call.first_index) % (MAX_SEED + 1)
+
+
+async def _image(call: ImageCall) -> str:
+    """The reference image as base64 PNG or JPEG (a GIF or WebP becomes PNG)."""
+    assert call.reference_image is not None
+    data, _ = await asyncio.to_thread(call.reference_image.in_formats, INPUT_TYPES)
+    return pybase64.b64encode(data).decode()
+
+
+async def amazon_body(call: ImageCall, options: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "numberOfImages": call.n,
+        "width": call.size.width,
+        "height": call.size.height,
+        "quality": "premium" if call.quality in HIGH_QUALITIES else "standard",
+    }
+    if "cfgScale" in options:
+        config["cfgScale"] = options["cfgScale"]
+    if (seed := _seed(options, call)) is not None:
+        config["seed"] = seed
+    text = {"text": call.prompt}
+    if "negativeText" in options:
+        text["negativeText"] = options["negativeText"]
+    if call.reference_image is None:
+        if "style" in options:
+            text["style"] = options["style"]
+        return {"taskType": "TEXT_IMAGE", "textToImageParams": text, "imageGenerationConfig": config}
+    variation: dict[str, Any] = {"images": [await _image(call)], **text}
+    if "similarityStrength" in options:
+        variation["similarityStrength"] = options["similarityStrength"]
+    return {"taskType": "IMAGE_VARIATION", "imageVariationParams": variation, "imageGenerationConfig": config}
+
+
+async def stability_body(
+    call: ImageCall, options: dict[str, Any], warnings: list[CallWarning]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": call.prompt}
+    if call.reference_image is None:
+        body["aspect_ratio"] = aspect_ratio(call)
+        if call.upstream_model == SD35_LARGE:
+            body["mode"] = "text-to-image"
+    elif call.upstream_model != SD35_LARGE:
+        raise ModelNotAllowed(f"{call.upstream_model} takes no reference image.", param="reference_image")
+    else:
+        body.update(mode="image-to-image", image=await _image(call))
+        body["strength"] = options.get("strength", DEFAULT_STRENGTH)
+    if "negative_prompt" in options:
+        body["negative_prompt"] = options["negative_prompt"]
+    if (seed := _seed(options, call)) is not None:
+        body["seed"] = seed
+    if call.output_format in STABILITY_OUTPUTS:
+        body["output_format"] = STABILITY_OUTPUTS[call.output_format]
+    elif call.output_format:
+        warnings.append(unsupported("output_format", f"{call.upstream_model} answers png or jpeg"))
+    if call.quality:
+        warnings.append(unsupported("quality", f"{call.upstream_model} has no quality setting"))
+    return body
+
+
+class BedrockProvider(HttpAdapter):
+    is_refusal = staticmethod(is_refusal)
+
+    def __init__(self, upstream: Upstream, signer: SigV4Auth) -> None:
+        super().__init__(upstream)
+        self._signer = signer
+
+    @classmethod
+    def create(cls, config: ProviderConfig, settings: Settings) -> BedrockProvider:
+        from botocore.auth import SigV4Auth  # only a worker that uses Bedrock loads botocore
+        from botocore.credentials import Credentials
+
+        region = next(
+            (str(config.settings[n]) for n in REGION_SETTINGS if config.settings.get(n)), DEFAULT_REGION
+        )
+        credentials = Credentials(
+            config.credentials["AWS_ACCESS_KEY_ID"],
+            config.credentials["AWS_SECRET_ACCESS_KEY"],
+            str(config.settings.get("AWS_SESSION_TOKEN") or "") or None,
+        )
+        regional = dataclasses.replace(config, base_url=config.base_url.replace("{region}", region))
+        upstream = Upstream.from_config(regional, settings, {}, cls.is_refusal)
+        return cls(upstream, SigV4Auth(credentials, SERVICE, region))
+
+    def signed_headers(self, url: str, body: bytes) -> dict[str, str]:
+        """The SigV4 headers (Authorization, X-Amz-Date, X-Amz-Security-Token) for this exact request."""
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(
+            "POST", url, data=body, headers={"Content-Type": "application/json", "Accept": "application/json"}
+        )
+        self._signer.add_auth(request)
+        return dict(request.headers.items())
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        model = call.upstream_model
+        options, warnings = OPTIONS.parse(call)
+        warnings += ignored_fields(call, NAME, ("style", "background", "moderation", "output_compression"))
+        if model.startswith("stability."):
+            body = await stability_body(call, options, warnings)
+        else:
+            body = await amazon_body(call, options)
+        content = orjson.dumps(body)
+        path = f"/model/{quote(model, safe='')}/invoke"
+        payload, response = await self._upstream.json_object(
+            "POST",
+            path,
+            call.deadline,
+            content=content,
+            encoded=True,
+            headers=self.signed_headers(self._upstream.url(path), content),
+        )
+        images = self._images(payload)
+        return ImageCallResult(
+            images, upstream_request_id=response.headers.get("x-amzn-RequestId"), warnings=warnings
+        )
+
+    def _images(self, payload: dict[str, Any]) -> list[GeneratedImage]:
+        error = payload.get("error")
+        if error:  # Nova / Titan: a 200 that carries the filter's verdict instead of images
+            raise ContentPolicyViolation(f"{self.name}: {error}")
+        reasons = [reason for reason in payload.get("finish_reasons") or [] if reason]
+        if reasons:
+            message = f"{self.name}: {'; '.join(map(str, reasons))}"
+            if all(str(reason).startswith("Filter reason") for reason in reasons):
+                raise ContentPolicyViolation(message)
+            raise UpstreamError(message)
+        items = payload.get("images")
+        if not isinstance(items, list):
+            raise malformed(self.name, "no list of images under `images`")
+        return [GeneratedImage(*decode_image(self.name, item)) for item in items]
+
+
+PROVIDER = ProviderSpec(
+    NAME,
+    BedrockProvider.create,
+    OPTIONS,
+    credentials=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    base_url_env="AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    default_base_url="https://bedrock-runtime.{region}.amazonaws.com",
+    summary="Amazon Bedrock InvokeModel (Nova Canvas, Titan Image v2, Stability)",
+    settings=("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"),
+)
