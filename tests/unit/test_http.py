@@ -45,4 +45,3 @@ async def test_redirects_are_followed_only_when_asked() -> None:
     finally:
         await kept.aclose()
         await followed.aclose()
-
