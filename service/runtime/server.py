@@ -113,7 +113,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         interceptors=interceptors(settings, store, catalog, idempotency),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
-    add_image_generation(servicer, server)
+    add_image_generation(servicer, server, settings.reference_max_bytes)
     add_operations(server, store, blobs)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
