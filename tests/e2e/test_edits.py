@@ -11,7 +11,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.support.checks import assert_error, decode_png, validate
+from tests.support.checks import decode_png, validate
 from tests.support.gateway import GatewayProcess
 
 
@@ -44,7 +44,9 @@ def test_sdk_edit_with_one_image(client: openai.OpenAI, openai_schema: dict[str,
 
 
 def test_sdk_edit_with_several_images_differs_from_one(client: openai.OpenAI) -> None:
-    one = client.images.edit(model="local/canvas", image=("a.png", png(), "image/png"), prompt="p", size="64x64")
+    one = client.images.edit(
+        model="local/canvas", image=("a.png", png(), "image/png"), prompt="p", size="64x64"
+    )
     several = client.images.edit(
         model="local/canvas",
         image=[("a.png", png(), "image/png"), ("b.png", png(color=(0, 0, 255, 255)), "image/png")],
@@ -68,7 +70,8 @@ def test_sdk_edit_with_a_mask_keeps_the_opaque_area(client: openai.OpenAI) -> No
 
 
 async def test_async_sdk_edit_and_variation(gateway: GatewayProcess) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{gateway.http_url}/v1", api_key=gateway.key, max_retries=0) as sdk:
+    base_url = f"{gateway.http_url}/v1"
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=gateway.key, max_retries=0) as sdk:
         edited = await sdk.images.edit(
             model="local/canvas", image=[("a.png", png(), "image/png")] * 3, prompt="three", size="64x64", n=2
         )
@@ -107,7 +110,8 @@ def test_json_edit_with_image_urls(gateway: GatewayProcess) -> None:
     [
         ("local/sketch", {"size": "256x256"}, 403, "MODEL_NOT_ALLOWED", "model"),
         ("local/canvas", {"image": [("a.png", png(), "image/png")] * 17}, 400, "BAD_REQUEST", "image"),
-        ("local/canvas", {"image": ("a.txt", b"not an image", "text/plain")}, 400, "INVALID_REFERENCE_IMAGE", "image"),
+        ("local/canvas", {"image": ("a.txt", b"not an image", "text/plain")}, 400, "INVALID_REFERENCE_IMAGE",
+         "image"),
         ("local/canvas", {"mask": ("m.png", png(32, 32), "image/png")}, 400, "INVALID_MASK", "mask"),
     ],
 )  # fmt: skip
