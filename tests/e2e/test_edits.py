@@ -1,18 +1,26 @@
 """Edits and variations as the official SDKs send them: openai-python (sync and async) -> Envoy
-(the raw multipart body through the transcoder) -> gRPC -> the offline provider."""
+(the raw multipart body through the transcoder) -> gRPC -> the offline provider, or the fake OpenAI
+Images API (which checks the form it receives against OpenAI's schema)."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from PIL import Image
+from ulid import ULID
 
-from tests.support.checks import decode_png, validate
+from tests.fakes import environment
+from tests.fakes.openai import FakeOpenAI
+from tests.support.checks import assert_error, decode_png, validate
 from tests.support.gateway import GatewayProcess
+from tests.support.sdk import openai_client
 
 
 def png(width: int = 64, height: int = 64, color: tuple[int, ...] = (200, 30, 30, 255)) -> bytes:
@@ -124,3 +132,159 @@ def test_edits_the_model_cannot_take_are_refused(
         )
     assert caught.value.status_code == status
     assert caught.value.body["code"] == code and caught.value.body["param"] == param  # type: ignore[index]
+
+
+# --- through a provider: the fake OpenAI Images API, which checks the form it receives
+
+
+@pytest.fixture(scope="module")
+def openai_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeOpenAI]]:
+    with FakeOpenAI().running() as fake:
+        gateway = GatewayProcess(tmp_path_factory.mktemp("edits-openai"), environment(fake)).start()
+        try:
+            yield gateway, fake  # type: ignore[misc]
+        finally:
+            gateway.stop()
+
+
+@pytest.fixture
+def fake_openai(openai_stack: tuple[GatewayProcess, FakeOpenAI]) -> FakeOpenAI:
+    openai_stack[1].reset()
+    return openai_stack[1]
+
+
+def usage_rows(gateway: GatewayProcess, project: str) -> list[dict[str, Any]]:
+    return list(json.loads(gateway.mg("usage", "--project", project, "--json").stdout))
+
+
+def project_money(gateway: GatewayProcess, project: str) -> tuple[float, float]:
+    shown = json.loads(gateway.mg("projects", "show", project, "--json").stdout)
+    return shown["spent_usd"], shown["reserved_usd"]
+
+
+def test_gpt_image_edit_with_several_images_and_a_mask_is_charged_its_tokens(
+    openai_stack: tuple[GatewayProcess, FakeOpenAI], fake_openai: FakeOpenAI
+) -> None:
+    gateway, _ = openai_stack
+    key = gateway.new_key(project := f"edit-{ULID()}")
+    sdk = openai_client(f"{gateway.http_url}/v1", key)
+    images = [("a.png", png(), "image/png"), ("b.png", png(color=(0, 0, 255, 255)), "image/png")]
+    result = sdk.images.edit(
+        model="openai/gpt-image-1", image=images, mask=("m.png", mask_png(), "image/png"), prompt="p"
+    )
+    assert result.data is not None and len(result.data) == 1
+    assert fake_openai.edited == [png(), png(color=(0, 0, 255, 255))]
+    # The fake bills 12 text tokens, 194 per input image and 4160 output tokens, at gpt-image-1's
+    # $5 / $10 / $40 per million.
+    (row,) = usage_rows(gateway, project)
+    assert row["cost_micros"] == 12 * 5 + 2 * 194 * 10 + 4160 * 40
+    assert result.usage is not None and result.usage.input_tokens_details.image_tokens == 2 * 194
+
+
+def test_dalle2_variation_through_the_gateway(
+    openai_stack: tuple[GatewayProcess, FakeOpenAI], fake_openai: FakeOpenAI
+) -> None:
+    gateway, _ = openai_stack
+    sdk = openai_client(f"{gateway.http_url}/v1", gateway.key)
+    with pytest.warns(DeprecationWarning):
+        result = sdk.images.create_variation(
+            model="openai/dall-e-2", image=("a.png", png(), "image/png"), size="256x256", n=2
+        )
+    assert result.data is not None and len(result.data) == 2
+    (sent,) = fake_openai.generation_requests()
+    assert sent.path == "/v1/images/variations"
+
+
+def test_an_edit_past_the_spend_cap_is_402_and_the_provider_is_never_called(
+    openai_stack: tuple[GatewayProcess, FakeOpenAI], fake_openai: FakeOpenAI
+) -> None:
+    gateway, _ = openai_stack
+    key = gateway.new_key(project := f"edit-cap-{ULID()}", "--budget-usd", "0.01")
+    sdk = openai_client(f"{gateway.http_url}/v1", key)
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.images.edit(model="openai/gpt-image-1", image=("a.png", png(), "image/png"), prompt="p")
+    assert caught.value.status_code == 402
+    assert fake_openai.generation_requests() == []
+    assert project_money(gateway, project) == (0.0, 0.0)
+
+
+def test_an_edit_is_replayed_by_its_idempotency_key(
+    openai_stack: tuple[GatewayProcess, FakeOpenAI], fake_openai: FakeOpenAI
+) -> None:
+    gateway, _ = openai_stack
+    key = gateway.new_key(project := f"edit-idem-{ULID()}")
+    sdk = openai_client(f"{gateway.http_url}/v1", key)
+    headers = {"Idempotency-Key": f"k-{ULID()}"}
+    image = ("a.png", png(), "image/png")
+    first = sdk.images.with_raw_response.edit(
+        model="openai/gpt-image-1", image=image, prompt="p", extra_headers=headers
+    )
+    # The SDK sends another multipart boundary each time: the key still matches the same edit.
+    again = sdk.images.with_raw_response.edit(
+        model="openai/gpt-image-1", image=image, prompt="p", extra_headers=headers
+    )
+    assert again.headers["x-mg-idempotent-replay"] == "true"
+    assert again.parse().model_dump() == first.parse().model_dump()
+    assert len(fake_openai.generation_requests()) == 1
+    (row,) = usage_rows(gateway, project)
+    assert row["requests"] == 1
+    with pytest.raises(openai.UnprocessableEntityError):  # the same key for another edit
+        sdk.images.edit(model="openai/gpt-image-1", image=image, prompt="other", extra_headers=headers)
+
+
+# --- uploads that do not read: a 4xx envelope, nothing charged, the server still up
+
+
+def post_raw(gateway: GatewayProcess, key: str, body: bytes, content_type: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.http_url}/v1/images/edits",
+        content=body,
+        headers={"authorization": f"Bearer {key}", "content-type": content_type},
+        timeout=60,
+    )
+
+
+def form(boundary: str, *parts: tuple[str, str | None, bytes]) -> bytes:
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        kind = "\r\nContent-Type: image/png" if filename else ""
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}{kind}\r\n\r\n".encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+GOOD = (("model", None, b"local/canvas"), ("prompt", None, b"p"), ("size", None, b"64x64"))
+
+
+B0 = "multipart/form-data; boundary=b0"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code", "param"),
+    [
+        (form("b0", *GOOD, ("image", "a.png", png()))[:-40], B0, 400, "BAD_REQUEST", None),
+        (form("b0", *GOOD, ("image", "a.png", png())), B0.replace("b0", "other"), 400, "BAD_REQUEST", None),
+        (form("b0", *GOOD, ("image", "a.png", png())), "multipart/form-data", 400, "BAD_REQUEST", None),
+        (form("b0", *GOOD, ("image", "a.png", b"%PDF-1.4")), B0, 400, "INVALID_REFERENCE_IMAGE", "image"),
+        (form("b0", *GOOD, ("n", None, b"two"), ("image", "a.png", png())), B0, 400, "BAD_REQUEST", "n"),
+        (form("b0", *GOOD, ("image", "a.png", b"\0" * (21 * 1024 * 1024))), B0, 413, "REQUEST_TOO_LARGE",
+         "image"),
+        (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": 5}]}', "application/json", 400,
+         "BAD_REQUEST", None),
+        (b"model=local/canvas", "application/x-www-form-urlencoded", 400, "BAD_REQUEST", None),
+    ],
+    ids=["truncated", "wrong-boundary", "no-boundary", "not-an-image", "not-an-integer", "huge-part",
+         "json-wrong-type", "urlencoded"],
+)  # fmt: skip
+def test_uploads_that_do_not_read_are_refused_and_cost_nothing(
+    gateway: GatewayProcess, body: bytes, content_type: str, status: int, code: str, param: str | None
+) -> None:
+    key = gateway.new_key(project := f"bad-upload-{ULID()}")
+    response = post_raw(gateway, key, body, content_type)
+    assert_error(response, status, code, param)
+    assert usage_rows(gateway, project) == [] or usage_rows(gateway, project)[0]["cost_micros"] == 0
+    assert project_money(gateway, project) == (0.0, 0.0)
+    ok = post_raw(
+        gateway, key, form("b1", *GOOD, ("image", "a.png", png())), "multipart/form-data; boundary=b1"
+    )
+    assert ok.status_code == 200, ok.text
