@@ -2,7 +2,7 @@
 
 In order, and all before any money is reserved or any provider called: the model is resolved (404),
 the project's allowlist is applied (403), the request is validated against the model's capabilities
-(400 with `param`), and the model's provider must be configured on this gateway (503).
+(400 with `param`), and the model's provider must be configured on this gateway (404).
 """
 
 from __future__ import annotations
