@@ -194,7 +194,7 @@ class InvalidReferenceImage(BadRequest):
 
 
 class InvalidMask(BadRequest):
-    """An edit's mask (`providerOptions.openai.mask`) is not a base64 PNG."""
+    """An edit's mask (`mask`, or `providerOptions.openai.mask`) is not a PNG of the first image's size."""
 
     kind = _kind("INVALID_MASK", 400, "INVALID_ARGUMENT", "invalid_request_error")
 

@@ -272,9 +272,14 @@ B0 = "multipart/form-data; boundary=b0"
         (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": 5}]}', "application/json", 400,
          "BAD_REQUEST", None),
         (b"model=local/canvas", "application/x-www-form-urlencoded", 400, "BAD_REQUEST", None),
+        (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": "http://127.0.0.1:9/a.png"}]}',
+         "application/json", 400, "INVALID_REFERENCE_IMAGE", "image"),
+        (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": "data:image/png;base64,' +
+         base64.b64encode(png()) + b'"}], "mask": {"image_url": "http://169.254.169.254/m.png"}}',
+         "application/json", 400, "INVALID_REFERENCE_IMAGE", "mask"),
     ],
     ids=["truncated", "wrong-boundary", "no-boundary", "not-an-image", "not-an-integer", "huge-part",
-         "json-wrong-type", "urlencoded"],
+         "json-wrong-type", "urlencoded", "loopback-url", "metadata-url-mask"],
 )  # fmt: skip
 def test_uploads_that_do_not_read_are_refused_and_cost_nothing(
     gateway: GatewayProcess, body: bytes, content_type: str, status: int, code: str, param: str | None
