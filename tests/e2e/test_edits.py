@@ -10,9 +10,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
+from mg.v1 import image_generation_pb2 as pb
+from mg.v1 import image_generation_pb2_grpc as pb_grpc
 from PIL import Image
 from ulid import ULID
 
@@ -293,3 +296,37 @@ def test_uploads_that_do_not_read_are_refused_and_cost_nothing(
         gateway, key, form("b1", *GOOD, ("image", "a.png", png())), "multipart/form-data; boundary=b1"
     )
     assert ok.status_code == 200, ok.text
+
+
+# --- gRPC callers: the typed methods, image bytes raw
+
+
+def test_grpc_edit_and_variation(grpc_stub: pb_grpc.ImageGenerationStub, gateway: GatewayProcess) -> None:
+    metadata = (("authorization", f"Bearer {gateway.key}"),)
+    edited = grpc_stub.EditImages(
+        pb.EditImagesRequest(
+            model="local/canvas",
+            prompt="p",
+            size="64x64",
+            images=[pb.InputImage(data=png()), pb.InputImage(data=png(color=(0, 0, 255, 255)))],
+            mask=pb.InputImage(data=mask_png()),
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+    assert decode_png(edited.data[0].b64_json).size == (64, 64)
+    varied = grpc_stub.CreateImageVariations(
+        pb.CreateImageVariationsRequest(
+            model="local/canvas", image=pb.InputImage(data=png()), size="64x64", n=2
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+    assert len(varied.data) == 2 and varied.usage.output_images == 2
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_stub.CreateImageVariations(
+            pb.CreateImageVariationsRequest(model="local/sketch", image=pb.InputImage(data=png())),
+            metadata=metadata,
+            timeout=30,
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
