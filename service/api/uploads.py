@@ -54,7 +54,13 @@ class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     name: str = ""
     filename: bytes | None = None
-    data: bytearray = field(default_factory=bytearray)
+    # views into the body (no copy until the part is complete: images are megabytes)
+    chunks: list[memoryview] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 class _FormReader:
@@ -103,9 +109,10 @@ class _FormReader:
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         part = self.parts[-1]
-        part.data += data[start:end]
+        part.chunks.append(memoryview(data)[start:end])
+        part.size += end - start
         limit = self._max_file_bytes if part.filename is not None else MAX_TEXT_BYTES
-        if len(part.data) > limit:
+        if part.size > limit:
             kind = "file" if part.filename is not None else "field"
             raise RequestTooLarge(
                 f"The {kind} {part.name!r} is larger than {limit} bytes.", param=_param(part.name)
@@ -149,16 +156,16 @@ def _text(part: _Part) -> str:
 def _set_field(message: Message, field: Any, part: _Part) -> None:  # a FieldDescriptor
     name = field.name
     if field.message_type is pb.InputImage.DESCRIPTOR:
-        if part.filename is not None:
-            image = pb.InputImage(data=bytes(part.data))
-        else:
-            image = pb.InputImage(image_url=_text(part))
         if field.is_repeated:
-            getattr(message, name).append(image)
+            image = getattr(message, name).add()  # in place: the bytes are not copied once more
         elif message.HasField(name):
             raise BadRequest(f"The form has more than one {name!r}.", param=name)
         else:
-            getattr(message, name).CopyFrom(image)
+            image = getattr(message, name)
+        if part.filename is not None:
+            image.data = part.data
+        else:
+            image.image_url = _text(part)
         return
     value = _text(part)
     if field.message_type is not None:  # providerOptions: an object, as JSON text
