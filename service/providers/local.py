@@ -9,8 +9,8 @@ palette, gradient, shapes, and the prompt as a caption). Options (providerOption
             it, and it holds a worker's slot that long, so the cap sits well below the max duration.
 local/canvas also takes a reference_image (image-to-image: the picture shows through), and edits:
 every input image shows through (blended in equal parts), and with a mask the first image is kept
-where the mask is opaque and the render shows only where it is transparent. A variation renders from
-its image alone (no prompt, so no caption).
+where the mask is opaque and the render shows only where it is transparent. A variation renders
+from its image alone (no prompt: an empty caption band).
 """
 
 from __future__ import annotations

@@ -330,3 +330,13 @@ def test_grpc_edit_and_variation(grpc_stub: pb_grpc.ImageGenerationStub, gateway
             timeout=30,
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_models_say_what_each_model_takes_for_edits(client: openai.OpenAI) -> None:
+    models = {model.id: model.model_dump() for model in client.models.list()}
+    canvas, sketch = models["local/canvas"]["capabilities"], models["local/sketch"]["capabilities"]
+    assert (canvas["max_input_images"], canvas["mask"], canvas["variations"]) == (16, True, True)
+    assert "max_input_images" in sketch and sketch["max_input_images"] == 0
+    gpt = models["openai/gpt-image-1.5"]
+    assert gpt["capabilities"]["max_input_images"] == 16 and gpt["price"]["per_input_image_micros"] == 52_000
+    assert models["openai/dall-e-2"]["capabilities"]["variations"] is True
