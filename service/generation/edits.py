@@ -36,41 +36,20 @@ MAX_INPUT_IMAGES = 16
 INPUT_FIDELITIES = ("high", "low")
 
 
-def edit_fields(request: pb.EditImagesRequest) -> pb.GenerateImagesRequest:
-    """The fields an edit shares with a generation, for validation.py."""
-    shared = pb.GenerateImagesRequest(
-        model=request.model,
-        prompt=request.prompt,
-        size=request.size,
-        quality=request.quality,
-        response_format=request.response_format,
-        user=request.user,
-        background=request.background,
-        moderation=request.moderation,
-        output_format=request.output_format,
-        stream=request.stream,
-    )
-    for name in ("n", "output_compression", "partial_images", "provider_options"):
-        if request.HasField(name):
-            if name == "provider_options":
-                shared.provider_options.CopyFrom(request.provider_options)
-            else:
-                setattr(shared, name, getattr(request, name))
-    return shared
-
-
-def variation_fields(request: pb.CreateImageVariationsRequest) -> pb.GenerateImagesRequest:
-    """The fields a variation shares with a generation, for validation.py."""
-    shared = pb.GenerateImagesRequest(
-        model=request.model,
-        size=request.size,
-        response_format=request.response_format,
-        user=request.user,
-    )
-    if request.HasField("n"):
-        shared.n = request.n
-    if request.HasField("provider_options"):
-        shared.provider_options.CopyFrom(request.provider_options)
+def shared_fields(
+    request: pb.EditImagesRequest | pb.CreateImageVariationsRequest,
+) -> pb.GenerateImagesRequest:
+    """The fields an edit or a variation shares with a generation (the same names, types and
+    presence), for validation.py; the rest (images, mask, input_fidelity) are checked here."""
+    shared = pb.GenerateImagesRequest()
+    generation_fields = shared.DESCRIPTOR.fields_by_name
+    for field, value in request.ListFields():
+        if field.name not in generation_fields:
+            continue
+        if field.message_type is not None:
+            getattr(shared, field.name).CopyFrom(value)
+        else:
+            setattr(shared, field.name, value)
     return shared
 
 
@@ -146,7 +125,7 @@ def admit_edit(
     def check(model: ModelSpec, generation: GenerationRequest) -> GenerationRequest:
         return replace(generation, input_fidelity=check_edit(request, model))
 
-    return admit(edit_fields(request), project, catalog, configured, EDIT, check)
+    return admit(shared_fields(request), project, catalog, configured, EDIT, check)
 
 
 def admit_variation(
@@ -156,4 +135,4 @@ def admit_variation(
         check_variation(request, model)
         return generation
 
-    return admit(variation_fields(request), project, catalog, configured, VARIATION, check)
+    return admit(shared_fields(request), project, catalog, configured, VARIATION, check)
