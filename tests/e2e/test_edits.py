@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -235,6 +237,30 @@ def test_an_edit_is_replayed_by_its_idempotency_key(
         sdk.images.edit(model="openai/gpt-image-1", image=image, prompt="other", extra_headers=headers)
 
 
+def test_a_duplicate_edit_in_flight_joins_the_first(gateway: GatewayProcess) -> None:
+    key = gateway.new_key(project := f"edit-join-{ULID()}")
+    sdk = openai_client(f"{gateway.http_url}/v1", key)
+    headers = {"Idempotency-Key": f"k-{ULID()}"}
+
+    def edit() -> Any:
+        return sdk.images.with_raw_response.edit(
+            model="local/canvas", image=("a.png", png(), "image/png"), prompt="slow", size="64x64",
+            extra_headers=headers, extra_body={"providerOptions": json.dumps({"local": {"delay_ms": 1500}})},
+        )  # fmt: skip
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(edit)
+        time.sleep(0.5)  # the first has claimed the key and is rendering
+        second = pool.submit(edit)
+        answers = [first.result(), second.result()]
+    assert 1.5 <= time.monotonic() - started < 2.9  # rendered once, slowly (the option reached it)
+    assert answers[0].parse().model_dump() == answers[1].parse().model_dump()
+    assert answers[1].headers.get("x-mg-idempotent-replay") == "true"
+    (row,) = usage_rows(gateway, project)
+    assert (row["requests"], row["images"]) == (1, 1)
+
+
 # --- uploads that do not read: a 4xx envelope, nothing charged, the server still up
 
 
@@ -272,6 +298,8 @@ B0 = "multipart/form-data; boundary=b0"
         (form("b0", *GOOD, ("n", None, b"two"), ("image", "a.png", png())), B0, 400, "BAD_REQUEST", "n"),
         (form("b0", *GOOD, ("image", "a.png", b"\0" * (21 * 1024 * 1024))), B0, 413, "REQUEST_TOO_LARGE",
          "image"),
+        (form("b0", *GOOD, *[("image[]", "a.png", b"\0" * (17 * 1024 * 1024))] * 2), B0, 413,
+         "REQUEST_TOO_LARGE", None),
         (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": 5}]}', "application/json", 400,
          "BAD_REQUEST", None),
         (b"model=local/canvas", "application/x-www-form-urlencoded", 400, "BAD_REQUEST", None),
@@ -282,7 +310,7 @@ B0 = "multipart/form-data; boundary=b0"
          "application/json", 400, "INVALID_REFERENCE_IMAGE", "mask"),
     ],
     ids=["truncated", "wrong-boundary", "no-boundary", "not-an-image", "not-an-integer", "huge-part",
-         "json-wrong-type", "urlencoded", "loopback-url", "metadata-url-mask"],
+         "huge-body", "json-wrong-type", "urlencoded", "loopback-url", "metadata-url-mask"],
 )  # fmt: skip
 def test_uploads_that_do_not_read_are_refused_and_cost_nothing(
     gateway: GatewayProcess, body: bytes, content_type: str, status: int, code: str, param: str | None
