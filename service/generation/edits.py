@@ -63,7 +63,11 @@ def check_edit(request: pb.EditImagesRequest, model: ModelSpec) -> str | None:
     if not images:
         raise BadRequest("image is required: the image (or up to 16 images) to edit.", param="image")
     if any(not _has_image(image) for image in request.images):
-        raise BadRequest("Every image must carry image data or an image_url.", param="image")
+        raise BadRequest(
+            "Every image must carry image data or an image_url (file ids of OpenAI's Files API are not "
+            "supported here).",
+            param="image",
+        )
     if images > MAX_INPUT_IMAGES:
         raise BadRequest(
             f"At most {MAX_INPUT_IMAGES} images can be edited at once; got {images}.", param="image"
