@@ -19,7 +19,7 @@ from dataclasses import replace
 from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import Catalog, ModelSpec
-from service.errors import BadRequest, InvalidMask, ModelNotAllowed
+from service.errors import BadRequest, InvalidMask, ModelNotAllowed, RequestTooLarge
 from service.generation.admission import admit
 from service.generation.reference_images import (
     ReferenceImage,
@@ -104,8 +104,17 @@ async def load_input(image: pb.InputImage, limits: ReferenceLimits, param: str) 
 
 async def load_inputs(images: Sequence[pb.InputImage], limits: ReferenceLimits) -> tuple[ReferenceImage, ...]:
     """Every input image, loaded and checked (in order; one at a time, so a request's memory grows
-    by one decode at most)."""
-    return tuple([await load_input(image, limits, "image") for image in images])
+    by one decode at most), together within the limits' max_total_bytes."""
+    loaded: list[ReferenceImage] = []
+    total = 0
+    for image in images:
+        loaded.append(await load_input(image, limits, "image"))
+        total += len(loaded[-1].data)
+        if limits.max_total_bytes and total > limits.max_total_bytes:
+            raise RequestTooLarge(
+                f"The input images together are larger than {limits.max_total_bytes} bytes.", param="image"
+            )
+    return tuple(loaded)
 
 
 async def load_mask(mask: pb.InputImage, first: ReferenceImage, limits: ReferenceLimits) -> ReferenceImage:

@@ -140,6 +140,9 @@ class ReferenceLimits:
     timeout_s: float
     allow_networks: tuple[IPNetwork, ...] = ()
     decodes: DecodeSlots = field(default=_default_slots, compare=False)
+    # The most an edit's input pictures may hold together (0: no limit beyond max_bytes each): the
+    # body limit, so pictures fetched from URLs weigh no more than an upload could.
+    max_total_bytes: int = 0
 
 
 def refused(message: str, param: str = PARAM) -> InvalidReferenceImage:

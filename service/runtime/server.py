@@ -97,6 +97,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             settings.reference_timeout_s,
             parse_networks(settings.reference_allow_networks),
             DecodeSlots(settings.reference_decode_concurrency),
+            settings.max_request_bytes,
         ),
         generator=Generator(providers, settings.fanout_concurrency),
         spend=SpendLedger(store, settings.reservation_lease_s),

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import pytest
 from google.protobuf import struct_pb2
 from mg.v1 import image_generation_pb2 as pb
+from PIL import Image
 
 from service.catalog.catalog import load_catalog
-from service.errors import BadRequest, ModelNotAllowed
-from service.generation.edits import check_edit, check_variation, shared_fields
+from service.errors import BadRequest, ModelNotAllowed, RequestTooLarge
+from service.generation.edits import check_edit, check_variation, load_inputs, shared_fields
+from service.generation.reference_images import ReferenceLimits
 
 CATALOG = load_catalog()
 EDIT_ONLY = {"images", "mask", "input_fidelity"}
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(out, format="PNG")
+    return out.getvalue()
 
 
 @pytest.mark.parametrize("message", [pb.EditImagesRequest, pb.CreateImageVariationsRequest])
@@ -71,3 +82,13 @@ def test_variations_need_a_model_that_makes_them() -> None:
         check_variation(request, CATALOG.resolve("openai/gpt-image-1"))
     with pytest.raises(BadRequest):
         check_variation(pb.CreateImageVariationsRequest(), CATALOG.resolve("openai/dall-e-2"))
+
+
+async def test_input_images_together_stay_within_the_body_limit() -> None:
+    picture = png_bytes()
+    limits = ReferenceLimits(len(picture), 64 * 64, 5.0, max_total_bytes=2 * len(picture))
+    loaded = await load_inputs([pb.InputImage(data=picture)] * 2, limits)
+    assert len(loaded) == 2
+    with pytest.raises(RequestTooLarge) as caught:
+        await load_inputs([pb.InputImage(image_url=base64.b64encode(picture).decode())] * 3, limits)
+    assert caught.value.param == "image"
