@@ -90,18 +90,20 @@ def add_image_generation(
     of edits and variations read their HttpBody upload into the typed request (api/uploads.py) and
     answer as GenerateImagesJson does."""
     handlers = {
-        "GenerateImages": _unary(servicer.GenerateImages, pb.GenerateImagesRequest, _serialize),
-        "GenerateImagesJson": _unary(servicer.GenerateImages, pb.GenerateImagesRequest, as_http_body),
-        "EditImages": _unary(servicer.EditImages, pb.EditImagesRequest, _serialize),
+        "GenerateImages": _unary(servicer.GenerateImages, pb.GenerateImagesRequest.FromString, _serialize),
+        "GenerateImagesJson": _unary(
+            servicer.GenerateImages, pb.GenerateImagesRequest.FromString, as_http_body
+        ),
+        "EditImages": _unary(servicer.EditImages, pb.EditImagesRequest.FromString, _serialize),
         "EditImagesHttp": _unary(servicer.EditImages, edit_reader(max_upload_file_bytes), as_http_body),
         "CreateImageVariations": _unary(
-            servicer.CreateImageVariations, pb.CreateImageVariationsRequest, _serialize
+            servicer.CreateImageVariations, pb.CreateImageVariationsRequest.FromString, _serialize
         ),
         "CreateImageVariationsHttp": _unary(
             servicer.CreateImageVariations, variation_reader(max_upload_file_bytes), as_http_body
         ),
-        "ListModels": _unary(servicer.ListModels, pb.ListModelsRequest, _serialize),
-        "GetFile": _unary(servicer.GetFile, pb.GetFileRequest, _serialize),
+        "ListModels": _unary(servicer.ListModels, pb.ListModelsRequest.FromString, _serialize),
+        "GetFile": _unary(servicer.GetFile, pb.GetFileRequest.FromString, _serialize),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
@@ -112,12 +114,9 @@ def _serialize(message: Message) -> bytes:
 
 
 def _unary(
-    behavior: Any,
-    request_type: type[Message] | Callable[[bytes], Message],
-    serialize: Callable[[Message], bytes],
+    behavior: Any, read: Callable[[bytes], Message], serialize: Callable[[Message], bytes]
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A unary handler; `request_type` is the request message, or a function reading the bytes."""
-    deserialize = request_type if not isinstance(request_type, type) else request_type.FromString  # type: ignore[attr-defined]
+    """A unary handler: `read` makes the request message of the bytes, `serialize` the reverse."""
     return grpc.unary_unary_rpc_method_handler(
-        behavior, request_deserializer=deserialize, response_serializer=serialize
+        behavior, request_deserializer=read, response_serializer=serialize
     )
