@@ -90,7 +90,9 @@ async def test_async_sdk_edit_and_variation(gateway: GatewayProcess) -> None:
         )
         with pytest.warns(DeprecationWarning):  # the SDK marks variations deprecated; they still work
             varied = await sdk.images.create_variation(
-                model="local/canvas", image=("a.png", png(), "image/png"), size="64x64"
+                model="local/canvas",
+                image=("a.png", png(), "image/png"),
+                size="64x64",  # type: ignore[arg-type]
             )
     assert edited.data is not None and len(edited.data) == 2
     assert varied.data is not None and len(varied.data) == 1
@@ -99,7 +101,10 @@ async def test_async_sdk_edit_and_variation(gateway: GatewayProcess) -> None:
 def test_sdk_variation(client: openai.OpenAI) -> None:
     with pytest.warns(DeprecationWarning):  # the SDK marks variations deprecated; they still work
         result = client.images.create_variation(
-            model="local/canvas", image=("in.png", png(), "image/png"), size="128x128", n=2
+            model="local/canvas",
+            image=("in.png", png(), "image/png"),
+            size="128x128",  # type: ignore[arg-type]
+            n=2,
         )
     assert result.data is not None and len(result.data) == 2
     assert first_image(result).size == (128, 128)
@@ -132,7 +137,7 @@ def test_edits_the_model_cannot_take_are_refused(
     client: openai.OpenAI, model: str, kwargs: dict[str, object], status: int, code: str, param: str
 ) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
-        client.images.edit(
+        client.images.edit(  # type: ignore[call-overload]
             model=model, prompt="p", **{"size": "64x64", "image": ("a.png", png(), "image/png"), **kwargs}
         )
     assert caught.value.status_code == status

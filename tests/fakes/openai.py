@@ -150,7 +150,7 @@ class FakeOpenAI(FakeProvider):
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return error("Invalid Content-Type header, expected multipart/form-data.")
         parts = form_parts(request)
-        body = _typed_form(parts)
+        body = typed_form(parts)
         check_body("openai.json", "CreateImageVariationRequest", body)
         model = body.setdefault("model", "dall-e-2")
         if model != "dall-e-2":

@@ -26,7 +26,9 @@ def png_bytes() -> bytes:
 
 
 @pytest.mark.parametrize("message", [pb.EditImagesRequest, pb.CreateImageVariationsRequest])
-def test_every_field_is_a_generation_field_of_the_same_type_or_its_own(message: type) -> None:
+def test_every_field_is_a_generation_field_of_the_same_type_or_its_own(
+    message: type[pb.EditImagesRequest] | type[pb.CreateImageVariationsRequest],
+) -> None:
     generation = pb.GenerateImagesRequest.DESCRIPTOR.fields_by_name
     for field in message.DESCRIPTOR.fields:
         if field.name in EDIT_ONLY | {"image"}:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from google.api import httpbody_pb2
+from google.protobuf import json_format
 from mg.v1 import image_generation_pb2 as pb
 
 from service.api.uploads import edit_reader, variation_reader
@@ -16,15 +17,13 @@ def multipart(data: dict[str, str], files: list[tuple[str, tuple[str, bytes, str
     # (httpx encodes a form without files as urlencoded: a part no field has keeps it multipart)
     files = files or [("unused", ("u.bin", b"", "application/octet-stream"))]
     request = httpx.Request("POST", "http://x/v1/images/edits", data=data, files=files)
-    return httpbody_pb2.HttpBody(
-        content_type=request.headers["content-type"], data=request.read()
-    ).SerializeToString()
+    body = httpbody_pb2.HttpBody(content_type=request.headers["content-type"], data=request.read())
+    return bytes(body.SerializeToString())
 
 
 def json_body(text: str) -> bytes:
-    return httpbody_pb2.HttpBody(
-        content_type="application/json; charset=utf-8", data=text.encode()
-    ).SerializeToString()
+    body = httpbody_pb2.HttpBody(content_type="application/json; charset=utf-8", data=text.encode())
+    return bytes(body.SerializeToString())
 
 
 def test_a_form_becomes_the_typed_request() -> None:
@@ -38,7 +37,7 @@ def test_a_form_becomes_the_typed_request() -> None:
     assert [image.data for image in request.images] == [b"A", b"B"] and request.mask.data == b"M"
     assert (request.model, request.prompt, request.n, request.stream) == ("local/canvas", "p", 2, False)
     assert (request.input_fidelity, request.output_compression) == ("high", 80)
-    assert request.provider_options["local"]["seed"] == 7
+    assert json_format.MessageToDict(request.provider_options) == {"local": {"seed": 7}}
 
 
 def test_a_text_part_for_an_image_is_its_url() -> None:
