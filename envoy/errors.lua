@@ -99,6 +99,9 @@ function envoy_on_request(handle)
     hdrs:remove("grpc-timeout")
     -- Envoy's own request id, for responses Envoy makes without the server (backend down, timeout).
     meta:set("mg", "edge_request_id", hdrs:get("x-request-id") or "")
+    -- What was asked for, to name it if no method serves it (the path without its query).
+    local path = (hdrs:get(":path") or ""):gsub("%?.*", "")
+    meta:set("mg", "route", (hdrs:get(":method") or "") .. " " .. path:sub(1, 200))
     if hdrs:get(":method") == "HEAD" then meta:set("mg", "head", true) end
   end
   if hdrs:get("authorization") == nil and not handle:metadata():get("public") then
@@ -137,6 +140,12 @@ function envoy_on_response(handle)
     local msg = json_message(txt)
     if msg == nil then msg = json_escape((txt:gsub("%s+$", ""))) end
     if msg == "" then msg = "HTTP " .. status end
+    if status == 404 and msg:sub(1, 17) == "Could not resolve" then
+      -- the transcoder's words for a path or method the API does not have
+      msg = "Unknown route: " .. json_escape(meta["route"] or "") .. " is not part of this API. It serves "
+            .. "POST /v1/images/generations, /v1/images/edits and /v1/images/variations, GET /v1/models "
+            .. "and GET /v1/files/{id}."
+    end
     answer = envelope(status, valid_utf8(msg))
   else
     hdrs:replace(":status", http_status)

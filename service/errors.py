@@ -194,7 +194,7 @@ class InvalidReferenceImage(BadRequest):
 
 
 class InvalidMask(BadRequest):
-    """An edit's mask (`providerOptions.openai.mask`) is not a base64 PNG."""
+    """An edit's mask (`mask`, or `providerOptions.openai.mask`) is not a PNG of the first image's size."""
 
     kind = _kind("INVALID_MASK", 400, "INVALID_ARGUMENT", "invalid_request_error")
 
@@ -217,10 +217,14 @@ class UpstreamRateLimited(RateLimited):
     kind = _kind("UPSTREAM_RATE_LIMITED", 429, "RESOURCE_EXHAUSTED", "rate_limit_error")
 
 
-class ProviderNotConfigured(Unavailable):
-    """The model's provider has no credentials on this gateway; the message names what to set."""
+class ProviderNotConfigured(ModelNotFound):
+    """The model's provider has no credentials on this gateway; the message names what to set.
 
-    kind = _kind("PROVIDER_NOT_CONFIGURED", 503, "UNAVAILABLE", "server_error")
+    A 404, as OpenAI answers for a model an account cannot use, not a 503: retrying cannot help until
+    an operator sets a key, and the OpenAI SDKs retry every 5xx (twice by default) but no 404; gRPC
+    retry policies retry UNAVAILABLE, not NOT_FOUND."""
+
+    kind = _kind("PROVIDER_NOT_CONFIGURED", 404, "NOT_FOUND", "invalid_request_error")
 
 
 # Every error class, the general kinds first (see EDGE_DEFAULTS).

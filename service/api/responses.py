@@ -87,6 +87,9 @@ def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
         output_formats=caps.output_formats,
         reference_image=caps.reference_image,
         max_prompt_chars=caps.max_prompt_chars,
+        max_input_images=caps.max_input_images,
+        mask=caps.mask,
+        variations=caps.variations,
     )
 
 
@@ -99,6 +102,7 @@ def _price(model: ModelSpec) -> pb.ModelPrice:
         )
         if tokens
         else None,
+        per_input_image_micros=price.input_image_micros or None,
     )
 
 

@@ -23,6 +23,7 @@ from mg.v1 import image_generation_pb2_grpc as pb_grpc
 from service.api.interceptors.request_context import RequestContext, current_request
 from service.api.responses import images_response, models_response
 from service.api.rest_json import as_http_body
+from service.api.uploads import edit_reader, variation_reader
 from service.catalog.catalog import Catalog
 from service.generation.admission import model_allowed
 from service.generation.pipeline import Caller, Pipeline
@@ -43,6 +44,16 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
 
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Context) -> pb.ImagesResponse:
         delivered = await self._pipeline.run(request, caller(current_request()))
+        return images_response(delivered)
+
+    async def EditImages(self, request: pb.EditImagesRequest, context: Context) -> pb.ImagesResponse:
+        delivered = await self._pipeline.edit(request, caller(current_request()))
+        return images_response(delivered)
+
+    async def CreateImageVariations(
+        self, request: pb.CreateImageVariationsRequest, context: Context
+    ) -> pb.ImagesResponse:
+        delivered = await self._pipeline.vary(request, caller(current_request()))
         return images_response(delivered)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
@@ -71,14 +82,28 @@ def caller(ctx: RequestContext) -> Caller:
     )
 
 
-def add_image_generation(servicer: pb_grpc.ImageGenerationServicer, server: grpc.aio.Server) -> None:
+def add_image_generation(
+    servicer: pb_grpc.ImageGenerationServicer, server: grpc.aio.Server, max_upload_file_bytes: int
+) -> None:
     """The generated `add_ImageGenerationServicer_to_server`, but GenerateImagesJson runs
-    GenerateImages and serializes its ImagesResponse as an HttpBody of JSON."""
+    GenerateImages and serializes its ImagesResponse as an HttpBody of JSON, and the REST bindings
+    of edits and variations read their HttpBody upload into the typed request (api/uploads.py) and
+    answer as GenerateImagesJson does."""
     handlers = {
-        "GenerateImages": _unary(servicer.GenerateImages, pb.GenerateImagesRequest, _serialize),
-        "GenerateImagesJson": _unary(servicer.GenerateImages, pb.GenerateImagesRequest, as_http_body),
-        "ListModels": _unary(servicer.ListModels, pb.ListModelsRequest, _serialize),
-        "GetFile": _unary(servicer.GetFile, pb.GetFileRequest, _serialize),
+        "GenerateImages": _unary(servicer.GenerateImages, pb.GenerateImagesRequest.FromString, _serialize),
+        "GenerateImagesJson": _unary(
+            servicer.GenerateImages, pb.GenerateImagesRequest.FromString, as_http_body
+        ),
+        "EditImages": _unary(servicer.EditImages, pb.EditImagesRequest.FromString, _serialize),
+        "EditImagesHttp": _unary(servicer.EditImages, edit_reader(max_upload_file_bytes), as_http_body),
+        "CreateImageVariations": _unary(
+            servicer.CreateImageVariations, pb.CreateImageVariationsRequest.FromString, _serialize
+        ),
+        "CreateImageVariationsHttp": _unary(
+            servicer.CreateImageVariations, variation_reader(max_upload_file_bytes), as_http_body
+        ),
+        "ListModels": _unary(servicer.ListModels, pb.ListModelsRequest.FromString, _serialize),
+        "GetFile": _unary(servicer.GetFile, pb.GetFileRequest.FromString, _serialize),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
@@ -89,8 +114,9 @@ def _serialize(message: Message) -> bytes:
 
 
 def _unary(
-    behavior: Any, request_type: type[Message], serialize: Callable[[Message], bytes]
+    behavior: Any, read: Callable[[bytes], Message], serialize: Callable[[Message], bytes]
 ) -> grpc.RpcMethodHandler[Any, Any]:
+    """A unary handler: `read` makes the request message of the bytes, `serialize` the reverse."""
     return grpc.unary_unary_rpc_method_handler(
-        behavior, request_deserializer=request_type.FromString, response_serializer=serialize
+        behavior, request_deserializer=read, response_serializer=serialize
     )

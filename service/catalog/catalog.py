@@ -12,10 +12,17 @@ File format (`models:` maps public ids "provider/model-id" to entries; optional 
   max_images            the most images one request may ask for (n)
   max_images_per_call   the most one upstream call returns; larger n is split into parallel calls
   qualities, styles, output_formats, reference_image, max_prompt_chars (default 8000)
+  max_input_images      the most input images one edit takes (POST /v1/images/edits); default 1
+                        with reference_image, else 0 (no edits)
+  mask                  whether edits take a mask (default false)
+  variations            whether the model makes variations (POST /v1/images/variations)
   price                 USD per image: "default", and overrides by "<quality>", "@<size>" or
                         "<quality>@<size>" (most specific wins); held as integer micro-dollars
   token_prices          {text_input, image_input, output}: USD per million tokens, for providers
                         that bill tokens and report them (the reported usage is then what is charged)
+  input_image_price     USD per input image per upstream call, for per-image-priced models whose
+                        provider bills input images on top (e.g. GPT image edits): the most one
+                        input image can cost, reserved and charged for each one sent
   max_output_tokens     with token_prices: the most output tokens one image is billed for, "default"
                         and overrides keyed like prices; the reservation is built from it, and a
                         charge never exceeds the reservation
@@ -117,6 +124,9 @@ class Capabilities:
     output_formats: tuple[str, ...] = ("png",)
     reference_image: bool = False
     max_prompt_chars: int = 8000
+    max_input_images: int = 0
+    mask: bool = False
+    variations: bool = False
 
     def offers(self, size: Size) -> bool:
         if self.size_rule is not None:
@@ -162,6 +172,8 @@ class PriceRule:
     default_micros: int
     overrides: Mapping[str, int] = field(default_factory=dict)
     tokens: TokenRates | None = None
+    # What each input image of an edit adds per upstream call (per-image-priced models).
+    input_image_micros: int = 0
 
     def per_image(self, quality: str | None, size: Size | None = None) -> int:
         return most_specific(self.default_micros, self.overrides, quality, size)
@@ -228,6 +240,7 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
         prices = dict(entry["price"])
         default_price = _usd_to_micros(prices.pop("default"), model_id)
         tokens = entry.get("token_prices")
+        reference_image = bool(entry.get("reference_image", False))
         capabilities = Capabilities(
             default_size=parse_size(entry["default_size"]),
             max_images=int(entry["max_images"]),
@@ -237,9 +250,14 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             qualities=tuple(entry.get("qualities", ())),
             styles=tuple(entry.get("styles", ())),
             output_formats=tuple(entry.get("output_formats", ("png",))),
-            reference_image=bool(entry.get("reference_image", False)),
+            reference_image=reference_image,
             max_prompt_chars=int(entry.get("max_prompt_chars", 8000)),
+            max_input_images=int(entry.get("max_input_images", 1 if reference_image else 0)),
+            mask=bool(entry.get("mask", False)),
+            variations=bool(entry.get("variations", False)),
         )
+        if (capabilities.mask or capabilities.max_input_images) and not reference_image:
+            raise CatalogError(f"{model_id}: max_input_images and mask need reference_image: true")
         if not capabilities.offers(capabilities.default_size):
             raise CatalogError(f"{model_id}: default_size {capabilities.default_size} is not offered")
         return ModelSpec(
@@ -252,6 +270,7 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
                 default_price,
                 {key: _usd_to_micros(p, model_id) for key, p in prices.items()},
                 _token_rates(model_id, tokens, entry.get("max_output_tokens")) if tokens else None,
+                _usd_to_micros(entry.get("input_image_price", 0), model_id),
             ),
             description=str(entry.get("description", "")),
         )

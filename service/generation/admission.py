@@ -2,19 +2,19 @@
 
 In order, and all before any money is reserved or any provider called: the model is resolved (404),
 the project's allowlist is applied (403), the request is validated against the model's capabilities
-(400 with `param`), and the model's provider must be configured on this gateway (503).
+(400 with `param`), and the model's provider must be configured on this gateway (404).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from fnmatch import fnmatchcase
 
 from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import Catalog, ModelSpec
 from service.errors import BadRequest, ModelNotAllowed, ProviderNotConfigured
-from service.generation.validation import GenerationRequest, validate
+from service.generation.validation import GENERATE, GenerationRequest, validate
 from service.providers.registry import setup_hint
 from service.stores.base import Project
 
@@ -38,10 +38,19 @@ def resolve_allowed(catalog: Catalog, project: Project, name: str) -> ModelSpec:
 
 
 def admit(
-    request: pb.GenerateImagesRequest, project: Project, catalog: Catalog, configured: Collection[str]
+    request: pb.GenerateImagesRequest,
+    project: Project,
+    catalog: Catalog,
+    configured: Collection[str],
+    operation: str = GENERATE,
+    check: Callable[[ModelSpec, GenerationRequest], GenerationRequest] | None = None,
 ) -> GenerationRequest:
+    """`request` (an edit's or variation's fields shared with generations, for those) admitted as
+    `operation`; `check` adds what is the operation's own (edits.py) once the model is known."""
     model = resolve_allowed(catalog, project, request.model)
-    generation = validate(request, model)
+    generation = validate(request, model, operation)
+    if check is not None:
+        generation = check(model, generation)
     if model.provider not in configured:
         raise ProviderNotConfigured(
             f"{model.id} is unavailable: provider {model.provider!r} is not configured on this gateway "

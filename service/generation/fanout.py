@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
-from service.generation.validation import GenerationRequest
+from service.generation.validation import VARIATION, GenerationRequest
 from service.providers.base import (
     CallWarning,
     GeneratedImage,
@@ -97,7 +97,10 @@ def plan_calls(request: GenerationRequest, deadline: float) -> list[ImageCall]:
                 output_compression=request.output_compression,
                 user=request.user,
                 options=request.provider_options,
-                reference_image=request.reference,
+                input_images=request.inputs,
+                mask=request.mask,
+                input_fidelity=request.input_fidelity,
+                variation=request.operation == VARIATION,
             )
         )
     return calls

@@ -1,6 +1,7 @@
 """The generation pipeline: one explicit path from a wire request to delivered, paid-for images.
 
-    admit (resolve, allowlist, validate, provider configured) -> load inputs (reference image)
+    admit (resolve, allowlist, validate, provider configured) -> load inputs (reference image, an
+    edit's input images and mask, a variation's image)
     -> reserve -> run (fan-out) -> deliver (hosted URLs) -> settle
 
 The servicer calls `Pipeline.run` and gets a typed `Delivered`; interceptors keep only what applies to
@@ -27,6 +28,7 @@ from mg.v1 import image_generation_pb2 as pb
 from service.catalog.catalog import Catalog, usd
 from service.errors import MgError, UpstreamTimeout
 from service.generation.admission import admit
+from service.generation.edits import admit_edit, admit_variation, load_inputs, load_mask
 from service.generation.fanout import CallerGone, Dispatch, GenerationResult, Generator
 from service.generation.pricing import Charge, bound_micros, charge, estimate_micros
 from service.generation.reference_images import ReferenceLimits, load_reference
@@ -96,11 +98,35 @@ class Pipeline:
 
     async def run(self, request: pb.GenerateImagesRequest, caller: Caller) -> Delivered:
         generation = admit(request, caller.project, self._catalog, self._configured)
-        if caller.report is not None:
-            _report_admitted(caller.report, generation)
+        self._admitted(caller, generation)
         if request.reference_image:  # admission checked that the model takes one
             reference = await load_reference(request.reference_image, self._reference_limits)
             generation = replace(generation, reference=reference)
+        return await self._reserve_and_run(generation, caller)
+
+    async def edit(self, request: pb.EditImagesRequest, caller: Caller) -> Delivered:
+        generation = admit_edit(request, caller.project, self._catalog, self._configured)
+        self._admitted(caller, generation)
+        inputs = await load_inputs(request.images, self._reference_limits)
+        mask = (
+            await load_mask(request.mask, inputs[0], self._reference_limits)
+            if request.HasField("mask")
+            else None
+        )
+        return await self._reserve_and_run(replace(generation, inputs=inputs, mask=mask), caller)
+
+    async def vary(self, request: pb.CreateImageVariationsRequest, caller: Caller) -> Delivered:
+        generation = admit_variation(request, caller.project, self._catalog, self._configured)
+        self._admitted(caller, generation)
+        image = await load_inputs([request.image], self._reference_limits)
+        return await self._reserve_and_run(replace(generation, inputs=image), caller)
+
+    def _admitted(self, caller: Caller, generation: GenerationRequest) -> None:
+        if caller.report is not None:
+            _report_admitted(caller.report, generation)
+
+    async def _reserve_and_run(self, generation: GenerationRequest, caller: Caller) -> Delivered:
+        """From the reservation on: the work, as a task of its own that the caller waits for."""
         dispatch = Dispatch()
         work = asyncio.create_task(self._work(generation, caller, dispatch))
         self._background.add(work)

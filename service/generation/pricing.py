@@ -27,16 +27,23 @@ def calls_for(request: GenerationRequest, images: int) -> int:
     return -(-images // request.model.capabilities.max_images_per_call)
 
 
+def input_images_micros(request: GenerationRequest, calls: int) -> int:
+    """What the input images of `calls` upstream calls add on a per-image-priced model whose
+    provider bills them (every call sends every input picture, the mask included)."""
+    return calls * request.input_pictures * request.model.price.input_image_micros
+
+
 def bound_micros(request: GenerationRequest, images: int, calls: int, prompt_tokens: int) -> int:
     """The most `images` images made in `calls` upstream calls can be charged."""
     price = request.model.price
-    per_image = price.per_image(request.quality, request.size) * images
+    per_image = price.per_image(request.quality, request.size) * images + input_images_micros(request, calls)
     rates = price.tokens
     if rates is None:
         return per_image
     output = images * rates.max_output(request.quality, request.size) * rates.output
     text = calls * (prompt_tokens + PROMPT_TOKEN_MARGIN) * rates.text_input
-    pictures = calls * REFERENCE_IMAGE_TOKENS * rates.image_input if request.reference is not None else 0
+    # each input picture (images and mask) of each call, at the most one can be billed
+    pictures = calls * request.input_pictures * REFERENCE_IMAGE_TOKENS * rates.image_input
     return max(per_image, _per_million(output + text + pictures))
 
 
@@ -45,12 +52,15 @@ def estimate_micros(request: GenerationRequest, prompt_tokens: int = 0) -> int:
     return bound_micros(request, request.n, calls_for(request, request.n), prompt_tokens)
 
 
-def cost_micros(request: GenerationRequest, images_returned: int, usage: ProviderUsage | None = None) -> int:
+def cost_micros(
+    request: GenerationRequest, images_returned: int, usage: ProviderUsage | None = None, calls: int = 1
+) -> int:
     """What the provider bills for what arrived: its token usage where the model is token-billed and
-    usage was reported, else the images actually returned at the per-image price (unbounded: see
-    `charge`)."""
+    usage was reported, else the images actually returned at the per-image price, plus the input
+    images of the `calls` that answered (unbounded: see `charge`)."""
     price = request.model.price
     per_image = price.per_image(request.quality, request.size) * images_returned
+    per_image += input_images_micros(request, calls)
     if price.tokens is None or usage is None or usage.output_tokens is None:
         return per_image
     image_tokens = usage.input_image_tokens or 0
@@ -83,7 +93,7 @@ def charge(
     `usage`), never above its bound, plus the bound of calls sent upstream that never answered
     (the provider bills them; their result will not come)."""
     arrived_bound = bound_micros(request, images, calls, prompt_tokens) if images else 0
-    arrived = cost_micros(request, images, usage) if images else 0
+    arrived = cost_micros(request, images, usage, calls) if images else 0
     unfinished = (
         bound_micros(request, unfinished_images, unfinished_calls, prompt_tokens) if unfinished_calls else 0
     )

@@ -95,11 +95,23 @@ class ReferenceImage:
             return self.data, self.media_type
         return self._shared("png", lambda: png_with_alpha(self.data)).result(), "image/png"
 
+    async def scaled_alpha(self, width: int, height: int) -> PILImage:
+        """The picture's alpha channel ("L"; opaque 255), resized to width x height (for masks)."""
+        shared = self._shared(("alpha", width, height), lambda: _scaled_alpha(self.data, width, height))
+        return await asyncio.shield(asyncio.wrap_future(shared))
+
     async def scaled_rgb(self, width: int, height: int) -> PILImage:
         """The picture as RGB, resized to width x height (for image-to-image renders)."""
         shared = self._shared(("rgb", width, height), lambda: _scaled_rgb(self.data, width, height))
         # shielded: one call that is cancelled must not cancel the decode the others wait for
         return await asyncio.shield(asyncio.wrap_future(shared))
+
+
+def _scaled_alpha(data: bytes, width: int, height: int) -> PILImage:
+    from PIL import Image  # on first use, see decode_reference
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGBA").getchannel("A").resize((width, height))
 
 
 def png_with_alpha(data: bytes) -> bytes:
@@ -128,71 +140,75 @@ class ReferenceLimits:
     timeout_s: float
     allow_networks: tuple[IPNetwork, ...] = ()
     decodes: DecodeSlots = field(default=_default_slots, compare=False)
+    # The most an edit's input pictures may hold together (0: no limit beyond max_bytes each): the
+    # body limit, so pictures fetched from URLs weigh no more than an upload could.
+    max_total_bytes: int = 0
 
 
-def refused(message: str) -> InvalidReferenceImage:
-    return InvalidReferenceImage(message, param=PARAM)
+def refused(message: str, param: str = PARAM) -> InvalidReferenceImage:
+    return InvalidReferenceImage(message, param=param)
 
 
-def decode_reference(data: bytes, limits: ReferenceLimits) -> ReferenceImage:
-    """The image, checked to decode, within the pixel limit; a 400 otherwise."""
+def decode_reference(data: bytes, limits: ReferenceLimits, param: str = PARAM) -> ReferenceImage:
+    """The image, checked to decode, within the pixel limit; a 400 naming `param` otherwise."""
     # Pillow is imported by the first reference image, not with the module: a worker that never
     # sees one is spared its ~2 MB.
     from PIL import Image
 
     if len(data) > limits.max_bytes:
-        raise refused(f"reference_image is larger than {limits.max_bytes} bytes.")
+        raise refused(f"{param} is larger than {limits.max_bytes} bytes.", param)
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size  # from the header: nothing decoded yet
             if width * height > limits.max_pixels:
                 raise refused(
-                    f"reference_image has {width}x{height} pixels; the limit is {limits.max_pixels}."
+                    f"{param} has {width}x{height} pixels; the limit is {limits.max_pixels}.", param
                 )
             media_type = FORMATS.get(image.format or "")
             if media_type is None:
-                raise refused(f"reference_image must be PNG, JPEG, WebP or GIF, not {image.format}.")
+                raise refused(f"{param} must be PNG, JPEG, WebP or GIF, not {image.format}.", param)
             image.load()  # decodes every pixel: truncated or corrupt images fail here
     except BadRequest:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise refused(f"reference_image is not a readable image ({exc}).") from None
+        raise refused(f"{param} is not a readable image ({exc}).", param) from None
     return ReferenceImage(data, media_type, width, height, limits.decodes)
 
 
-def _decode_base64(value: str) -> bytes:
+def _decode_base64(value: str, param: str) -> bytes:
     if value.startswith("data:"):
         header, _, value = value.partition(",")
         if ";base64" not in header:
-            raise refused("A data: URL reference_image must be base64-encoded.")
+            raise refused(f"A data: URL {param} must be base64-encoded.", param)
     try:
         return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise refused("reference_image is neither base64 image data nor an http(s) URL.") from None
+        raise refused(f"{param} is neither base64 image data nor an http(s) URL.", param) from None
 
 
-async def _checked_address(host: str, port: int, allow: Sequence[IPNetwork]) -> IPAddress:
+async def _checked_address(host: str, port: int, allow: Sequence[IPNetwork], param: str) -> IPAddress:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
-        raise refused(f"reference_image host {host!r} does not resolve.") from None
+        raise refused(f"{param} host {host!r} does not resolve.", param) from None
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:
         if not address_allowed(address, allow):
             raise refused(
-                f"reference_image host {host!r} resolves to a non-public address ({address}); refused."
+                f"{param} host {host!r} resolves to a non-public address ({address}); refused.",
+                param,
             )
     return addresses[0]
 
 
 async def _fetch_once(
-    client: httpx.AsyncClient, url: str, limits: ReferenceLimits, deadline: float
+    client: httpx.AsyncClient, url: str, limits: ReferenceLimits, deadline: float, param: str
 ) -> httpx.Response:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise refused("reference_image URLs must be http(s) with a host.")
+        raise refused(f"{param} URLs must be http(s) with a host.", param)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = await _checked_address(parts.hostname, port, limits.allow_networks)
+    address = await _checked_address(parts.hostname, port, limits.allow_networks, param)
     # Connect to the address just checked; the Host header and TLS name stay the original host.
     host = f"[{address}]" if address.version == 6 else str(address)
     pinned = urlunsplit((parts.scheme, f"{host}:{port}", parts.path or "/", parts.query, ""))
@@ -214,7 +230,7 @@ def _timeouts(deadline: float) -> dict[str, float]:
     return {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
 
 
-async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
+async def fetch_reference(url: str, limits: ReferenceLimits, param: str = PARAM) -> bytes:
     import httpx  # here, not at the top: most workers never fetch a URL, and it costs 3.4 MB each
 
     deadline = time.monotonic() + limits.timeout_s
@@ -223,34 +239,34 @@ async def fetch_reference(url: str, limits: ReferenceLimits) -> bytes:
             try:
                 # One deadline for every hop and the body: httpx's timeouts are per read.
                 async with asyncio.timeout(_remaining(deadline)):
-                    response = await _fetch_once(client, url, limits, deadline)
+                    response = await _fetch_once(client, url, limits, deadline, param)
                     try:
                         if response.is_redirect:
                             url = urljoin(url, response.headers.get("location", ""))
                             continue
                         if not response.is_success:
-                            raise refused(f"reference_image URL answered HTTP {response.status_code}.")
+                            raise refused(f"{param} URL answered HTTP {response.status_code}.", param)
                         length = response.headers.get("content-length")
                         return await read_capped(response.aiter_bytes(), limits.max_bytes, length)
                     finally:
                         await response.aclose()
             except TooLarge:
-                raise refused(f"reference_image is larger than {limits.max_bytes} bytes.") from None
+                raise refused(f"{param} is larger than {limits.max_bytes} bytes.", param) from None
             except (TimeoutError, httpx.TimeoutException):
-                raise refused(f"reference_image download took longer than {limits.timeout_s:g} s.") from None
+                raise refused(f"{param} download took longer than {limits.timeout_s:g} s.", param) from None
             except httpx.HTTPError as exc:  # refused, reset or broken off, before or during the body
-                raise refused(
-                    f"reference_image could not be downloaded ({exc.__class__.__name__})."
-                ) from None
-    raise refused(f"reference_image URL redirected more than {MAX_REDIRECTS} times.")
+                raise refused(f"{param} could not be downloaded ({exc.__class__.__name__}).", param) from None
+    raise refused(f"{param} URL redirected more than {MAX_REDIRECTS} times.", param)
 
 
-async def load_reference(value: str, limits: ReferenceLimits) -> ReferenceImage:
+async def load_reference(value: str, limits: ReferenceLimits, param: str = PARAM) -> ReferenceImage:
+    """The image `value` is (base64, a data: URL, or an http(s) URL), loaded and checked; refusals
+    name `param` (reference_image, or an edit's image / mask)."""
     lowered = value[:8].lower()
     if lowered.startswith(("http://", "https://")):
-        data = await fetch_reference(value, limits)
+        data = await fetch_reference(value, limits, param)
     elif "://" in value[:16]:
-        raise refused("reference_image URLs must be http(s).")
+        raise refused(f"{param} URLs must be http(s).", param)
     else:
-        data = _decode_base64(value)
-    return await limits.decodes.run(lambda: decode_reference(data, limits))
+        data = _decode_base64(value, param)
+    return await limits.decodes.run(lambda: decode_reference(data, limits, param))

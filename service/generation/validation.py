@@ -54,14 +54,31 @@ class GenerationRequest:
     output_format: str | None = None
     output_compression: int | None = None
     # The caller's reference_image, loaded and checked by the pipeline's input step (which reads it
-    # from the request message: the raw text is not kept here).
+    # from the request message: the raw text is not kept here). For an edit: its first input image.
     reference: ReferenceImage | None = None
     # The providerOptions entry of the model's provider; other providers' entries are dropped.
     provider_options: Mapping[str, object] = field(default_factory=dict)
     warnings: tuple[CallWarning, ...] = ()
+    # What is asked: GENERATE, EDIT or VARIATION.
+    operation: str = "generate"
+    # Every input image, in order (`reference` is the first; set one or the other), and an edit's mask.
+    inputs: tuple[ReferenceImage, ...] = ()
+    mask: ReferenceImage | None = None
+    input_fidelity: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.inputs and self.reference is None:
+            object.__setattr__(self, "reference", self.inputs[0])
+        elif self.reference is not None and not self.inputs:
+            object.__setattr__(self, "inputs", (self.reference,))
+
+    @property
+    def input_pictures(self) -> int:
+        """How many pictures each upstream call sends the provider (input images and mask)."""
+        return len(self.inputs) + (self.mask is not None)
 
 
-def _choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
+def choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
     if not value:
         return None
     if value not in allowed:
@@ -69,7 +86,12 @@ def _choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
     return value
 
 
-def _prompt(request: pb.GenerateImagesRequest, model: ModelSpec) -> str:
+GENERATE, EDIT, VARIATION = "generate", "edit", "variation"
+
+
+def _prompt(request: pb.GenerateImagesRequest, model: ModelSpec, operation: str) -> str:
+    if operation == VARIATION:
+        return ""  # variations take no prompt
     if not request.prompt.strip():
         raise BadRequest("prompt is required and must not be blank.", param="prompt")
     limit = min(MAX_PROMPT_CHARS, model.capabilities.max_prompt_chars)
@@ -113,7 +135,7 @@ def _quality(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
 
 
 def _output_format(request: pb.GenerateImagesRequest, model: ModelSpec) -> str | None:
-    output_format = _choice(request.output_format, OUTPUT_FORMATS, "output_format")
+    output_format = choice(request.output_format, OUTPUT_FORMATS, "output_format")
     offered = model.capabilities.output_formats
     if output_format is not None and output_format not in offered:
         raise BadRequest(
@@ -169,12 +191,15 @@ def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) 
         )
 
 
-def validate(request: pb.GenerateImagesRequest, model: ModelSpec) -> GenerationRequest:
-    """The request checked against `model` (the catalog entry its `model` field resolved to)."""
-    prompt = _prompt(request, model)
+def validate(
+    request: pb.GenerateImagesRequest, model: ModelSpec, operation: str = GENERATE
+) -> GenerationRequest:
+    """The request checked against `model` (the catalog entry its `model` field resolved to). Edits
+    and variations come here as the GenerateImagesRequest of their common fields (edits.py)."""
+    prompt = _prompt(request, model, operation)
     if len(request.user) > MAX_USER_CHARS:
         raise BadRequest(f"user must be at most {MAX_USER_CHARS} characters.", param="user")
-    style = _choice(request.style, STYLES, "style")
+    style = choice(request.style, STYLES, "style")
     warnings: list[CallWarning] = []
     if style is not None and style not in model.capabilities.styles:
         warnings.append(unsupported("style", f"{style!r} asked; {model.id} has no styles"))
@@ -187,14 +212,15 @@ def validate(request: pb.GenerateImagesRequest, model: ModelSpec) -> GenerationR
         prompt=prompt,
         n=_n(request, model),
         size=_size(request, model),
-        response_format=_choice(request.response_format, RESPONSE_FORMATS, "response_format") or "b64_json",
+        response_format=choice(request.response_format, RESPONSE_FORMATS, "response_format") or "b64_json",
         quality=_quality(request, model),
         style=style,
         user=request.user or None,
-        background=_choice(request.background, BACKGROUNDS, "background"),
-        moderation=_choice(request.moderation, MODERATIONS, "moderation"),
+        background=choice(request.background, BACKGROUNDS, "background"),
+        moderation=choice(request.moderation, MODERATIONS, "moderation"),
         output_format=_output_format(request, model),
         output_compression=_output_compression(request),
         provider_options=_provider_options(request, model),
         warnings=tuple(warnings),
+        operation=operation,
     )

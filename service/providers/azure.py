@@ -112,7 +112,7 @@ class AzureOpenAIProvider(HttpAdapter):
             )
         else:
             form = {name: str(value) for name, value in body.items()}
-            files = await asyncio.to_thread(openai.edit_files, call, reference, OPTIONS)
+            files = await asyncio.to_thread(openai.edit_files, call, OPTIONS)
             payload, response = await self._upstream.json_object(
                 "POST", self.path(model, "edits"), call.deadline, data=form, files=files
             )

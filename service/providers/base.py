@@ -39,10 +39,27 @@ class ImageCall:
     # This provider's entry of the request's providerOptions, and nothing from other providers.
     options: Mapping[str, object] = field(default_factory=dict)
     # For edit / image-to-image models: the caller's image, already fetched, decoded and checked.
+    # With several input images (an edit's `image[]`) it is the first of them, so adapters that take
+    # one image need not know about the others.
     reference_image: ReferenceImage | None = None
     # Submit-and-poll adapters call it with a job's id as soon as the provider has accepted the job,
     # so that a job which never answers (charged at its bound) still has its id in the ledger.
     report_job: Callable[[str], None] = field(default=lambda job: None, compare=False, repr=False)
+    # Every input image of an edit, in the caller's order (the first is reference_image); set one or
+    # the other when making a call, the other follows.
+    input_images: tuple[ReferenceImage, ...] = ()
+    # An edit's mask (a PNG the size of the first image; transparent pixels mark what to change).
+    mask: ReferenceImage | None = None
+    # An edit's input_fidelity (high | low), for models that take it.
+    input_fidelity: str | None = None
+    # A variation of reference_image (POST /v1/images/variations): no prompt.
+    variation: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_images and self.reference_image is None:
+            object.__setattr__(self, "reference_image", self.input_images[0])
+        elif self.reference_image is not None and not self.input_images:
+            object.__setattr__(self, "input_images", (self.reference_image,))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ image_prompt_strength without a reference image, are dropped with a warning. The
 request id.
 
 Reference images (same endpoint, same JSON body, raw base64 without a data: prefix): Kontext takes
-them as `input_image` (an instruction edit), flux-pro-1.1 and ultra as `image_prompt` (a Redux image
+them as `input_image` (an instruction edit; an edit's further input images as input_image_2..4,
+BFL's experimental multi-reference), flux-pro-1.1 and ultra as `image_prompt` (a Redux image
 prompt: a remix / variation, not a pixel-preserving edit). Kontext still gets the requested size's
 `aspect_ratio` (without it, it would follow the input's). GIFs are sent as PNG of their first frame
 (BFL names no GIF support; unconfirmed either way).
@@ -92,14 +93,20 @@ def _size_fields(call: ImageCall) -> dict[str, Any]:
 
 
 def _image_field(call: ImageCall) -> dict[str, str]:
-    """{field: base64} for the reference image, or {} without one."""
+    """{field: base64} for the reference image (an edit's input images on Kontext: input_image,
+    input_image_2, ...), or {} without one."""
     reference, model = call.reference_image, call.upstream_model
     if reference is None:
         return {}
     if model not in IMAGE_FIELDS:
         raise BadRequest(f"{model} cannot take a reference_image.", param="reference_image")
-    data, _ = reference.in_formats(("image/png", "image/jpeg", "image/webp"))
-    return {IMAGE_FIELDS[model]: base64.b64encode(data).decode("ascii")}
+    first = IMAGE_FIELDS[model]
+    pictures = call.input_images if first == "input_image" else (reference,)
+    fields = {}
+    for index, picture in enumerate(pictures):
+        data, _ = picture.in_formats(("image/png", "image/jpeg", "image/webp"))
+        fields[f"{first}_{index + 1}" if index else first] = base64.b64encode(data).decode("ascii")
+    return fields
 
 
 def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:

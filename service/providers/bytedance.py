@@ -15,7 +15,8 @@ output_compression have no equivalent and are dropped with a warning; 3.0/4.0/4.
 so only a non-JPEG output_format is sent (5.0 models). Usage: `usage.output_tokens` (no input tokens).
 
 Reference images (edit / image-to-image, 4.x/5.x): there is no edit endpoint; the image goes in the same
-JSON body as `image`, a single `data:<media_type>;base64,...` string; size and the options below are
+JSON body as `image`, a `data:<media_type>;base64,...` string (several input images of an edit: a
+list of them, multi-reference, up to the catalog's max_input_images); size and the options below are
 sent as for text-to-image. Each image may be at most 10 MB (a 400 naming reference_image before any
 call); references plus batch outputs are capped at 15, so batch mode then asks for at most 14. A
 flagged reference is InputImageSensitiveContentDetected (a content refusal).
@@ -108,13 +109,14 @@ def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
         "size": str(call.size),
         "response_format": "b64_json",
     }
-    if call.reference_image is not None:
-        body["image"] = data_url(call.reference_image)
+    if call.input_images:
+        urls = [data_url(image) for image in call.input_images]
+        body["image"] = urls[0] if len(urls) == 1 else urls
     warnings += ignored_fields(call, "Seedream")
     if call.output_format and call.output_format != "jpeg":
         body["output_format"] = call.output_format
     if call.n > 1:
-        references = 0 if call.reference_image is None else 1
+        references = len(call.input_images)
         body["sequential_image_generation"] = "auto"
         body["sequential_image_generation_options"] = {
             "max_images": min(call.n, MAX_IMAGES_IN_AND_OUT - references)

@@ -11,8 +11,9 @@ usageMetadata (promptTokenCount -> input tokens); responseId is the upstream req
 providerOptions.google: responseModalities (default ["IMAGE"]), imageConfig (merged over the computed
 one), imageSize, safetySettings, seed, temperature, googleSearch (true -> tools [{"googleSearch": {}}]).
 A reference image (edit / image-to-image) is one more part of the user turn, after the text: inlineData
-{mimeType, data: base64} (a GIF, which Gemini does not take, becomes a PNG of its first frame). No edit
-options (strength, mask): the prompt says what to change. Its tokens are usage.input_image_tokens.
+{mimeType, data: base64}; an edit's several input images are one part each, in order (a GIF, which
+Gemini does not take, becomes a PNG of its first frame). No edit options (strength, mask): the
+prompt says what to change. Their tokens are usage.input_image_tokens.
 
 Imagen takes parameters.sampleCount (1-4), aspectRatio (five ratios) and, on Imagen 4 standard/ultra,
 sampleImageSize 2K for large sizes or quality hd/high; it cannot edit on the Gemini API (a reference
@@ -148,7 +149,7 @@ def gemini_body(call: ImageCall, schema: OptionsSchema = OPTIONS) -> tuple[dict[
     config: dict[str, Any] = {"responseModalities": options.get("responseModalities", ["IMAGE"])}
     config.update({k: options[k] for k in ("seed", "temperature") if k in options})
     config["imageConfig"] = image_config
-    parts = [{"text": call.prompt}, *([inline_part(call.reference_image)] if call.reference_image else [])]
+    parts = [{"text": call.prompt}, *(inline_part(picture) for picture in call.input_images)]
     body: dict[str, Any] = {
         "contents": [{"role": "user", "parts": parts}],
         "generationConfig": config,

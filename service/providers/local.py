@@ -7,7 +7,10 @@ palette, gradient, shapes, and the prompt as a caption). Options (providerOption
   delay_ms  0 to MG_LOCAL_MAX_DELAY_MS (60000 by default): wait this long before answering, to try
             slow-provider behaviour (timeouts, retries) without a real provider. Any key may ask for
             it, and it holds a worker's slot that long, so the cap sits well below the max duration.
-local/canvas also takes a reference_image (image-to-image: the picture shows through).
+local/canvas also takes a reference_image (image-to-image: the picture shows through), and edits:
+every input image shows through (blended in equal parts), and with a mask the first image is kept
+where the mask is opaque and the render shows only where it is transparent. A variation renders
+from its image alone (no prompt: an empty caption band).
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ OPTIONS = options_schema(DEFAULT_MAX_DELAY_MS)
 
 def _image_key(call: ImageCall, seed: int, index: int) -> bytes:
     parts = (call.upstream_model, call.prompt, str(seed), str(index), call.quality or "", call.style or "")
-    reference = hashlib.sha256(call.reference_image.data).hexdigest() if call.reference_image else ""
-    return hashlib.sha256("\x1f".join((*parts, reference)).encode()).digest()
+    inputs = [*call.input_images, *((call.mask,) if call.mask else ())]
+    pictures = [hashlib.sha256(picture.data).hexdigest() for picture in inputs]
+    return hashlib.sha256("\x1f".join((*parts, *pictures)).encode()).digest()
 
 
 def _color(rng: random.Random, saturation: float, value: float, alpha: int | None = None) -> tuple[int, ...]:
@@ -57,9 +61,16 @@ def _color(rng: random.Random, saturation: float, value: float, alpha: int | Non
 
 
 def render_png(
-    prompt: str, size: Size, key: bytes, shapes: int, vivid: bool, reference: PILImage | None = None
+    prompt: str,
+    size: Size,
+    key: bytes,
+    shapes: int,
+    vivid: bool,
+    reference: PILImage | None = None,
+    keep: tuple[PILImage, PILImage] | None = None,
 ) -> bytes:
-    """The picture; `reference` (RGB, already at `size`) shows through it."""
+    """The picture; `reference` (RGB, already at `size`) shows through it. `keep`, an edit's
+    (first image, mask as "L" alpha) at `size`, puts the first image back where the mask is opaque."""
     # Pillow is imported by the first render (on its worker thread), not with the module: a worker
     # that never renders or reads an image is spared its ~4 MB.
     from PIL import Image, ImageChops, ImageDraw, ImageFont
@@ -102,9 +113,21 @@ def render_png(
     band = font_size * 2
     draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 140))
     draw.text((font_size // 2, height - band + font_size // 2), prompt[:200], font=font, fill=(255, 255, 255))
+    if keep is not None:
+        image = Image.composite(keep[0], image, keep[1])
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
+
+
+def _blend(pictures: list[PILImage]) -> PILImage:
+    """Input images in equal parts (each already RGB at the call's size)."""
+    from PIL import Image
+
+    blended = pictures[0]
+    for count, picture in enumerate(pictures[1:], start=2):
+        blended = Image.blend(blended, picture, 1 / count)  # a running mean
+    return blended
 
 
 class LocalProvider:
@@ -128,14 +151,19 @@ class LocalProvider:
         vivid = call.style != "natural"
         # Decoded once per request, however many calls and images share it (a tiny file can hold a
         # picture of many megapixels).
-        reference = None
-        if call.reference_image is not None:
-            reference = await call.reference_image.scaled_rgb(call.size.width, call.size.height)
+        width, height = call.size.width, call.size.height
+        pictures = [await picture.scaled_rgb(width, height) for picture in call.input_images]
+        reference = await asyncio.to_thread(_blend, pictures) if pictures else None
+        keep = None
+        if call.mask is not None and pictures:
+            keep = (pictures[0], await call.mask.scaled_alpha(width, height))
         images = []
         for index in range(call.first_index, call.first_index + call.n):
             key = _image_key(call, seed, index)
             # Rendering is CPU work: keep it off the event loop so other requests keep moving.
-            data = await asyncio.to_thread(render_png, call.prompt, call.size, key, shapes, vivid, reference)
+            data = await asyncio.to_thread(
+                render_png, call.prompt, call.size, key, shapes, vivid, reference, keep
+            )
             images.append(GeneratedImage(data=data, media_type="image/png"))
         return ImageCallResult(images=images, warnings=warnings)
 

@@ -7,11 +7,15 @@ dall-e-3 only.
 
 With a reference image the call goes to POST {base}/images/edits as multipart/form-data, the image
 as the `image` file part (the official schema's name; the doc's curl shows `image[]`, which dall-e-2
-refuses as "an array"). GPT image models take png/jpeg/webp, anything else (GIF) is re-encoded as
-PNG; dall-e-2 takes a PNG with an alpha channel, so other images are re-encoded as RGBA PNG (without
-a mask, dall-e-2 edits the transparent area; an opaque image needs a mask). dall-e-3 has no edits
-(its catalog entry refuses reference images). The edit form has no `moderation` field, so it is
-dropped with a warning. The answer is parsed as for generations.
+refuses as "an array"); several input images (GPT image models, up to 16) go as repeated `image[]`
+parts, and an edit's mask as the `mask` part. GPT image models take png/jpeg/webp, anything else
+(GIF) is re-encoded as PNG; dall-e-2 takes a PNG with an alpha channel, so other images are
+re-encoded as RGBA PNG (without a mask, dall-e-2 edits the transparent area; an opaque image needs
+a mask). dall-e-3 has no edits (its catalog entry refuses reference images). The edit form has no
+`moderation` field, so it is dropped with a warning. The answer is parsed as for generations.
+
+A variation (dall-e-2) goes to POST {base}/images/variations: the `image` part (a square PNG, as for
+dall-e-2 edits), `model`, `n`, `size`, `response_format=b64_json`, `user`; no prompt.
 
 providerOptions.openai (OPTIONS) may set background, moderation, output_format, output_compression
 (GPT image models; they win over the request's fields of the same name), and for edits only:
@@ -135,6 +139,11 @@ def request_body(
             body[name] = value
         else:
             warnings.append(unsupported(name, _not_taken(call)))
+    if call.input_fidelity is not None and "input_fidelity" not in options:  # an edit's own field
+        if "input_fidelity" in taken:
+            body["input_fidelity"] = call.input_fidelity
+        else:
+            warnings.append(unsupported("input_fidelity", _not_taken(call)))
     body.update({name: value for name, value in options.items() if name != "mask"})
     return body, warnings
 
@@ -163,16 +172,34 @@ def _decode_mask(value: object, param: str) -> bytes:
     return data
 
 
-def edit_files(
-    call: ImageCall, reference: ReferenceImage, schema: OptionsSchema = OPTIONS
-) -> dict[str, tuple[str, bytes, str]]:
-    """The file parts of an /images/edits form: the reference image and the optional mask."""
-    data, media_type = _image_part(call.upstream_model, reference)
-    files = {"image": (f"image.{EXTENSIONS[media_type]}", data, media_type)}
-    mask = call.options.get("mask")
-    if mask is not None:
-        files["mask"] = ("mask.png", _decode_mask(mask, schema.param("mask")), "image/png")
+FilePart = tuple[str, tuple[str, bytes, str]]
+
+
+def edit_files(call: ImageCall, schema: OptionsSchema = OPTIONS) -> list[FilePart]:
+    """The file parts of an /images/edits form: the input images (one `image`, or repeated `image[]`)
+    and the optional mask (the edit's own, else the providerOptions mask)."""
+    name = "image[]" if len(call.input_images) > 1 else "image"
+    files: list[FilePart] = []
+    for index, picture in enumerate(call.input_images):
+        data, media_type = _image_part(call.upstream_model, picture)
+        files.append((name, (f"image{index or ''}.{EXTENSIONS[media_type]}", data, media_type)))
+    if call.mask is not None:
+        files.append(("mask", ("mask.png", call.mask.data, "image/png")))
+    elif (mask := call.options.get("mask")) is not None:
+        files.append(("mask", ("mask.png", _decode_mask(mask, schema.param("mask")), "image/png")))
     return files
+
+
+def variation_form(call: ImageCall) -> dict[str, str]:
+    form = {
+        "model": call.upstream_model,
+        "n": str(call.n),
+        "size": str(call.size),
+        "response_format": "b64_json",
+    }
+    if call.user:
+        form["user"] = call.user
+    return form
 
 
 def parse_usage(body: dict[str, Any]) -> ProviderUsage | None:
@@ -194,6 +221,8 @@ class OpenAIProvider(HttpAdapter):
         reference = call.reference_image
         if reference is not None and call.upstream_model == "dall-e-3":
             raise EditNotSupported("dall-e-3 does not support edits.", param="reference_image")
+        if call.variation and reference is not None:
+            return await self._vary(call, reference)
         body, warnings = request_body(call)
         if reference is None:
             payload, response = await self._upstream.json_object(
@@ -201,17 +230,26 @@ class OpenAIProvider(HttpAdapter):
             )
         else:
             form = {name: str(value) for name, value in body.items()}
-            files = await asyncio.to_thread(edit_files, call, reference)  # re-encoding is CPU work
+            files = await asyncio.to_thread(edit_files, call)  # re-encoding is CPU work
             payload, response = await self._upstream.json_object(
                 "POST", "/images/edits", call.deadline, data=form, files=files
             )
+        return read_answer(self.name, payload, response.headers.get("x-request-id"), warnings)
+
+    async def _vary(self, call: ImageCall, reference: ReferenceImage) -> ImageCallResult:
+        _, warnings = OPTIONS.parse(call)
+        data, media_type = await asyncio.to_thread(_image_part, call.upstream_model, reference)
+        files = [("image", (f"image.{EXTENSIONS[media_type]}", data, media_type))]
+        payload, response = await self._upstream.json_object(
+            "POST", "/images/variations", call.deadline, data=variation_form(call), files=files
+        )
         return read_answer(self.name, payload, response.headers.get("x-request-id"), warnings)
 
 
 def read_answer(
     provider: str, payload: dict[str, Any], request_id: str | None, warnings: list[CallWarning]
 ) -> ImageCallResult:
-    """The answer of either endpoint (same shape, on OpenAI and on Azure): base64 images, usage."""
+    """The answer of any endpoint (same shape, on OpenAI and on Azure): base64 images, usage."""
     images = []
     for item in data_items(provider, payload):
         data, media_type = decode_image(provider, item.get("b64_json"))

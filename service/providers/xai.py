@@ -19,8 +19,9 @@ A reference image makes the call an edit: POST {base}/images/edits, the same JSO
 `image: {"url": "data:<media type>;base64,<data>", "type": "image_url"}` (xAI takes PNG, JPEG or WebP
 up to 10 MiB: a GIF is converted to PNG, first frame, and a larger image is refused before calling).
 aspect_ratio and resolution are sent as for a generation; "auto" is generation-only, so on an edit it
-falls back to the ratio derived from the size, with a warning. No edit-specific options (xAI has no
-mask or strength); the answer has the generation's shape.
+falls back to the ratio derived from the size, with a warning. An edit's several input images (up
+to 3) go as `images`, a list of the same objects. No edit-specific options (xAI has no mask or
+strength); the answer has the generation's shape.
 """
 
 from __future__ import annotations
@@ -146,9 +147,13 @@ class XAIProvider(HttpAdapter):
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
         path = "/images/generations"
-        if call.reference_image is not None:
-            url = await asyncio.to_thread(reference_url, call.reference_image)
-            body["image"] = {"url": url, "type": "image_url"}
+        if call.input_images:
+            urls = [await asyncio.to_thread(reference_url, picture) for picture in call.input_images]
+            pictures = [{"url": url, "type": "image_url"} for url in urls]
+            if len(pictures) == 1:
+                body["image"] = pictures[0]
+            else:
+                body["images"] = pictures
             path = "/images/edits"
         payload, response = await self._upstream.json_object("POST", path, call.deadline, json=body)
         items = data_items(self.name, payload)

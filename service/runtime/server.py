@@ -97,6 +97,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             settings.reference_timeout_s,
             parse_networks(settings.reference_allow_networks),
             DecodeSlots(settings.reference_decode_concurrency),
+            settings.max_request_bytes,
         ),
         generator=Generator(providers, settings.fanout_concurrency),
         spend=SpendLedger(store, settings.reservation_lease_s),
@@ -113,7 +114,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         interceptors=interceptors(settings, store, catalog, idempotency),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
-    add_image_generation(servicer, server)
+    add_image_generation(servicer, server, settings.reference_max_bytes)
     add_operations(server, store, blobs)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

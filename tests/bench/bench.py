@@ -13,7 +13,8 @@ start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .m
     BENCH_PIN=1        gateway on CPU 1 (one worker, one Envoy thread), wrk + fake on CPU 0,
                        exactly as the peer harness pins the peer gateways; held-1000 stays unpinned,
                        on the defaults (one worker per core), as the issue sets it
-    BENCH_ROUNDS=2 BENCH_DURATION=8 BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000
+    BENCH_ROUNDS=2 BENCH_DURATION=8
+    BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000,edit-4mb-c8
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Scenario:
     timeout_s: int = 20
     rounds: int = 0  # 0: BENCH_ROUNDS
     pinned: bool = True  # False: gateway on its defaults (one worker per core), unpinned, always
+    upload_bytes: int = 0  # > 0: an edit (POST /v1/images/edits) uploading a PNG of about this size
 
     @property
     def pin(self) -> bool:
@@ -73,6 +75,8 @@ SCENARIOS = {
                  n=8, fake_args=("--b64-bytes", "1500000")),
         Scenario("held-1000", "1,000 concurrent requests held 20 s by the upstream", 1000, "openai/dall-e-3",
                  fake_args=("--delay-ms", "20000"), duration_s=30, timeout_s=40, rounds=1, pinned=False),
+        Scenario("edit-4mb-c8", "edit: a 4 MB PNG uploaded (multipart), concurrency 8", 8,
+                 "openai/gpt-image-1", upload_bytes=4_000_000),
     )
 }  # fmt: skip
 
@@ -142,11 +146,46 @@ class PeakRss(threading.Thread):
 # --- load
 
 
+@dataclass(frozen=True)
+class Body:
+    data: bytes
+    content_type: str = "application/json"
+
+
+def noise_png(approx_bytes: int) -> bytes:
+    """A PNG of random pixels (which do not compress) of about `approx_bytes`."""
+    import io
+
+    from PIL import Image
+
+    side = int((approx_bytes / 3) ** 0.5)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(
+        out, format="PNG", compress_level=1
+    )
+    return out.getvalue()
+
+
+def edit_form(fields: dict[str, Any], image: bytes) -> Body:
+    boundary = "mgbench7d1f0c"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="in.png"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + image
+        + b"\r\n"
+    )
+    return Body(b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}")
+
+
 def wrk(
-    url: str, key: str, body: dict[str, Any], concurrency: int, duration: int, timeout: int, pin: bool
+    url: str, key: str, body: Body, concurrency: int, duration: int, timeout: int, pin: bool
 ) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(body, f)
+    with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as f:
+        f.write(body.data)
     command = ["wrk", "-t", "2" if concurrency > 1 else "1", "-c", str(concurrency), "-d", f"{duration}s",
                "--timeout", f"{timeout}s", "-s", str(HERE / "wrk_post.lua"),
                "-H", f"Authorization: Bearer {key}", url]  # fmt: skip
@@ -156,7 +195,7 @@ def wrk(
         command,
         capture_output=True,
         text=True,
-        env={**os.environ, "BENCH_BODY_FILE": f.name},
+        env={**os.environ, "BENCH_BODY_FILE": f.name, "BENCH_CONTENT_TYPE": body.content_type},
         timeout=duration + 60,
     )
     os.unlink(f.name)
@@ -206,14 +245,20 @@ class Fake:
         self.process.wait(10)
 
 
-def measure(target: str, scenario: Scenario, url: str, key: str, gateway_pid: int | None) -> dict[str, Any]:
+def measure(
+    target: str, scenario: Scenario, base: str, key: str, gateway_pid: int | None, upload: bytes
+) -> dict[str, Any]:
     model = scenario.model if target == "mg" else scenario.model.split("/", 1)[1]
-    body = {
+    fields = {
         "model": model,
         "prompt": "a watercolor fox in a snowy forest",
         "n": scenario.n,
         "size": "1024x1024",
     }
+    if scenario.upload_bytes:
+        url, body = base + "/v1/images/edits", edit_form(fields, upload)
+    else:
+        url, body = base + "/v1/images/generations", Body(json.dumps(fields).encode())
     duration = scenario.duration_s or int(os.environ.get("BENCH_DURATION", "8"))
     if scenario.concurrency <= 64:
         wrk(url, key, body, scenario.concurrency, 2, scenario.timeout_s, scenario.pin)  # warm-up
@@ -258,6 +303,7 @@ def main() -> int:
     for name in names:
         scenario = SCENARIOS[name]
         fake = Fake(upstream_port, scenario.fake_args, scenario.pin)
+        upload = noise_png(scenario.upload_bytes) if scenario.upload_bytes else b""
         # A fresh gateway per scenario: Python keeps memory it once used, so a peak RSS measured
         # after another scenario would partly be that scenario's.
         gateway = start_gateway(upstream_port, scenario.pin)
@@ -273,7 +319,7 @@ def main() -> int:
                     base = gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
                     key = gateway.key if target == "mg" else UPSTREAM_KEY
                     pid = gateway.process.pid if target == "mg" else None
-                    cells[target].append(measure(target, scenario, base + "/v1/images/generations", key, pid))
+                    cells[target].append(measure(target, scenario, base, key, pid, upload))
         finally:
             gateway.stop()
             fake.stop()

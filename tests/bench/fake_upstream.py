@@ -279,6 +279,16 @@ class HTTPProtocol(asyncio.Protocol):
             else:
                 self._send(200, body_out, keep)
             return
+        if path == "/v1/images/edits":
+            # An edit: the multipart form is taken as sent (the body's bytes were read in full);
+            # one image back, like a generation's.
+            if method != "POST" or not headers.get("content-type", "").startswith("multipart/form-data"):
+                self._send(400, error_body(400, "Invalid Content-Type header, expected multipart/form-data."), keep)
+                return
+            rp = json.dumps("fake revised: edit").encode()
+            body_out = b'{"created":%d,"data":[' % int(time.time()) + st.item_prefix + rp + b"}]}"
+            self._send(200, body_out, keep)
+            return
         if path == "/v1/models" and method == "GET":
             self._send(200, st.models_body, keep)
             return

@@ -1,4 +1,5 @@
-"""Internal callers in other languages: a Node client generated from the proto calls the gRPC API."""
+"""Callers in other languages: a Node client generated from the proto calls the gRPC API, and the
+official openai-node SDK calls the REST edge."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.support.gateway import GatewayProcess
 
@@ -25,19 +28,28 @@ def generated() -> Path:
     return CLIENT / "gen"
 
 
+def node(script: str, *args: str) -> Any:
+    """What a Node script in tests/clients/typescript printed (JSON), after it succeeded."""
+    run = subprocess.run(["node", script, *args], cwd=CLIENT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
 def test_node_client_from_generated_code_calls_the_gateway(generated: Path, gateway: GatewayProcess) -> None:
     assert (generated / "mg" / "v1" / "image_generation_pb.js").exists()
-    run = subprocess.run(
-        ["node", "client.mjs", gateway.grpc_target, gateway.key],
-        cwd=CLIENT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = node("client.mjs", gateway.grpc_target, gateway.key)
     assert result["id"].startswith("img_")
     assert len(result["images"]) == 2 == result["outputImages"]
     assert all(image["png"] and image["bytes"] > 1000 for image in result["images"])
     assert "local/sketch" in result["models"]
     assert result["refused"]["code"] == 5  # Connect's Code.NotFound
+
+
+def test_openai_node_edits_images_through_the_rest_edge(
+    generated: Path, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    picture = tmp_path / "in.png"
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(picture)  # transparent: doubles as a mask
+    result = node("images_edit.mjs", f"{gateway.http_url}/v1", gateway.key, str(picture))
+    assert result["one"] == ["PNG"] and result["several"] == ["PNG", "PNG"]
+    assert result["refused"] == {"status": 403, "code": "MODEL_NOT_ALLOWED", "param": "model"}

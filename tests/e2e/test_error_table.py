@@ -112,10 +112,10 @@ TABLE = [
     ),
     (
         errors.ProviderNotConfigured,
-        503,
+        404,
         "PROVIDER_NOT_CONFIGURED",
-        "server_error",
-        grpc.StatusCode.UNAVAILABLE,
+        "invalid_request_error",
+        grpc.StatusCode.NOT_FOUND,
     ),
 ]
 

@@ -290,15 +290,31 @@ def test_sdk_sees_authentication_error_for_no_key(gateway: GatewayProcess) -> No
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "UNAUTHENTICATED"
 
 
-def test_a_provider_without_credentials_is_a_clear_503(gateway: GatewayProcess) -> None:
+def test_a_provider_without_credentials_is_a_clear_404_the_sdk_does_not_retry(
+    gateway: GatewayProcess,
+) -> None:
     response = generate_raw(gateway, {"model": "openai/dall-e-3", "prompt": "x"})
-    error = assert_error(response, 503, "PROVIDER_NOT_CONFIGURED", "model")
+    error = assert_error(response, 404, "PROVIDER_NOT_CONFIGURED", "model")
     assert "OPENAI_API_KEY" in error["message"]
+    sent: list[httpx.Request] = []
+    with httpx.Client(event_hooks={"request": [sent.append]}) as http:
+        sdk = openai_client(f"{gateway.http_url}/v1", gateway.key, max_retries=2, http_client=http)
+        with pytest.raises(openai.NotFoundError):
+            sdk.images.generate(model="openai/dall-e-3", prompt="x")
+    assert len(sent) == 1  # a 5xx would have been sent three times
 
 
-def test_unknown_route_is_a_404_envelope(gateway: GatewayProcess) -> None:
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing-here"), ("GET", "/v1/images/edits?x=1")])
+def test_unknown_route_is_a_404_envelope_in_plain_words(
+    gateway: GatewayProcess, method: str, path: str
+) -> None:
     headers = {"Authorization": f"Bearer {gateway.key}"}  # without one, the edge answers 401 first
-    assert_error(httpx.get(f"{gateway.http_url}/v1/nothing-here", headers=headers), 404, "NOT_FOUND")
+    response = httpx.request(method, f"{gateway.http_url}{path}", headers=headers)
+    error = assert_error(response, 404, "NOT_FOUND")
+    assert error["message"].startswith(
+        f"Unknown route: {method} {path.partition('?')[0]} is not part of this API."
+    )
+    assert "/v1/images/edits" in error["message"] and "resolve" not in error["message"]
 
 
 def test_unknown_file_is_a_404_envelope(gateway: GatewayProcess) -> None:

@@ -1,12 +1,14 @@
-"""A fake of the OpenAI Images API (generations and edits), from
-https://platform.openai.com/docs/api-reference/images and the
-official OpenAPI definition: Bearer auth, per-model rules, b64 or URL answers, usage, and its error bodies.
+"""A fake of the OpenAI Images API (generations, edits and variations), from
+https://platform.openai.com/docs/api-reference/images and the official OpenAPI definition: Bearer
+auth, per-model rules, b64 or URL answers, usage, and its error bodies.
 
 Edits (POST /v1/images/edits) take the multipart form (CreateImageEditRequest; the image as `image`
 or as repeated `image[]` parts, GPT image models only) or, for GPT image models, the JSON body
 (EditImageBodyJsonParam, images as data: URLs here). Every image part must be an image of a type the
 model takes, sent with that content type; dall-e-2 wants one square PNG with an alpha channel under
-4 MB; a mask must be a PNG of the image's size. `edited` keeps the decoded input images, in order."""
+4 MB; a mask must be a PNG of the image's size. Variations (POST /v1/images/variations) take the
+multipart CreateImageVariationRequest, dall-e-2 only, its image checked as a dall-e-2 edit's. `edited`
+keeps the input images of every edit and variation, in order."""
 
 from __future__ import annotations
 
@@ -108,6 +110,8 @@ class FakeOpenAI(FakeProvider):
             return error("Incorrect API key provided.", 401, code="invalid_api_key")
         if (request.method, request.path) == ("POST", "/v1/images/edits"):
             return self._edit(request)
+        if (request.method, request.path) == ("POST", "/v1/images/variations"):
+            return self._variation(request)
         if (request.method, request.path) != ("POST", "/v1/images/generations"):
             return error(f"Unknown request URL: {request.method} {request.path}", 404)
         body = request.json
@@ -141,6 +145,22 @@ class FakeOpenAI(FakeProvider):
         if problem := self._check_edit_images(model, body, images, mask):
             return problem
         return self._generate(body, default_model=model, input_images=len(images))
+
+    def _variation(self, request: Recorded) -> Reply:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return error("Invalid Content-Type header, expected multipart/form-data.")
+        parts = form_parts(request)
+        body = typed_form(parts)
+        check_body("openai.json", "CreateImageVariationRequest", body)
+        model = body.setdefault("model", "dall-e-2")
+        if model != "dall-e-2":
+            return error(
+                f"Invalid value: '{model}'. Value must be 'dall-e-2'.", param="model", code="invalid_value"
+            )
+        images = [(kind, data) for name, _, kind, data in parts if name == "image"]
+        if problem := self._check_edit_images(model, body, images, None):
+            return problem
+        return self._generate({**body, "prompt": ""}, default_model=model)
 
     def _check_edit_images(
         self, model: str, body: dict[str, Any], images: list[tuple[str, bytes]], mask: bytes | None

@@ -271,6 +271,14 @@ def test_kontext_edit_sends_the_image_as_raw_base64_input_image(fake: FakeBFL) -
     assert result.upstream_request_id == task.id and list(result.warnings) == []
 
 
+def test_kontext_takes_several_input_images_as_input_image_2_to_4(fake: FakeBFL) -> None:
+    generate(fake, "flux-kontext-pro", input_images=(PNG_REF, JPEG_REF, PNG_REF), prompt="combine")
+    (sent,) = fake.generation_requests()
+    check_body("bfl-flux.json", "FluxKontextProInputs", sent.json, closed=True)
+    (task,) = fake.tasks.values()
+    assert task.inputs == {"input_image": png(), "input_image_2": jpeg(), "input_image_3": png()}
+
+
 def test_pro_11_takes_the_reference_as_a_redux_image_prompt(fake: FakeBFL) -> None:
     result = generate(fake, "flux-pro-1.1", size=Size(1024, 768), reference_image=JPEG_REF)
     (sent,) = fake.generation_requests()

@@ -286,6 +286,19 @@ def test_batch_mode_with_a_reference_keeps_within_fifteen_images(fake: FakeSeedr
     assert len(result.images) == 3
 
 
+def test_several_input_images_go_as_a_list_and_count_against_the_batch_cap(fake: FakeSeedream) -> None:
+    second = ReferenceImage(jpeg(), "image/jpeg", 8, 8)
+    generate(fake, n=15, input_images=(PNG_REF, second, PNG_REF))
+    sent = fake.generation_requests()[0].json
+    assert sent["image"] == [
+        "data:image/png;base64," + base64.b64encode(png()).decode(),
+        "data:image/jpeg;base64," + base64.b64encode(jpeg()).decode(),
+        "data:image/png;base64," + base64.b64encode(png()).decode(),
+    ]
+    assert sent["sequential_image_generation_options"] == {"max_images": 12}  # 3 references + 12 <= 15
+    assert fake.references == [png(), jpeg(), png()]
+
+
 def test_a_reference_over_ten_megabytes_is_a_400_before_any_call(fake: FakeSeedream) -> None:
     huge = ReferenceImage(b"\x89PNG" + bytes(10 * 1024 * 1024), "image/png", 8, 8)
     with pytest.raises(BadRequest, match="10485760 bytes") as caught:

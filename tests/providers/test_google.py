@@ -102,6 +102,14 @@ def test_a_png_reference_on_gemini_3_keeps_the_options_and_size_tier(fake: FakeG
     assert fake.received == [reference.data]
 
 
+def test_several_input_images_are_one_inline_data_part_each_in_order(fake: FakeGoogle) -> None:
+    second = ReferenceImage(png(16, 12), "image/png", 16, 12)
+    generate(fake, PRO, prompt="combine them", input_images=(REFERENCE, second))
+    parts = fake.generation_requests()[0].json["contents"][0]["parts"]
+    assert [next(iter(part)) for part in parts] == ["text", "inlineData", "inlineData"]
+    assert fake.received == [PHOTO, second.data]
+
+
 def test_a_gif_reference_is_sent_as_png(fake: FakeGoogle) -> None:
     out = io.BytesIO()
     Image.new("P", (12, 8), 2).save(out, format="GIF")

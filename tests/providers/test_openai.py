@@ -308,3 +308,48 @@ def test_the_fake_enforces_what_the_adapter_works_around(fake: FakeOpenAI) -> No
         images = [{"image_url": f"data:image/png;base64,{b64(png())}"}]
         answer = client.post("/images/edits", json={"model": "gpt-image-1", "prompt": "p", "images": images})
         assert answer.status_code == 200 and fake.edited == [png(), png()]
+
+
+# Edits with several input images and a mask; variations.
+
+
+def test_several_input_images_go_as_repeated_image_parts_with_the_mask(fake: FakeOpenAI) -> None:
+    second = ReferenceImage(encoded("JPEG"), "image/jpeg", 8, 8)
+    mask = ReferenceImage(encoded("PNG", "RGBA", alpha=0), "image/png", 8, 8)
+    result = generate(fake, "gpt-image-1.5", input_images=(REF, second), mask=mask, input_fidelity="high")
+    (sent,) = fake.generation_requests()
+    parts = [(name, filename, kind) for name, filename, kind, _ in form_parts(sent) if filename]
+    assert parts == [
+        ("image[]", "image.png", "image/png"),
+        ("image[]", "image1.jpg", "image/jpeg"),
+        ("mask", "mask.png", "image/png"),
+    ]
+    assert text_fields(sent)["input_fidelity"] == "high"
+    assert fake.edited == [REF.data, second.data]
+    # the fake bills each input image's tokens
+    assert result.usage is not None and result.usage.input_image_tokens == 2 * 194
+
+
+def test_input_fidelity_a_model_does_not_take_is_dropped_with_a_warning(fake: FakeOpenAI) -> None:
+    result = generate(fake, "gpt-image-1-mini", reference_image=REF, input_fidelity="low")
+    (sent,) = fake.generation_requests()
+    assert "input_fidelity" not in text_fields(sent)
+    assert [str(w) for w in result.warnings] == [
+        "input_fidelity ignored: gpt-image-1-mini edits do not take it"
+    ]
+
+
+def test_dalle2_variation(fake: FakeOpenAI) -> None:
+    opaque = ReferenceImage(encoded("PNG", "RGB"), "image/png", 8, 8)
+    result = generate(
+        fake, "dall-e-2", variation=True, reference_image=opaque, n=2, size=Size(256, 256), user="u-2"
+    )
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/variations"
+    assert text_fields(sent) == {
+        "model": "dall-e-2", "n": "2", "size": "256x256", "response_format": "b64_json", "user": "u-2"
+    }  # fmt: skip
+    (name, kind, data) = file_parts(sent)["image"]
+    assert (name, kind) == ("image.png", "image/png")
+    assert Image.open(io.BytesIO(data)).mode == "RGBA"  # dall-e-2 takes only a PNG with alpha
+    assert [image.data for image in result.images] == [png(), png()]

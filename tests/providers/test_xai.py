@@ -211,6 +211,18 @@ def test_a_reference_image_makes_an_edit_with_a_data_url(fake: FakeXAI) -> None:
     assert result.warnings == [other("cost", "xai reported cost_in_usd_ticks=400000000 (USD 0.040000)")]
 
 
+def test_several_input_images_go_as_images(fake: FakeXAI) -> None:
+    pictures = (ReferenceImage(png(), "image/png", 8, 8), ReferenceImage(jpeg(), "image/jpeg", 8, 8))
+    generate(fake, prompt="combine", input_images=pictures)
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/images/edits" and "image" not in sent.json
+    assert sent.json["images"] == [
+        {"url": data_url("image/png", png()), "type": "image_url"},
+        {"url": data_url("image/jpeg", jpeg()), "type": "image_url"},
+    ]
+    assert fake.received == [png(), jpeg()]
+
+
 def test_an_edit_on_pro_with_auto_falls_back_to_the_size_ratio(fake: FakeXAI) -> None:
     reference = ReferenceImage(jpeg(), "image/jpeg", 8, 8)
     result = generate(fake, "grok-imagine-image-pro", size=Size(1024, 576), reference_image=reference,

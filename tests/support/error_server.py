@@ -42,7 +42,7 @@ async def main(port: int) -> None:
     server = grpc.aio.server(
         interceptors=[RequestContextInterceptor(max_duration_s=300), ErrorRenderingInterceptor()]
     )
-    add_image_generation(RaisingServicer(), server)
+    add_image_generation(RaisingServicer(), server, 1 << 20)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print("serving", flush=True)

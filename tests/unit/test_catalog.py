@@ -56,6 +56,8 @@ def test_unknown_models_are_not_found(tmp_path: Path) -> None:
         (("    sizes: [512x512, 1024x1024]\n", ""), "exactly one of"),
         (("fast: acme/one", "fast: acme/none"), "unknown model"),
         (("    max_images: 4\n", ""), "max_images"),
+        (("    max_images: 4\n", "    max_images: 4\n    mask: true\n"), "need reference_image"),
+        (("    max_images: 4\n", "    max_images: 4\n    max_input_images: 2\n"), "need reference_image"),
     ],
 )
 def test_malformed_entries_are_refused_with_the_model_named(
@@ -85,3 +87,11 @@ def test_prices_by_quality_and_size(tmp_path: Path) -> None:
 def test_size_helpers() -> None:
     assert str(parse_size("1536x1024")) == "1536x1024"
     assert Size(1536, 1024).nearest_ratio(["1:1", "3:2", "16:9"]) == "3:2"
+
+
+def test_edit_capabilities_default_from_reference_image(tmp_path: Path) -> None:
+    plain = load_catalog([write(tmp_path, MODEL)]).resolve("acme/one").capabilities
+    assert (plain.max_input_images, plain.mask, plain.variations) == (0, False, False)
+    edits = MODEL.replace("    max_images: 4\n", "    max_images: 4\n    reference_image: true\n")
+    one = load_catalog([write(tmp_path, edits)]).resolve("acme/one").capabilities
+    assert (one.max_input_images, one.mask, one.variations) == (1, False, False)

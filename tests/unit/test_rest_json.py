@@ -121,6 +121,6 @@ class _RecordingServer:
 
 def test_every_rpc_of_the_service_is_registered() -> None:
     server = _RecordingServer()
-    add_image_generation(pb_grpc.ImageGenerationServicer(), server)  # type: ignore[arg-type]
+    add_image_generation(pb_grpc.ImageGenerationServicer(), server, 1 << 20)  # type: ignore[arg-type]
     service = pb.DESCRIPTOR.services_by_name["ImageGeneration"]
     assert server.methods == {service.full_name: {method.name for method in service.methods}}

@@ -7,7 +7,7 @@ from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import load_catalog
 from service.catalog.sizes import Size
-from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound, Unavailable
+from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound
 from service.generation.admission import admit
 from service.generation.validation import GenerationRequest
 from service.stores.base import Project
@@ -108,8 +108,8 @@ def test_the_allowlist_is_checked_on_the_resolved_model() -> None:
     assert admitted(request(model="local/canvas", size="256x256"), project).model.id == "local/canvas"
 
 
-def test_a_model_whose_provider_is_not_configured_is_unavailable_before_anything_runs() -> None:
-    with pytest.raises(Unavailable) as caught:
+def test_a_model_whose_provider_is_not_configured_is_not_found_before_anything_runs() -> None:
+    with pytest.raises(ModelNotFound) as caught:
         admitted(request(model="openai/gpt-image-1"))
     assert caught.value.code == "PROVIDER_NOT_CONFIGURED" and "OPENAI_API_KEY" in caught.value.message
 

@@ -8,9 +8,12 @@ from typing import Any, ClassVar, Self, cast
 import grpc
 
 MG_API_PREFIX = "/mg.v1."
-# GenerateImages (gRPC) and GenerateImagesJson (its REST binding): one call, two response encodings.
+# The calls that make images: GenerateImages, EditImages and CreateImageVariations (gRPC) and their
+# REST bindings (one call each, two encodings).
 GENERATE_ONLY = frozenset(
-    {"/mg.v1.ImageGeneration/GenerateImages", "/mg.v1.ImageGeneration/GenerateImagesJson"}
+    f"/mg.v1.ImageGeneration/{name}{binding}"
+    for name in ("GenerateImages", "EditImages", "CreateImageVariations")
+    for binding in ("", "Json" if name == "GenerateImages" else "Http")
 )
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]

@@ -28,7 +28,9 @@ class ErrorRenderingInterceptor(UnaryInterceptor):
         ctx = current_request()
         try:
             if isinstance(request, UndecodableRequest):
-                raise BadRequest(f"The request is not a valid protobuf message: {request.reason}")
+                raise request.error or BadRequest(
+                    f"The request is not a valid protobuf message: {request.reason}"
+                )
             return await behavior(request, context)
         except MgError as error:
             await _abort(context, error, ctx)

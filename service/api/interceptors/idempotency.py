@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from mg.v1 import image_generation_pb2 as pb
 
 from service.api.interceptors.base import GENERATE_ONLY, Behavior, UnaryInterceptor
@@ -77,9 +78,14 @@ class _Owned:
     owner: str  # the owning call's request id
 
 
-def fingerprint(request: pb.GenerateImagesRequest) -> str:
-    """Every field of the request (all of them can change the output or the response)."""
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+def fingerprint(request: Message) -> str:
+    """Every field of the request (all of them can change the output or the response). Edits and
+    variations also hash their message type, so the same key cannot replay another kind of call."""
+    digest = hashlib.sha256()
+    if not isinstance(request, pb.GenerateImagesRequest):
+        digest.update(request.DESCRIPTOR.full_name.encode() + b"\0")
+    digest.update(request.SerializeToString(deterministic=True))
+    return digest.hexdigest()
 
 
 class IdempotencyInterceptor(UnaryInterceptor):

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from ulid import ULID
 
 from service.api.interceptors.base import Behavior, UnaryInterceptor
+from service.errors import MgError
 from service.generation.report import CallReport
 from service.stores.base import ApiKey, Project
 
@@ -84,9 +85,11 @@ def bound(ctx: RequestContext) -> Iterator[RequestContext]:
 
 @dataclass(frozen=True)
 class UndecodableRequest:
-    """A call's request bytes that are not a message of the method's request type."""
+    """A call's request bytes that are not a message of the method's request type, or an upload
+    (api/uploads.py) that does not read: `error` then says exactly why."""
 
     reason: str
+    error: MgError | None = None
 
 
 class RequestContextInterceptor(UnaryInterceptor):
@@ -107,6 +110,8 @@ class RequestContextInterceptor(UnaryInterceptor):
                 return parse(raw)
             except DecodeError as exc:
                 return UndecodableRequest(str(exc))
+            except MgError as exc:
+                return UndecodableRequest(exc.message, exc)
 
         return tolerant
 
