@@ -172,7 +172,10 @@ class Settings:
     # Prometheus metrics of all workers, served by `mg serve` itself; 0 turns them off.
     metrics_host: str = field(default="127.0.0.1", metadata={"env": "MG_METRICS_HOST"})
     metrics_port: int = field(default=9464, metadata={"env": "MG_METRICS_PORT"})
-    # Store: Redis when set (replicas share state), else SQLite in the data dir.
+    # Store: PostgreSQL when set (the system of record for replicas; `mg migrate` creates its schema),
+    # else Redis when set (replicas share state), else SQLite in the data dir. Connections per worker.
+    postgres_url: str = field(default="", metadata={"env": "MG_POSTGRES_URL"})
+    postgres_pool_size: int = field(default=10, metadata={"env": "MG_POSTGRES_POOL_SIZE"})
     redis_url: str = field(default="", metadata={"env": "MG_REDIS_URL"})
     redis_prefix: str = field(default="mg:", metadata={"env": "MG_REDIS_PREFIX"})
     # SQLite durability: NORMAL survives a gateway crash, FULL also power loss (fsync per commit).
@@ -372,6 +375,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("MG_REFERENCE_DECODE_CONCURRENCY must be positive")
     if settings.envoy_max_connections <= 0 or settings.envoy_max_heap_bytes <= 0:
         raise SettingsError("MG_ENVOY_MAX_CONNECTIONS and MG_ENVOY_MAX_HEAP_BYTES must be positive")
+    if settings.postgres_pool_size <= 0:
+        raise SettingsError("MG_POSTGRES_POOL_SIZE must be positive")
+    if settings.postgres_url and not settings.postgres_url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("MG_POSTGRES_URL must be a postgresql:// URL")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

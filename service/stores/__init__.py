@@ -1,4 +1,5 @@
-"""Store selection: SQLite in the data dir by default, Redis when MG_REDIS_URL is set."""
+"""Store selection: PostgreSQL when MG_POSTGRES_URL is set, else Redis when MG_REDIS_URL is set,
+else SQLite in the data dir. Each store's driver is imported only when it is chosen."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ SQLITE_FILE = "mg.sqlite3"  # in the data dir
 
 
 def open_store(settings: Settings) -> Store:
+    if settings.postgres_url:
+        from service.stores.postgres import PostgresStore
+
+        return PostgresStore(settings.postgres_url, settings.postgres_pool_size)
     if settings.redis_url:
         from service.stores.redis import RedisStore
 

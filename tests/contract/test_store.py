@@ -1,4 +1,5 @@
-"""One contract, two stores: every test here runs against SQLite and against a real Redis server."""
+"""One contract, three stores: every test here runs against SQLite, a real Redis server and a real
+PostgreSQL server (a new database for each test, dropped after it)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,28 @@ from service.stores.base import (
     Store,
     UnknownProject,
 )
+from service.stores.postgres import PostgresStore
 from service.stores.redis import RedisStore
 from service.stores.sqlite import SqliteStore
+from tests.support.postgres_server import create_database, drop_database
 from tests.support.redis_server import SHARED_URL, clear_prefix
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Store]]:
     """Opens stores on one backend: like separate worker processes (or replicas) sharing it."""
     prefix = f"mg-test:{ULID()}:"
+    database = await create_database() if request.param == "postgres" else ""
     opened: list[Store] = []
 
     def open_one() -> Store:
-        one: Store = (
-            SqliteStore(tmp_path / "store.sqlite3")
-            if request.param == "sqlite"
-            else RedisStore(SHARED_URL, prefix)
-        )
+        one: Store
+        if request.param == "sqlite":
+            one = SqliteStore(tmp_path / "store.sqlite3")
+        elif request.param == "redis":
+            one = RedisStore(SHARED_URL, prefix)
+        else:
+            one = PostgresStore(database)
         opened.append(one)
         return one
 
@@ -45,6 +51,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await one.close()
     if request.param == "redis":
         clear_prefix(SHARED_URL, prefix)
+    if database:
+        await drop_database(database)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ ON_DEMAND = {
     "redis": "MG_REDIS_URL",
     "boto3": "MG_S3_BUCKET",
     "botocore": "MG_S3_BUCKET, or the bedrock provider (SigV4 signing)",
+    "psycopg": "MG_POSTGRES_URL",
+    "psycopg_pool": "MG_POSTGRES_URL",
 }
 # Packages under a namespace others share at start (google.protobuf is gRPC's): checked by full name.
 ON_DEMAND_SUBPACKAGES = {"google.auth": "the vertex provider (OAuth2 tokens)"}

@@ -1,0 +1,444 @@
+"""The system-of-record store: PostgreSQL, for any number of gateway replicas (MG_POSTGRES_URL).
+
+Every operation is one SQL statement, so one round trip and one transaction (autocommit), and
+every statement that must be atomic is written so that PostgreSQL's row locks make it so under
+READ COMMITTED, however many workers and replicas run it at once:
+
+- a reservation is one conditional upsert of the project's spend row, taken only while
+  `spent + reserved + estimate <= cap`: concurrent reservations queue on that row's lock and each
+  re-checks the condition against the row as the one before it left it;
+- settling deletes the reservation, charges the spend row and appends the ledger row in one
+  statement; releasing does the same without the charge;
+- a rate-limit hit is one upsert of the bucket's GCRA state (stores/gcra.py's arithmetic);
+- an idempotency claim is one upsert that replaces only a record that no longer holds the key.
+
+A reservation whose lease lapsed (its worker died) still counts in `reserved_micros` until it is
+reclaimed; a reservation refused against the cap reclaims the project's lapsed ones and tries once
+more, so a lapsed lease never refuses a request, and `spend` leaves lapsed reservations out.
+
+Times come from the database's clock (`statement_timestamp()`), so replicas with skewed clocks
+agree on leases and rate limits. `synchronous_commit` is the server's (on, by default): a statement
+that returned is on disk. Connection failures become `Unavailable` (503); the pool opens new
+connections by itself when the database is back. A database whose schema is not the version this
+mg was built for is refused with the same 503, naming `mg migrate` (postgres_schema.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from service.errors import Unavailable
+from service.stores.base import (
+    ApiKey,
+    Claim,
+    IdempotencyRecord,
+    IdempotencyState,
+    LedgerEntry,
+    Project,
+    ProjectExists,
+    RateDecision,
+    Spend,
+    UnknownProject,
+)
+from service.stores.gcra import WINDOW_S, gcra
+from service.stores.postgres_schema import mismatch, schema_version
+
+T = TypeVar("T")
+Row = dict[str, Any]
+Connection = psycopg.AsyncConnection[Row]
+
+NOW = "extract(epoch FROM statement_timestamp())::float8"
+# How long an operation waits for a pooled connection before it is a 503.
+CONNECT_TIMEOUT_S = 5.0
+# Every this many idempotency claims, records past their retention and reservations past their
+# lease are deleted (for all projects; claims and refusals replace or reclaim their own as they go).
+SWEEP_EVERY = 1000
+
+_LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
+
+# %(project)s's lapsed reservations (or every project's, with %(project)s NULL) deleted and taken
+# off their spend rows. SKIP LOCKED: a reservation being settled or renewed right now is that
+# statement's business, and two sweeps never wait on each other.
+RECLAIM = f"""
+WITH lapsed AS (
+    DELETE FROM reservations WHERE id IN (
+        SELECT id FROM reservations
+        WHERE (%(project)s::text IS NULL OR project_id = %(project)s) AND expires_at <= {NOW}
+        FOR UPDATE SKIP LOCKED
+    ) RETURNING project_id, amount_micros
+), freed AS (
+    SELECT project_id, SUM(amount_micros) AS amount FROM lapsed GROUP BY project_id
+)
+UPDATE spend SET reserved_micros = spend.reserved_micros - freed.amount
+FROM freed WHERE spend.project_id = freed.project_id
+"""
+
+RESERVE = f"""
+WITH taken AS (
+    INSERT INTO spend AS s (project_id, spent_micros, reserved_micros)
+    SELECT %(project)s, 0, %(amount)s WHERE %(cap)s::bigint IS NULL OR %(amount)s <= %(cap)s
+    ON CONFLICT (project_id) DO UPDATE SET reserved_micros = s.reserved_micros + excluded.reserved_micros
+    WHERE %(cap)s::bigint IS NULL OR s.spent_micros + s.reserved_micros + excluded.reserved_micros <= %(cap)s
+    RETURNING 1
+)
+INSERT INTO reservations (id, project_id, amount_micros, expires_at)
+SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s FROM taken
+RETURNING 1
+"""
+
+RENEW_RESERVATION = f"""
+UPDATE reservations SET expires_at = {NOW} + %(lease)s
+WHERE id = %(id)s AND project_id = %(project)s AND expires_at > {NOW}
+"""
+
+# The reservation (if still there) leaves `reserved` and the cost joins `spent`; then the ledger row
+# is written, in the same statement (FINISH_WITH_LEDGER), or nothing more is (FINISH_WITHOUT_LEDGER).
+_FINISH = """
+WITH released AS (
+    DELETE FROM reservations WHERE id = %(id)s RETURNING amount_micros
+), charged AS (
+    INSERT INTO spend AS s (project_id, spent_micros, reserved_micros) VALUES (%(project_id)s, %(cost)s, 0)
+    ON CONFLICT (project_id) DO UPDATE SET
+        spent_micros = s.spent_micros + excluded.spent_micros,
+        reserved_micros = s.reserved_micros - (SELECT COALESCE(SUM(amount_micros), 0) FROM released)
+)
+"""
+FINISH_WITH_LEDGER = _FINISH + "INSERT INTO ledger ({}) VALUES ({})".format(
+    ", ".join(_LEDGER_COLUMNS), ", ".join(f"%({c})s" for c in _LEDGER_COLUMNS)
+)
+FINISH_WITHOUT_LEDGER = _FINISH + "SELECT 1"
+
+SPEND = f"""
+SELECT
+    COALESCE((SELECT spent_micros FROM spend WHERE project_id = %(project)s), 0) AS spent,
+    COALESCE((SELECT reserved_micros FROM spend WHERE project_id = %(project)s), 0)
+    - COALESCE((SELECT SUM(amount_micros) FROM reservations
+                WHERE project_id = %(project)s AND expires_at <= {NOW}), 0) AS reserved
+"""
+
+# One hit: the bucket's TAT moves on by one interval if that stays within the window (allowed),
+# else stays. The row is written either way, so that the statement returns the TAT as the last
+# concurrent hit left it, with this hit's verdict.
+_FITS = f"GREATEST(r.tat, {NOW}) + %(interval)s - {NOW} <= %(window)s + 1e-9"
+RATE_LIMIT = f"""
+INSERT INTO rate_limits AS r (bucket, tat, allowed) VALUES (%(bucket)s, {NOW} + %(interval)s, true)
+ON CONFLICT (bucket) DO UPDATE SET
+    tat = CASE WHEN {_FITS} THEN GREATEST(r.tat, {NOW}) + %(interval)s ELSE r.tat END,
+    allowed = {_FITS}
+RETURNING tat, allowed, {NOW} AS now
+"""
+
+CLAIM = f"""
+INSERT INTO idempotency AS i
+    (project_id, key, fingerprint, state, owner, lease_expires_at, response, error, expires_at)
+VALUES (%(project)s, %(key)s, %(fingerprint)s, %(in_flight)s, %(owner)s, {NOW} + %(lease)s, '', '',
+        {NOW} + %(lease)s)
+ON CONFLICT (project_id, key) DO UPDATE SET
+    fingerprint = excluded.fingerprint, state = excluded.state, owner = excluded.owner,
+    lease_expires_at = excluded.lease_expires_at, response = excluded.response, error = excluded.error,
+    expires_at = excluded.expires_at
+WHERE i.expires_at <= {NOW}
+   OR (i.state = %(in_flight)s AND i.lease_expires_at <= {NOW})
+   OR (i.state = %(failed)s AND i.owner <> %(waiting_for)s)
+RETURNING 1
+"""
+
+RENEW_IDEMPOTENCY = f"""
+UPDATE idempotency SET lease_expires_at = {NOW} + %(lease)s,
+                       expires_at = GREATEST(expires_at, {NOW} + %(lease)s)
+WHERE project_id = %(project)s AND key = %(key)s AND owner = %(owner)s AND state = %(in_flight)s
+"""
+
+FINISH_IDEMPOTENCY = f"""
+UPDATE idempotency SET state = %(state)s, response = %(response)s, error = %(error)s,
+                       lease_expires_at = 0, expires_at = {NOW} + %(keep)s
+WHERE project_id = %(project)s AND key = %(key)s AND owner = %(owner)s
+"""
+
+
+def _project(row: Row) -> Project:
+    return Project(
+        id=row["id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        budget_micros=row["budget_micros"],
+        allow=tuple(row["allow"]),
+        rpm=row["rpm"],
+    )
+
+
+def _project_params(project: Project) -> dict[str, Any]:
+    return {f.name: getattr(project, f.name) for f in fields(Project)} | {"allow": list(project.allow)}
+
+
+def _key(row: Row) -> ApiKey:
+    return ApiKey(**row)
+
+
+def _ledger_entry(row: Row) -> LedgerEntry:
+    return LedgerEntry(**{name: row[name] for name in _LEDGER_COLUMNS})
+
+
+class PostgresStore:
+    """One connection pool per store object (one per worker process)."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._pool: AsyncConnectionPool[Connection] | None = None
+        self._opening = asyncio.Lock()
+        self._schema_checked = False
+        self._claims = 0
+
+    async def _ready_pool(self) -> AsyncConnectionPool[Connection]:
+        """The pool, opened on first use, once the database's schema is the one this mg expects.
+        Checked on every use until it is (then never again): a database migrated while the gateway
+        waited is used as soon as it is ready."""
+        if self._pool is not None and self._schema_checked:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                    self._url,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    kwargs={"autocommit": True, "row_factory": dict_row},
+                    timeout=CONNECT_TIMEOUT_S,
+                    open=False,
+                    name="mg-store",
+                )
+                await pool.open()
+                self._pool = pool
+        async with self._pool.connection() as conn:
+            problem = mismatch(await schema_version(conn))
+        if problem:
+            raise Unavailable(problem)
+        self._schema_checked = True
+        return self._pool
+
+    async def _run(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
+        try:
+            pool = await self._ready_pool()
+            async with pool.connection() as conn:
+                return await operation(conn)
+        except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
+            raise Unavailable(f"The PostgreSQL store is unavailable: {exc}") from exc
+
+    async def _one(self, query: str, params: dict[str, Any]) -> Row | None:
+        async def op(conn: Connection) -> Row | None:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchone()
+
+        return await self._run(op)
+
+    async def _all(self, query: str, params: dict[str, Any] | None = None) -> list[Row]:
+        async def op(conn: Connection) -> list[Row]:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+
+        return await self._run(op)
+
+    async def _count(self, query: str, params: dict[str, Any]) -> int:
+        """Rows the statement changed."""
+
+        async def op(conn: Connection) -> int:
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
+
+        return await self._run(op)
+
+    # --- projects
+
+    async def create_project(self, project: Project) -> None:
+        try:
+            await self._count(
+                "INSERT INTO projects VALUES "
+                "(%(id)s, %(name)s, %(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s)",
+                _project_params(project),
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise ProjectExists(project.name) from exc
+
+    async def get_project(self, name: str) -> Project | None:
+        row = await self._one("SELECT * FROM projects WHERE name = %(name)s", {"name": name})
+        return _project(row) if row else None
+
+    async def get_project_by_id(self, project_id: str) -> Project | None:
+        row = await self._one("SELECT * FROM projects WHERE id = %(id)s", {"id": project_id})
+        return _project(row) if row else None
+
+    async def list_projects(self) -> list[Project]:
+        return [_project(r) for r in await self._all("SELECT * FROM projects ORDER BY name")]
+
+    async def update_project(self, project: Project) -> None:
+        changed = await self._count(
+            "UPDATE projects SET budget_micros = %(budget_micros)s, allow = %(allow)s, rpm = %(rpm)s "
+            "WHERE id = %(id)s",
+            _project_params(project),
+        )
+        if changed == 0:
+            raise UnknownProject(project.name)
+
+    # --- keys
+
+    async def create_key(self, key: ApiKey) -> None:
+        await self._count(
+            "INSERT INTO keys VALUES (%(id)s, %(project_id)s, %(key_hash)s, %(prefix)s, %(created_at)s, "
+            "%(revoked_at)s)",
+            {f.name: getattr(key, f.name) for f in fields(ApiKey)},
+        )
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        row = await self._one("SELECT * FROM keys WHERE key_hash = %(hash)s", {"hash": key_hash})
+        return _key(row) if row else None
+
+    async def list_keys(self, project_id: str | None = None) -> list[ApiKey]:
+        rows = await self._all(
+            "SELECT * FROM keys WHERE %(project)s::text IS NULL OR project_id = %(project)s "
+            "ORDER BY created_at",
+            {"project": project_id},
+        )
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        changed = await self._count(
+            "UPDATE keys SET revoked_at = %(at)s WHERE id = %(id)s AND revoked_at IS NULL",
+            {"at": at, "id": key_id},
+        )
+        return changed == 1
+
+    # --- rate limiting
+
+    async def hit_rate_limit(self, bucket: str, limit: int) -> RateDecision:
+        interval = WINDOW_S / limit
+        row = await self._one(RATE_LIMIT, {"bucket": bucket, "interval": interval, "window": WINDOW_S})
+        assert row is not None
+        # The TAT the database started from reproduces its decision (allowed: one interval back).
+        decision, _ = gcra(row["tat"] - interval if row["allowed"] else row["tat"], row["now"], limit)
+        return decision
+
+    # --- spend
+
+    async def reserve(
+        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+    ) -> bool:
+        params = {
+            "project": project_id, "id": reservation_id, "amount": amount_micros, "cap": cap_micros,
+            "lease": lease_s,
+        }  # fmt: skip
+        if await self._count(RESERVE, params):
+            return True
+        if cap_micros is None:
+            return False
+        # Refused: lapsed reservations may be what fills the cap. Give them back, then try again.
+        if not await self._count(RECLAIM, {"project": project_id}):
+            return False
+        return bool(await self._count(RESERVE, params))
+
+    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
+        params = {"project": project_id, "id": reservation_id, "lease": lease_s}
+        return await self._count(RENEW_RESERVATION, params) == 1
+
+    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
+        await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
+
+    async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None:
+        await self._finish(reservation_id, project_id, 0, entry)
+
+    async def _finish(
+        self, reservation_id: str, project_id: str, cost: int, entry: LedgerEntry | None
+    ) -> None:
+        params: dict[str, Any] = {"id": reservation_id, "project_id": project_id, "cost": cost}
+        if entry is None:
+            await self._count(FINISH_WITHOUT_LEDGER, params)
+            return
+        # Attribute by attribute: dataclasses.asdict deep-copies every field.
+        values = {name: getattr(entry, name) for name in _LEDGER_COLUMNS}
+        values["extra"] = Jsonb(entry.extra)
+        await self._count(FINISH_WITH_LEDGER, {**values, **params})
+
+    async def spend(self, project_id: str) -> Spend:
+        row = await self._one(SPEND, {"project": project_id})
+        assert row is not None
+        return Spend(int(row["spent"]), int(row["reserved"]))
+
+    # --- ledger
+
+    async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
+        rows = await self._all(
+            "SELECT * FROM ledger WHERE created_at >= %(since)s "
+            "AND (%(project)s::text IS NULL OR project_id = %(project)s) ORDER BY seq",
+            {"since": since or 0.0, "project": project_id},
+        )
+        return [_ledger_entry(r) for r in rows]
+
+    # --- idempotency
+
+    async def claim_idempotency(
+        self, project_id: str, key: str, fingerprint: str, owner: str, lease_s: float, waiting_for: str = ""
+    ) -> Claim:
+        self._claims += 1
+        if self._claims % SWEEP_EVERY == 0:
+            await self._sweep()
+        params = {
+            "project": project_id, "key": key, "fingerprint": fingerprint, "owner": owner, "lease": lease_s,
+            "waiting_for": waiting_for, "in_flight": IdempotencyState.IN_FLIGHT,
+            "failed": IdempotencyState.FAILED,
+        }  # fmt: skip
+        while True:
+            if await self._count(CLAIM, params):
+                return Claim(True)
+            row = await self._one(
+                "SELECT * FROM idempotency WHERE project_id = %(project)s AND key = %(key)s", params
+            )
+            if row is not None:  # (else it was swept between the two statements: claim again)
+                return Claim(False, _idempotency_record(row))
+
+    async def renew_idempotency(self, project_id: str, key: str, owner: str, lease_s: float) -> bool:
+        params = {"project": project_id, "key": key, "owner": owner, "lease": lease_s,
+                  "in_flight": IdempotencyState.IN_FLIGHT}  # fmt: skip
+        return await self._count(RENEW_IDEMPOTENCY, params) == 1
+
+    async def finish_idempotency(
+        self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
+    ) -> None:
+        params = {
+            "project": project_id, "key": key, "owner": owner, "state": record.state,
+            "response": record.response, "error": record.error, "keep": keep_s,
+        }  # fmt: skip
+        await self._count(FINISH_IDEMPOTENCY, params)
+
+    async def _sweep(self) -> None:
+        """Records past their retention and every project's lapsed reservations, in the database."""
+        await self._count(f"DELETE FROM idempotency WHERE expires_at <= {NOW}", {})
+        await self._count(RECLAIM, {"project": None})
+
+    async def ping(self) -> None:
+        """A write, not a read: a database that reads but cannot write serves no generation."""
+        await self._count(
+            f"INSERT INTO write_probe VALUES (1, {NOW}) ON CONFLICT (id) DO UPDATE SET at = excluded.at", {}
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def _idempotency_record(row: Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        fingerprint=row["fingerprint"],
+        state=row["state"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        response=bytes(row["response"]),
+        error=row["error"],
+    )
