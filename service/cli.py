@@ -5,6 +5,7 @@ mg envoy-config --out DIR             the edge config, for running Envoy apart
 mg projects create|list|show|update   projects: spend cap, model allowlist, requests per minute
 mg keys create|list|revoke            API keys (`create` prints the new key alone on stdout)
 mg usage [--project P] [--since 24h]  spend and images per model, from the ledger
+mg migrate                            bring the PostgreSQL store's schema to this version's
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from service.catalog.catalog import CatalogError, catalog_for, usd
 from service.config import Settings, SettingsError, load_settings, provider_declarations
 from service.config_file import ConfigFileError, defined_providers, read_config_file
 from service.data_dir import make_private, private_dir, write_private
+from service.errors import Unavailable
 from service.hosting.blobs import open_blob_store
 from service.providers.registry import setup_hint
 from service.runtime.edge import render_config, render_lua
@@ -54,7 +56,7 @@ def _with_store(
 ) -> T:
     """Run `operation` on the gateway's store. A command that only reads never creates a store: an
     empty one would show nothing, as if the gateway had no projects, when the data dir is wrong."""
-    if not settings.redis_url:
+    if not settings.redis_url and not settings.postgres_url:
         path = settings.data_dir.resolve() / SQLITE_FILE
         if reads_only and not path.exists():
             raise admin.AdminError(
@@ -334,6 +336,28 @@ def _cmd_files_sweep(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- migrate
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the PostgreSQL store's missing schema migrations (the other stores need none)."""
+    if not settings.postgres_url:
+        print("nothing to migrate: only the PostgreSQL store (MG_POSTGRES_URL) has a versioned schema")
+        return 0
+    import psycopg
+
+    from service.stores.postgres_schema import EXPECTED_VERSION, migrate
+
+    try:
+        applied = asyncio.run(migrate(settings.postgres_url, lambda line: print(line, file=sys.stderr)))
+    except psycopg.OperationalError as exc:
+        raise admin.AdminError(f"cannot reach PostgreSQL: {exc}") from None
+    except RuntimeError as exc:  # a database newer than this mg
+        raise admin.AdminError(str(exc)) from None
+    print(f"schema at version {EXPECTED_VERSION} ({applied} migration(s) applied)")
+    return 0
+
+
 # --- usage
 
 
@@ -429,6 +453,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep = files.add_parser("sweep", help="delete files past the retention now (with progress)")
     sweep.add_argument("--older-than", help="e.g. 24h, 7d (default: MG_FILE_RETENTION_S)")
 
+    commands.add_parser("migrate", help="bring the PostgreSQL store's schema to this mg's version")
+
     usage = commands.add_parser("usage", help="spend and images per model from the ledger")
     usage.add_argument("--project")
     usage.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
@@ -444,11 +470,12 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "usage": _cmd_usage,
     "config": _cmd_config_check,
     "files": _cmd_files_sweep,
+    "migrate": _cmd_migrate,
 }
 
 
 # Commands that read or write nothing in the data dir.
-WITHOUT_DATA_DIR = frozenset({"envoy-config", "config"})
+WITHOUT_DATA_DIR = frozenset({"envoy-config", "config", "migrate"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         return HANDLERS[args.command](settings, args)
     except (admin.AdminError, AdminSocketError) as exc:
         print(f"mg: {exc}", file=sys.stderr)
+        return 1
+    except Unavailable as exc:  # the store: unreachable, or a schema to migrate first
+        print(f"mg: {exc.message}", file=sys.stderr)
         return 1
     except (ConfigFileError, CatalogError) as exc:
         print(f"mg: {exc}", file=sys.stderr)

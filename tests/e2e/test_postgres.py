@@ -1,0 +1,109 @@
+"""The gateway on the PostgreSQL store (MG_POSTGRES_URL), through Envoy: `mg migrate`, the schema
+check at start, a generation, the spend cap's 402 and an idempotent replay."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.checks import assert_error
+from tests.support.gateway import GatewayProcess, local_body
+from tests.support.postgres_server import temporary_database
+
+SKETCH_PRICE_MICROS = 1000  # local/sketch at 256x256, catalog
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with temporary_database() as url:
+        process = GatewayProcess(tmp_path_factory.mktemp("postgres"), {"MG_POSTGRES_URL": url}).start()
+        yield process
+        process.stop()
+
+
+def test_a_generation_is_charged_and_in_the_ledger(gw: GatewayProcess) -> None:
+    key = gw.new_key("paid", "--budget-usd", "1")
+    response = gw.generate(local_body(), key)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 1
+    shown = json.loads(gw.mg("projects", "show", "paid", "--json").stdout)
+    assert (shown["spent_usd"], shown["reserved_usd"]) == (SKETCH_PRICE_MICROS / 1e6, 0)
+    (row,) = json.loads(gw.mg("usage", "--project", "paid", "--json").stdout)
+    assert (row["requests"], row["images"], row["cost_micros"]) == (1, 1, SKETCH_PRICE_MICROS)
+
+
+def test_the_cap_refuses_with_402_and_charges_nothing_more(gw: GatewayProcess) -> None:
+    key = gw.new_key("capped", "--budget-usd", "0.002")  # two sketches
+    assert [gw.generate(local_body(), key).status_code for _ in range(2)] == [200, 200]
+    assert_error(gw.generate(local_body(), key), 402, "BUDGET_EXCEEDED")
+    shown = json.loads(gw.mg("projects", "show", "capped", "--json").stdout)
+    assert (shown["spent_usd"], shown["reserved_usd"]) == (0.002, 0)
+
+
+def test_concurrent_requests_never_cross_the_cap(gw: GatewayProcess) -> None:
+    key = gw.new_key("race", "--budget-usd", "0.003")  # three sketches
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: gw.generate(local_body(delay_ms=200), key).status_code, range(8)))
+    assert sorted(codes) == [200] * 3 + [402] * 5
+    assert json.loads(gw.mg("projects", "show", "race", "--json").stdout)["spent_usd"] == 0.003
+
+
+def test_an_idempotent_retry_replays_without_a_charge(gw: GatewayProcess) -> None:
+    key = gw.new_key("replay", "--budget-usd", "0.001")  # one sketch: a replay must not need more
+    first = gw.generate(local_body(), key, headers={"x-mg-idempotency-key": "order-1"})
+    again = gw.generate(local_body(), key, headers={"x-mg-idempotency-key": "order-1"})
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers["x-mg-idempotent-replay"] == "true" and "x-mg-idempotent-replay" not in first.headers
+    assert again.json() == first.json()
+    (row,) = json.loads(gw.mg("usage", "--project", "replay", "--json").stdout)
+    assert (row["requests"], row["cost_micros"]) == (1, SKETCH_PRICE_MICROS)
+
+
+def test_a_gateway_refuses_an_unmigrated_database_until_mg_migrate(tmp_path: Path) -> None:
+    with temporary_database(migrated=False) as url:
+        gw = GatewayProcess(tmp_path / "gw", {"MG_POSTGRES_URL": url})
+        with pytest.raises(RuntimeError, match="run `mg migrate`"):
+            gw.start()
+        migrated = gw.mg("migrate")
+        assert migrated.stdout.strip() == "schema at version 1 (1 migration(s) applied)"
+        assert gw.mg("migrate").stdout.strip() == "schema at version 1 (0 migration(s) applied)"
+        gw.start()
+        try:
+            assert gw.generate(local_body()).status_code == 200
+        finally:
+            gw.stop()
+
+
+def test_a_gateway_refuses_a_database_newer_than_it(tmp_path: Path) -> None:
+    with temporary_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO mg_schema_migrations (version, name) VALUES (99, 'future')")
+        gw = GatewayProcess(tmp_path / "gw", {"MG_POSTGRES_URL": url})
+        with pytest.raises(RuntimeError, match="newer than this mg knows"):
+            gw.start()
+        refused = gw.mg("migrate", check=False)
+        assert refused.returncode == 1 and "newer than this mg knows" in refused.stderr
+
+
+def test_two_migrations_at_once_apply_each_file_once(tmp_path: Path) -> None:
+    with temporary_database(migrated=False) as url:
+        gw = GatewayProcess(tmp_path / "gw", {"MG_POSTGRES_URL": url})
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "service", "migrate"], env=gw.env, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        outputs = sorted(run.communicate(timeout=60)[0].strip() for run in runs)
+        assert [run.returncode for run in runs] == [0, 0]
+        assert outputs == [
+            "schema at version 1 (0 migration(s) applied)",
+            "schema at version 1 (1 migration(s) applied)",
+        ]
