@@ -26,6 +26,7 @@ mg was built for is refused with the same 503, naming `mg migrate` (postgres_sch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -58,6 +59,8 @@ Connection = psycopg.AsyncConnection[Row]
 NOW = "extract(epoch FROM statement_timestamp())::float8"
 # How long an operation waits for a pooled connection before it is a 503.
 CONNECT_TIMEOUT_S = 5.0
+# How long, after a failure, the idle connections' check may take (a dead one fails at once).
+CHECK_TIMEOUT_S = 1.0
 # Every this many idempotency claims, records past their retention and reservations past their
 # lease are deleted (for all projects; claims and refusals replace or reclaim their own as they go).
 SWEEP_EVERY = 1000
@@ -230,7 +233,15 @@ class PostgresStore:
             async with pool.connection() as conn:
                 return await operation(conn)
         except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
+            await self._drop_broken_connections()
             raise Unavailable(f"The PostgreSQL store is unavailable: {exc}") from exc
+
+    async def _drop_broken_connections(self) -> None:
+        """After a failure, test the idle connections: when the database restarted (or failed
+        over), every pooled connection is dead, and without this each would fail one request."""
+        if self._pool is not None:
+            with contextlib.suppress(Exception):  # whatever the check meets, the 503 stands
+                await asyncio.wait_for(self._pool.check(), CHECK_TIMEOUT_S)
 
     async def _one(self, query: str, params: dict[str, Any]) -> Row | None:
         async def op(conn: Connection) -> Row | None:
