@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -51,6 +51,9 @@ from service.stores.base import (
 )
 from service.stores.gcra import WINDOW_S, gcra
 from service.stores.postgres_schema import mismatch, schema_version
+
+if TYPE_CHECKING:
+    from service.stores.redis import RedisStore
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -191,11 +194,15 @@ def _ledger_entry(row: Row) -> LedgerEntry:
 
 
 class PostgresStore:
-    """One connection pool per store object (one per worker process)."""
+    """One connection pool per store object (one per worker process). With `rate_limits` (the Redis
+    store, when MG_REDIS_URL is set too), rate limits are counted there: a hit is then one Lua
+    script in memory rather than a row written to disk, and the database sees only what it must
+    keep."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, rate_limits: RedisStore | None = None) -> None:
         self._url = url
         self._pool_size = pool_size
+        self._rate_limits = rate_limits
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._opening = asyncio.Lock()
         self._schema_checked = False
@@ -329,6 +336,8 @@ class PostgresStore:
     # --- rate limiting
 
     async def hit_rate_limit(self, bucket: str, limit: int) -> RateDecision:
+        if self._rate_limits is not None:
+            return await self._rate_limits.hit_rate_limit(bucket, limit)
         interval = WINDOW_S / limit
         row = await self._one(RATE_LIMIT, {"bucket": bucket, "interval": interval, "window": WINDOW_S})
         assert row is not None
@@ -434,11 +443,15 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """A write, not a read: a database that reads but cannot write serves no generation."""
+        if self._rate_limits is not None:
+            await self._rate_limits.ping()
         await self._count(
             f"INSERT INTO write_probe VALUES (1, {NOW}) ON CONFLICT (id) DO UPDATE SET at = excluded.at", {}
         )
 
     async def close(self) -> None:
+        if self._rate_limits is not None:
+            await self._rate_limits.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

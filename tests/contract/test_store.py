@@ -1,5 +1,6 @@
 """One contract, three stores: every test here runs against SQLite, a real Redis server and a real
-PostgreSQL server (a new database for each test, dropped after it)."""
+PostgreSQL server (a new database for each test, dropped after it), alone and with its rate limits
+in Redis (MG_POSTGRES_URL and MG_REDIS_URL both set)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ from tests.support.postgres_server import create_database, drop_database
 from tests.support.redis_server import SHARED_URL, clear_prefix
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "postgres+redis"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Store]]:
     """Opens stores on one backend: like separate worker processes (or replicas) sharing it."""
     prefix = f"mg-test:{ULID()}:"
-    database = await create_database() if request.param == "postgres" else ""
+    database = await create_database() if request.param.startswith("postgres") else ""
     opened: list[Store] = []
 
     def open_one() -> Store:
@@ -41,15 +42,17 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             one = SqliteStore(tmp_path / "store.sqlite3")
         elif request.param == "redis":
             one = RedisStore(SHARED_URL, prefix)
-        else:
+        elif request.param == "postgres":
             one = PostgresStore(database)
+        else:
+            one = PostgresStore(database, rate_limits=RedisStore(SHARED_URL, prefix))
         opened.append(one)
         return one
 
     yield open_one
     for one in opened:
         await one.close()
-    if request.param == "redis":
+    if request.param.endswith("redis"):
         clear_prefix(SHARED_URL, prefix)
     if database:
         await drop_database(database)
