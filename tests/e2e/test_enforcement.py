@@ -1,5 +1,6 @@
 """Keys, allowlists, rate limits, spend caps and the ledger, through Envoy with the OpenAI SDK,
-against a gateway on each store: SQLite (embedded) and Redis."""
+against a gateway on each store: SQLite (embedded), Redis, PostgreSQL, and PostgreSQL with its rate
+limits in Redis."""
 
 from __future__ import annotations
 
@@ -16,23 +17,18 @@ from ulid import ULID
 
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
-from tests.support.redis_server import SHARED_URL, clear_prefix
 from tests.support.sdk import openai_client
+from tests.support.stores import STORES, store_env
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch, catalog.yaml
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=STORES)
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    env = {}
-    prefix = f"mg-test:{ULID()}:"
-    if request.param == "redis":
-        env = {"MG_REDIS_URL": SHARED_URL, "MG_REDIS_PREFIX": prefix}
-    process = GatewayProcess(tmp_path_factory.mktemp(f"enforce-{request.param}"), env).start()
-    yield process
-    process.stop()
-    if request.param == "redis":
-        clear_prefix(SHARED_URL, prefix)
+    with store_env(request.param) as env:
+        process = GatewayProcess(tmp_path_factory.mktemp(f"enforce-{request.param}"), env).start()
+        yield process
+        process.stop()
 
 
 def sdk(gw: GatewayProcess, key: str) -> openai.OpenAI:

@@ -1,4 +1,4 @@
-"""Idempotency keys through the real stack, on SQLite and on Redis: what each kind of retry gets."""
+"""Idempotency keys through the real stack, on SQLite, Redis and PostgreSQL: what each kind of retry gets."""
 
 from __future__ import annotations
 
@@ -20,20 +20,17 @@ from ulid import ULID
 
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess
-from tests.support.redis_server import SHARED_URL, clear_prefix
+from tests.support.stores import store_env
 
 BODY = {"model": "local/sketch", "prompt": "a cat", "size": "256x256"}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "redis", "postgres"])
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    prefix = f"mg-test:{ULID()}:"
-    env = {"MG_REDIS_URL": SHARED_URL, "MG_REDIS_PREFIX": prefix} if request.param == "redis" else {}
-    process = GatewayProcess(tmp_path_factory.mktemp(f"idem-{request.param}"), env).start()
-    yield process
-    process.stop()
-    if request.param == "redis":
-        clear_prefix(SHARED_URL, prefix)
+    with store_env(request.param) as env:
+        process = GatewayProcess(tmp_path_factory.mktemp(f"idem-{request.param}"), env).start()
+        yield process
+        process.stop()
 
 
 def post(
