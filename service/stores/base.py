@@ -1,9 +1,10 @@
 """The store contract: projects, keys, rate-limit state, spend reservations and the ledger.
 
-Two implementations keep exactly this contract: SQLite (the embedded default, shared by the worker
-processes of one gateway through the file) and Redis (any number of replicas). Every operation that
-must be atomic (a rate-limit hit, a reservation against the cap, settling with its ledger entry) is
-one transaction (SQLite) or one Lua script (Redis). tests/contract runs one suite against both.
+Three implementations keep exactly this contract: SQLite (the embedded default, shared by the worker
+processes of one gateway through the file), Redis and PostgreSQL (any number of replicas). Every
+operation that must be atomic (a rate-limit hit, a reservation against the cap, settling with its
+ledger entry) is one transaction (SQLite), one Lua script (Redis) or one SQL statement
+(PostgreSQL). tests/contract runs one suite against all three.
 
 Money is integer micro-dollars everywhere.
 
