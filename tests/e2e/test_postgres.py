@@ -1,11 +1,13 @@
 """The gateway on the PostgreSQL store (MG_POSTGRES_URL), through Envoy: `mg migrate`, the schema
-check at start, a generation, the spend cap's 402 and an idempotent replay."""
+check at start, a generation, the spend cap's 402, an idempotent replay, and an outage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from service.stores.postgres_schema import migrate
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
-from tests.support.postgres_server import temporary_database
+from tests.support.postgres_server import PrivatePostgres, temporary_database
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch at 256x256, catalog
 
@@ -107,3 +110,30 @@ def test_two_migrations_at_once_apply_each_file_once(tmp_path: Path) -> None:
             "schema at version 1 (0 migration(s) applied)",
             "schema at version 1 (1 migration(s) applied)",
         ]
+
+
+def test_a_database_outage_is_503_and_the_gateway_recovers(tmp_path: Path) -> None:
+    server = PrivatePostgres().start()
+    try:
+        asyncio.run(migrate(server.url, lambda line: None))
+        gw = GatewayProcess(tmp_path / "gw", {"MG_POSTGRES_URL": server.url}).start()
+        try:
+            key = gw.new_key("outage")
+            assert gw.generate(local_body(), key).status_code == 200
+            server.stop()
+            down = gw.generate(local_body(), key)
+            assert_error(down, 503, "UNAVAILABLE")
+            assert "PostgreSQL" in down.json()["error"]["message"]
+            assert gw.process is not None and gw.process.poll() is None  # still running
+            server.start()
+            deadline = time.monotonic() + 30
+            while (status := gw.generate(local_body(), key).status_code) != 200:
+                assert status == 503 and time.monotonic() < deadline
+                time.sleep(0.2)
+            (row,) = json.loads(gw.mg("usage", "--project", "outage", "--json").stdout)
+            # the request that met the outage was charged nothing
+            assert (row["images"], row["cost_micros"]) == (2, 2 * SKETCH_PRICE_MICROS)
+        finally:
+            gw.stop()
+    finally:
+        server.remove()
