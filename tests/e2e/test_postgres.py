@@ -137,3 +137,38 @@ def test_a_database_outage_is_503_and_the_gateway_recovers(tmp_path: Path) -> No
             gw.stop()
     finally:
         server.remove()
+
+
+def test_a_charge_the_database_could_not_take_lands_when_it_returns(tmp_path: Path) -> None:
+    """Nothing the provider bills goes uncharged: the database goes down while a generation runs;
+    the images are delivered, and the charge is retried until the database takes it."""
+    server = PrivatePostgres().start()
+    try:
+        asyncio.run(migrate(server.url, lambda line: None))
+        gw = GatewayProcess(tmp_path / "gw", {"MG_POSTGRES_URL": server.url}).start()
+        try:
+            key = gw.new_key("late-charge")
+            with ThreadPoolExecutor(1) as pool, psycopg.connect(server.url, autocommit=True) as conn:
+                pending = pool.submit(gw.generate, local_body(delay_ms=3000), key)
+                deadline = time.monotonic() + 20
+                while conn.execute("SELECT count(*) FROM reservations").fetchone() != (1,):
+                    assert time.monotonic() < deadline and not pending.done()
+                    time.sleep(0.05)
+                server.stop()  # reserved, and generating
+                response = pending.result()
+            assert response.status_code == 200 and len(response.json()["data"]) == 1
+            server.start()
+            deadline = time.monotonic() + 30
+            while True:
+                usage = json.loads(
+                    gw.mg("usage", "--project", "late-charge", "--json", check=False).stdout or "[]"
+                )
+                if usage:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            assert [(r["images"], r["cost_micros"]) for r in usage] == [(1, SKETCH_PRICE_MICROS)]
+        finally:
+            gw.stop()
+    finally:
+        server.remove()
