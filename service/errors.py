@@ -329,6 +329,13 @@ _BY_NAME = {error.__name__: error for error in ALL_ERRORS}
 _BY_CODE = {error.kind.code: error for error in ALL_ERRORS}
 
 
+def stream_error_event(error: MgError) -> bytes:
+    """The JSON of the `error` event that ends a stream already under way (its HTTP status was sent
+    with the first event): OpenAI's shape, the envelope with `"type": "error"`, which the OpenAI SDKs'
+    stream iterators raise as an APIError carrying the envelope's fields."""
+    return json.dumps({"type": "error", **error.envelope()}, separators=(",", ":")).encode()
+
+
 def error_to_json(error: MgError) -> str:
     """A stored form of an error, so a call that joined another gets exactly the error it got."""
     return json.dumps(

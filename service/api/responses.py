@@ -10,6 +10,8 @@ from ulid import ULID
 
 from service.catalog.catalog import Catalog, ModelSpec
 from service.generation.pipeline import Delivered
+from service.generation.validation import GenerationRequest
+from service.providers.base import PartialImage
 
 # The official ImagesResponse schema allows only these echo values; others are left out, not sent.
 ECHO_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
@@ -65,6 +67,56 @@ def images_response(delivered: Delivered) -> pb.ImagesResponse:
     return response
 
 
+# Stream events always carry the echo fields; where the request's value is not one the official
+# event schema allows, they say "auto".
+PARTIAL_IMAGE = "partial_image"
+COMPLETED = "completed"
+
+
+def _event_echo(value: str | None, allowed: frozenset[str]) -> str:
+    return value if value in allowed else "auto"
+
+
+def partial_event(
+    prefix: str, generation: GenerationRequest, partial: PartialImage
+) -> pb.ImageGenerationEvent:
+    """`<prefix>.partial_image` (prefix: image_generation, image_edit): one partial image."""
+    return pb.ImageGenerationEvent(
+        type=f"{prefix}.{PARTIAL_IMAGE}",
+        b64_json=partial.data,
+        created_at=int(time.time()),
+        size=_event_echo(str(generation.size), ECHO_SIZES),
+        quality=_event_echo(generation.quality, ECHO_QUALITIES),
+        background=_event_echo(generation.background, ECHO_BACKGROUNDS),
+        output_format=_echo(partial.media_type.removeprefix("image/"), ECHO_OUTPUT_FORMATS) or "png",
+        partial_image_index=partial.index,
+    )
+
+
+def completed_events(prefix: str, response: pb.ImagesResponse) -> list[pb.ImageGenerationEvent]:
+    """`<prefix>.completed` for each image of a response (a streamed request makes one; a replayed
+    one is the stored response), with the request's usage."""
+    events = []
+    for image in response.data:
+        event = pb.ImageGenerationEvent(
+            type=f"{prefix}.{COMPLETED}",
+            b64_json=image.b64_json,
+            url=image.url,
+            created_at=response.created,
+            size=_event_echo(response.size if response.HasField("size") else None, ECHO_SIZES),
+            quality=_event_echo(response.quality if response.HasField("quality") else None, ECHO_QUALITIES),
+            background=_event_echo(
+                response.background if response.HasField("background") else None, ECHO_BACKGROUNDS
+            ),
+            output_format=response.output_format if response.HasField("output_format") else "png",
+        )
+        event.usage.CopyFrom(response.usage)
+        if image.HasField("revised_prompt"):
+            event.revised_prompt = image.revised_prompt
+        events.append(event)
+    return events
+
+
 def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
     caps = model.capabilities
     rule = caps.size_rule
@@ -106,22 +158,43 @@ def _price(model: ModelSpec) -> pb.ModelPrice:
     )
 
 
+def model_entry(catalog: Catalog, model: ModelSpec, available_providers: Collection[str]) -> pb.Model:
+    return pb.Model(
+        id=model.id,
+        object="model",
+        created=model.created,
+        owned_by=model.provider,
+        capabilities=_capabilities(model),
+        price=_price(model),
+        available=model.provider in available_providers,
+        aliases=catalog.aliases_of(model.id),
+    )
+
+
+def alias_entry(
+    catalog: Catalog, alias: str, model: ModelSpec, available_providers: Collection[str]
+) -> pb.Model:
+    """An alias as an entry of its own: the model's entry under the alias's name, saying which it is."""
+    entry = model_entry(catalog, model, available_providers)
+    entry.id = alias
+    entry.alias_of = model.id
+    return entry
+
+
 def models_response(
     catalog: Catalog, models: Iterable[ModelSpec], available_providers: Collection[str]
 ) -> pb.ListModelsResponse:
+    """The models, then the aliases of those models, each an entry of its own."""
+    shown = list(models)
+    ids = {model.id for model in shown}
     return pb.ListModelsResponse(
         object="list",
         data=[
-            pb.Model(
-                id=model.id,
-                object="model",
-                created=model.created,
-                owned_by=model.provider,
-                capabilities=_capabilities(model),
-                price=_price(model),
-                available=model.provider in available_providers,
-                aliases=catalog.aliases_of(model.id),
-            )
-            for model in models
+            *(model_entry(catalog, model, available_providers) for model in shown),
+            *(
+                alias_entry(catalog, alias, model, available_providers)
+                for alias, model in catalog.aliases()
+                if model.id in ids
+            ),
         ],
     )

@@ -24,6 +24,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 JSON_CONTENT_TYPE = "application/json"
+SSE_CONTENT_TYPE = "text/event-stream"
 
 _INT64_TYPES = frozenset(
     {
@@ -48,8 +49,29 @@ def as_http_body(message: Message) -> bytes:
     Written as protobuf wire bytes directly (field 1 content_type, field 2 data; the encoding
     HttpBody.SerializeToString gives, checked by the tests) so that a response of several images is
     copied once into the frame, not three more times through an HttpBody message."""
-    chunks = _json_chunks(message)
-    return b"".join([_HTTP_BODY_HEAD, _varint(sum(map(len, chunks))), *chunks])
+    return _http_body(_HTTP_BODY_HEAD, _json_chunks(message))
+
+
+def as_sse_http_body(event: str, message: Message) -> bytes:
+    """The serialized google.api.HttpBody carrying one server-sent event: `event: <event>` and
+    `data: <message as JSON>` (the frame OpenAI's stream endpoints send). The transcoder answers a
+    server-streaming HttpBody method with the first message's content type and passes each
+    message's data on as it comes."""
+    return _http_body(_SSE_HEAD, _sse_chunks(event, _json_chunks(message)))
+
+
+def sse_http_body(event: str, data: bytes) -> bytes:
+    """As as_sse_http_body, for data that is JSON already (an error event)."""
+    return _http_body(_SSE_HEAD, _sse_chunks(event, [data]))
+
+
+def _sse_chunks(event: str, data: list[bytes]) -> list[bytes]:
+    # (event names and JSON text hold no line breaks, so each is one SSE line)
+    return [b"event: ", event.encode(), b"\ndata: ", *data, b"\n\n"]
+
+
+def _http_body(head: bytes, chunks: list[bytes]) -> bytes:
+    return b"".join([head, _varint(sum(map(len, chunks))), *chunks])
 
 
 def _varint(value: int) -> bytes:
@@ -61,8 +83,13 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_CONTENT_TYPE = JSON_CONTENT_TYPE.encode()
-_HTTP_BODY_HEAD = b"\x0a" + _varint(len(_CONTENT_TYPE)) + _CONTENT_TYPE + b"\x12"
+def _head(content_type: str) -> bytes:
+    """HttpBody's field 1 (content_type) and the tag of field 2 (data), whose length follows."""
+    return b"\x0a" + _varint(len(content_type)) + content_type.encode() + b"\x12"
+
+
+_HTTP_BODY_HEAD = _head(JSON_CONTENT_TYPE)
+_SSE_HEAD = _head(SSE_CONTENT_TYPE)
 
 
 def _json_chunks(message: Message) -> list[bytes]:

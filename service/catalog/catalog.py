@@ -1,7 +1,8 @@
 """The model catalog: which models exist, what each can do, what each costs.
 
 Loaded once from the shipped files, one per provider (`service/catalog/models/<provider>.yaml`). A request's
-model name resolves here (aliases included) before anything else looks at it; an unknown name is a 404.
+model name resolves here (aliases included, and bare model names such as "dall-e-3" where exactly one
+configured provider offers the model) before anything else looks at it; an unknown name is a 404.
 
 File format (`models:` maps public ids "provider/model-id" to entries; optional `aliases:`):
   upstream_id           what the provider's API calls the model
@@ -30,7 +31,7 @@ File format (`models:` maps public ids "provider/model-id" to entries; optional 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -40,7 +41,7 @@ import yaml
 
 from service.catalog.sizes import Size, parse_size
 from service.config import Settings
-from service.errors import ModelNotFound, quoted
+from service.errors import BadRequest, ModelNotFound, quoted
 
 SHIPPED_MODELS = Path(__file__).with_name("models")
 MICROS_PER_USD = 1_000_000
@@ -194,28 +195,55 @@ class Catalog:
     def __init__(self, models: Mapping[str, ModelSpec], aliases: Mapping[str, str] | None = None) -> None:
         self._models = dict(models)
         self._aliases = dict(aliases or {})
+        self._by_bare_name: dict[str, list[ModelSpec]] = {}
+        for model in sorted(self._models.values(), key=lambda m: m.id):
+            self._by_bare_name.setdefault(model.id.partition("/")[2], []).append(model)
         for alias, target in self._aliases.items():
             if target not in self._models:
                 raise CatalogError(f"alias {alias!r} points at unknown model {target!r}", ("aliases", alias))
 
-    def find(self, name: str) -> ModelSpec | None:
-        """The model `name` (an id or an alias) stands for, if any."""
-        return self._models.get(self._aliases.get(name, name))
+    def find(self, name: str, configured: Collection[str] = ()) -> ModelSpec | None:
+        """The model `name` (an id, an alias, or a bare model name) stands for, if exactly one."""
+        candidates = self._candidates(name, configured)
+        return candidates[0] if len(candidates) == 1 else None
 
-    def resolve(self, name: str) -> ModelSpec:
-        model = self.find(name)
-        if model is None:
+    def resolve(self, name: str, configured: Collection[str] = ()) -> ModelSpec:
+        """As `find`; an unknown name is a 404, a bare name several providers offer a 400."""
+        candidates = self._candidates(name, configured)
+        if len(candidates) > 1:
+            raise BadRequest(
+                f"The model name {quoted(name)} is ambiguous: it is "
+                f"{', '.join(model.id for model in candidates)}. Name one of them.",
+                param="model",
+            )
+        if not candidates:
             raise ModelNotFound(
                 f"The model {quoted(name)} does not exist. GET /v1/models lists the available models.",
                 param="model",
             )
-        return model
+        return candidates[0]
+
+    def _candidates(self, name: str, configured: Collection[str]) -> list[ModelSpec]:
+        """An id or alias names one model. A bare model name ("dall-e-3", as code written for OpenAI
+        sends it) names every "<provider>/dall-e-3": those of configured providers if any, else all
+        (so that the answer can say the provider is not configured)."""
+        model = self._models.get(self._aliases.get(name, name))
+        if model is not None:
+            return [model]
+        if "/" in name:
+            return []
+        offered = self._by_bare_name.get(name, [])
+        return [m for m in offered if m.provider in configured] or offered
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(sorted(self._models.values(), key=lambda m: m.id))
 
     def aliases_of(self, model_id: str) -> tuple[str, ...]:
         return tuple(sorted(a for a, target in self._aliases.items() if target == model_id))
+
+    def aliases(self) -> list[tuple[str, ModelSpec]]:
+        """Every alias, with the model it names, by alias."""
+        return [(alias, self._models[target]) for alias, target in sorted(self._aliases.items())]
 
 
 def _usd_to_micros(value: object, where: str) -> int:

@@ -23,11 +23,14 @@ def model_allowed(project: Project, model_id: str) -> bool:
     return not project.allow or any(fnmatchcase(model_id, pattern) for pattern in project.allow)
 
 
-def resolve_allowed(catalog: Catalog, project: Project, name: str) -> ModelSpec:
-    """The catalog model `name` (an id or an alias) stands for, if the project may use it."""
+def resolve_allowed(
+    catalog: Catalog, project: Project, name: str, configured: Collection[str] = ()
+) -> ModelSpec:
+    """The catalog model `name` (an id, an alias or a bare model name) stands for, if the project
+    may use it."""
     if not name:
         raise BadRequest("model is required, e.g. 'local/sketch'.", param="model")
-    model = catalog.resolve(name)
+    model = catalog.resolve(name, configured)
     if not model_allowed(project, model.id):
         raise ModelNotAllowed(
             f"Project {project.name!r} may not use {model.id}; its allowlist is {', '.join(project.allow)}. "
@@ -44,11 +47,13 @@ def admit(
     configured: Collection[str],
     operation: str = GENERATE,
     check: Callable[[ModelSpec, GenerationRequest], GenerationRequest] | None = None,
+    streamed: bool = False,
 ) -> GenerationRequest:
     """`request` (an edit's or variation's fields shared with generations, for those) admitted as
-    `operation`; `check` adds what is the operation's own (edits.py) once the model is known."""
-    model = resolve_allowed(catalog, project, request.model)
-    generation = validate(request, model, operation)
+    `operation`; `check` adds what is the operation's own (edits.py) once the model is known.
+    `streamed`: the call answers with events (service/api/events.py)."""
+    model = resolve_allowed(catalog, project, request.model, configured)
+    generation = validate(request, model, operation, streamed)
     if check is not None:
         generation = check(model, generation)
     if model.provider not in configured:

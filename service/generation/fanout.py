@@ -22,6 +22,7 @@ from service.providers.base import (
     ImageCall,
     ImageCallResult,
     ImageProvider,
+    PartialSink,
     ProviderUsage,
 )
 from service.runtime.observability import IN_FLIGHT
@@ -76,8 +77,11 @@ class GenerationResult:
     summary: GenerationSummary
 
 
-def plan_calls(request: GenerationRequest, deadline: float) -> list[ImageCall]:
-    """Split the request into upstream calls of at most `max_images_per_call` images each."""
+def plan_calls(
+    request: GenerationRequest, deadline: float, on_partial: PartialSink | None = None
+) -> list[ImageCall]:
+    """Split the request into upstream calls of at most `max_images_per_call` images each (a
+    streamed request makes one image, so its partial images come from its one call)."""
     per_call = request.model.capabilities.max_images_per_call
     calls = []
     for first in range(0, request.n, per_call):
@@ -101,6 +105,8 @@ def plan_calls(request: GenerationRequest, deadline: float) -> list[ImageCall]:
                 mask=request.mask,
                 input_fidelity=request.input_fidelity,
                 variation=request.operation == VARIATION,
+                partial_images=request.partial_images if on_partial else 0,
+                on_partial=on_partial,
             )
         )
     return calls
@@ -128,21 +134,30 @@ class Generator:
         self._fanout_concurrency = max(1, fanout_concurrency)
 
     async def generate(
-        self, request: GenerationRequest, timeout_s: float, dispatch: Dispatch | None = None
+        self,
+        request: GenerationRequest,
+        timeout_s: float,
+        dispatch: Dispatch | None = None,
+        on_partial: PartialSink | None = None,
     ) -> GenerationResult:
         """The images of `request`, within `timeout_s`. Calls still running at the deadline are
         abandoned (`dispatch` counts them as unfinished): what arrived is returned, and with nothing
-        arrived it is a 504."""
+        arrived it is a 504. Partial images, where the provider makes them, go to `on_partial`."""
         provider = self._providers.get(request.model.provider)
         if provider is None:
             raise Unavailable(
                 f"Provider {request.model.provider!r} is not configured on this gateway.", param="model"
             )
         with IN_FLIGHT.track_inprogress():
-            return await self._run(provider, request, timeout_s, dispatch or Dispatch())
+            return await self._run(provider, request, timeout_s, dispatch or Dispatch(), on_partial)
 
     async def _run(
-        self, provider: ImageProvider, request: GenerationRequest, timeout_s: float, dispatch: Dispatch
+        self,
+        provider: ImageProvider,
+        request: GenerationRequest,
+        timeout_s: float,
+        dispatch: Dispatch,
+        on_partial: PartialSink | None,
     ) -> GenerationResult:
         limit = asyncio.Semaphore(self._fanout_concurrency)
         started = time.monotonic()
@@ -165,7 +180,8 @@ class Generator:
             return result
 
         calls = [
-            replace(c, report_job=dispatch.job_ids.append) for c in plan_calls(request, started + timeout_s)
+            replace(c, report_job=dispatch.job_ids.append)
+            for c in plan_calls(request, started + timeout_s, on_partial)
         ]
         outcomes: list[ImageCallResult | BaseException] = []
         if len(calls) == 1:  # the usual case: no task, no gather

@@ -18,9 +18,10 @@ the caller left are not sent and cost nothing; a call cancelled before its reser
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from mg.v1 import image_generation_pb2 as pb
@@ -37,7 +38,7 @@ from service.generation.spend import Attempt, Settlement, SpendLedger
 from service.generation.tokens import count_prompt_tokens
 from service.generation.validation import GenerationRequest
 from service.hosting.urls import Hosting
-from service.providers.base import GeneratedImage
+from service.providers.base import GeneratedImage, PartialImage
 from service.runtime.observability import COST_ABOVE_ESTIMATE
 from service.stores.base import Project
 
@@ -57,6 +58,9 @@ class Caller:
     answer_by: float | None
     idempotency_key: str = ""
     report: CallReport | None = None
+    # Set when the call streams: takes the partial images of the request as they are made. A caller
+    # that left drops them; the work goes on as for any caller that left.
+    on_partial: Callable[[GenerationRequest, PartialImage], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,9 @@ class Pipeline:
         self._background: set[asyncio.Task[Delivered]] = set()
 
     async def run(self, request: pb.GenerateImagesRequest, caller: Caller) -> Delivered:
-        generation = admit(request, caller.project, self._catalog, self._configured)
+        generation = admit(
+            request, caller.project, self._catalog, self._configured, streamed=caller.on_partial is not None
+        )
         self._admitted(caller, generation)
         if request.reference_image:  # admission checked that the model takes one
             reference = await load_reference(request.reference_image, self._reference_limits)
@@ -178,8 +184,13 @@ class Pipeline:
         )
         async with self._spend.reserved(attempt, estimate_micros(generation, prompt_tokens or 0)):
             timeout_s = caller.started + self._upstream_limit_s - time.monotonic()
+            on_partial = (
+                functools.partial(caller.on_partial, generation)
+                if caller.on_partial is not None and generation.partial_images
+                else None
+            )
             try:
-                result = await self._generator.generate(generation, timeout_s, dispatch)
+                result = await self._generator.generate(generation, timeout_s, dispatch, on_partial)
             except BaseException as failure:
                 await asyncio.shield(
                     self._close_failed(attempt, caller, dispatch, failure, prompt_tokens or 0)

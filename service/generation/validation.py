@@ -29,6 +29,7 @@ from service.providers.base import CallWarning, unsupported
 MAX_PROMPT_CHARS = 8000
 MAX_N = 8
 MAX_USER_CHARS = 256
+MAX_PARTIAL_IMAGES = 3
 RESPONSE_FORMATS = ("b64_json", "url")
 STYLES = ("vivid", "natural")
 BACKGROUNDS = ("transparent", "opaque", "auto")
@@ -76,6 +77,9 @@ class GenerationRequest:
     def input_pictures(self) -> int:
         """How many pictures each upstream call sends the provider (input images and mask)."""
         return len(self.inputs) + (self.mask is not None)
+
+    # Streamed calls only: how many partial images the caller wants before the final one.
+    partial_images: int = 0
 
 
 def choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
@@ -153,11 +157,28 @@ def _output_compression(request: pb.GenerateImagesRequest) -> int | None:
     return request.output_compression
 
 
-def _stream(request: pb.GenerateImagesRequest, model: ModelSpec) -> None:
-    if request.stream:
-        raise BadRequest(f"Streaming is not supported by {model.id}.", param="stream")
-    if request.HasField("partial_images") and not 0 <= request.partial_images <= 3:
-        raise BadRequest("partial_images must be between 0 and 3.", param="partial_images")
+def _partial_images(request: pb.GenerateImagesRequest, streamed: bool, n: int, operation: str) -> int:
+    """How many partial images to stream: `partial_images` (0-3) on a streamed call, which makes one
+    image (n == 1: an event carries no image position); 0 otherwise."""
+    if request.HasField("partial_images") and not 0 <= request.partial_images <= MAX_PARTIAL_IMAGES:
+        raise BadRequest(
+            f"partial_images must be between 0 and {MAX_PARTIAL_IMAGES}.", param="partial_images"
+        )
+    if request.stream and operation != GENERATE:
+        raise BadRequest(
+            f"Streaming is not supported for {operation}s yet; send stream: false.", param="stream"
+        )
+    if request.stream and not streamed:
+        raise BadRequest(
+            "stream: true is answered by POST /v1/images/generations (REST) and GenerateImagesStream "
+            "(gRPC); GenerateImages answers once.",
+            param="stream",
+        )
+    if not streamed:
+        return 0
+    if n != 1:
+        raise BadRequest(f"A streamed request makes one image (n=1); got n={n}.", param="n")
+    return request.partial_images
 
 
 def _provider_options(request: pb.GenerateImagesRequest, model: ModelSpec) -> Mapping[str, object]:
@@ -192,10 +213,11 @@ def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) 
 
 
 def validate(
-    request: pb.GenerateImagesRequest, model: ModelSpec, operation: str = GENERATE
+    request: pb.GenerateImagesRequest, model: ModelSpec, operation: str = GENERATE, streamed: bool = False
 ) -> GenerationRequest:
     """The request checked against `model` (the catalog entry its `model` field resolved to). Edits
-    and variations come here as the GenerateImagesRequest of their common fields (edits.py)."""
+    and variations come here as the GenerateImagesRequest of their common fields (edits.py).
+    `streamed`: the call answers with events (partial images, then the completed one)."""
     prompt = _prompt(request, model, operation)
     if len(request.user) > MAX_USER_CHARS:
         raise BadRequest(f"user must be at most {MAX_USER_CHARS} characters.", param="user")
@@ -204,13 +226,14 @@ def validate(
     if style is not None and style not in model.capabilities.styles:
         warnings.append(unsupported("style", f"{style!r} asked; {model.id} has no styles"))
         style = None
-    _stream(request, model)
     _check_reference_image(request, model)
+    n = _n(request, model)
+    partial_images = _partial_images(request, streamed, n, operation)
     return GenerationRequest(
         model_name=request.model,
         model=model,
         prompt=prompt,
-        n=_n(request, model),
+        n=n,
         size=_size(request, model),
         response_format=choice(request.response_format, RESPONSE_FORMATS, "response_format") or "b64_json",
         quality=_quality(request, model),
@@ -223,4 +246,5 @@ def validate(
         provider_options=_provider_options(request, model),
         warnings=tuple(warnings),
         operation=operation,
+        partial_images=partial_images,
     )

@@ -18,6 +18,19 @@ from service.generation.reference_images import ReferenceImage
 
 
 @dataclass(frozen=True)
+class PartialImage:
+    """An unfinished render of the image being made, for a caller that streams (never charged)."""
+
+    data: bytes
+    index: int  # 0-based; coarser first
+    media_type: str = "image/png"
+
+
+# Takes a partial image to stream; never blocks and never raises (a caller that left drops it).
+PartialSink = Callable[[PartialImage], None]
+
+
+@dataclass(frozen=True)
 class ImageCall:
     """One upstream call: at most the model's `max_images_per_call` images."""
 
@@ -54,6 +67,11 @@ class ImageCall:
     input_fidelity: str | None = None
     # A variation of reference_image (POST /v1/images/variations): no prompt.
     variation: bool = False
+    # A streamed call (n == 1): up to `partial_images` partial images go to `on_partial` as the
+    # provider makes them, before the call returns the final image. Adapters whose provider cannot
+    # stream ignore both; the caller then gets the final image only.
+    partial_images: int = 0
+    on_partial: PartialSink | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.input_images and self.reference_image is None:

@@ -11,6 +11,10 @@ local/canvas also takes a reference_image (image-to-image: the picture shows thr
 every input image shows through (blended in equal parts), and with a mask the first image is kept
 where the mask is opaque and the render shows only where it is transparent. A variation renders
 from its image alone (no prompt: an empty caption band).
+
+Streamed calls get real partial images: the picture rendered coarser (in blocks of 2^(k+1) pixels,
+then 2^k, ..., 4), the coarsest first, each a PNG at the requested size; with delay_ms the wait is
+spread over the partial images and the final one, as a provider that renders progressively.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import random
 from typing import TYPE_CHECKING
 
 from service.catalog.sizes import Size
-from service.providers.base import GeneratedImage, ImageCall, ImageCallResult
+from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, PartialImage
 from service.providers.options import OptionsSchema, integer
 from service.providers.spec import ProviderSpec
 
@@ -130,6 +134,18 @@ def _blend(pictures: list[PILImage]) -> PILImage:
     return blended
 
 
+def coarser_png(png: bytes, block: int) -> bytes:
+    """`png` as a coarser render: averaged over `block` x `block` pixels, at the same size."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    width, height = image.size
+    small = image.resize((max(1, width // block), max(1, height // block)), Image.Resampling.BOX)
+    out = io.BytesIO()
+    small.resize((width, height), Image.Resampling.NEAREST).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
 class LocalProvider:
     """Offline renderer; behaves like a remote provider (async, optional latency)."""
 
@@ -146,7 +162,8 @@ class LocalProvider:
         options, warnings = self._options.parse(call)
         seed, delay_ms = options.get("seed", 0), options.get("delay_ms", 0)
         if delay_ms:
-            await asyncio.sleep(delay_ms / 1000)
+            partials = call.partial_images if call.on_partial is not None else 0
+            await asyncio.sleep(delay_ms / 1000 / (partials + 1))
         shapes = _SHAPES_BY_QUALITY.get(call.quality or "", _DEFAULT_SHAPES)
         vivid = call.style != "natural"
         # Decoded once per request, however many calls and images share it (a tiny file can hold a
@@ -165,7 +182,18 @@ class LocalProvider:
                 render_png, call.prompt, call.size, key, shapes, vivid, reference, keep
             )
             images.append(GeneratedImage(data=data, media_type="image/png"))
+        await self._stream_partials(call, images[0].data, delay_ms)
         return ImageCallResult(images=images, warnings=warnings)
+
+    async def _stream_partials(self, call: ImageCall, final: bytes, delay_ms: int) -> None:
+        count = call.partial_images if call.on_partial is not None else 0
+        for index in range(count):
+            block = 2 ** (count - index + 1)
+            data = await asyncio.to_thread(coarser_png, final, block)
+            if call.on_partial is not None:
+                call.on_partial(PartialImage(data, index))
+            if delay_ms:  # the rest of the wait comes between the partial images and the final one
+                await asyncio.sleep(delay_ms / 1000 / (count + 1))
 
     async def aclose(self) -> None:
         return None

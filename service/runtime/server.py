@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service.api.interceptors.auth import AuthInterceptor
 from service.api.interceptors.error_rendering import ErrorRenderingInterceptor
+from service.api.interceptors.event_stream import EventStreamInterceptor
 from service.api.interceptors.idempotency import IdempotencyInterceptor
 from service.api.interceptors.observe import ObserveInterceptor
 from service.api.interceptors.rate_limit import RateLimitInterceptor
@@ -73,6 +74,7 @@ def interceptors(
     The generation's own steps (model access, validation, inputs, spend) are the pipeline's."""
     return [
         RequestContextInterceptor(settings.max_duration_s),
+        EventStreamInterceptor(),
         ErrorRenderingInterceptor(),
         ObserveInterceptor(settings.log_prompts, catalog),
         AuthInterceptor(store),

@@ -1,4 +1,4 @@
-"""A gRPC server with the gateway's real request-context and error-rendering interceptors, whose
+"""A gRPC server with the gateway's real request-context, event-stream and error-rendering interceptors, whose
 GenerateImages raises the domain error named by the prompt ("RateLimited", ...), or sleeps for
 "sleep:<seconds>". It lets the error table be driven through real Envoy without enforcement that
 produces each error existing yet.
@@ -18,6 +18,7 @@ from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service import errors
 from service.api.interceptors.error_rendering import ErrorRenderingInterceptor
+from service.api.interceptors.event_stream import EventStreamInterceptor
 from service.api.interceptors.request_context import RequestContextInterceptor
 from service.api.servicer import add_image_generation
 
@@ -37,10 +38,17 @@ class RaisingServicer(pb_grpc.ImageGenerationServicer):
             retry_after_s=retry_after,
         )
 
+    # The REST binding and the gRPC stream run the same call (written by the event stream interceptor).
+    GenerateImagesStream = GenerateImages
+
 
 async def main(port: int) -> None:
     server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor(max_duration_s=300), ErrorRenderingInterceptor()]
+        interceptors=[
+            RequestContextInterceptor(max_duration_s=300),
+            EventStreamInterceptor(),
+            ErrorRenderingInterceptor(),
+        ]
     )
     add_image_generation(RaisingServicer(), server, 1 << 20)
     server.add_insecure_port(f"127.0.0.1:{port}")

@@ -6,7 +6,7 @@ import pytest
 
 from service.catalog.catalog import CatalogError, PriceRule, load_catalog
 from service.catalog.sizes import Size, parse_size
-from service.errors import ModelNotFound
+from service.errors import BadRequest, ModelNotFound
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -95,3 +95,53 @@ def test_edit_capabilities_default_from_reference_image(tmp_path: Path) -> None:
     edits = MODEL.replace("    max_images: 4\n", "    max_images: 4\n    reference_image: true\n")
     one = load_catalog([write(tmp_path, edits)]).resolve("acme/one").capabilities
     assert (one.max_input_images, one.mask, one.variations) == (1, False, False)
+
+
+TWO_PROVIDERS = MODEL.replace(
+    "aliases:",
+    """  other/one:
+    upstream_id: one
+    sizes: [1024x1024]
+    default_size: 1024x1024
+    max_images: 1
+    max_images_per_call: 1
+    price: {default: "0.01"}
+  other/two:
+    upstream_id: two
+    sizes: [1024x1024]
+    default_size: 1024x1024
+    max_images: 1
+    max_images_per_call: 1
+    price: {default: "0.01"}
+aliases:
+  one: other/two""",
+)
+
+
+def test_a_bare_model_name_resolves_when_one_configured_provider_offers_it(tmp_path: Path) -> None:
+    catalog = load_catalog([write(tmp_path, TWO_PROVIDERS)])
+    assert catalog.resolve("two").id == "other/two"  # one provider offers it, configured or not
+    assert catalog.resolve("one", ["acme"]).id == "other/two"  # an alias wins over a bare name
+    assert catalog.resolve("other/one", ["acme"]).id == "other/one"  # ids are never bare names
+
+
+def test_an_ambiguous_bare_name_is_a_400_naming_the_candidates(tmp_path: Path) -> None:
+    text = TWO_PROVIDERS.replace("  one: other/two\n", "  fast: acme/one\n")
+    catalog = load_catalog([write(tmp_path, text)])
+    assert catalog.resolve("one", ["other"]).id == "other/one"  # only one of them is configured
+    assert catalog.resolve("one", ["acme", "local"]).id == "acme/one"
+    for configured in (["acme", "other"], []):
+        with pytest.raises(BadRequest) as caught:
+            catalog.resolve("one", configured)
+        assert "acme/one, other/one" in caught.value.message and caught.value.param == "model"
+    assert catalog.find("one", ["acme", "other"]) is None
+    with pytest.raises(ModelNotFound):
+        catalog.resolve("three", ["acme", "other"])
+
+
+def test_aliases_are_listed_with_their_models(tmp_path: Path) -> None:
+    catalog = load_catalog([write(tmp_path, TWO_PROVIDERS)])
+    assert [(alias, model.id) for alias, model in catalog.aliases()] == [
+        ("fast", "acme/one"),
+        ("one", "other/two"),
+    ]

@@ -1,19 +1,33 @@
-"""A server interceptor that wraps the unary methods of the mg API with one concern's `around`."""
+"""A server interceptor that wraps the methods of the mg API with one concern's `around`.
+
+Unary methods, and server-streaming ones written in grpc.aio's reader/writer style: a coroutine that
+writes its messages through the context (service/api/events.py) and returns the call's result
+message, so every concern sees one awaitable call with one result, streamed or not."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Self, cast
 
 import grpc
 
 MG_API_PREFIX = "/mg.v1."
+# The streamed calls: their messages are events written by service/api/events.py.
+STREAMED = frozenset(
+    {"/mg.v1.ImageGeneration/GenerateImagesStream", "/mg.v1.ImageGeneration/GenerateImagesJson"}
+)
 # The calls that make images: GenerateImages, EditImages and CreateImageVariations (gRPC) and their
-# REST bindings (one call each, two encodings).
+# REST bindings (one call each, two encodings), and GenerateImagesStream (gRPC, streamed).
 GENERATE_ONLY = frozenset(
-    f"/mg.v1.ImageGeneration/{name}{binding}"
-    for name in ("GenerateImages", "EditImages", "CreateImageVariations")
-    for binding in ("", "Json" if name == "GenerateImages" else "Http")
+    {
+        *(
+            f"/mg.v1.ImageGeneration/{name}{binding}"
+            for name in ("GenerateImages", "EditImages", "CreateImageVariations")
+            for binding in ("", "Json" if name == "GenerateImages" else "Http")
+        ),
+        *STREAMED,
+    }
 )
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -51,7 +65,9 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not self.applies_to(method):
+        if handler is None or not self.applies_to(method):
+            return handler
+        if handler.unary_unary is None and not inspect.iscoroutinefunction(handler.unary_stream):
             return handler
         # grpc.aio runs this for every call; the handler below it is the same object each time (the
         # registered one, or the one the next interceptor made), so the wrapped handler is made once.
@@ -63,12 +79,19 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         # grpc.aio hands coroutine behaviors to interceptors; the stubs type them as sync.
-        behavior = cast(Behavior, handler.unary_unary)
+        behavior = cast(Behavior, handler.unary_unary or handler.unary_stream)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             return await self.around(behavior, request, context, method)
 
-        return grpc.unary_unary_rpc_method_handler(
+        # (a coroutine as a unary_stream behavior is grpc.aio's reader/writer style: its return
+        # value is not sent; the messages are what it wrote)
+        kind = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return kind(
             wrapped,
             request_deserializer=self.request_deserializer(handler),
             response_serializer=handler.response_serializer,

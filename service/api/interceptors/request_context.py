@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -22,6 +22,9 @@ from service.api.interceptors.base import Behavior, UnaryInterceptor
 from service.errors import MgError
 from service.generation.report import CallReport
 from service.stores.base import ApiKey, Project
+
+if TYPE_CHECKING:
+    from service.api.events import EventStream
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class RequestContext:
     idempotency_outcome: str = ""  # set by idempotency: owner | join | replay
     # What the generation pipeline learned, for the log line and metrics (observe.py).
     report: CallReport = field(default_factory=CallReport)
+    # A streamed call's messages (set by the event stream interceptor; see service/api/events.py).
+    stream: EventStream | None = None
+    headers_sent: bool = False
 
     def require_principal(self) -> Principal:
         if self.principal is None:
@@ -64,6 +70,12 @@ class RequestContext:
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         return (("x-request-id", self.request_id), *self.response_headers)
+
+    async def send_headers(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """The success headers, once: with the response, or before a stream's first message."""
+        if not self.headers_sent:
+            self.headers_sent = True
+            await context.send_initial_metadata(self.headers())
 
 
 _current: ContextVar[RequestContext] = ContextVar("mg_request_context")
@@ -128,6 +140,6 @@ class RequestContextInterceptor(UnaryInterceptor):
         with bound(ctx):
             response = await behavior(request, context)
             # Errors must be raised before any initial metadata is sent (or their trailers are lost),
-            # so success headers go out only here, with the response.
-            await context.send_initial_metadata(ctx.headers())
+            # so success headers go out only here, with the response (or a stream's first message).
+            await ctx.send_headers(context)
             return response

@@ -1,0 +1,158 @@
+"""Streamed generations (`stream: true`) through Envoy, as the official SDKs read them: partial images
+as they render, then the completed event; errors before the first event as the usual envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import grpc
+import httpx
+import openai
+import pytest
+from mg.v1 import image_generation_pb2 as pb
+from mg.v1 import image_generation_pb2_grpc as pb_grpc
+from ulid import ULID
+
+from tests.support.checks import assert_error, decode_png, validate
+from tests.support.gateway import GatewayProcess
+from tests.support.sdk import openai_client
+
+PARTIAL = "image_generation.partial_image"
+COMPLETED = "image_generation.completed"
+STREAMED = {"model": "local/sketch", "prompt": "a lighthouse, streamed", "size": "256x256", "stream": True}
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each server-sent event of a streamed response."""
+    events = []
+    for frame in response.text.split("\n\n"):
+        if not frame.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in frame.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def ledger(gateway: GatewayProcess, project: str) -> list[dict[str, Any]]:
+    return list(json.loads(gateway.mg("usage", "--project", project, "--json").stdout))
+
+
+def new_project(gateway: GatewayProcess) -> tuple[str, str]:
+    name = f"stream-{ULID()}"
+    return name, gateway.new_key(name)
+
+
+def test_python_sdk_yields_partial_images_then_the_completed_one(gateway: GatewayProcess) -> None:
+    client = openai_client(f"{gateway.http_url}/v1", gateway.key)
+    stream = client.images.generate(
+        model="local/sketch", prompt="a lighthouse, streamed", size="256x256", stream=True, partial_images=2
+    )
+    events = list(stream)
+    assert [event.type for event in events] == [PARTIAL, PARTIAL, COMPLETED]
+    partials, completed = events[:2], events[2]
+    assert [event.partial_image_index for event in partials] == [0, 1]  # type: ignore[union-attr]
+    pictures = [base64.b64decode(event.b64_json) for event in events]
+    assert all(decode_png(picture).size == (256, 256) for picture in pictures)
+    assert len(set(pictures)) == 3  # coarser renders first, then the image itself
+    assert completed.usage.input_tokens > 0  # type: ignore[union-attr]
+    # The completed image is the one the same request makes unstreamed.
+    plain = client.images.generate(model="local/sketch", prompt="a lighthouse, streamed", size="256x256")
+    assert plain.data is not None and base64.b64decode(plain.data[0].b64_json or "") == pictures[2]
+
+
+def test_async_python_sdk_streams_too(gateway: GatewayProcess) -> None:
+    async def run() -> list[Any]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{gateway.http_url}/v1", api_key=gateway.key, max_retries=0, timeout=60
+        ) as client:
+            stream = await client.images.generate(
+                model="local/sketch", prompt="async", size="256x256", stream=True, partial_images=2
+            )
+            return [event async for event in stream]
+
+    events = asyncio.run(run())
+    assert [event.type for event in events] == [PARTIAL, PARTIAL, COMPLETED]
+
+
+def test_events_are_sse_frames_that_validate_against_the_official_schema(
+    gateway: GatewayProcess, openai_schema: dict[str, object]
+) -> None:
+    response = gateway.generate({**STREAMED, "partial_images": 1})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.headers["x-request-id"]
+    events = sse_events(response)
+    assert [name for name, _ in events] == [PARTIAL, COMPLETED]
+    for name, data in events:
+        assert data["type"] == name
+        validate(data, openai_schema, "ImageGenStreamEvent")
+    partial, completed = events[0][1], events[1][1]
+    validate(partial, openai_schema, "ImageGenPartialImageEvent")
+    validate(completed, openai_schema, "ImageGenCompletedEvent")
+    assert partial["partial_image_index"] == 0
+    assert partial["size"] == "auto"  # 256x256 is not a value the event schema allows
+    assert completed["usage"]["output_images"] == 1
+
+
+def test_without_partial_images_the_stream_holds_the_completed_event(gateway: GatewayProcess) -> None:
+    events = sse_events(gateway.generate(STREAMED))
+    assert [name for name, _ in events] == [COMPLETED]
+
+
+def test_partial_images_come_before_the_generation_ends(gateway: GatewayProcess) -> None:
+    body = {**STREAMED, "partial_images": 1, "providerOptions": {"local": {"delay_ms": 1500}}}
+    started = time.monotonic()
+    arrivals = []
+    with httpx.stream(
+        "POST",
+        f"{gateway.http_url}/v1/images/generations",
+        json=body,
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        timeout=30,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                arrivals.append((line.removeprefix("event: "), time.monotonic() - started))
+    assert [name for name, _ in arrivals] == [PARTIAL, COMPLETED]
+    assert arrivals[1][1] - arrivals[0][1] > 0.5  # the partial image did not wait for the final one
+
+
+def test_errors_before_the_first_event_are_the_usual_envelope(gateway: GatewayProcess) -> None:
+    assert_error(gateway.generate({**STREAMED, "model": "nope/x"}), 404, "MODEL_NOT_FOUND", "model")
+    assert_error(gateway.generate({**STREAMED, "n": 2}), 400, "BAD_REQUEST", "n")
+    assert_error(gateway.generate({**STREAMED, "partial_images": 4}), 400, "BAD_REQUEST", "partial_images")
+    client = openai_client(f"{gateway.http_url}/v1", gateway.key)
+    with pytest.raises(openai.NotFoundError):
+        list(client.images.generate(model="nope/x", prompt="x", stream=True))
+
+
+def test_grpc_callers_get_the_same_events(
+    grpc_stub: pb_grpc.ImageGenerationStub, gateway: GatewayProcess
+) -> None:
+    request = pb.GenerateImagesRequest(model="local/sketch", prompt="grpc", size="256x256", partial_images=2)
+    metadata = (("authorization", f"Bearer {gateway.key}"),)
+    events = list(grpc_stub.GenerateImagesStream(request, metadata=metadata, timeout=30))
+    assert [event.type for event in events] == [PARTIAL, PARTIAL, COMPLETED]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    assert events[2].usage.output_images == 1 and decode_png(events[2].b64_json).size == (256, 256)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(
+            grpc_stub.GenerateImagesStream(
+                pb.GenerateImagesRequest(model="nope/x", prompt="x"), metadata=metadata
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_stream_true_on_the_unary_grpc_method_is_a_clear_400(
+    grpc_stub: pb_grpc.ImageGenerationStub, gateway: GatewayProcess
+) -> None:
+    request = pb.GenerateImagesRequest(model="local/sketch", prompt="x", size="256x256", stream=True)
+    with pytest.raises(grpc.RpcError) as refused:
+        grpc_stub.GenerateImages(request, metadata=(("authorization", f"Bearer {gateway.key}"),))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "GenerateImagesStream" in (refused.value.details() or "")
