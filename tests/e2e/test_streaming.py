@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -156,3 +157,112 @@ def test_stream_true_on_the_unary_grpc_method_is_a_clear_400(
         grpc_stub.GenerateImages(request, metadata=(("authorization", f"Bearer {gateway.key}"),))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "GenerateImagesStream" in (refused.value.details() or "")
+
+
+# --- money, idempotency and errors once the stream is under way
+
+
+def slow_stream(delay_ms: int, partial_images: int, prompt: str = "slow stream") -> dict[str, Any]:
+    return {
+        **STREAMED,
+        "prompt": prompt,
+        "partial_images": partial_images,
+        "providerOptions": {"local": {"delay_ms": delay_ms}},
+    }
+
+
+def read_first_event_and_leave(
+    gateway: GatewayProcess, body: dict[str, Any], key: str, **headers: str
+) -> str:
+    """Stream `body`, and hang up once the first event has arrived; returns its name."""
+    with httpx.stream(
+        "POST",
+        f"{gateway.http_url}/v1/images/generations",
+        json=body,
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                return line.removeprefix("event: ")
+    raise AssertionError("no event")
+
+
+def settled(gateway: GatewayProcess, project: str, timeout_s: float = 15) -> list[tuple[int, int, int]]:
+    """The project's ledger (requests, images, cost) once nothing is reserved any more."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = json.loads(gateway.mg("projects", "show", project, "--json").stdout)
+        rows = ledger(gateway, project)
+        if (rows and shown["reserved_usd"] == 0) or time.monotonic() > deadline:
+            return [(r["requests"], r["images"], r["cost_micros"]) for r in rows]
+        time.sleep(0.2)
+
+
+def test_a_caller_that_leaves_mid_stream_is_charged_for_the_image(gateway: GatewayProcess) -> None:
+    name, key = new_project(gateway)
+    assert read_first_event_and_leave(gateway, slow_stream(1500, 2), key) == PARTIAL
+    # The image was being made for the caller: it completes in the background and is charged once
+    # (partial images never are).
+    assert settled(gateway, name) == [(1, 1, 1000)]
+
+
+def test_a_streamed_request_replays_as_a_stream_holding_the_completed_event(gateway: GatewayProcess) -> None:
+    name, key = new_project(gateway)
+    body = {**STREAMED, "prompt": "replayed", "partial_images": 2}
+    first = gateway.generate(body, key, **{"Idempotency-Key": "stream-1"})
+    again = gateway.generate(body, key, **{"Idempotency-Key": "stream-1"})
+    assert [name for name, _ in sse_events(first)] == [PARTIAL, PARTIAL, COMPLETED]
+    assert again.headers["content-type"] == "text/event-stream"
+    assert again.headers["x-mg-idempotent-replay"] == "true"
+    assert sse_events(again) == sse_events(first)[2:]  # the same completed event, no partial images
+    assert settled(gateway, name) == [(1, 1, 1000)]
+
+
+def test_a_retry_after_leaving_mid_stream_gets_the_result_charged_once(gateway: GatewayProcess) -> None:
+    name, key = new_project(gateway)
+    body = slow_stream(1500, 2, prompt="left, then retried")
+    assert read_first_event_and_leave(gateway, body, key, **{"Idempotency-Key": "stream-2"}) == PARTIAL
+    retry = gateway.generate(body, key, **{"Idempotency-Key": "stream-2"})  # joins the running one
+    assert retry.headers["x-mg-idempotent-replay"] == "true"
+    events = sse_events(retry)
+    assert [name for name, _ in events] == [COMPLETED]
+    assert decode_png(base64.b64decode(events[0][1]["b64_json"])).size == (256, 256)
+    assert settled(gateway, name) == [(1, 1, 1000)]
+
+
+@pytest.fixture(scope="module")
+def short_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path_factory.mktemp("short-stream"), {"MG_MAX_DURATION_S": "2"}).start()
+    yield process
+    process.stop()
+
+
+def test_an_error_after_the_first_event_is_an_error_event(short_gateway: GatewayProcess) -> None:
+    gateway = short_gateway
+    name, key = new_project(gateway)
+    # The first partial image comes at 1 s, the image at 4 s: past the 2 s max duration.
+    body = slow_stream(4000, 3, prompt="too slow")
+    response = gateway.generate(body, key)
+    assert response.status_code == 200
+    events = sse_events(response)
+    assert events[0][0] == PARTIAL and events[-1][0] == "error"
+    error = events[-1][1]
+    assert error["type"] == "error" and error["error"]["code"] == "UPSTREAM_TIMEOUT"
+    assert set(error["error"]) == {"code", "message", "type", "param"}
+    # The SDK raises it, with the envelope's fields.
+    client = openai_client(f"{gateway.http_url}/v1", key)
+    stream = client.images.generate(
+        model="local/sketch",
+        prompt="too slow, SDK",
+        size="256x256",
+        stream=True,
+        partial_images=3,
+        extra_body={"providerOptions": {"local": {"delay_ms": 4000}}},
+    )
+    with pytest.raises(openai.APIError) as caught:
+        list(stream)
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "UPSTREAM_TIMEOUT"
+    # Both images were made after their callers' deadline: completed in the background, charged.
+    assert settled(gateway, name) == [(2, 2, 2000)]
