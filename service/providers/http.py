@@ -24,6 +24,7 @@ import yarl
 
 from service.providers import json_payload
 from service.providers.capped_read import read_capped
+from service.providers.sse import EventSink, TooLong, read_events
 
 # A multipart file part: (filename or None for a plain field, content, content type or None).
 FilePart = tuple[str | None, str | bytes, str | None]
@@ -32,6 +33,12 @@ Files = Mapping[str, FilePart] | Iterable[tuple[str, FilePart]]
 TransportError = aiohttp.ClientError  # connection refused/reset, malformed HTTP, too many redirects
 KEEPALIVE_S = 60.0
 READ_CHUNK = 256 * 1024
+MAX_EVENT_STREAM_BYTES = 256 * 1024 * 1024
+
+
+class StreamBroken(Exception):
+    """A 2xx event stream that broke off or overflowed once under way. Not retried: the provider
+    was already working on (and billing) the request."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,11 @@ class HttpClient:
         max_bytes: int | None = None,
         content: bytes | None = None,
         encoded: bool = False,
+        on_event: EventSink | None = None,
     ) -> HttpResponse:
-        """The whole response. Raises TimeoutError, TransportError, or TooLarge past `max_bytes`."""
+        """The whole response. Raises TimeoutError, TransportError, or TooLarge past `max_bytes`.
+        With `on_event`, a 2xx `text/event-stream` answer goes to it event by event as it arrives
+        (sse.py), and the response's content is left empty; a break in it is StreamBroken."""
         body = form(data, files) if data is not None or files is not None else content
         async with self._pool().request(
             method,
@@ -107,6 +117,20 @@ class HttpClient:
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=self._follow_redirects,
         ) as response:
+            if (
+                on_event is not None
+                and response.status < 300
+                and response.content_type == "text/event-stream"
+            ):
+                try:
+                    await read_events(
+                        response.content.iter_chunked(READ_CHUNK),
+                        on_event,
+                        max_bytes or MAX_EVENT_STREAM_BYTES,
+                    )
+                except (TransportError, TooLong) as exc:
+                    raise StreamBroken(str(exc)) from exc
+                return HttpResponse(response.status, response.headers, b"")
             if max_bytes is None:
                 content = await response.read()
             else:

@@ -17,6 +17,11 @@ a mask). dall-e-3 has no edits (its catalog entry refuses reference images). The
 A variation (dall-e-2) goes to POST {base}/images/variations: the `image` part (a square PNG, as for
 dall-e-2 edits), `model`, `n`, `size`, `response_format=b64_json`, `user`; no prompt.
 
+A streamed call (the caller asked for partial images) to a GPT image model is sent with `stream:
+true` and `partial_images`: the answer is server-sent events (section 5), each partial image handed
+to the caller as it arrives, the completed event (image and usage) the result. Other models answer
+unstreamed; the caller then gets the completed event only.
+
 providerOptions.openai (OPTIONS) may set background, moderation, output_format, output_compression
 (GPT image models; they win over the request's fields of the same name), and for edits only:
 input_fidelity ("high" | "low"; GPT image models except gpt-image-1-mini) and mask (base64 PNG or
@@ -32,7 +37,9 @@ import binascii
 import io
 from typing import Any
 
-from service.errors import EditNotSupported, InvalidMask
+import orjson
+
+from service.errors import ContentPolicyViolation, EditNotSupported, InvalidMask, MgError, UpstreamError
 from service.generation.reference_images import ReferenceImage, png_with_alpha
 from service.providers.adapter import HttpAdapter
 from service.providers.base import (
@@ -40,13 +47,21 @@ from service.providers.base import (
     GeneratedImage,
     ImageCall,
     ImageCallResult,
+    PartialImage,
     ProviderUsage,
     unsupported,
 )
 from service.providers.media import sniff_media_type
 from service.providers.options import OptionsSchema, Rule, integer, string, with_reference
 from service.providers.spec import ProviderSpec
-from service.providers.upstream import data_items, decode_image, revised_prompt
+from service.providers.upstream import (
+    data_items,
+    decode_image,
+    json_object_of,
+    malformed,
+    provider_message,
+    revised_prompt,
+)
 
 NAME = "openai"
 GPT_QUALITY = {"standard": "medium", "hd": "high"}
@@ -224,6 +239,8 @@ class OpenAIProvider(HttpAdapter):
         if call.variation and reference is not None:
             return await self._vary(call, reference)
         body, warnings = request_body(call)
+        if reference is None and call.on_partial is not None and _is_gpt_image(call.upstream_model):
+            return await self._streamed(call, body, warnings)
         if reference is None:
             payload, response = await self._upstream.json_object(
                 "POST", "/images/generations", call.deadline, json=body
@@ -245,6 +262,26 @@ class OpenAIProvider(HttpAdapter):
         )
         return read_answer(self.name, payload, response.headers.get("x-request-id"), warnings)
 
+    async def _streamed(
+        self, call: ImageCall, body: dict[str, Any], warnings: list[CallWarning]
+    ) -> ImageCallResult:
+        """A GPT image generation asked with `stream: true`: its partial images go to the caller as
+        they arrive, and the completed event (image and usage) is the result."""
+        events = _ImageEvents(self.name, call)
+        body = {**body, "stream": True, "partial_images": call.partial_images}
+        response = await self._upstream.request(
+            "POST", "/images/generations", call.deadline, json=body, on_event=events.take
+        )
+        request_id = response.headers.get("x-request-id")
+        if events.failure is not None:
+            raise events.failure
+        if events.completed is None:
+            if response.content:  # answered unstreamed after all
+                return read_answer(self.name, json_object_of(self.name, response), request_id, warnings)
+            raise malformed(self.name, "the event stream ended without a completed event")
+        completed = {"data": [events.completed], "usage": events.completed.get("usage")}
+        return read_answer(self.name, completed, request_id, warnings)
+
 
 def read_answer(
     provider: str, payload: dict[str, Any], request_id: str | None, warnings: list[CallWarning]
@@ -257,6 +294,47 @@ def read_answer(
     return ImageCallResult(
         images=images, usage=parse_usage(payload), upstream_request_id=request_id, warnings=warnings
     )
+
+
+class _ImageEvents:
+    """The events of a streamed generation as they arrive: partial images handed on at once, the
+    completed event kept, the first failure kept (raised once the stream has ended)."""
+
+    def __init__(self, provider: str, call: ImageCall) -> None:
+        self._provider = provider
+        self._call = call
+        self._partials = 0
+        self.completed: dict[str, Any] | None = None
+        self.failure: MgError | None = None
+
+    def take(self, event: str, data: bytes) -> None:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            payload = None
+        if not isinstance(payload, dict):
+            self.failure = self.failure or malformed(
+                self._provider, f"an event that is not JSON: {data[:200]!r}"
+            )
+            return
+        kind = str(payload.get("type") or event)
+        if "error" in payload or kind == "error":
+            message = provider_message(payload, data.decode("utf-8", "replace"))
+            refused = is_refusal(200, payload, "")
+            self.failure = self.failure or (ContentPolicyViolation if refused else UpstreamError)(message)
+        elif kind.endswith(".completed"):
+            self.completed = payload
+        elif kind.endswith(".partial_image") and self._call.on_partial is not None:
+            try:
+                image, media_type = decode_image(self._provider, payload.get("b64_json"))
+            except MgError as error:
+                self.failure = self.failure or error
+                return
+            index = payload.get("partial_image_index")
+            self._call.on_partial(
+                PartialImage(image, index if type(index) is int else self._partials, media_type)
+            )
+            self._partials += 1
 
 
 PROVIDER = ProviderSpec(

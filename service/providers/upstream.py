@@ -101,6 +101,14 @@ def upstream_error(
     return UpstreamError(f"{message} (HTTP {status})")
 
 
+def json_object_of(provider: str, response: HttpResponse) -> dict[str, Any]:
+    """The JSON object a response holds; anything else is a 502."""
+    payload = _json_or_none(response)
+    if not isinstance(payload, dict):
+        raise malformed(provider, f"not a JSON object: {response.text[:200]!r}")
+    return payload
+
+
 def malformed(provider: str, detail: str) -> UpstreamError:
     return UpstreamError(f"{provider} answered with something unusable: {detail}")
 
@@ -140,6 +148,7 @@ class Upstream:
         from service.providers import http  # see the module docstring
 
         self._transport_error = http.TransportError
+        self._stream_broken = http.StreamBroken
         self._client = http.HttpClient(headers, follow_redirects=False)
         # Image URLs are other hosts (CDNs, signed storage) and redirect; they get no credentials.
         self._downloads = http.HttpClient({}, follow_redirects=True)
@@ -179,7 +188,7 @@ class Upstream:
 
     async def request(self, method: str, path: str, deadline: float, **kwargs: Any) -> HttpResponse:
         """A 2xx response, or the mapped error once retries are used up or the deadline is near.
-        `kwargs`: json=, data= and files= (a multipart form), headers= (see http.py)."""
+        `kwargs`: json=, data= and files= (a multipart form), headers=, on_event= (see http.py)."""
         for attempt in range(1, self._attempts + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -188,6 +197,8 @@ class Upstream:
                 response = await self._client.request(method, self.url(path), remaining, **kwargs)
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"{self.provider} did not answer in time.") from exc
+            except self._stream_broken as exc:
+                raise self._unreachable(exc, f"The answer from {self.provider} broke off.") from None
             except self._transport_error as exc:
                 error: MgError = self._unreachable(exc, f"Could not reach {self.provider}.")
                 pause = self._backoff(attempt, None)
@@ -228,10 +239,7 @@ class Upstream:
     ) -> tuple[dict[str, Any], HttpResponse]:
         """(the JSON object answered, the response for its headers); anything else is a 502."""
         response = await self.request(method, path, deadline, **kwargs)
-        payload = _json_or_none(response)
-        if not isinstance(payload, dict):
-            raise malformed(self.provider, f"not a JSON object: {response.text[:200]!r}")
-        return payload, response
+        return json_object_of(self.provider, response), response
 
     async def download(self, url: str, deadline: float) -> tuple[bytes, str]:
         """(bytes, media type) of an image at a provider URL; size-limited, time-limited, sniffed."""

@@ -18,6 +18,9 @@ from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 from ulid import ULID
 
+from tests.fakes import environment
+from tests.fakes.base import FakeProvider
+from tests.fakes.openai import FakeOpenAI
 from tests.support.checks import assert_error, decode_png, validate
 from tests.support.gateway import GatewayProcess
 from tests.support.sdk import openai_client
@@ -266,3 +269,66 @@ def test_an_error_after_the_first_event_is_an_error_event(short_gateway: Gateway
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "UPSTREAM_TIMEOUT"
     # Both images were made after their callers' deadline: completed in the background, charged.
     assert settled(gateway, name) == [(2, 2, 2000)]
+
+
+# --- providers: OpenAI's GPT image models stream through; the others send the completed event only
+
+
+@pytest.fixture(scope="module")
+def openai_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeProvider]]:
+    with FakeOpenAI().running() as fake:
+        gateway = GatewayProcess(tmp_path_factory.mktemp("stream-openai"), environment(fake)).start()
+        try:
+            yield gateway, fake
+        finally:
+            gateway.stop()
+
+
+def test_openai_partial_images_are_streamed_through_as_they_arrive(
+    openai_stack: tuple[GatewayProcess, FakeProvider],
+) -> None:
+    gateway, fake = openai_stack
+    client = openai_client(f"{gateway.http_url}/v1", gateway.key)
+    started = time.monotonic()
+    arrivals = []
+    stream = client.images.generate(
+        model="openai/gpt-image-1",
+        prompt="SLOWSTREAM a harbour",
+        stream=True,
+        partial_images=2,
+        quality="low",
+    )
+    for event in stream:
+        arrivals.append((event, time.monotonic() - started))
+    events = [event for event, _ in arrivals]
+    assert [event.type for event in events] == [PARTIAL, PARTIAL, COMPLETED]
+    # The fake pauses 0.5 s before each event: each reached the caller when the provider sent it.
+    assert arrivals[1][1] - arrivals[0][1] > 0.3 and arrivals[2][1] - arrivals[1][1] > 0.3
+    assert [base64.b64decode(event.b64_json) for event in events[:2]] != [b"", b""]
+    completed = events[2]
+    assert completed.usage.output_tokens == 4160 and completed.quality == "low"  # type: ignore[union-attr]
+    sent = fake.generation_requests()[-1].json
+    assert sent["stream"] is True and sent["partial_images"] == 2
+
+
+def test_a_provider_that_does_not_stream_sends_the_completed_event(
+    openai_stack: tuple[GatewayProcess, FakeProvider],
+) -> None:
+    gateway, fake = openai_stack
+    response = gateway.generate(
+        {"model": "openai/dall-e-3", "prompt": "a harbour", "stream": True, "partial_images": 2}
+    )
+    events = sse_events(response)
+    assert [name for name, _ in events] == [COMPLETED]
+    assert decode_png(base64.b64decode(events[0][1]["b64_json"]))
+    assert "stream" not in fake.generation_requests()[-1].json
+
+
+def test_a_refusal_in_an_openai_stream_is_the_usual_envelope(
+    openai_stack: tuple[GatewayProcess, FakeProvider],
+) -> None:
+    gateway, _ = openai_stack
+    response = gateway.generate(
+        {"model": "openai/gpt-image-1", "prompt": "BLOCKME", "stream": True, "partial_images": 1}
+    )
+    assert_error(response, 400, "CONTENT_POLICY_VIOLATION")

@@ -8,6 +8,7 @@ Deterministic triggers in the prompt, shared by every fake:
   GARBAGE      200 with a body that is not what the provider promises
   EMPTY        200 with no images
   SLOW         answer after a delay (async providers: stay pending for a few polls)
+  SLOWSTREAM   (streamed answers) a pause before each event
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import email.policy
 import io
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +50,9 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # A streamed answer (server-sent events): each piece written after its pause (seconds), then the
+    # connection closed; `body` is not sent.
+    stream: list[tuple[float, bytes]] | None = None
 
 
 def json_reply(payload: Any, status: int = 200, /, **headers: str) -> Reply:
@@ -201,6 +206,15 @@ class FakeProvider:
         handler.send_response(reply.status)
         for name, value in reply.headers.items():
             handler.send_header(name, value)
+        if reply.stream is not None:
+            handler.send_header("connection", "close")
+            handler.end_headers()
+            handler.close_connection = True
+            for pause, piece in reply.stream:
+                time.sleep(pause)
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+            return
         handler.send_header("content-length", str(len(reply.body)))
         handler.end_headers()
         handler.wfile.write(reply.body)

@@ -16,6 +16,7 @@ import base64
 import email.parser
 import email.policy
 import io
+import json
 import time
 from typing import Any
 
@@ -217,6 +218,8 @@ class FakeOpenAI(FakeProvider):
         if reply := self._trigger(prompt, gpt):
             return reply
         n = body.get("n", 1)
+        if gpt and body.get("stream"):
+            return self._events(body, input_images)
         if gpt:
             return json_reply(
                 {
@@ -242,6 +245,37 @@ class FakeOpenAI(FakeProvider):
         if model == "dall-e-3":
             item["revised_prompt"] = f"A detailed rendering of {prompt}"
         return json_reply({"created": int(time.time()), "data": [item] * n})
+
+    def _events(self, body: dict[str, Any], input_images: int) -> Reply:
+        """A streamed GPT image answer (openai.md section 5): `partial_images` partial images, then
+        the completed event with usage; each frame an `event:` line naming its `type`."""
+        prefix = "image_edit" if input_images else "image_generation"
+        echo = {
+            "created_at": int(time.time()),
+            "size": body.get("size", "auto"),
+            "quality": body.get("quality", "auto"),
+            "background": body.get("background", "auto"),
+            "output_format": body.get("output_format", "png"),
+        }
+        pause = 0.5 if "SLOWSTREAM" in body["prompt"] else 0.0
+        frames: list[tuple[str, dict[str, Any]]] = []
+        for index in range(body.get("partial_images") or 0):
+            shade = 60 + 60 * index
+            picture = base64.b64encode(png(color=(shade, shade, shade))).decode()
+            partial = {"type": f"{prefix}.partial_image", "b64_json": picture, **echo}
+            partial["partial_image_index"] = index
+            frames.append(("ImageGenPartialImageEvent", partial))
+        usage = {"input_tokens": 12, "output_tokens": 4160, "total_tokens": 4172,
+                 "input_tokens_details": {"text_tokens": 12, "image_tokens": 0}}  # fmt: skip
+        picture = base64.b64encode(png()).decode()
+        frames.append(("ImageGenCompletedEvent", {"type": f"{prefix}.completed", "b64_json": picture, **echo,
+                                                  "usage": usage}))  # fmt: skip
+        stream = []
+        for definition, frame in frames:
+            check_body("openai.json", definition, frame)  # what it sends is what OpenAI documents
+            stream.append((pause, f"event: {frame['type']}\ndata: {json.dumps(frame)}\n\n".encode()))
+        headers = {"content-type": "text/event-stream", "x-request-id": "req_fake_stream"}
+        return Reply(200, headers=headers, stream=stream)
 
     def _check_gpt(self, body: dict[str, Any]) -> Reply | None:
         if "response_format" in body:
