@@ -94,7 +94,14 @@ class EventStream:
 
     async def finish(self, response: pb.ImagesResponse) -> None:
         """Write the final response (after any partial images still queued), and end."""
-        for message in self.encoding.final(response):
+        messages = self.encoding.final(response)
+        if self._writer is None:  # nothing queued before (every unstreamed call): no writer task
+            self._closed = True
+            await self._ctx.send_headers(self._context)
+            for message in messages:
+                await self._context.write(message)
+            return
+        for message in messages:
             self._put(message)
         await self._drain()
 

@@ -271,6 +271,24 @@ def test_an_error_after_the_first_event_is_an_error_event(short_gateway: Gateway
     assert settled(gateway, name) == [(2, 2, 2000)]
 
 
+def test_grpc_callers_get_an_error_after_the_first_event_as_the_status(short_gateway: GatewayProcess) -> None:
+    request = pb.GenerateImagesRequest(
+        model="local/sketch", prompt="too slow, gRPC", size="256x256", partial_images=3
+    )
+    request.provider_options.update({"local": {"delay_ms": 4000}})
+    received = []
+    with grpc.insecure_channel(short_gateway.grpc_target) as channel:
+        stub = pb_grpc.ImageGenerationStub(channel)
+        call = stub.GenerateImagesStream(
+            request, metadata=(("authorization", f"Bearer {short_gateway.key}"),)
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            for event in call:
+                received.append(event.type)
+    assert received and received[0] == PARTIAL
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 # --- providers: OpenAI's GPT image models stream through; the others send the completed event only
 
 
