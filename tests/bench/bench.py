@@ -14,7 +14,10 @@ start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .m
                        exactly as the peer harness pins the peer gateways; held-1000 stays unpinned,
                        on the defaults (one worker per core), as the issue sets it
     BENCH_ROUNDS=2 BENCH_DURATION=8
-    BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000,edit-4mb-c8
+    BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000,edit-4mb-c8,stream-c8
+
+stream-c8 (tests/bench/streamed.py) measures streamed generations: time to the first partial image
+and to the completed event, through the gateway and straight to the fake it streams from.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench import streamed  # noqa: E402
 from tests.support.gateway import GatewayProcess  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 
@@ -295,8 +299,13 @@ def main() -> int:
         return 1
     if PIN:  # this process reads the gateway's log lines: keep it off the gateway's core too
         os.sched_setaffinity(0, {0})
-    names = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
+    names = os.environ.get("BENCH_SCENARIOS", ",".join([*SCENARIOS, streamed.NAME])).split(",")
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    stream_result = None
+    if streamed.NAME in names:
+        names.remove(streamed.NAME)
+        stream_result = streamed.run(int(os.environ.get("BENCH_DURATION", "8")), rounds)
+        print(f"{streamed.NAME}: {json.dumps(stream_result)}", file=sys.stderr, flush=True)
     upstream_port = free_port()
     # idle RSS of each gateway configuration started: "pinned" (one worker) and/or "defaults"
     report: dict[str, Any] = {"pinned": PIN, "idle_rss_mb": {}, "scenarios": {}}
@@ -325,10 +334,15 @@ def main() -> int:
             fake.stop()
         report["scenarios"][name] = summarize(scenario, cells)
         print(f"{name}: {json.dumps(report['scenarios'][name])}", file=sys.stderr, flush=True)
+    if stream_result is not None:
+        report["streamed"] = stream_result
     out = Path(os.environ.get("BENCH_OUT", ROOT / ".mg" / "bench.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(table(report))
+    if report["scenarios"]:
+        print(table(report))
+    if stream_result is not None:
+        print("\n" + streamed.table(stream_result))
     print(f"\nJSON: {out}")
     return 0
 
