@@ -2,15 +2,19 @@
 and to the completed event, through the gateway and straight to the fake OpenAI it streams from.
 
 `stream: true, partial_images: 2` to openai/gpt-image-1 at concurrency 8 for BENCH_DURATION seconds,
-against tests/fakes/openai.py, which answers server-sent events as OpenAI documents them (small
-images, no pause: what is measured is what the path adds, not a provider's pace). Each request is
-read as the SDKs read it, line by line as the bytes arrive. Unpinned, on the gateway's defaults.
+against stream_upstream.py, which answers server-sent events as OpenAI documents them (small images,
+no pause: what is measured is what the path adds, not a provider's pace). Each request is read as
+the SDKs read it, line by line as the bytes arrive. Unpinned, on the gateway's defaults, with a
+project without a spend cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +22,11 @@ from typing import Any
 
 import httpx
 
-from tests.fakes import environment
-from tests.fakes.openai import FakeOpenAI
 from tests.support.gateway import GatewayProcess
+from tests.support.ports import free_port
+
+UPSTREAM = Path(__file__).with_name("stream_upstream.py")
+UPSTREAM_KEY = "sk-bench-stream"
 
 NAME = "stream-c8"
 CONCURRENCY = 8
@@ -72,26 +78,42 @@ def _percentiles(timings: list[tuple[float, float]]) -> dict[str, float]:
     }
 
 
+def _wait_for(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the streaming upstream did not start") from None
+            time.sleep(0.1)
+
+
 def run(duration_s: float, rounds: int) -> dict[str, Any]:
     cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
-    with FakeOpenAI().running() as fake:
-        env = {**environment(fake), "MG_DEFAULT_RPM": "100000000"}
-        gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="mg-bench-stream-")), env).start()
-        try:
-            targets = {
-                "mg": (f"{gateway.http_url}/v1", gateway.key, "openai/gpt-image-1"),
-                "direct": (f"{fake.url}/v1", fake.api_key, "gpt-image-1"),
-            }
-            for round_ in range(rounds):
-                for target in ("mg", "direct") if round_ % 2 == 0 else ("direct", "mg"):
-                    base, key, model = targets[target]
-                    base = base if target == "direct" else base + "/v1"
-                    cells[target].append(
-                        asyncio.run(_load(f"{base}/images/generations", key, model, duration_s))
-                    )
-                    fake.reset()  # (it keeps every request it saw)
-        finally:
-            gateway.stop()
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(UPSTREAM), "--port", str(port)])
+    _wait_for(port)
+    env = {
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "MG_DEFAULT_RPM": "100000000",
+    }
+    gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="mg-bench-stream-")), env).start()
+    try:
+        targets = {
+            "mg": (f"{gateway.http_url}/v1", gateway.new_key("bench-stream"), "openai/gpt-image-1"),
+            "direct": (f"http://127.0.0.1:{port}/v1", UPSTREAM_KEY, "gpt-image-1"),
+        }
+        for round_ in range(rounds):
+            for target in ("mg", "direct") if round_ % 2 == 0 else ("direct", "mg"):
+                base, key, model = targets[target]
+                cells[target].append(asyncio.run(_load(f"{base}/images/generations", key, model, duration_s)))
+    finally:
+        gateway.stop()
+        upstream.terminate()
+        upstream.wait(10)
 
     def median(target: str, key: str) -> float:
         return round(statistics.median(cell[key] for cell in cells[target]), 2)
