@@ -107,6 +107,14 @@ def test_without_partial_images_the_stream_holds_the_completed_event(gateway: Ga
     assert [name for name, _ in events] == [COMPLETED]
 
 
+def test_a_streamed_url_answer_carries_the_hosted_url_in_the_completed_event(gateway: GatewayProcess) -> None:
+    events = sse_events(gateway.generate({**STREAMED, "response_format": "url", "partial_images": 1}))
+    assert [name for name, _ in events] == [PARTIAL, COMPLETED]
+    completed = events[1][1]
+    assert "b64_json" not in completed and completed["url"].startswith(gateway.http_url + "/v1/files/")
+    assert decode_png(httpx.get(completed["url"], timeout=10).content).size == (256, 256)
+
+
 def test_partial_images_come_before_the_generation_ends(gateway: GatewayProcess) -> None:
     body = {**STREAMED, "partial_images": 1, "providerOptions": {"local": {"delay_ms": 1500}}}
     started = time.monotonic()
