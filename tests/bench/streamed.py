@@ -116,7 +116,7 @@ def run(duration_s: float, rounds: int) -> dict[str, Any]:
         upstream.wait(10)
 
     def median(target: str, key: str) -> float:
-        return round(statistics.median(cell[key] for cell in cells[target]), 2)
+        return round(float(statistics.median(cell[key] for cell in cells[target])), 2)
 
     keys = ("first_partial_p50_ms", "first_partial_p99_ms", "completed_p50_ms", "completed_p99_ms", "errors")
     summary = {target: {key: median(target, key) for key in keys} for target in cells}

@@ -222,8 +222,8 @@ def test_a_caller_that_leaves_mid_stream_is_charged_for_the_image(gateway: Gatew
 def test_a_streamed_request_replays_as_a_stream_holding_the_completed_event(gateway: GatewayProcess) -> None:
     name, key = new_project(gateway)
     body = {**STREAMED, "prompt": "replayed", "partial_images": 2}
-    first = gateway.generate(body, key, **{"Idempotency-Key": "stream-1"})
-    again = gateway.generate(body, key, **{"Idempotency-Key": "stream-1"})
+    first = gateway.generate(body, key, headers={"Idempotency-Key": "stream-1"})
+    again = gateway.generate(body, key, headers={"Idempotency-Key": "stream-1"})
     assert [name for name, _ in sse_events(first)] == [PARTIAL, PARTIAL, COMPLETED]
     assert again.headers["content-type"] == "text/event-stream"
     assert again.headers["x-mg-idempotent-replay"] == "true"
@@ -235,7 +235,7 @@ def test_a_retry_after_leaving_mid_stream_gets_the_result_charged_once(gateway: 
     name, key = new_project(gateway)
     body = slow_stream(1500, 2, prompt="left, then retried")
     assert read_first_event_and_leave(gateway, body, key, **{"Idempotency-Key": "stream-2"}) == PARTIAL
-    retry = gateway.generate(body, key, **{"Idempotency-Key": "stream-2"})  # joins the running one
+    retry = gateway.generate(body, key, headers={"Idempotency-Key": "stream-2"})  # joins the running one
     assert retry.headers["x-mg-idempotent-replay"] == "true"
     events = sse_events(retry)
     assert [name for name, _ in events] == [COMPLETED]

@@ -42,7 +42,8 @@ def stream(encoding: Encoding) -> tuple[EventStream, Context]:
 def sse(message: bytes) -> str:
     body = httpbody_pb2.HttpBody.FromString(message)
     assert body.content_type == "text/event-stream"
-    return body.data.decode().split("\n", 1)[0]
+    first_line: str = body.data.decode().split("\n", 1)[0]
+    return first_line
 
 
 async def test_partials_then_the_completed_event_after_the_headers() -> None:

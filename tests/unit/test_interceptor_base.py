@@ -58,25 +58,26 @@ async def test_methods_it_does_not_apply_to_pass_through_untouched() -> None:
 
 
 async def test_streamed_methods_written_through_the_context_are_wrapped_as_one_call() -> None:
-    below = grpc.unary_stream_rpc_method_handler(behavior)  # a coroutine: reader/writer style
+    # a coroutine: reader/writer style
+    below: grpc.RpcMethodHandler[Any, Any] = grpc.unary_stream_rpc_method_handler(behavior)
 
     async def continuation(details: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return below
 
     wrapped = await Tagging().intercept_service(
-        continuation, Details("/mg.v1.ImageGeneration/GenerateImagesJson")
+        continuation, details("/mg.v1.ImageGeneration/GenerateImagesJson")
     )
     assert wrapped is not None and wrapped is not below and wrapped.unary_unary is None
-    assert await wrapped.unary_stream("r", None) == ("tagged", "r")  # type: ignore[misc]
+    assert await wrapped.unary_stream("r", None) == ("tagged", "r")  # type: ignore[misc, arg-type]
 
 
 async def test_async_generator_streams_pass_through_untouched() -> None:
     async def generator(request: Any, context: Any) -> Any:
         yield request
 
-    below = grpc.unary_stream_rpc_method_handler(generator)
+    below: grpc.RpcMethodHandler[Any, Any] = grpc.unary_stream_rpc_method_handler(generator)
 
     async def continuation(details: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return below
 
-    assert await Tagging().intercept_service(continuation, Details("/mg.v1.ImageGeneration/X")) is below
+    assert await Tagging().intercept_service(continuation, details("/mg.v1.ImageGeneration/X")) is below
