@@ -211,9 +211,12 @@ class Catalog:
         """As `find`; an unknown name is a 404, a bare name several providers offer a 400."""
         candidates = self._candidates(name, configured)
         if len(candidates) > 1:
+            unconfigured = not any(model.provider in configured for model in candidates)
             raise BadRequest(
                 f"The model name {quoted(name)} is ambiguous: it is "
-                f"{', '.join(model.id for model in candidates)}. Name one of them.",
+                f"{', '.join(model.id for model in candidates)}"
+                f"{' (none of their providers is configured here)' if unconfigured else ''}. "
+                "Name one of them.",
                 param="model",
             )
         if not candidates:

@@ -109,8 +109,15 @@ def test_a_bare_name_prefers_the_configured_provider(tmp_path: Path) -> None:
     try:
         response = gateway.generate({"model": "gpt-image-1", "prompt": "x"})
         assert response.status_code == 200, response.text  # local/gpt-image-1: openai is not configured
-        assert_error(
-            gateway.generate({"model": "dall-e-3", "prompt": "x"}), 503, "PROVIDER_NOT_CONFIGURED", "model"
+        # one provider offers it, unconfigured: the answer says so
+        refused = gateway.generate({"model": "recraft-v3", "prompt": "x"})
+        assert_error(refused, 503, "PROVIDER_NOT_CONFIGURED", "model")
+        # several do, none configured: the candidates are named
+        error = assert_error(
+            gateway.generate({"model": "dall-e-3", "prompt": "x"}), 400, "BAD_REQUEST", "model"
+        )
+        assert (
+            "azure/dall-e-3, openai/dall-e-3 (none of their providers is configured here)" in error["message"]
         )
     finally:
         gateway.stop()
