@@ -53,3 +53,19 @@ def test_openai_node_edits_images_through_the_rest_edge(
     result = node("images_edit.mjs", f"{gateway.http_url}/v1", gateway.key, str(picture))
     assert result["one"] == ["PNG"] and result["several"] == ["PNG", "PNG"]
     assert result["refused"] == {"status": 403, "code": "MODEL_NOT_ALLOWED", "param": "model"}
+
+
+def test_openai_node_streams_a_generation_through_the_rest_edge(
+    generated: Path, gateway: GatewayProcess
+) -> None:
+    result = node("images_stream.mjs", f"{gateway.http_url}/v1", gateway.key)
+    assert [event["type"] for event in result["events"]] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [event["partialImageIndex"] for event in result["events"]] == [0, 1, None]
+    assert all(event["png"] for event in result["events"])
+    assert result["events"][2]["outputImages"] == 1
+    assert result["model"] == "local/sketch"  # models.retrieve sent it as local%2Fsketch
+    assert result["refused"] == {"status": 404, "code": "MODEL_NOT_FOUND"}  # before the first event

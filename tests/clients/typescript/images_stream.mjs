@@ -1,6 +1,7 @@
-// The official OpenAI Node SDK against the gateway, as a user would call it: a streamed generation
-// and models.retrieve, printed as JSON for tests/clients/test_openai_node.py.
-//   node stream.mjs <base URL, e.g. http://127.0.0.1:8080/v1> <api key>
+// The official openai-node SDK streaming a generation through the gateway's REST edge, and
+// models.retrieve with an id holding a slash, as a Node app would:
+//   node images_stream.mjs <base url> <api key>
+// Prints what came back as JSON, so tests/clients/test_typescript_client.py can check it.
 import OpenAI from "openai";
 
 const [baseURL, apiKey] = process.argv.slice(2);
