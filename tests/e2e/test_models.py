@@ -111,7 +111,7 @@ def test_a_bare_name_prefers_the_configured_provider(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text  # local/gpt-image-1: openai is not configured
         # one provider offers it, unconfigured: the answer says so
         refused = gateway.generate({"model": "recraft-v3", "prompt": "x"})
-        assert_error(refused, 503, "PROVIDER_NOT_CONFIGURED", "model")
+        assert_error(refused, 404, "PROVIDER_NOT_CONFIGURED", "model")
         # several do, none configured: the candidates are named
         error = assert_error(
             gateway.generate({"model": "dall-e-3", "prompt": "x"}), 400, "BAD_REQUEST", "model"
