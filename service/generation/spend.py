@@ -59,6 +59,10 @@ class SpendLedger:
     def __init__(self, store: Store, lease_s: float) -> None:
         self._store = store
         self._lease_s = lease_s
+        # The reservations this worker holds, and when each lease was last set (time.monotonic()):
+        # one loop per worker renews them, rather than a task and a timer per call.
+        self._held: dict[str, tuple[Attempt, float]] = {}
+        self._renewer: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def reserved(self, attempt: Attempt, estimate: int) -> AsyncIterator[None]:
@@ -69,23 +73,36 @@ class SpendLedger:
             project.id, attempt.request_id, estimate, project.budget_micros, self._lease_s
         ):
             raise await self._budget_exceeded(project, estimate)
-        renewal = asyncio.create_task(self._renew(attempt))
+        self._held[attempt.request_id] = (attempt, time.monotonic())
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_held())
         try:
             yield
         finally:
-            renewal.cancel()
+            self._held.pop(attempt.request_id, None)
 
-    async def _renew(self, attempt: Attempt) -> None:
-        while True:
-            await asyncio.sleep(self._lease_s / 3)
-            try:
-                if not await self._store.renew_reservation(
-                    attempt.project.id, attempt.request_id, self._lease_s
-                ):
-                    log.warning("reservation %s lapsed before its work ended", attempt.request_id)
-                    return
-            except Unavailable:
-                log.warning("could not renew reservation %s", attempt.request_id)
+    async def _renew_held(self) -> None:
+        """Every third of a lease, renew the held reservations whose lease was set a third of a lease
+        ago or more: each is renewed before it is two thirds through its lease, and a call shorter
+        than a third of a lease is never renewed at all. Ends when none is held."""
+        period = self._lease_s / 3
+        while self._held:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for request_id, (attempt, since) in list(self._held.items()):
+                if now - since < period or request_id not in self._held:
+                    continue
+                try:
+                    renewed = await self._store.renew_reservation(
+                        attempt.project.id, request_id, self._lease_s
+                    )
+                except Unavailable:
+                    log.warning("could not renew reservation %s", request_id)
+                    continue
+                if not renewed:
+                    log.warning("reservation %s lapsed before its work ended", request_id)
+                if request_id in self._held:
+                    self._held[request_id] = (attempt, time.monotonic())
 
     async def settle(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge `settlement.cost_micros` and record it. If the store cannot take it now the images

@@ -9,6 +9,7 @@ A charge never exceeds the reservation, whatever the provider reports.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ from prometheus_client import REGISTRY
 
 from service.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
 from service.generation.report import CallReport
+from service.generation.spend import Attempt, SpendLedger
+from service.generation.validation import validate
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.stores.base import LedgerEntry, Project
 from service.stores.sqlite import SqliteStore
 from tests.fakes.base import png
-from tests.support.pipeline import a_caller, build_pipeline
+from tests.support.pipeline import CATALOG, a_caller, build_pipeline
 
 SKETCH_MICROS = 1000  # local/sketch's price per image
 CANVAS_MICROS = 2000
@@ -264,5 +267,26 @@ async def test_token_billed_requests_never_spend_past_the_cap(tmp_path: Path) ->
         spend = await store.spend(project.id)
         assert spend.spent_micros <= cap and spend.reserved_micros == 0
         assert len(delivered) == 9  # each reserves its bound, $0.042241 (1,056 tokens + the prompt's)
+    finally:
+        await store.close()
+
+
+async def test_reservations_outliving_their_lease_stay_held_by_one_renewal_loop(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "mg.sqlite3")
+    ledger = SpendLedger(store, lease_s=0.3)
+    project = Project("proj_1", "p", 0.0)
+    generation = validate(sketch(), CATALOG.resolve("local/sketch"))
+    attempts = [Attempt(f"req_{i}", project, "key_1", "", time.monotonic(), generation) for i in range(3)]
+    loops: list[object] = []
+
+    async def hold(attempt: Attempt) -> None:
+        async with ledger.reserved(attempt, 1_000):
+            loops.append(ledger._renewer)
+            await asyncio.sleep(1.0)  # more than three leases
+            assert (await store.spend(project.id)).reserved_micros == 3_000
+
+    try:
+        await asyncio.gather(*(hold(a) for a in attempts))
+        assert len(set(map(id, loops))) == 1  # one loop renewed all three
     finally:
         await store.close()
