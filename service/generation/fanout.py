@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
 from service.generation.validation import VARIATION, GenerationRequest
@@ -24,6 +24,7 @@ from service.providers.base import (
     ImageProvider,
     PartialSink,
     ProviderUsage,
+    no_job_report,
 )
 from service.runtime.observability import IN_FLIGHT
 
@@ -78,7 +79,10 @@ class GenerationResult:
 
 
 def plan_calls(
-    request: GenerationRequest, deadline: float, on_partial: PartialSink | None = None
+    request: GenerationRequest,
+    deadline: float,
+    on_partial: PartialSink | None = None,
+    report_job: Callable[[str], None] = no_job_report,
 ) -> list[ImageCall]:
     """Split the request into upstream calls of at most `max_images_per_call` images each (a
     streamed request makes one image, so its partial images come from its one call)."""
@@ -107,6 +111,7 @@ def plan_calls(
                 variation=request.operation == VARIATION,
                 partial_images=request.partial_images if on_partial else 0,
                 on_partial=on_partial,
+                report_job=report_job,
             )
         )
     return calls
@@ -179,10 +184,7 @@ class Generator:
                 raise UpstreamError(f"{provider.name} returned no images.")
             return result
 
-        calls = [
-            replace(c, report_job=dispatch.job_ids.append)
-            for c in plan_calls(request, started + timeout_s, on_partial)
-        ]
+        calls = plan_calls(request, started + timeout_s, on_partial, dispatch.job_ids.append)
         outcomes: list[ImageCallResult | BaseException] = []
         if len(calls) == 1:  # the usual case: no task, no gather
             try:

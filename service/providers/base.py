@@ -30,6 +30,10 @@ class PartialImage:
 PartialSink = Callable[[PartialImage], None]
 
 
+def no_job_report(job: str) -> None:
+    """ImageCall.report_job for a call whose jobs no one records."""
+
+
 @dataclass(frozen=True)
 class ImageCall:
     """One upstream call: at most the model's `max_images_per_call` images."""
@@ -57,7 +61,7 @@ class ImageCall:
     reference_image: ReferenceImage | None = None
     # Submit-and-poll adapters call it with a job's id as soon as the provider has accepted the job,
     # so that a job which never answers (charged at its bound) still has its id in the ledger.
-    report_job: Callable[[str], None] = field(default=lambda job: None, compare=False, repr=False)
+    report_job: Callable[[str], None] = field(default=no_job_report, compare=False, repr=False)
     # Every input image of an edit, in the caller's order (the first is reference_image); set one or
     # the other when making a call, the other follows.
     input_images: tuple[ReferenceImage, ...] = ()
