@@ -158,14 +158,17 @@ async def usage(store: Store, project_name: str | None, since: float | None) -> 
     return [UsageRow(project, model, *values) for (project, model), values in sorted(totals.items())]
 
 
-async def dev_key(store: Store, saved: str | None) -> str | None:
-    """A key to print at start: on a gateway's first start (no projects at all) project `dev` and a
-    new key for it; later, the `saved` key while it is still valid. None when there is none."""
+async def dev_key(store: Store, saved: str | None) -> tuple[str, Project | None] | None:
+    """A key to print at start, with its project: on a gateway's first start (no projects at all)
+    project `dev` and a new key for it; later, the `saved` key while it is still valid. None when
+    there is none."""
     if not await store.list_projects():
-        await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None)
+        project = await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None)
         token, _ = await create_key(store, DEV_PROJECT)
-        return token
+        return token, project
     if saved is None:
         return None
     key = await store.find_key(hash_key(saved))
-    return saved if key is not None and key.revoked_at is None else None
+    if key is None or key.revoked_at is not None:
+        return None
+    return saved, await store.get_project_by_id(key.project_id)

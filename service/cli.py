@@ -99,23 +99,23 @@ def _mg_command() -> str:
     return str(beside) if beside.exists() else "mg"
 
 
-def _print_ready(settings: Settings, key: str | None, dev: Project | None) -> None:
+def _print_ready(settings: Settings, key: str | None, project: Project | None) -> None:
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host
     base = f"http://{host}:{settings.http_port}"
     mg = _mg_command()
     shown = key or f"<create one: {mg} keys create --project NAME>"
-    project = ""
-    if key is not None and dev is not None:
-        cap = "no spend cap" if dev.budget_micros is None else f"spend cap {usd(dev.budget_micros)}"
-        change = f"{mg} projects update {dev.name} --budget-usd N"
-        project = f"  Project:                  {dev.name} ({cap}; change it: {change})\n"
+    project_line = ""
+    if key is not None and project is not None:
+        cap = "no spend cap" if project.budget_micros is None else f"spend cap {usd(project.budget_micros)}"
+        change = f"{mg} projects update {project.name} --budget-usd N"
+        project_line = f"  Project:                  {project.name} ({cap}; change it: {change})\n"
     print(
         f"""
 mg is ready
   REST (OpenAI-compatible): {base}/v1
   gRPC:                     {settings.grpc_host}:{settings.grpc_port}  (mg.v1.ImageGeneration)
   API key:                  {shown}
-{project}  Admin:                    {mg} projects list | keys list | usage
+{project_line}  Admin:                    {mg} projects list | keys list | usage
 
 Try it:
   curl -s --fail-with-body -o response.json {base}/v1/images/generations \\
@@ -175,11 +175,11 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # always, holds only its hash.
     key_file = settings.data_dir / DEV_KEY_FILE
     saved = key_file.read_text().strip() if key_file.exists() else None
-    key = _with_store(settings, lambda store: admin.dev_key(store, saved))
+    found = _with_store(settings, lambda store: admin.dev_key(store, saved))
+    key, project = found if found is not None else (None, None)
     if key is not None and key != saved:
         write_private(private_dir(key_file.parent) / key_file.name, (key + "\n").encode())
-    dev = _with_store(settings, lambda store: store.get_project(admin.DEV_PROJECT)) if key else None
-    return serve(settings, lambda s: _print_ready(s, key, dev), with_envoy=not args.no_envoy)
+    return serve(settings, lambda s: _print_ready(s, key, project), with_envoy=not args.no_envoy)
 
 
 def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
