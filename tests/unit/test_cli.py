@@ -76,3 +76,21 @@ def test_without_mg_data_dir_a_checkout_uses_its_own_data_dir(monkeypatch: pytes
     monkeypatch.chdir("/")
     checkout = Path(__file__).resolve().parents[2]
     assert load_settings({}).data_dir == checkout / ".mg"
+
+
+async def test_the_dev_key_comes_with_its_project_on_the_first_start_and_later(tmp_path: Path) -> None:
+    from service import admin
+    from service.stores.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "mg.sqlite3")
+    try:
+        first = await admin.dev_key(store, None)
+        assert first is not None
+        key, project = first
+        assert project is not None and (project.name, project.budget_micros) == ("dev", 5_000_000)
+        again = await admin.dev_key(store, key)
+        assert again is not None and again[0] == key and again[1] == project
+        await admin.revoke_key(store, key)
+        assert await admin.dev_key(store, key) is None
+    finally:
+        await store.close()
