@@ -31,6 +31,7 @@ from service.providers import (
     fal,
     fireworks,
     google,
+    ideogram,
     local,
     openai,
     recraft,
@@ -62,6 +63,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     azure.PROVIDER,
     bedrock.PROVIDER,
     vertex.PROVIDER,
+    ideogram.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
