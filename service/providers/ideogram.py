@@ -116,7 +116,7 @@ RESOLUTIONS = frozenset({
 })  # fmt: skip
 INPUT_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 MAX_INPUT_BYTES = 10 * 1024 * 1024
-SAFETY_WORDS = ("safety check", "safety filter", "unsafe")
+SAFETY_WORDS = ("safety check", "prohibited content")
 
 
 def is_refusal(status: int, body: Any, text: str) -> bool:
@@ -170,11 +170,12 @@ def request_fields(call: ImageCall) -> tuple[dict[str, str], list[CallWarning]]:
     return {name: str(value) for name, value in fields.items()}, warnings
 
 
-def _input_part(picture: ReferenceImage, name: str) -> FilePart:
+def _image_part(picture: ReferenceImage) -> FilePart:
+    """The `image` file part: JPEG, PNG or WebP as it came (a GIF as PNG), at most 10 MB."""
     data, media_type = picture.in_formats(INPUT_TYPES)
     if len(data) > MAX_INPUT_BYTES:
         raise refused(f"Ideogram takes input images of at most 10 MB; this one is {len(data)} bytes.")
-    return f"{name}.{INPUT_TYPES[media_type]}", data, media_type
+    return f"image.{INPUT_TYPES[media_type]}", data, media_type
 
 
 async def _black_and_white_mask(mask: ReferenceImage) -> FilePart:
@@ -208,7 +209,7 @@ class IdeogramProvider(HttpAdapter):
         endpoint = "generate"
         if call.reference_image is not None:
             endpoint = "remix" if call.mask is None else "edit"
-            files["image"] = _input_part(call.reference_image, "image")
+            files["image"] = _image_part(call.reference_image)
         if call.mask is not None:
             files["mask"] = await _black_and_white_mask(call.mask)
         payload, _ = await self._upstream.json_object(
