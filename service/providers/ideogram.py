@@ -46,6 +46,7 @@ import asyncio
 import io
 from typing import Any
 
+from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import ContentPolicyViolation, InvalidSize
 from service.generation.reference_images import ReferenceImage, refused
@@ -156,10 +157,7 @@ def request_fields(call: ImageCall) -> tuple[dict[str, str], list[CallWarning]]:
         fields["resolution"] = _resolution(call)
     else:
         reference = call.reference_image
-        if reference is not None and (reference.width, reference.height) != (
-            call.size.width,
-            call.size.height,
-        ):
+        if reference is not None and Size(reference.width, reference.height) != call.size:
             warnings.append(
                 unsupported("size", f"{call.size} asked; an Ideogram edit keeps the input image's size")
             )
