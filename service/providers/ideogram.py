@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.catalog.sizes import Size
 from service.config import ProviderConfig
@@ -61,10 +61,12 @@ from service.providers.base import (
     other,
     unsupported,
 )
-from service.providers.http import FilePart
 from service.providers.options import OptionsSchema, integer, string
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import data_items, malformed, provider_message
+
+if TYPE_CHECKING:  # http.py loads aiohttp, which settings loading (the supervisor) must not
+    from service.providers.http import FilePart
 
 NAME = "ideogram"
 
