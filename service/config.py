@@ -20,6 +20,7 @@ from service.config_file import (
     BUILT_IN_KEYS,
     ConfigFile,
     ConfigFileError,
+    ProviderLimits,
     defined_providers,
     provider_values,
     read_config_file,
@@ -39,7 +40,14 @@ class SettingsError(ValueError):
     """A setting has a value the gateway cannot run with."""
 
 
-__all__ = ["ConfigFileError", "ProviderConfig", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ConfigFileError",
+    "ProviderConfig",
+    "ProviderLimits",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class ProviderConfig:
     # The declaration's optional variables that are set (name -> value) and its config-file keys
     # that the file gives (key -> value as written).
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Its concurrency limit and circuit breaker (the config file's LIMIT_KEYS).
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
 
 
 def provider_declarations() -> Sequence[ProviderSpec]:
@@ -98,13 +108,22 @@ def load_provider_configs(
             **{key: entry[key] for key in spec.file_settings if key in entry},
             **{variable: environ[variable] for variable in spec.settings if environ.get(variable)},
         }
-        configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials, settings=settings)
+        limits = config.limits.get(spec.name, ProviderLimits()) if config else ProviderLimits()
+        configs[spec.name] = ProviderConfig(
+            spec.name, api_key, base_url, credentials, settings=settings, limits=limits
+        )
     for name, kind in (defined_providers(config) if config else {}).items():
         entry = config.providers[name] if config else {}
         api_key, base_url = provider_values(config, environ, name) if config else ("", "")
         if "api_key_env" in entry and not api_key:
             continue  # its key's variable is not set (yet): listed as unavailable, like a built-in one
-        configs[name] = ProviderConfig(name, api_key, base_url.rstrip("/"), type=kind)
+        configs[name] = ProviderConfig(
+            name,
+            api_key,
+            base_url.rstrip("/"),
+            type=kind,
+            limits=config.limits[name] if config else ProviderLimits(),
+        )
     return configs
 
 
@@ -234,7 +253,7 @@ class Settings:
     # From the config file: catalog entries to add or override, and aliases.
     config_file: str = field(default="", metadata={"env": "MG_CONFIG"})
     catalog_models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"env": ""})
-    catalog_aliases: Mapping[str, str] = field(default_factory=dict, metadata={"env": ""})
+    catalog_aliases: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict, metadata={"env": ""})
 
     @property
     def worker_count(self) -> int:

@@ -11,8 +11,11 @@
         type: openai-compatible   built-in provider's, a base_url (required) and optionally a key;
         base_url: http://10.0.0.5:9000/v1   its models are added under models: with provider: studio
         api_key_env: STUDIO_KEY
-    aliases:               extra names for models
-      fast: bytedance/seedream-4.0
+                           and, for any provider, how many calls it gets at once and its circuit
+                           breaker (LIMIT_KEYS, ProviderLimits below)
+    aliases:               extra names for models; a list is a route: its targets tried in order
+      fast: bytedance/seedream-4.0              (service/generation/routing.py)
+      hero: [openai/gpt-image-1, google/gemini-2.5-flash-image]
     models:                catalog entries to add, or to override key by key (format: service/catalog)
       openai/gpt-image-1:
         price: {default: "0.15"}
@@ -34,6 +37,8 @@ SECTIONS = ("settings", "providers", "aliases", "models")
 # What any provider entry may hold; a provider the file defines also has its `type`.
 BUILT_IN_KEYS = ("api_key", "api_key_env", "base_url")
 PROVIDER_KEYS = (*BUILT_IN_KEYS, "type")
+# What any provider entry may add about the calls it is sent (service/generation/capacity.py).
+LIMIT_KEYS = ("max_in_flight", "max_queued", "max_queue_wait_s", "breaker_failures", "breaker_cooldown_s")
 # The kinds of provider a config file can define by itself (service/providers/registry.py builds them).
 TYPES = ("openai-compatible",)
 
@@ -43,13 +48,42 @@ class ConfigFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class ProviderLimits:
+    """How the gateway paces the calls to one provider (each worker and replica together, through
+    the store), and when it stops calling it for a while."""
+
+    max_in_flight: int = 0  # calls sent at once; 0: no limit
+    max_queued: int = 100  # calls a worker lets wait for one of them; past it: no capacity
+    max_queue_wait_s: float = 10.0  # the longest one waits (and never past its deadline)
+    breaker_failures: int = 0  # consecutive failures that open its circuit; 0: no breaker
+    breaker_cooldown_s: float = 30.0  # how long it stays open before one probe goes through
+
+
+def _limits(config: ConfigFile, name: str, entry: dict[str, Any]) -> ProviderLimits:
+    values: dict[str, Any] = {}
+    for key in LIMIT_KEYS:
+        if key not in entry:
+            continue
+        value, kind = entry[key], type(getattr(ProviderLimits(), key))
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not (whole or (kind is float and isinstance(value, float))) or value < 0:
+            raise config.error(("providers", name, key), f"{key} must be a number >= 0, not {value!r}")
+        values[key] = kind(value)
+    limits = ProviderLimits(**values)
+    if limits.max_in_flight == 0 and {"max_queued", "max_queue_wait_s"} & set(values):
+        raise config.error(("providers", name), f"provider {name!r}: a queue needs max_in_flight")
+    return limits
+
+
+@dataclass(frozen=True)
 class ConfigFile:
     path: Path
     settings: dict[str, Any] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     lines: dict[tuple[str, ...], int] = field(default_factory=dict)
+    limits: dict[str, ProviderLimits] = field(default_factory=dict)
 
     def error(self, where: tuple[str, ...], message: str) -> ConfigFileError:
         """An error pointing at the line of `where` (or of its nearest parent that has one)."""
@@ -65,6 +99,9 @@ def _line_map(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...
             child = (*path, str(key.value))
             lines[child] = key.start_mark.line + 1
             _line_map(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):  # (a route's targets)
+        for index, item in enumerate(node.value):
+            lines[(*path, str(index))] = item.start_mark.line + 1
 
 
 def read_config_file(path: Path) -> ConfigFile:
@@ -93,9 +130,13 @@ def read_config_file(path: Path) -> ConfigFile:
         if not isinstance(value, dict):
             raise config.error((section,), f"{section} must be a mapping")
     providers = document.get("providers") or {}
+    limits: dict[str, ProviderLimits] = {}
     for name, entry in providers.items():
         if not isinstance(entry, dict):
             raise config.error(("providers", name), f"provider {name!r} must be a mapping")
+        limits[name] = _limits(config, name, entry)
+        for key in LIMIT_KEYS:
+            entry.pop(key, None)
         # A built-in provider's keys beyond PROVIDER_KEYS are checked against its declaration
         # (config.py); a provider the file defines has no declaration, so only PROVIDER_KEYS.
         if "type" in entry and set(entry) - set(PROVIDER_KEYS):
@@ -113,8 +154,19 @@ def read_config_file(path: Path) -> ConfigFile:
             )
     aliases = document.get("aliases") or {}
     for alias, target in aliases.items():
-        if not isinstance(target, str):
-            raise config.error(("aliases", alias), f"alias {alias!r} must name a model")
+        if isinstance(target, list):
+            if not target:
+                raise config.error(("aliases", alias), f"route {alias!r} lists no targets")
+            for index, item in enumerate(target):
+                if not isinstance(item, str):
+                    raise config.error(
+                        ("aliases", alias, str(index)), f"route {alias!r}: a target names a model"
+                    )
+            aliases[alias] = tuple(target)
+        elif not isinstance(target, str):
+            raise config.error(
+                ("aliases", alias), f"alias {alias!r} must name a model, or list models (a route)"
+            )
     return ConfigFile(
         path,
         settings=dict(document.get("settings") or {}),
@@ -125,6 +177,7 @@ def read_config_file(path: Path) -> ConfigFile:
         aliases=dict(aliases),
         models=dict(document.get("models") or {}),
         lines=lines,
+        limits=limits,
     )
 
 

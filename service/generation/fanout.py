@@ -49,6 +49,11 @@ class Dispatch:
     # The ids of the jobs submit-and-poll providers accepted (ImageCall.report_job), answered or not.
     job_ids: list[str] = field(default_factory=list)
 
+    def restart(self) -> None:
+        """Count afresh, for the next target of a route (the last one's calls are settled)."""
+        self.sent_calls = self.sent_images = self.returned_calls = self.returned_images = 0
+        self.job_ids = []
+
     @property
     def unfinished_calls(self) -> int:
         return self.sent_calls - self.returned_calls

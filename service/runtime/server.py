@@ -105,6 +105,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         spend=SpendLedger(store, settings.reservation_lease_s),
         hosting=hosting,
         upstream_limit_s=settings.upstream_limit_s,
+        max_duration_s=settings.max_duration_s,
     )
     servicer = ImageGenerationServicer(
         catalog=catalog, pipeline=pipeline, available_providers=frozenset(providers), hosting=hosting

@@ -74,6 +74,18 @@ def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
         ("providers:\n  dalle: {api_key: x}\n", 2, "unknown provider"),
         ("providers:\n  openai: {token: x}\n", 2, "takes only"),
         ("aliases:\n  fast: nobody/nothing\n", 2, "unknown model"),
+        # routes: an alias whose value is a list of models, tried in order
+        (
+            "aliases:\n  hero:\n    - local/sketch\n    - nobody/nothing\n",
+            4,
+            "'nobody/nothing' is not a model",
+        ),
+        ("aliases:\n  hero: []\n", 2, "route 'hero' lists no targets"),
+        ("aliases:\n  hero: [local/sketch, 7]\n", 2, "a target names a model"),
+        ("aliases:\n  a: [local/sketch, b]\n  b:\n    - a\n", 4, r"refers back to 'a' \(a -> b -> a\)"),
+        ("aliases:\n  a: [a]\n", 2, "refers back to 'a'"),
+        ("aliases:\n  hero: [local/sketch, local/sketch]\n", 2, "lists local/sketch twice"),
+        ("aliases:\n  local/sketch: [local/sketch]\n", 2, "has a model's name"),
         ("models:\n  local/sketch:\n    default_size: 640x480\n", 2, "not offered"),
         ("settings: [1, 2\n", 2, "not valid YAML"),  # where the parser gave up
     ],
