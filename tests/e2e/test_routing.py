@@ -77,8 +77,9 @@ class Stack:
 @pytest.fixture(scope="module", params=("sqlite", "redis"))
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ExitStack() as running:
-        alpha = running.enter_context(FakeCompatibleServer().running())
-        beta = running.enter_context(FakeCompatibleServer().running())
+        alpha, beta = FakeCompatibleServer(), FakeCompatibleServer()
+        running.enter_context(alpha.running())
+        running.enter_context(beta.running())
         env = running.enter_context(store_env(request.param))
         root = tmp_path_factory.mktemp(f"routing-{request.param}")
         config = root / "mg.yaml"
@@ -87,7 +88,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         )
         gateway = GatewayProcess(root / "data", {**env, "MG_CONFIG": str(config)}).start()
         running.callback(gateway.stop)
-        yield Stack(gateway, alpha, beta)  # type: ignore[arg-type]
+        yield Stack(gateway, alpha, beta)
 
 
 @pytest.fixture

@@ -86,6 +86,15 @@ def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
         ("aliases:\n  a: [a]\n", 2, "refers back to 'a'"),
         ("aliases:\n  hero: [local/sketch, local/sketch]\n", 2, "lists local/sketch twice"),
         ("aliases:\n  local/sketch: [local/sketch]\n", 2, "has a model's name"),
+        # provider limits and circuit breakers
+        (
+            "providers:\n  openai:\n    api_key: x\n    max_in_flight: -1\n",
+            4,
+            "max_in_flight must be a number >= 0",
+        ),
+        ("providers:\n  openai:\n    breaker_failures: many\n", 3, "breaker_failures must be a number"),
+        ("providers:\n  openai:\n    max_in_flight: 2.5\n", 3, "max_in_flight must be a number"),
+        ("providers:\n  openai:\n    max_queued: 5\n", 2, "a queue needs max_in_flight"),
         ("models:\n  local/sketch:\n    default_size: 640x480\n", 2, "not offered"),
         ("settings: [1, 2\n", 2, "not valid YAML"),  # where the parser gave up
     ],
@@ -94,3 +103,14 @@ def test_mistakes_point_at_their_line(tmp_path: Path, text: str, line: int, mess
     environ = write(tmp_path, text)
     with pytest.raises(ConfigFileError, match=rf"mg.yaml:{line}: .*{message}"):
         check_config(load_settings(environ))
+
+
+def test_provider_limits_reach_the_provider_settings(tmp_path: Path) -> None:
+    environ = write(
+        tmp_path,
+        "providers:\n  openai:\n    api_key: sk-x\n    max_in_flight: 3\n    breaker_failures: 4\n"
+        "    breaker_cooldown_s: 7\n",
+    )
+    limits = load_settings(environ).providers["openai"].limits
+    assert (limits.max_in_flight, limits.breaker_failures, limits.breaker_cooldown_s) == (3, 4, 7.0)
+    assert limits.max_queued == 100  # the default
