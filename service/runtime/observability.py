@@ -65,6 +65,11 @@ CIRCUIT_OPEN = Gauge(
     ["provider"],
     multiprocess_mode="livemax",
 )
+CREDENTIALS_REJECTED = Counter(
+    "mg_credentials_rejected_total",
+    "Keys of a provider with several that it rejected (each then taken out of use).",
+    ["provider", "credential"],
+)
 UPSTREAM_QUEUED = Gauge(
     "mg_upstream_queued",
     "Calls waiting for one of a provider's max_in_flight slots.",

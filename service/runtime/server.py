@@ -86,9 +86,9 @@ def interceptors(
 
 async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker:
     """A ready-to-start server bound to settings.grpc_port (0 picks a free port)."""
-    providers = build_providers(settings)
     catalog = catalog_for(settings)
     store = open_store(settings)
+    providers = build_providers(settings, store)
     blobs = open_blob_store(settings)
     hosting = Hosting(blobs, signing_key(settings), settings.public_base_url, settings.url_ttl_s)
     guards = build_guards(store, {name: config.limits for name, config in settings.providers.items()})

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +18,9 @@ from ulid import ULID
 
 from tests.fakes.openai_compatible import FakeCompatibleServer
 from tests.support.checks import assert_error
+from tests.support.compatible_stack import compatible_stack
 from tests.support.gateway import GatewayProcess
 from tests.support.stores import store_env
-
-MODEL = """\
-  {name}/flux:
-    provider: {name}
-    upstream_id: flux-dev
-    sizes: [1024x1024]
-    default_size: 1024x1024
-    max_images: 4
-    max_images_per_call: 1
-    price: {{default: "0.01"}}
-"""
 
 
 @dataclass
@@ -49,22 +39,8 @@ class Stack:
 def stack_of(
     root: Path, limits: dict[str, str], aliases: str = "", env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
-    """A gateway whose providers (name -> their limit keys, YAML flow entries) are each a fake."""
-    with ExitStack() as running:
-        fakes = {name: FakeCompatibleServer() for name in limits}
-        for fake in fakes.values():
-            running.enter_context(fake.running())
-        lines = ["providers:"]
-        for name, extra in limits.items():
-            entry = f'type: openai-compatible, base_url: "{fakes[name].url}/v1"'
-            lines.append(f"  {name}: {{{entry}{', ' + extra if extra else ''}}}")
-        lines.append("models:")
-        lines += [MODEL.format(name=name).rstrip("\n") for name in limits]
-        (root / "mg.yaml").write_text("\n".join(lines) + "\n" + aliases)
-        gateway = GatewayProcess(root / "data", {**(env or {}), "MG_CONFIG": str(root / "mg.yaml")})
-        gateway.start()
-        running.callback(gateway.stop)
-        yield Stack(gateway, fakes)
+    with compatible_stack(root, limits, aliases, env) as stack:
+        yield Stack(stack.gateway, stack.fakes)
 
 
 @pytest.fixture(scope="module", params=("sqlite", "redis"))

@@ -11,9 +11,10 @@ Deterministic triggers in the prompt, shared by every fake:
   SLOWSTREAM   (streamed answers) a pause before each event
 
 And settings a test sets on one fake (whatever the prompt), to fail one provider of a route:
-  outage_status  answer every request with this HTTP status (429 with `Retry-After: 1`) and an
-                 error body; delay_s  wait this long before answering. `most_in_flight` is the most
-                 requests it was answering at once.
+  outage_status  answer every request with this HTTP status (429 with `Retry-After:
+                 outage_retry_after`) and an error body; only those whose Authorization carries
+                 `outage_key`, when it is set (one key of several); delay_s  wait this long before
+                 answering. `most_in_flight` is the most requests it was answering at once.
 """
 
 from __future__ import annotations
@@ -156,6 +157,8 @@ class FakeProvider:
     SMOKE_SIZE: ClassVar[str] = "1024x1024"
     api_key: str
     outage_status: int = 0
+    outage_key: str = ""
+    outage_retry_after: str = "1"
     delay_s: float = 0.0
 
     def __init__(self) -> None:
@@ -234,8 +237,8 @@ class FakeProvider:
 
     def _outage_or_handle(self, recorded: Recorded) -> Reply:
         time.sleep(self.delay_s)
-        if self.outage_status:
-            retry = {"retry-after": "1"} if self.outage_status == 429 else {}
+        if self.outage_status and self.outage_key in recorded.headers.get("authorization", ""):
+            retry = {"retry-after": self.outage_retry_after} if self.outage_status == 429 else {}
             return json_reply(
                 {"error": {"message": "outage", "type": "server_error"}}, self.outage_status, **retry
             )
