@@ -19,13 +19,16 @@
   logged and counted in `mg_credentials_rejected_total`; the call is tried with another key.
 - A key's own `max_in_flight` caps the calls it carries at once, across workers and replicas (the
   provider's own limit applies on top: service/generation/capacity.py).
+- With the provider's `breaker_failures` set, each key also has a circuit breaker of its own: a key
+  that keeps failing is passed over for the cool-down, then probed, while the others carry on (the
+  provider's breaker opens only when the calls fail whichever key they go to).
 - With no key left to try: the last failure, or 503 when every key is cooling down or taken out.
 Cool-downs and rejections are each worker's own knowledge, as circuit breakers are.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -33,8 +36,8 @@ from dataclasses import dataclass, field
 
 from service.config import Credential
 from service.config_file import ProviderLimits
-from service.errors import Unavailable, UpstreamRateLimited
-from service.generation.capacity import InFlightLimit
+from service.errors import Unavailable, UpstreamError, UpstreamRateLimited
+from service.generation.capacity import OPEN, CircuitBreaker, InFlightLimit, ProviderGuard
 from service.providers.base import ImageCall, ImageCallResult, ImageProvider
 from service.providers.upstream import CredentialRejected
 from service.runtime.observability import CREDENTIALS_REJECTED
@@ -47,27 +50,49 @@ log = logging.getLogger(__name__)
 class _Key:
     credential: Credential
     adapter: ImageProvider
-    limit: InFlightLimit | None
+    guard: ProviderGuard  # its own max_in_flight and circuit breaker, when set
     cool_until: float = 0.0  # time.monotonic()
     rejected: bool = False
     current: int = field(default=0)  # smooth weighted round robin's running weight
 
+    @property
+    def endpoint(self) -> str:
+        return self.credential.base_url
+
     def usable(self, now: float) -> bool:
-        return not self.rejected and now >= self.cool_until
+        breaker = self.guard.breaker
+        return not self.rejected and now >= self.cool_until and (breaker is None or breaker.state != OPEN)
+
+    async def generate(self, call: ImageCall) -> ImageCallResult:
+        return await self.guard.call(functools.partial(self.adapter.generate, call), call.deadline)
 
 
 class CredentialPool:
     def __init__(
-        self, name: str, keys: Sequence[tuple[Credential, ImageProvider]], store: Store | None
+        self,
+        name: str,
+        keys: Sequence[tuple[Credential, ImageProvider]],
+        store: Store | None,
+        limits: ProviderLimits | None = None,
     ) -> None:
         self.name = name
+        limits = limits or ProviderLimits()
         self._keys = [
             _Key(
                 credential,
                 adapter,
-                InFlightLimit(store, f"{name}:{credential.label}", ProviderLimits(credential.max_in_flight))
-                if store is not None and credential.max_in_flight
-                else None,
+                ProviderGuard(
+                    CircuitBreaker(
+                        f"{name}:{credential.label}", limits.breaker_failures, limits.breaker_cooldown_s
+                    )
+                    if limits.breaker_failures
+                    else None,
+                    InFlightLimit(
+                        store, f"{name}:{credential.label}", ProviderLimits(credential.max_in_flight)
+                    )
+                    if store is not None and credential.max_in_flight
+                    else None,
+                ),
             )
             for credential, adapter in keys
         ]
@@ -89,10 +114,7 @@ class CredentialPool:
         while (key := self._pick(tried)) is not None and time.monotonic() < call.deadline:
             tried.add(self._keys.index(key))
             try:
-                async with (
-                    key.limit.slot(call.deadline) if key.limit is not None else contextlib.nullcontext()
-                ):
-                    return await key.adapter.generate(call)
+                return await key.generate(call)
             except UpstreamRateLimited as limited:
                 key.cool_until = time.monotonic() + (limited.retry_after_s or 10)
                 log.warning(
@@ -112,6 +134,13 @@ class CredentialPool:
                     rejected.message,
                 )
                 failure = rejected
+            except Unavailable as unavailable:  # its own capacity or circuit: another key may do
+                failure = unavailable
+            except UpstreamError as failed:
+                # 5xx or unreachable: the call goes on with a key of another endpoint (a region),
+                # not with another key of the same one, which would fail the same way.
+                tried.update(i for i, other in enumerate(self._keys) if other.endpoint == key.endpoint)
+                failure = failed
         if failure is not None:
             raise failure
         raise self._none_usable()

@@ -103,7 +103,7 @@ def build_providers(settings: Settings, store: Store | None = None) -> dict[str,
             )
             for key in config.keys
         ]
-        providers[name] = CredentialPool(name, adapters, store)
+        providers[name] = CredentialPool(name, adapters, store, config.limits)
     return providers
 
 
