@@ -1,8 +1,8 @@
 """Routes end to end: an alias listing several models, through Envoy and the gateway to fakes of the
-providers, on SQLite and on Redis. The first target fails in each way another provider could fix
+providers, on SQLite, Redis and PostgreSQL. The first target fails in each way another provider could fix
 (connections refused, 500, 429 with Retry-After, too slow) and the second serves, charged at its
 own price, with a ledger entry for each attempt; a content refusal or a target that cannot honour
-the request never moves the request on."""
+the request never moves the request on. (On PostgreSQL too.)"""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class Stack:
     beta: FakeCompatibleServer
 
 
-@pytest.fixture(scope="module", params=("sqlite", "redis"))
+@pytest.fixture(scope="module", params=("sqlite", "redis", "postgres"))
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ExitStack() as running:
         alpha, beta = FakeCompatibleServer(), FakeCompatibleServer()
