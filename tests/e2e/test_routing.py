@@ -1,8 +1,8 @@
-"""Routes end to end: an alias listing several models, through Envoy and the gateway to fakes of the
-providers, on SQLite, Redis and PostgreSQL. The first target fails in each way another provider could fix
-(connections refused, 500, 429 with Retry-After, too slow) and the second serves, charged at its
-own price, with a ledger entry for each attempt; a content refusal or a target that cannot honour
-the request never moves the request on. (On PostgreSQL too.)"""
+"""Routes end to end: an alias listing several models, through Envoy and the gateway to fakes of
+the providers, on SQLite, Redis and PostgreSQL. The first target fails in each way another provider
+could fix (connections refused, 500, 429 with Retry-After, too slow) and the second serves, charged
+at its own price, with a ledger entry for each attempt; a content refusal or a target that cannot
+honour the request never moves the request on."""
 
 from __future__ import annotations
 
