@@ -234,7 +234,8 @@ class Pipeline:
         prompt_tokens: int,
     ) -> Attempt:
         """Close a failed attempt of a route and return the next one, under a reservation that
-        covers the targets left. An attempt that owes nothing is recorded and the reservation kept;
+        covers the targets left. An attempt that reached the provider and owes nothing is recorded
+        and the reservation kept;
         one that owes the bound of calls that never answered is charged it, and the rest of the route
         reserved anew: if the cap has no room left for that, the route ends with `failure`."""
         assert isinstance(failure, MgError)
@@ -249,7 +250,9 @@ class Pipeline:
         following = replace(attempt, generation=later[0], number=attempt.number + 1, started=time.monotonic())
         jobs = tuple(dispatch.job_ids)
         if not dispatch.unfinished_calls:
-            await self._spend.record(attempt, Settlement(failure.code, job_ids=jobs))
+            if dispatch.sent_calls:  # (one refused before any call, for capacity or an open circuit,
+                # never reached the provider: the log line lists it, the ledger does not)
+                await self._spend.record(attempt, Settlement(failure.code, job_ids=jobs))
             return following
         await self._settle_unfinished(attempt, caller, dispatch, failure.code, prompt_tokens)
         following = replace(following, reservation_id=f"{attempt.request_id}/{following.number}")

@@ -88,13 +88,19 @@ def test_past_the_queue_time_a_route_moves_on_for_want_of_capacity(limited: Stac
     gamma.reset()
     beta.reset()
     gamma.delay_s = 2.0
-    key = limited.key()
+    key = limited.gateway.new_key(name := f"busy-{ULID()}")
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: limited.generate(key, "busy"), range(3)))
     assert [a.status_code for a in answers] == [200] * 3
     served = sorted(a.headers["x-mg-served-by"] for a in answers)
     assert served == ["beta/flux", "beta/flux", "gamma/flux"]
     assert len(gamma.generation_requests()) == 1 and gamma.most_in_flight == 1
+    # the ledger has the attempts that reached a provider: none for the two refused for capacity
+    usage = {
+        row["model"]: row
+        for row in json.loads(limited.gateway.mg("usage", "--project", name, "--json").stdout)
+    }
+    assert (usage["gamma/flux"]["requests"], usage["beta/flux"]["requests"]) == (1, 2)
     # called directly, the same is a 503 with Retry-After, and nothing is charged for it
     gamma.delay_s = 1.5
     with ThreadPoolExecutor(2) as pool:
