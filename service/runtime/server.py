@@ -27,6 +27,7 @@ from service.api.operations import SERVICE_NAMES, add_operations, follow_store_h
 from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
+from service.generation.capacity import Availability, build_guards
 from service.generation.fanout import Generator
 from service.generation.pipeline import Pipeline
 from service.generation.reference_addresses import parse_networks
@@ -85,11 +86,13 @@ def interceptors(
 
 async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker:
     """A ready-to-start server bound to settings.grpc_port (0 picks a free port)."""
-    providers = build_providers(settings)
     catalog = catalog_for(settings)
     store = open_store(settings)
+    providers = build_providers(settings, store)
     blobs = open_blob_store(settings)
     hosting = Hosting(blobs, signing_key(settings), settings.public_base_url, settings.url_ttl_s)
+    guards = build_guards(store, {name: config.limits for name, config in settings.providers.items()})
+    available = Availability(providers, guards)
     pipeline = Pipeline(
         catalog=catalog,
         configured_providers=frozenset(providers),
@@ -101,13 +104,14 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             DecodeSlots(settings.reference_decode_concurrency),
             settings.max_request_bytes,
         ),
-        generator=Generator(providers, settings.fanout_concurrency),
+        generator=Generator(providers, settings.fanout_concurrency, guards),
         spend=SpendLedger(store, settings.reservation_lease_s),
         hosting=hosting,
         upstream_limit_s=settings.upstream_limit_s,
+        max_duration_s=settings.max_duration_s,
     )
     servicer = ImageGenerationServicer(
-        catalog=catalog, pipeline=pipeline, available_providers=frozenset(providers), hosting=hosting
+        catalog=catalog, pipeline=pipeline, available_providers=available, hosting=hosting
     )
     idempotency = IdempotencyInterceptor(
         store, settings.idempotency_lease_s, settings.idempotency_retention_s, hosting
@@ -117,7 +121,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     add_image_generation(servicer, server, settings.reference_max_bytes)
-    add_operations(server, store, blobs)
+    add_operations(server, store, blobs, available)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:

@@ -8,6 +8,10 @@ ledger entry) is one transaction (SQLite), one Lua script (Redis) or one SQL sta
 
 Money is integer micro-dollars everywhere.
 
+Upstream slots (a provider's max_in_flight, shared by every worker and replica on the store): slot
+0..limit-1 of a pool is taken when free or when its holder's lease lapsed (a dead worker's), in one
+atomic step per slot, and released by its holder only.
+
 Idempotency records: a claim is taken atomically when no live record exists (none, a failed one,
 or an in-flight one whose lease lapsed because its owner died); otherwise the existing record is
 returned and the caller decides (join, replay, or refuse a different request under the same key).
@@ -161,6 +165,11 @@ class Store(Protocol):
     async def finish_idempotency(
         self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
     ) -> None: ...
+
+    # upstream slots: at most `limit` holders of `pool` at once (a provider's max_in_flight), each
+    # for its lease. Returns the slot taken (to release it with), or None when all are held.
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None: ...
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None: ...
 
     async def ping(self) -> None: ...
     async def close(self) -> None: ...

@@ -100,6 +100,13 @@ SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s FROM taken
 RETURNING 1
 """
 
+ACQUIRE_SLOT = f"""
+INSERT INTO upstream_slots AS s (pool, slot, holder, expires_at)
+VALUES (%(pool)s, %(slot)s, %(holder)s, {NOW} + %(lease)s)
+ON CONFLICT (pool, slot) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE s.expires_at <= {NOW}
+"""
+
 RENEW_RESERVATION = f"""
 UPDATE reservations SET expires_at = {NOW} + %(lease)s
 WHERE id = %(id)s AND project_id = %(project)s AND expires_at > {NOW}
@@ -440,6 +447,26 @@ class PostgresStore:
         """Records past their retention and every project's lapsed reservations, in the database."""
         await self._count(f"DELETE FROM idempotency WHERE expires_at <= {NOW}", {})
         await self._count(RECLAIM, {"project": None})
+
+    # --- upstream slots (in Redis when it is set, as rate limits are)
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        if self._rate_limits is not None:
+            return await self._rate_limits.acquire_slot(pool, holder, limit, lease_s)
+        for slot in range(limit):  # each one statement: taken atomically, or not at all
+            params = {"pool": pool, "slot": slot, "holder": holder, "lease": lease_s}
+            if await self._count(ACQUIRE_SLOT, params):
+                return slot
+        return None
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        if self._rate_limits is not None:
+            await self._rate_limits.release_slot(pool, slot, holder)
+            return
+        await self._count(
+            "DELETE FROM upstream_slots WHERE pool = %(pool)s AND slot = %(slot)s AND holder = %(holder)s",
+            {"pool": pool, "slot": slot, "holder": holder},
+        )
 
     async def ping(self) -> None:
         """A write, not a read: a database that reads but cannot write serves no generation."""

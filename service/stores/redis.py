@@ -113,6 +113,21 @@ if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3]) end
 return 1
 """
 
+# Upstream slots: a key per slot, holding its holder, that expires with its lease. KEYS: the pool's
+# slot keys. ARGV: holder, lease ms. Returns the slot taken, or -1.
+ACQUIRE_SLOT = """
+for slot, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'PX', ARGV[2], 'NX') then return slot - 1 end
+end
+return -1
+"""
+
+# KEYS: the slot's key. ARGV: holder. Only its holder frees a slot.
+RELEASE_SLOT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # Idempotency record: a hash that expires with its lease, retention or failure linger (PEXPIRE).
 # KEYS: record. ARGV: fingerprint, owner, lease seconds, waiting_for.
 # Returns {1} when claimed, else {0, fingerprint, state, owner, lease, error}.
@@ -191,6 +206,8 @@ class RedisStore:
         self._claim = self._redis.register_script(CLAIM)
         self._renew = self._redis.register_script(RENEW)
         self._finish_record = self._redis.register_script(FINISH)
+        self._acquire_slot = self._redis.register_script(ACQUIRE_SLOT)
+        self._release_slot = self._redis.register_script(RELEASE_SLOT)
         # Stored responses are binary; this client returns bytes.
         self._raw: Any = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
@@ -354,6 +371,21 @@ class RedisStore:
         name = self._record_key(project_id, key)
         args: list[str | bytes | float] = [owner, record.state, record.response, record.error, keep_s]
         await self._call(lambda: self._finish_record(keys=[name], args=args))
+
+    # --- upstream slots
+
+    def _slot_key(self, pool: str, slot: int) -> str:
+        return self._k(f"slot:{pool}:{slot}")
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        keys = [self._slot_key(pool, slot) for slot in range(limit)]
+        args: list[str | int] = [holder, max(1, round(lease_s * 1000))]
+        slot = int(await self._call(lambda: self._acquire_slot(keys=keys, args=args)))
+        return None if slot < 0 else slot
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        keys = [self._slot_key(pool, slot)]
+        await self._call(lambda: self._release_slot(keys=keys, args=[holder]))
 
     async def ping(self) -> None:
         await self._call(self._redis.ping)

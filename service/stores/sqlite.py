@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS upstream_slots (
+    pool TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (pool, slot)
+);
 """
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
@@ -420,6 +424,35 @@ class SqliteStore:
                 "expires_at = ? WHERE project_id = ? AND key = ? AND owner = ?",
                 (record.state, record.response, record.error, time.time() + keep_s, project_id, key, owner),
             )
+
+        await self._run(op)
+
+    # --- upstream slots
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        def op(conn: sqlite3.Connection) -> int | None:
+            now = time.time()
+            with _write(conn):
+                for slot in range(limit):
+                    taken = conn.execute(
+                        "INSERT INTO upstream_slots VALUES (?, ?, ?, ?) ON CONFLICT (pool, slot) DO UPDATE "
+                        "SET holder = excluded.holder, expires_at = excluded.expires_at "
+                        "WHERE upstream_slots.expires_at <= ?",
+                        (pool, slot, holder, now + lease_s, now),
+                    )
+                    if taken.rowcount:
+                        return slot
+                return None
+
+        return await self._run(op)
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "DELETE FROM upstream_slots WHERE pool = ? AND slot = ? AND holder = ?",
+                    (pool, slot, holder),
+                )
 
         await self._run(op)
 
