@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 from collections.abc import Mapping
@@ -44,6 +45,11 @@ from service.stores.base import Store
 log = logging.getLogger("mg.worker")
 
 
+# More than the edge lets in at once (MG_ENVOY_MAX_CONNECTIONS, 10,000 on the defaults, each with at
+# most 100 HTTP/2 streams) ever needs queued at one worker: the bound is Envoy's.
+MAX_QUEUED_CALLS = 1_000_000
+
+
 def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
@@ -52,6 +58,14 @@ def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int
         # Generations are long: keep idle client connections (Envoy's) open, answer their pings.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # A burst reaches a worker faster than its event loop takes calls in (one at a time); gRPC
+        # queues the rest, and on its defaults refuses them at random past 1,000 queued (all past
+        # 3,000) and drops those queued over 30 s: callers saw 499 CANCELLED. The edge's connection
+        # limit and Envoy's heap bound how many can arrive; a queued call waits no longer than it
+        # could have waited for its images.
+        ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
+        ("grpc.server_max_unrequested_time_in_server", math.ceil(settings.max_duration_s)),
     ]
 
 
