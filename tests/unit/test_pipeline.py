@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ from prometheus_client import REGISTRY
 
 from service.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
 from service.generation.report import CallReport
-from service.generation.spend import Attempt, SpendLedger
+from service.generation.spend import RENEW_BATCH, Attempt, SpendLedger
 from service.generation.validation import validate
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
-from service.stores.base import LedgerEntry, Project
+from service.stores.base import HeldReservation, LedgerEntry, Project
 from service.stores.sqlite import SqliteStore
 from tests.fakes.base import png
 from tests.support.pipeline import CATALOG, a_caller, build_pipeline
@@ -288,5 +289,45 @@ async def test_reservations_outliving_their_lease_stay_held_by_one_renewal_loop(
     try:
         await asyncio.gather(*(hold(a) for a in attempts))
         assert len(set(map(id, loops))) == 1  # one loop renewed all three
+    finally:
+        await store.close()
+
+
+class CountingStore(SqliteStore):
+    """SQLite, counting the renewal round trips and how many reservations each carried."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.renewals: list[int] = []
+
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        self.renewals.append(len(held))
+        return await super().renew_reservations(held, lease_s)
+
+
+async def test_thousands_of_held_reservations_are_renewed_in_a_few_round_trips(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "mg.sqlite3")
+    ledger = SpendLedger(store, lease_s=0.6)
+    project = Project("proj_1", "p", 0.0)
+    generation = validate(sketch(), CATALOG.resolve("local/sketch"))
+    held = 1_200
+    attempts = [Attempt(f"req_{i}", project, "key_1", "", time.monotonic(), generation) for i in range(held)]
+    release = asyncio.Event()
+
+    async def hold(attempt: Attempt) -> None:
+        async with ledger.reserved(attempt, 10):
+            await release.wait()
+
+    try:
+        holders = [asyncio.create_task(hold(a)) for a in attempts]
+        await asyncio.sleep(1.5)  # more than two leases
+        assert (await store.spend(project.id)).reserved_micros == held * 10  # none lapsed
+        # each held reservation renewed at least twice, in round trips of at most RENEW_BATCH
+        assert sum(store.renewals) >= 2 * held
+        assert max(store.renewals) == RENEW_BATCH
+        # a pass every 0.2 s, at most three round trips each (one per reservation renewed, before)
+        assert len(store.renewals) <= 8 * -(-held // RENEW_BATCH)
+        release.set()
+        await asyncio.gather(*holders)
     finally:
         await store.close()
