@@ -28,13 +28,15 @@ from service.errors import BudgetExceeded, Unavailable
 from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
-from service.stores.base import LedgerEntry, Project, Store
+from service.stores.base import HeldReservation, LedgerEntry, Project, Store
 from service.stores.retry import release_until_landed, write_until_landed
 
 log = logging.getLogger(__name__)
 # How long a charge the store cannot take is retried: past any outage a gateway should ride out. A
 # worker that stops meanwhile loses its pending charges (logged when they were first refused).
 SETTLE_RETRY_S = 3600.0
+# Reservations renewed per store round trip: a SQLite batch runs on the event loop, so bounded.
+RENEW_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -108,25 +110,35 @@ class SpendLedger:
     async def _renew_held(self) -> None:
         """Every third of a lease, renew the held reservations whose lease was set a third of a lease
         ago or more: each is renewed before it is two thirds through its lease, and a call shorter
-        than a third of a lease is never renewed at all. Ends when none is held."""
+        than a third of a lease is never renewed at all. Ends when none is held. Renewed in batches
+        of RENEW_BATCH, one store round trip each: one at a time, thousands held took longer than a
+        lease to go round while the worker was busy, and leases lapsed under running work."""
         period = self._lease_s / 3
         while self._held:
             await asyncio.sleep(period)
             now = time.monotonic()
-            for reservation_id, (attempt, since) in list(self._held.items()):
-                if now - since < period or reservation_id not in self._held:
-                    continue
-                try:
-                    renewed = await self._store.renew_reservation(
-                        attempt.project.id, reservation_id, self._lease_s
-                    )
-                except Unavailable:
-                    log.warning("could not renew reservation %s", reservation_id)
-                    continue
-                if not renewed:
-                    log.warning("reservation %s lapsed before its work ended", reservation_id)
-                if reservation_id in self._held:
-                    self._held[reservation_id] = (attempt, time.monotonic())
+            due = [
+                HeldReservation(attempt.project.id, reservation_id)
+                for reservation_id, (attempt, since) in self._held.items()
+                if now - since >= period
+            ]
+            for start in range(0, len(due), RENEW_BATCH):
+                await self._renew(due[start : start + RENEW_BATCH])
+
+    async def _renew(self, batch: list[HeldReservation]) -> None:
+        try:
+            renewed = await self._store.renew_reservations(batch, self._lease_s)
+        except Unavailable:
+            log.warning("could not renew %d reservation(s)", len(batch))
+            return
+        now = time.monotonic()
+        for one in batch:
+            held = self._held.get(one.reservation_id)
+            if held is None:  # settled or released meanwhile
+                continue
+            if one.reservation_id not in renewed:
+                log.warning("reservation %s lapsed before its work ended", one.reservation_id)
+            self._held[one.reservation_id] = (held[0], now)
 
     async def settle(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge `settlement.cost_micros` and record it. If the store cannot take it now the images

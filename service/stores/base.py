@@ -19,6 +19,7 @@ returned and the caller decides (join, replay, or refuse a different request und
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +68,12 @@ class RateDecision:
     reset_s: float
     # When refused: seconds until one more request is allowed.
     retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeldReservation:
+    project_id: str
+    reservation_id: str
 
 
 @dataclass(frozen=True)
@@ -145,8 +152,9 @@ class Store(Protocol):
     async def reserve(
         self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
     ) -> bool: ...
-    # a live reservation's lease extended to `lease_s` from now; False if it is gone or lapsed
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool: ...
+    # the live ones among `held` get their lease extended to `lease_s` from now, in one round trip;
+    # returns their ids (one gone or lapsed is not among them)
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]: ...
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None: ...
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None: ...
     async def spend(self, project_id: str) -> Spend: ...

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +40,7 @@ from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     LedgerEntry,
@@ -107,9 +108,11 @@ ON CONFLICT (pool, slot) DO UPDATE SET holder = excluded.holder, expires_at = ex
 WHERE s.expires_at <= {NOW}
 """
 
-RENEW_RESERVATION = f"""
-UPDATE reservations SET expires_at = {NOW} + %(lease)s
-WHERE id = %(id)s AND project_id = %(project)s AND expires_at > {NOW}
+RENEW_RESERVATIONS = f"""
+UPDATE reservations r SET expires_at = {NOW} + %(lease)s
+FROM unnest(%(projects)s::text[], %(ids)s::text[]) AS held(project_id, id)
+WHERE r.id = held.id AND r.project_id = held.project_id AND r.expires_at > {NOW}
+RETURNING r.id
 """
 
 # The reservation (if still there) leaves `reserved` and the cost joins `spent`; then the ledger row
@@ -370,9 +373,15 @@ class PostgresStore:
             return False
         return bool(await self._count(RESERVE, params))
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        params = {"project": project_id, "id": reservation_id, "lease": lease_s}
-        return await self._count(RENEW_RESERVATION, params) == 1
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        if not held:
+            return set()
+        params = {
+            "projects": [one.project_id for one in held],
+            "ids": [one.reservation_id for one in held],
+            "lease": lease_s,
+        }
+        return {str(row["id"]) for row in await self._all(RENEW_RESERVATIONS, params)}
 
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)

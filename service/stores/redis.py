@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     LedgerEntry,
@@ -91,13 +92,18 @@ return 1
 
 # KEYS: reservation zset. ARGV: id, lease seconds. A lapsed lease is not renewed (its budget may
 # already be given to another request).
-RENEW_RESERVATION = (
+RENEW_RESERVATIONS = (
     _NOW
     + """
-local expires = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
-if expires <= now then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-return 1
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  local id = ARGV[i + 1]
+  if tonumber(redis.call('ZSCORE', key, id) or '0') > now then
+    redis.call('ZADD', key, 'XX', now + tonumber(ARGV[1]), id)
+    renewed[#renewed + 1] = id
+  end
+end
+return renewed
 """
 )
 
@@ -200,7 +206,7 @@ class RedisStore:
         self._create_project = self._redis.register_script(CREATE_PROJECT)
         self._rate_limit = self._redis.register_script(RATE_LIMIT)
         self._reserve = self._redis.register_script(RESERVE)
-        self._renew_reservation = self._redis.register_script(RENEW_RESERVATION)
+        self._renew_reservations = self._redis.register_script(RENEW_RESERVATIONS)
         self._spend = self._redis.register_script(SPEND)
         self._settle = self._redis.register_script(SETTLE)
         self._claim = self._redis.register_script(CLAIM)
@@ -308,11 +314,13 @@ class RedisStore:
         ]
         return bool(await self._call(lambda: self._reserve(keys=self._spend_keys(project_id), args=args)))
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        keys = [self._k("resv", project_id)]
-        return bool(
-            await self._call(lambda: self._renew_reservation(keys=keys, args=[reservation_id, lease_s]))
-        )
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        if not held:
+            return set()
+        keys = [self._k("resv", one.project_id) for one in held]
+        args: list[str | float] = [lease_s, *(one.reservation_id for one in held)]
+        renewed = await self._call(lambda: self._renew_reservations(keys=keys, args=args))
+        return {str(reservation_id) for reservation_id in renewed}
 
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)

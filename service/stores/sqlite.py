@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -36,6 +36,7 @@ from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     LedgerEntry,
@@ -327,16 +328,20 @@ class SqliteStore:
 
         return await self._run(op)
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
             now = time.time()
-            with _write(conn):
-                renewed = conn.execute(
-                    "UPDATE reservations SET expires_at = ? "
-                    "WHERE id = ? AND project_id = ? AND expires_at > ?",
-                    (now + lease_s, reservation_id, project_id, now),
-                )
-                return renewed.rowcount > 0
+            renewed = set()
+            with _write(conn):  # one transaction: one commit for all
+                for one in held:
+                    cursor = conn.execute(
+                        "UPDATE reservations SET expires_at = ? "
+                        "WHERE id = ? AND project_id = ? AND expires_at > ?",
+                        (now + lease_s, one.reservation_id, one.project_id, now),
+                    )
+                    if cursor.rowcount > 0:
+                        renewed.add(one.reservation_id)
+            return renewed
 
         return await self._run(op)
 

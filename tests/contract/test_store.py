@@ -14,6 +14,7 @@ from ulid import ULID
 
 from service.stores.base import (
     ApiKey,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     LedgerEntry,
@@ -193,16 +194,41 @@ async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None
 async def test_a_renewed_lease_keeps_its_reservation_and_a_lapsed_one_is_not_renewed(store: Store) -> None:
     owner = project(budget_micros=1_000)
     await store.create_project(owner)
+    live = HeldReservation(owner.id, "live")
     assert await store.reserve(owner.id, "live", 1_000, 1_000, lease_s=0.3)
     await asyncio.sleep(0.2)
-    assert await store.renew_reservation(owner.id, "live", lease_s=0.3)
+    assert await store.renew_reservations([live], lease_s=0.3) == {"live"}
     await asyncio.sleep(0.2)  # past the first lease, inside the renewed one
     assert not await store.reserve(owner.id, "other", 1_000, 1_000, lease_s=60)
     assert (await store.spend(owner.id)).reserved_micros == 1_000
     await asyncio.sleep(0.2)  # the renewed lease lapsed too
-    assert not await store.renew_reservation(owner.id, "live", lease_s=60)
+    assert await store.renew_reservations([live], lease_s=60) == set()
     assert (await store.spend(owner.id)).reserved_micros == 0
-    assert not await store.renew_reservation(owner.id, "never-reserved", lease_s=60)
+    assert await store.renew_reservations([HeldReservation(owner.id, "never-reserved")], lease_s=60) == set()
+    assert await store.renew_reservations([], lease_s=60) == set()
+
+
+async def test_reservations_of_several_projects_are_renewed_at_once(store: Store) -> None:
+    """One call renews the live ones among many, across projects, and names them."""
+    first, second = project("first", budget_micros=10_000), project("second", budget_micros=10_000)
+    await store.create_project(first)
+    await store.create_project(second)
+    for owner, name in ((first, "a1"), (first, "a2"), (second, "b1")):
+        assert await store.reserve(owner.id, name, 1_000, 10_000, lease_s=0.3)
+    assert await store.reserve(second.id, "b-short", 1_000, 10_000, lease_s=0.1)
+    await asyncio.sleep(0.2)  # b-short lapsed; the others are inside their lease
+    held = [
+        HeldReservation(first.id, "a1"),
+        HeldReservation(first.id, "a2"),
+        HeldReservation(second.id, "b1"),
+        HeldReservation(second.id, "b-short"),
+    ]
+    assert await store.renew_reservations(held, lease_s=0.5) == {"a1", "a2", "b1"}
+    # a reservation named under another project is not that project's to renew
+    assert await store.renew_reservations([HeldReservation(second.id, "a1")], lease_s=0.5) == set()
+    await asyncio.sleep(0.2)  # past the first lease: only renewed ones still count
+    assert (await store.spend(first.id)).reserved_micros == 2_000
+    assert (await store.spend(second.id)).reserved_micros == 1_000
 
 
 async def test_no_cap_means_no_limit(store: Store) -> None:

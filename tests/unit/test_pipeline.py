@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from service.catalog.catalog import load_catalog
 from service.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
 from service.generation.pipeline import Pipeline
 from service.generation.report import CallReport
-from service.generation.spend import Attempt, SpendLedger
+from service.generation.spend import RENEW_BATCH, Attempt, SpendLedger
 from service.generation.validation import validate
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
 from service.providers.local import LocalProvider
-from service.stores.base import LedgerEntry, Project
+from service.stores.base import HeldReservation, LedgerEntry, Project
 from service.stores.sqlite import SqliteStore
 from tests.fakes.base import png
 from tests.support.pipeline import CATALOG, a_caller, build_pipeline
@@ -366,5 +367,45 @@ async def test_a_route_ends_when_the_cap_has_no_room_for_the_rest(tmp_path: Path
         assert (entry.model, entry.cost_micros) == ("local/sketch", 2 * SKETCH_MICROS)
         spend = await store.spend(project.id)
         assert (spend.spent_micros, spend.reserved_micros) == (2 * SKETCH_MICROS, 0)
+    finally:
+        await store.close()
+
+
+class CountingStore(SqliteStore):
+    """SQLite, counting the renewal round trips and how many reservations each carried."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.renewals: list[int] = []
+
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        self.renewals.append(len(held))
+        return await super().renew_reservations(held, lease_s)
+
+
+async def test_hundreds_of_held_reservations_are_renewed_in_a_few_round_trips(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "mg.sqlite3")
+    ledger = SpendLedger(store, lease_s=2.0)  # long enough to make them all on a busy machine
+    project = Project("proj_1", "p", 0.0)
+    generation = validate(sketch(), CATALOG.resolve("local/sketch"))
+    held = 700
+    attempts = [Attempt(f"req_{i}", project, "key_1", "", time.monotonic(), generation) for i in range(held)]
+    release = asyncio.Event()
+
+    async def hold(attempt: Attempt) -> None:
+        async with ledger.reserved(attempt, 10):
+            await release.wait()
+
+    try:
+        holders = [asyncio.create_task(hold(a)) for a in attempts]
+        await asyncio.sleep(4.5)  # more than two leases
+        assert (await store.spend(project.id)).reserved_micros == held * 10  # none lapsed
+        # each held reservation renewed at least twice, in round trips of at most RENEW_BATCH
+        assert sum(store.renewals) >= 2 * held
+        assert max(store.renewals) == RENEW_BATCH
+        # a pass every 2/3 s, at most three round trips each (one per reservation renewed, before)
+        assert len(store.renewals) <= 8 * -(-held // RENEW_BATCH)
+        release.set()
+        await asyncio.gather(*holders)
     finally:
         await store.close()
