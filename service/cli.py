@@ -193,11 +193,14 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if key is not None and key != saved:
         first_start = True
         write_private(private_dir(key_file.parent) / key_file.name, (key + "\n").encode())
-    # The dev setup's admin token: made with the dev project on the first start, kept (0600) in the
-    # data dir and used again on later starts, unless an admin token is configured.
+    # The dev setup's admin token: made with the dev project on the first start of a gateway on the
+    # embedded store, kept (0600) in the data dir and used again on later starts, unless an admin
+    # token is configured. Replicas (a shared store) each have a data dir of their own: a token one
+    # of them made would open the admin API on that replica only, so they take a configured one.
     dev_admin_token = None
     configured = settings.admin_token or settings.admin_token_sha256
-    if not configured and (first_start or dev_admin_token_path(settings.data_dir).is_file()):
+    embedded = not settings.redis_url and not settings.postgres_url
+    if not configured and ((first_start and embedded) or dev_admin_token_path(settings.data_dir).is_file()):
         dev_admin_token = ensure_dev_admin_token(settings.data_dir)
     return serve(
         settings, lambda s: _print_ready(s, key, project, dev_admin_token), with_envoy=not args.no_envoy
