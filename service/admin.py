@@ -273,7 +273,9 @@ async def usage(
 
 def page_size(requested: int) -> int:
     if requested < 0 or requested > MAX_PAGE_SIZE:
-        raise AdminError(f"page_size must be 1-{MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})")
+        raise AdminError(
+            f"a page holds 1-{MAX_PAGE_SIZE} entries (page_size, mg's --limit; default {DEFAULT_PAGE_SIZE})"
+        )
     return requested or DEFAULT_PAGE_SIZE
 
 

@@ -627,3 +627,25 @@ def test_on_a_shared_store_the_admin_api_takes_a_configured_token_and_works_end_
             assert [e["action"] for e in entries] == ["key.revoke", "key.create", "project.create"]
         finally:
             shared.stop()
+
+
+def test_mg_ledger_and_mg_audit_show_what_the_api_shows(gw: GatewayProcess) -> None:
+    name = unique("cli")
+    ok(call(gw, "POST", "/v1/admin/projects", {"name": name}))
+    key = ok(call(gw, "POST", "/v1/admin/keys", {"project": name}))["key"]
+    for _ in range(3):
+        assert gw.generate(local_body(), key).status_code == 200
+    api = ok(call(gw, "GET", f"/v1/admin/ledger?project={name}&page_size=2"))["entries"]
+    cli = json.loads(gw.mg("ledger", "--project", name, "--limit", "2", "--json").stdout)
+    assert [(e["request_id"], e["project"], e["model"], e["outcome"]) for e in cli] == [
+        (e["request_id"], e["project"], e["model"], e["outcome"]) for e in api
+    ]
+    assert "local/sketch" in gw.mg("ledger", "--project", name).stdout
+    api_audit = ok(call(gw, "GET", "/v1/admin/audit?page_size=3"))["entries"]
+    cli_audit = json.loads(gw.mg("audit", "--limit", "3", "--json").stdout)
+    assert [(e["id"], e["actor"], e["action"], e["target"], e["detail"]) for e in cli_audit] == [
+        (e["id"], e["actor"], e["action"], e["target"], e["detail"]) for e in api_audit
+    ]
+    assert name in gw.mg("audit").stdout
+    refused = gw.mg("ledger", "--limit", "501", check=False)
+    assert refused.returncode == 1 and "1-500 entries" in refused.stderr
