@@ -28,7 +28,7 @@ from service.errors import BudgetExceeded, Unavailable
 from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
-from service.stores.base import HeldReservation, LedgerEntry, Project, Store
+from service.stores.base import HeldReservation, LedgerEntry, Project, ReservationHolder, Store
 from service.stores.retry import release_until_landed, write_until_landed
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,16 @@ class Settlement:
     job_ids: tuple[str, ...] = ()
 
 
+# The ledger entry's `extra` key that holds the prompt, kept only where MG_LOG_PROMPTS allows.
+PROMPT_EXTRA = "prompt"
+
+
 class SpendLedger:
-    def __init__(self, store: Store, lease_s: float) -> None:
+    def __init__(self, store: Store, lease_s: float, *, keep_prompts: bool = False) -> None:
         self._store = store
         self._lease_s = lease_s
+        # Prompts can be personal data: they go into the ledger only where they may go into logs.
+        self._keep_prompts = keep_prompts
         # The reservations this worker holds, and when each lease was last set (time.monotonic()):
         # one loop per worker renews them, rather than a task and a timer per call.
         self._held: dict[str, tuple[Attempt, float]] = {}
@@ -95,8 +101,10 @@ class SpendLedger:
         """Reserve `estimate` under `attempt.reservation_id`, renewing its lease until `unhold`
         (or its settlement or release); False if the project's cap has no room for it."""
         project = attempt.project
+        # Held for this key and model, so every worker's generations in flight can be listed.
+        holder = ReservationHolder(attempt.key_id, attempt.generation.model.id, time.time())
         if not await self._store.reserve(
-            project.id, attempt.reservation_id, estimate, project.budget_micros, self._lease_s
+            project.id, attempt.reservation_id, estimate, project.budget_micros, self._lease_s, holder
         ):
             return False
         self._held[attempt.reservation_id] = (attempt, time.monotonic())
@@ -155,7 +163,9 @@ class SpendLedger:
         )
         self.unhold(attempt)
         charge = functools.partial(
-            self._store.settle, attempt.reservation_id, ledger_entry(attempt, settlement)
+            self._store.settle,
+            attempt.reservation_id,
+            ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts),
         )
         what = f"charge of {usd(settlement.cost_micros)} to {attempt.project.name} ({attempt.request_id})"
         await write_until_landed(what, charge, until=time.monotonic() + SETTLE_RETRY_S)
@@ -164,7 +174,7 @@ class SpendLedger:
         """Charge nothing and record the attempt; retried while the store cannot write it, until it
         lands or the reservation's lease (at most one lease from now) is over."""
         self.unhold(attempt)
-        entry = ledger_entry(attempt, settlement)
+        entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
         await release_until_landed(
             self._store, attempt.reservation_id, entry, until=time.monotonic() + self._lease_s
         )
@@ -173,7 +183,7 @@ class SpendLedger:
         """Record an attempt that owes nothing, leaving its reservation held for the attempts after
         it: the release of a reservation that never existed (an id of its own), which records the
         entry and changes no spend (the store contract)."""
-        entry = ledger_entry(attempt, settlement)
+        entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
         await release_until_landed(
             self._store,
             f"{attempt.request_id}/attempt-{attempt.number}",
@@ -192,7 +202,7 @@ class SpendLedger:
         )
 
 
-def ledger_entry(attempt: Attempt, settlement: Settlement) -> LedgerEntry:
+def ledger_entry(attempt: Attempt, settlement: Settlement, *, keep_prompt: bool = False) -> LedgerEntry:
     generation, summary = attempt.generation, settlement.summary
     latency_ms = (
         summary.upstream_latency_ms if summary else round((time.monotonic() - attempt.started) * 1000)
@@ -214,5 +224,14 @@ def ledger_entry(attempt: Attempt, settlement: Settlement) -> LedgerEntry:
         created_at=time.time(),
         upstream_request_id=",".join(summary.upstream_request_ids if summary else settlement.job_ids),
         idempotency_key=attempt.idempotency_key,
-        extra={"route": attempt.route, "attempt": str(attempt.number)} if attempt.route else {},
+        extra=_extra(attempt, keep_prompt),
     )
+
+
+def _extra(attempt: Attempt, keep_prompt: bool) -> dict[str, str]:
+    """What a ledger entry carries besides its columns: a route attempt's place, and the prompt
+    where MG_LOG_PROMPTS keeps it."""
+    extra = {"route": attempt.route, "attempt": str(attempt.number)} if attempt.route else {}
+    if keep_prompt and attempt.generation.prompt:
+        extra[PROMPT_EXTRA] = attempt.generation.prompt
+    return extra

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from service.admin_session import AdminSessions
+from service.api.admin_servicer import AdminServicer, add_admin
+from service.api.interceptors.admin_auth import AdminAuthInterceptor
 from service.api.interceptors.auth import AuthInterceptor
 from service.api.interceptors.error_rendering import ErrorRenderingInterceptor
 from service.api.interceptors.event_stream import EventStreamInterceptor
@@ -83,16 +86,22 @@ class Worker:
 
 
 def interceptors(
-    settings: Settings, store: Store, catalog: Catalog, idempotency: IdempotencyInterceptor
+    settings: Settings,
+    store: Store,
+    catalog: Catalog,
+    idempotency: IdempotencyInterceptor,
+    admin_sessions: AdminSessions | None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """What applies to every call, outermost first (DESIGN.md section 3). Idempotency comes right
     after auth: replays skip rate limits and spend, and only the call that owns a key runs the rest.
-    The generation's own steps (model access, validation, inputs, spend) are the pipeline's."""
+    The generation's own steps (model access, validation, inputs, spend) are the pipeline's. The
+    admin API's calls pass admin auth instead of auth, and nothing after it applies to them."""
     return [
         RequestContextInterceptor(settings.max_duration_s),
         EventStreamInterceptor(),
         ErrorRenderingInterceptor(),
         ObserveInterceptor(settings.log_prompts, catalog),
+        AdminAuthInterceptor(admin_sessions),
         AuthInterceptor(store),
         idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
@@ -120,7 +129,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             settings.max_request_bytes,
         ),
         generator=Generator(providers, settings.fanout_concurrency, guards),
-        spend=SpendLedger(store, settings.reservation_lease_s),
+        spend=SpendLedger(store, settings.reservation_lease_s, keep_prompts=settings.log_prompts),
         hosting=hosting,
         upstream_limit_s=settings.upstream_limit_s,
         max_duration_s=settings.max_duration_s,
@@ -131,12 +140,14 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     idempotency = IdempotencyInterceptor(
         store, settings.idempotency_lease_s, settings.idempotency_retention_s, hosting
     )
+    admin_sessions = AdminSessions.from_settings(settings)
     server = grpc.aio.server(
-        interceptors=interceptors(settings, store, catalog, idempotency),
+        interceptors=interceptors(settings, store, catalog, idempotency, admin_sessions),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     add_image_generation(servicer, server, settings.reference_max_bytes)
     add_operations(server, store, blobs, available)
+    add_admin(server, AdminServicer(store, admin_sessions, settings.default_rpm, settings.public_url))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:
