@@ -18,7 +18,12 @@ from service.stores.base import Store
 
 # Hosted files are fetched by browsers and <img> tags; their URL signature is the credential.
 PUBLIC_METHODS = frozenset(
-    {"/mg.v1.ImageGeneration/GetFile", "/mg.v1.Operations/Liveness", "/mg.v1.Operations/Readiness"}
+    {
+        "/mg.v1.ImageGeneration/GetFile",
+        "/mg.v1.Operations/Liveness",
+        "/mg.v1.Operations/Readiness",
+        "/mg.v1.Operations/ApiDocument",
+    }
 )
 INVALID_KEY = "Invalid API key. Keys look like 'mg_live_...'; create one with `mg keys create`."
 
