@@ -52,7 +52,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
-    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER
+    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER, archived_at REAL
 );
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), key_hash TEXT NOT NULL UNIQUE,
@@ -82,6 +82,18 @@ CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
+# Columns added since a table was first created: a store file made by an earlier mg gets them when
+# it is opened (ALTER TABLE ADD COLUMN, with NULL for the rows already there).
+ADDED_COLUMNS = (("projects", "archived_at", "REAL"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
 _INSERT_LEDGER = "INSERT INTO ledger ({}) VALUES ({})".format(
     ", ".join(_LEDGER_COLUMNS), ", ".join(f":{c}" for c in _LEDGER_COLUMNS)
@@ -96,6 +108,7 @@ def _project(row: sqlite3.Row) -> Project:
         budget_micros=row["budget_micros"],
         allow=tuple(json.loads(row["allow"])),
         rpm=row["rpm"],
+        archived_at=row["archived_at"],
     )
 
 
@@ -161,6 +174,7 @@ class SqliteStore:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                _add_missing_columns(conn)
             self._conn = conn
         return self._conn
 
@@ -212,9 +226,10 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (project.id, project.name, project.created_at, project.budget_micros,
-                     json.dumps(list(project.allow)), project.rpm),
+                     json.dumps(list(project.allow)), project.rpm, project.archived_at),
                 )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 raise ProjectExists(project.name) from exc
@@ -246,6 +261,15 @@ class SqliteStore:
                 raise UnknownProject(project.name)
 
         await self._run(op)
+
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE projects SET archived_at = ? WHERE id = ?", (archived_at, project_id)
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(op)
 
     # --- keys
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service.stores.postgres_schema import migrate
+from service.stores.postgres_schema import EXPECTED_VERSION, migrate
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
 from tests.support.postgres_server import PrivatePostgres, temporary_database
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch at 256x256, catalog
+# Every migration file applied to a new database (the versions are numbered 1..LATEST).
+LATEST = EXPECTED_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,8 @@ def test_a_gateway_refuses_an_unmigrated_database_until_mg_migrate(tmp_path: Pat
         with pytest.raises(RuntimeError, match="run `mg migrate`"):
             gw.start()
         migrated = gw.mg("migrate")
-        assert migrated.stdout.strip() == "schema at version 1 (1 migration(s) applied)"
-        assert gw.mg("migrate").stdout.strip() == "schema at version 1 (0 migration(s) applied)"
+        assert migrated.stdout.strip() == f"schema at version {LATEST} ({LATEST} migration(s) applied)"
+        assert gw.mg("migrate").stdout.strip() == f"schema at version {LATEST} (0 migration(s) applied)"
         gw.start()
         try:
             assert gw.generate(local_body()).status_code == 200
@@ -107,8 +109,8 @@ def test_two_migrations_at_once_apply_each_file_once(tmp_path: Path) -> None:
         outputs = sorted(run.communicate(timeout=60)[0].strip() for run in runs)
         assert [run.returncode for run in runs] == [0, 0]
         assert outputs == [
-            "schema at version 1 (0 migration(s) applied)",
-            "schema at version 1 (1 migration(s) applied)",
+            f"schema at version {LATEST} (0 migration(s) applied)",
+            f"schema at version {LATEST} ({LATEST} migration(s) applied)",
         ]
 
 

@@ -1,7 +1,8 @@
 """Authentication: `Authorization: Bearer mg_live_...` -> the key and its project.
 
-Every mg API call needs it except GetFile, whose signed URL is its own credential. Keys are looked
-up by hash on every call (no cache), so a revoked key stops working at once on every replica.
+Every mg API call needs it except the public ones (hosted files, whose signed URL is their own
+credential, health and the API document). Keys and their project are looked up on every call (no
+cache), so a revoked key, or every key of an archived project, stops working at once on every replica.
 """
 
 from __future__ import annotations
@@ -58,5 +59,10 @@ class AuthInterceptor(UnaryInterceptor):
         project = await self._store.get_project_by_id(key.project_id)
         if project is None:
             raise Unauthenticated(f"The API key {key.prefix}... belongs to no project.")
+        if project.archived_at is not None:
+            raise Unauthenticated(
+                f"The API key {key.prefix}... belongs to project {project.name!r}, which is archived "
+                f"(`mg projects unarchive {project.name}` restores it)."
+            )
         current_request().principal = Principal(key, project)
         return await behavior(request, context)
