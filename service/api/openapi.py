@@ -150,6 +150,11 @@ ERROR_STATUSES: dict[str, tuple[int, ...]] = {
 # Routes callable without a key (the server's AuthInterceptor.PUBLIC_METHODS).
 PUBLIC = frozenset({"GetFile", "Liveness", "Readiness", "ApiDocument"})
 HEADERS = {
+    "x-mg-version": {
+        "description": "The gateway's version, on every answer (also `server: mg/<version>`).",
+        "required": True,
+        "schema": {"type": "string"},
+    },
     "x-request-id": {
         "description": "The request's id: the gateway's logs and ledger name the request by it.",
         "schema": {"type": "string"},
