@@ -86,30 +86,35 @@ UPLOADS = {"EditImagesHttp": "EditImagesRequest", "CreateImageVariationsHttp": "
 FORM_FILE_NAMES = {"images": ("image", "image[]"), "mask": ("mask",), "image": ("image",)}
 # Routes whose answer is an HttpBody: what it holds.
 IMAGES_JSON = {"application/json": {"schema": {"$ref": SCHEMAS + "ImagesResponse"}}}
-# Each server-sent event of a stream, in the event model OpenAPI 3.2 gives `text/event-stream` (its
-# `event` and `data` lines), which 3.1 tools read from `schema`: the data is the event as JSON.
-STREAM_EVENTS = ("image_generation.partial_image", "image_generation.completed", "error")
-EVENT_STREAM = {
-    "text/event-stream": {
-        "schema": {
-            "type": "object",
-            "properties": {
-                "event": {"type": "string", "enum": list(STREAM_EVENTS)},
-                "data": {
-                    "type": "string",
-                    "contentMediaType": "application/json",
-                    "contentSchema": {
-                        "oneOf": [
-                            {"$ref": SCHEMAS + "ImageGenerationEvent"},
-                            {"$ref": SCHEMAS + "StreamErrorEvent"},
-                        ]
+
+
+def _event_stream(prefix: str) -> dict[str, Any]:
+    """Each server-sent event of a stream, in the event model OpenAPI 3.2 gives `text/event-stream`
+    (its `event` and `data` lines), which 3.1 tools read from `schema`: the data is the event as JSON."""
+    names = [f"{prefix}.partial_image", f"{prefix}.completed", "error"]
+    return {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string", "enum": names},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "oneOf": [
+                                {"$ref": SCHEMAS + "ImageGenerationEvent"},
+                                {"$ref": SCHEMAS + "StreamErrorEvent"},
+                            ]
+                        },
                     },
                 },
-            },
-            "required": ["event", "data"],
+                "required": ["event", "data"],
+            }
         }
     }
-}
+
+
 IMAGE_BYTES = {
     media: {"schema": {"type": "string", "contentMediaType": media}}
     for media in ("image/png", "image/jpeg", "image/webp")
@@ -119,9 +124,13 @@ HTTP_BODY_ANSWERS: dict[str, tuple[str, dict[str, Any]]] = {
         "The images (JSON); with `stream: true`, server-sent events: `event: <type>` and `data: <the "
         "event as JSON>`, partial images then the completed event (ImageGenerationEvent), or an "
         "`error` event (StreamErrorEvent) when the call fails after the first event.",
-        {**IMAGES_JSON, **EVENT_STREAM},
+        {**IMAGES_JSON, **_event_stream("image_generation")},
     ),
-    "EditImagesHttp": ("The edited images.", IMAGES_JSON),
+    "EditImagesHttp": (
+        "The edited images (JSON); with `stream: true`, server-sent events as for generations, named "
+        "`image_edit.partial_image` and `image_edit.completed`.",
+        {**IMAGES_JSON, **_event_stream("image_edit")},
+    ),
     "CreateImageVariationsHttp": ("The variations.", IMAGES_JSON),
     "GetFile": ("The hosted image's bytes, with its content type.", IMAGE_BYTES),
     "ApiDocument": (

@@ -111,7 +111,9 @@ class Pipeline:
         return await self._reserve_and_run(generation, caller)
 
     async def edit(self, request: pb.EditImagesRequest, caller: Caller) -> Delivered:
-        generation = admit_edit(request, caller.project, self._catalog, self._configured)
+        generation = admit_edit(
+            request, caller.project, self._catalog, self._configured, streamed=caller.on_partial is not None
+        )
         self._admitted(caller, generation)
         inputs = await load_inputs(request.images, self._reference_limits)
         mask = (
