@@ -36,6 +36,7 @@ from typing import Any
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from service.api.interceptors.auth import PUBLIC_METHODS
 from service.config import DESCRIPTOR_SET_NAME
 from service.errors import ALL_ERRORS, EDGE_DEFAULTS
 from service.generation.edits import INPUT_FIDELITIES, MAX_INPUT_IMAGES
@@ -156,8 +157,8 @@ ERROR_STATUSES: dict[str, tuple[int, ...]] = {
     "Readiness": (408, 500, 503),
     "ApiDocument": (408, 500, 503),
 }
-# Routes callable without a key (the server's AuthInterceptor.PUBLIC_METHODS).
-PUBLIC = frozenset({"GetFile", "Liveness", "Readiness", "ApiDocument"})
+# Routes callable without a key: the methods the server's auth interceptor lets through.
+PUBLIC = frozenset(method.rsplit("/", 1)[1] for method in PUBLIC_METHODS)
 HEADERS = {
     "x-mg-version": {
         "description": "The gateway's version, on every answer (also `server: mg/<version>`).",
@@ -390,6 +391,37 @@ def _form_schema(builder: _Builder, message: str) -> dict[str, Any]:
     return schema
 
 
+def _upload_body(builder: _Builder, message: str) -> dict[str, Any]:
+    """An upload's body: the multipart form the SDKs send, or the message's JSON form."""
+    json_ref = builder.ref(message, request=True)
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _form_schema(builder, message)},
+            "application/json": {"schema": json_ref},
+        },
+    }
+
+
+def _parameters(builder: _Builder, request_type: str, bound: list[str]) -> list[dict[str, Any]]:
+    """A bodiless request's fields: those named in the path template, the rest in the query."""
+    index, request = builder.proto.message(request_type)
+    parameters = []
+    for f, field in enumerate(request.field):
+        where = "path" if field.name in bound else "query"
+        parameter: dict[str, Any] = {
+            "name": field.name,
+            "in": where,
+            "required": where == "path",
+            "schema": builder.value_schema(field, request=True),
+        }
+        described = builder.proto.comments.get((4, index, 2, f))
+        if described:
+            parameter["description"] = described
+        parameters.append(parameter)
+    return parameters
+
+
 def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
     proto = _Proto(descriptor_set)
     builder = _Builder(proto)
@@ -406,42 +438,18 @@ def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
         if comment:
             operation["summary"] = comment.split(". ")[0].rstrip(".")
             operation["description"] = comment
-        request_type = _local_name(method.input_type) if method.input_type.startswith(".mg.") else None
-        parameters = []
         if name in UPLOADS:
-            message = UPLOADS[name]
-            json_ref = builder.ref(message, request=True)
-            operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {"schema": _form_schema(builder, message)},
-                    "application/json": {"schema": json_ref},
-                },
-            }
-        elif request_type is not None:
-            _, request = proto.message(request_type)
-            index = proto.messages[request_type][0]
-            for f, field in enumerate(request.field):
-                if rule.body == "*":
-                    break
-                where = "path" if field.name in bound else "query"
-                parameter: dict[str, Any] = {
-                    "name": field.name,
-                    "in": where,
-                    "required": where == "path",
-                    "schema": builder.value_schema(field, request=True),
-                }
-                described = proto.comments.get((4, index, 2, f))
-                if described:
-                    parameter["description"] = described
-                parameters.append(parameter)
+            operation["requestBody"] = _upload_body(builder, UPLOADS[name])
+        elif method.input_type.startswith(f".{PACKAGE}."):
+            request_type = _local_name(method.input_type)
             if rule.body == "*":
+                schema = builder.ref(request_type, request=True)
                 operation["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": builder.ref(request_type, request=True)}},
+                    "content": {"application/json": {"schema": schema}},
                 }
-        if parameters:
-            operation["parameters"] = parameters
+            elif parameters := _parameters(builder, request_type, bound):
+                operation["parameters"] = parameters
         if name in HTTP_BODY_ANSWERS:
             description, content = HTTP_BODY_ANSWERS[name]
         else:
