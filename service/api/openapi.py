@@ -57,6 +57,10 @@ PACKAGE = "mg.v1"
 FDP = descriptor_pb2.FieldDescriptorProto
 SCHEMAS = "#/components/schemas/"
 
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8YaPBQApgYiARjGoY1TB0N"
+    "AAAyUUBTEzmkP4AAAAASUVORK5CYII="
+)
 # Constraints the server checks on every request, and examples, by field name (in every request
 # message that has the field) or by `Message.field`. Model-dependent limits (sizes, qualities, a
 # model's own n or prompt limit) are not here: GET /v1/models states them per model.
@@ -64,9 +68,11 @@ FIELD_CONSTRAINTS: dict[str, dict[str, Any]] = {
     "model": {"examples": ["local/sketch", "openai/gpt-image-1", "dall-e-3"]},
     "prompt": {"minLength": 1, "maxLength": MAX_PROMPT_CHARS, "examples": ["a lighthouse at dusk"]},
     "size": {"examples": ["256x256", "1024x1024"]},
-    # (the offline models that edit and make variations)
+    # (the offline models that edit and make variations, and a picture for them: a 16x16 PNG)
     "EditImagesRequest.model": {"examples": ["local/canvas", "openai/gpt-image-1"]},
+    "EditImagesRequest.images": {"examples": [[{"image_url": EXAMPLE_IMAGE}]]},
     "CreateImageVariationsRequest.model": {"examples": ["local/canvas", "openai/dall-e-2"]},
+    "CreateImageVariationsRequest.image": {"examples": [{"image_url": EXAMPLE_IMAGE}]},
     "n": {"minimum": 1, "maximum": MAX_N},
     "user": {"maxLength": MAX_USER_CHARS},
     "response_format": {"enum": list(RESPONSE_FORMATS)},
@@ -257,19 +263,13 @@ class _Builder:
         schema = self.value_schema(field, request)
         if field.label == FDP.LABEL_REPEATED and not self.is_map(field):
             schema = {"type": "array", "items": schema}
+        extra: dict[str, Any] = {"description": comment} if comment else {}
         if request:
-            schema = {
-                **schema,
-                **FIELD_CONSTRAINTS.get(field.name, {}),
-                **FIELD_CONSTRAINTS.get(qualified, {}),
-            }
-        if comment:
-            schema = (
-                {"description": comment, **schema}
-                if "$ref" not in schema
-                else {"description": comment, "allOf": [schema]}
-            )
-        return schema
+            extra.update({**FIELD_CONSTRAINTS.get(field.name, {}), **FIELD_CONSTRAINTS.get(qualified, {})})
+        if not extra:
+            return schema
+        # (a reference stays alone in an allOf, so what is said of the field is not read as the message's)
+        return {**extra, "allOf": [schema]} if "$ref" in schema else {**extra, **schema}
 
     def is_map(self, field: descriptor_pb2.FieldDescriptorProto) -> bool:
         if field.type != FDP.TYPE_MESSAGE or field.type_name in _WELL_KNOWN:
