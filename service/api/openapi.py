@@ -40,6 +40,7 @@ from service.api.interceptors.auth import PUBLIC_METHODS
 from service.config import DESCRIPTOR_SET_NAME
 from service.errors import ALL_ERRORS, EDGE_DEFAULTS
 from service.generation.edits import INPUT_FIDELITIES, MAX_INPUT_IMAGES
+from service.generation.routing import SERVED_BY_HEADER
 from service.generation.validation import (
     BACKGROUNDS,
     MAX_N,
@@ -175,6 +176,12 @@ HEADERS = {
         "description": "The request's id: the gateway's logs and ledger name the request by it.",
         "schema": {"type": "string"},
     },
+}
+
+# On the images a call made (not on a replay): the model that made them.
+SERVED_BY: dict[str, Any] = {
+    "description": "The model that made the images (the route's target that answered).",
+    "schema": {"type": "string"},
 }
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -457,12 +464,11 @@ def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
                 "OK",
                 {"application/json": {"schema": builder.ref(_local_name(method.output_type))}},
             )
+        headers: dict[str, Any] = {h: {"$ref": "#/components/headers/" + h} for h in HEADERS}
+        if name in ERROR_STATUSES and ERROR_STATUSES[name] is _MAKES_IMAGES:
+            headers[SERVED_BY_HEADER] = SERVED_BY
         responses: dict[str, Any] = {
-            "200": {
-                "description": description,
-                "headers": {h: {"$ref": "#/components/headers/" + h} for h in HEADERS},
-                "content": content,
-            }
+            "200": {"description": description, "headers": headers, "content": content}
         }
         statuses = set(ERROR_STATUSES[name]) | (set() if name in PUBLIC else {401})
         for status in sorted(statuses):

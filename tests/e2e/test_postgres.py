@@ -15,14 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service.stores.postgres_schema import EXPECTED_VERSION, migrate
+from service.stores.postgres_schema import EXPECTED_VERSION as LATEST
+from service.stores.postgres_schema import migrate
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
 from tests.support.postgres_server import PrivatePostgres, temporary_database
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch at 256x256, catalog
-# Every migration file applied to a new database (the versions are numbered 1..LATEST).
-LATEST = EXPECTED_VERSION
 
 
 @pytest.fixture(scope="module")
