@@ -161,7 +161,7 @@ async def update_project(
     elif budget_usd is not None:
         budget = usd_to_micros(budget_usd)
     patterns = () if allow_all else tuple(allow) if allow is not None else project.allow
-    updated = Project(project.id, project.name, project.created_at, budget, patterns, rpm or project.rpm)
+    updated = replace(project, budget_micros=budget, allow=patterns, rpm=rpm or project.rpm)
     try:
         await store.update_project(updated)
     except UnknownProject as exc:
@@ -175,8 +175,35 @@ async def update_project(
     return updated
 
 
+async def archive_project(store: Store, name: str, *, actor: str) -> Project:
+    """Archive `name`: from the next call on, on every worker and replica, its keys are refused
+    (auth reads the project with the key on each call); its ledger, spend and keys are kept."""
+    project = await project_named(store, name)
+    if project.archived_at is not None:
+        return project
+    archived = replace(project, archived_at=time.time())
+    if not await store.set_project_archived(project.id, archived.archived_at):
+        raise NotFoundError(f"no project named {name!r}")
+    await _audit(store, actor, "project.archive", name)
+    return archived
+
+
+async def unarchive_project(store: Store, name: str, *, actor: str) -> Project:
+    """Bring an archived project back: its keys that were not revoked work again."""
+    project = await project_named(store, name)
+    if not await store.set_project_archived(project.id, None):
+        raise NotFoundError(f"no project named {name!r}")
+    await _audit(store, actor, "project.unarchive", name)
+    return replace(project, archived_at=None)
+
+
 async def create_key(store: Store, project_name: str, *, actor: str) -> tuple[str, ApiKey]:
     project = await project_named(store, project_name)
+    if project.archived_at is not None:
+        raise AdminError(
+            f"project {project_name!r} is archived: it gets no new keys (`mg projects unarchive "
+            f"{project_name}` brings it back)"
+        )
     token, key = new_key(project.id)
     await store.create_key(key)
     await _audit(store, actor, "key.create", key.id, project=project.name, prefix=key.prefix)
@@ -343,4 +370,7 @@ async def dev_key(store: Store, saved: str | None) -> tuple[str, Project | None]
     key = await store.find_key(hash_key(saved))
     if key is None or key.revoked_at is not None:
         return None
-    return saved, await store.get_project_by_id(key.project_id)
+    owner = await store.get_project_by_id(key.project_id)
+    if owner is not None and owner.archived_at is not None:
+        return None
+    return saved, owner

@@ -3,6 +3,7 @@
 mg serve [--no-envoy]                 the gateway (gRPC workers + Envoy)
 mg envoy-config --out DIR             the edge config, for running Envoy apart
 mg projects create|list|show|update   projects: spend cap, model allowlist, requests per minute
+mg projects archive|unarchive NAME    stop (or restore) a project's keys; its ledger is kept
 mg keys create|list|revoke            API keys (`create` prints the new key alone on stdout)
 mg usage [--project P] [--since 24h]  spend and images per model, from the ledger
 mg ledger [--project P] [--model M]   the latest ledger entries
@@ -270,16 +271,22 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
             )
             print(args.name)
             return 0
+        if args.action in ("archive", "unarchive"):
+            change = admin.archive_project if args.action == "archive" else admin.unarchive_project
+            await change(store, args.name, actor=admin.cli_actor())
+            print(args.name)
+            return 0
         rows = [
             (row.project, row.spend)
             for row in await admin.projects_with_spend(store, args.name if args.action == "show" else None)
+            if args.action == "show" or args.all or row.project.archived_at is None
         ]
         data = [_project_dict(p, s) for p, s in rows]
         _print(
             data if args.action == "list" else data[0],
             args.json,
             lambda: _table(
-                ["name", "id", "budget", "spent", "reserved", "rpm", "allow"],
+                ["name", "id", "budget", "spent", "reserved", "rpm", "allow", "archived"],
                 [
                     (
                         p.name,
@@ -289,6 +296,7 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
                         usd(s.reserved_micros),
                         p.rpm or f"default ({settings.default_rpm})",
                         ", ".join(p.allow) or "*",
+                        _when(p.archived_at),
                     )
                     for p, s in rows
                 ],
@@ -523,6 +531,8 @@ def _parser() -> argparse.ArgumentParser:
         listing = projects.add_parser(action, help=f"{action} project(s) with spend")
         if action == "show":
             listing.add_argument("name")
+        else:
+            listing.add_argument("--all", action="store_true", help="archived projects too")
         listing.add_argument("--json", action="store_true")
     update = projects.add_parser("update", help="change a project's cap, allowlist or rpm")
     update.add_argument("name")
@@ -531,6 +541,10 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--allow", action="append", metavar="PATTERN", help="replace the allowlist")
     update.add_argument("--allow-all", action="store_true", help="clear the allowlist")
     update.add_argument("--rpm", type=int)
+    archive = projects.add_parser("archive", help="archive a project: its keys stop working at once")
+    archive.add_argument("name")
+    unarchive = projects.add_parser("unarchive", help="restore an archived project and its keys")
+    unarchive.add_argument("name")
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="create a key; prints it alone on stdout")

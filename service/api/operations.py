@@ -1,4 +1,5 @@
-"""Liveness and readiness (GET /healthz, /readyz), and gRPC health kept in step with the store.
+"""Liveness and readiness (GET /healthz, /readyz), gRPC health kept in step with the store, and the
+API's OpenAPI document (GET /openapi.json).
 
 Readiness fails (503) when the store cannot serve: it does not answer or cannot write (its disk
 full), or a reservation's release is still waiting to be written. The `files` check
@@ -15,10 +16,12 @@ import logging
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from grpc_health.v1 import health, health_pb2
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
+from service.api import openapi
 from service.api.servicer import SERVICE
 from service.errors import MgError, Unavailable
 from service.generation.capacity import Availability
@@ -44,6 +47,7 @@ class OperationsServicer(pb_grpc.OperationsServicer):
         self._store = store
         self._blobs = blobs
         self._available = available
+        self._api_document: bytes | None = None
 
     async def Liveness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
         return pb.HealthStatus(status="ok")
@@ -57,6 +61,12 @@ class OperationsServicer(pb_grpc.OperationsServicer):
         if checks["store"] != "ok":
             raise Unavailable("Not ready: " + "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"))
         return pb.HealthStatus(status="ready", checks=checks)
+
+    async def ApiDocument(self, request: pb.ApiDocumentRequest, context: Any) -> httpbody_pb2.HttpBody:
+        # Made once, on first asking, from the descriptor set the edge's transcoder loads.
+        if self._api_document is None:
+            self._api_document = openapi.document()
+        return httpbody_pb2.HttpBody(content_type="application/json", data=self._api_document)
 
 
 async def follow_store_health(

@@ -5,9 +5,10 @@ interceptor; GenerateImages runs the generation pipeline; errors are raised as `
 rendered by the error interceptor.
 
 GenerateImagesStream (gRPC) and GenerateImagesJson (the REST binding, streamed or not) are
-GenerateImages written as a stream: the interceptors (idempotency replays included) see one response
-type, ImagesResponse, whichever way the call came; the event stream interceptor writes it, and the
-partial images the pipeline hands it, in the method's encoding (service/api/events.py).
+GenerateImages written as a stream, and EditImagesStream and EditImagesHttp are EditImages so: the
+interceptors (idempotency replays included) see one response type, ImagesResponse, whichever way the
+call came; the event stream interceptor writes it, and the partial images the pipeline hands it, in
+the method's encoding (service/api/events.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
     async def EditImages(self, request: pb.EditImagesRequest, context: Context) -> pb.ImagesResponse:
         delivered = await self._pipeline.edit(request, caller(current_request()))
         return answer(delivered)
+
+    async def EditImagesStream(self, request: pb.EditImagesRequest, context: Context) -> pb.ImagesResponse:
+        """As GenerateImagesStream, for edits."""
+        ctx = current_request()
+        on_partial = ctx.stream.partial_sink() if ctx.stream is not None else None
+        delivered = await self._pipeline.edit(request, caller(ctx, on_partial))
+        return images_response(delivered)
 
     async def CreateImageVariations(
         self, request: pb.CreateImageVariationsRequest, context: Context
@@ -129,15 +137,16 @@ def add_image_generation(
     servicer: pb_grpc.ImageGenerationServicer, server: grpc.aio.Server, max_upload_file_bytes: int
 ) -> None:
     """The generated `add_ImageGenerationServicer_to_server`, but the streamed methods (the REST
-    binding of generations among them) run GenerateImagesStream, whose messages the event stream
-    interceptor writes already serialized, and the REST bindings of edits and variations read their
-    HttpBody upload into the typed request (api/uploads.py) and answer with an HttpBody of JSON."""
+    bindings of generations and edits among them) run GenerateImagesStream or EditImagesStream,
+    whose messages the event stream interceptor writes already serialized, and the REST bindings of
+    edits and variations read their HttpBody upload into the typed request (api/uploads.py)."""
     handlers = {
         "GenerateImages": _unary(servicer.GenerateImages, pb.GenerateImagesRequest.FromString, _serialize),
-        "GenerateImagesStream": _streamed(servicer.GenerateImagesStream),
-        "GenerateImagesJson": _streamed(servicer.GenerateImagesStream),
+        "GenerateImagesStream": _streamed(servicer.GenerateImagesStream, pb.GenerateImagesRequest.FromString),
+        "GenerateImagesJson": _streamed(servicer.GenerateImagesStream, pb.GenerateImagesRequest.FromString),
         "EditImages": _unary(servicer.EditImages, pb.EditImagesRequest.FromString, _serialize),
-        "EditImagesHttp": _unary(servicer.EditImages, edit_reader(max_upload_file_bytes), as_http_body),
+        "EditImagesStream": _streamed(servicer.EditImagesStream, pb.EditImagesRequest.FromString),
+        "EditImagesHttp": _streamed(servicer.EditImagesStream, edit_reader(max_upload_file_bytes)),
         "CreateImageVariations": _unary(
             servicer.CreateImageVariations, pb.CreateImageVariationsRequest.FromString, _serialize
         ),
@@ -156,10 +165,10 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def _streamed(behavior: Any) -> grpc.RpcMethodHandler[Any, Any]:
+def _streamed(behavior: Any, read: Callable[[bytes], Message]) -> grpc.RpcMethodHandler[Any, Any]:
     # A coroutine: grpc.aio's reader/writer style, so the interceptors can wrap it as one call.
     return grpc.unary_stream_rpc_method_handler(
-        behavior, request_deserializer=pb.GenerateImagesRequest.FromString, response_serializer=_as_written
+        behavior, request_deserializer=read, response_serializer=_as_written
     )
 
 

@@ -133,12 +133,16 @@ async def load_mask(mask: pb.InputImage, first: ReferenceImage, limits: Referenc
 
 
 def admit_edit(
-    request: pb.EditImagesRequest, project: Project, catalog: Catalog, configured: Collection[str]
+    request: pb.EditImagesRequest,
+    project: Project,
+    catalog: Catalog,
+    configured: Collection[str],
+    streamed: bool = False,
 ) -> Admitted:
     def check(model: ModelSpec, generation: GenerationRequest) -> GenerationRequest:
         return replace(generation, input_fidelity=check_edit(request, model))
 
-    return admit_targets(shared_fields(request), project, catalog, configured, EDIT, check)
+    return admit_targets(shared_fields(request), project, catalog, configured, EDIT, check, streamed)
 
 
 def admit_variation(

@@ -91,9 +91,8 @@ def plan_calls(
     on_partial: PartialSink | None = None,
     report_job: Callable[[str], None] = no_job_report,
 ) -> list[ImageCall]:
-    """Split the request into upstream calls of at most `max_images_per_call` images each (a
-    streamed request makes one image, so its partial images come from its one call)."""
-    per_call = request.model.capabilities.max_images_per_call
+    """Split the request into upstream calls of `request.images_per_call` images at most."""
+    per_call = request.images_per_call
     calls = []
     for first in range(0, request.n, per_call):
         calls.append(

@@ -114,7 +114,9 @@ class Pipeline:
         return await self._reserve_and_run(admitted, caller)
 
     async def edit(self, request: pb.EditImagesRequest, caller: Caller) -> Delivered:
-        admitted = admit_edit(request, caller.project, self._catalog, self._configured)
+        admitted = admit_edit(
+            request, caller.project, self._catalog, self._configured, streamed=caller.on_partial is not None
+        )
         self._admitted(caller, admitted)
         inputs = await load_inputs(request.images, self._reference_limits)
         mask = (

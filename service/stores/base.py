@@ -48,6 +48,9 @@ class Project:
     allow: tuple[str, ...] = ()
     # Requests per minute per key; None means the gateway default.
     rpm: int | None = None
+    # When the project was archived (its keys stop working; its ledger and spend are kept); None
+    # while it is active. Only set_project_archived changes it.
+    archived_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ class Store(Protocol):
     async def get_project_by_id(self, project_id: str) -> Project | None: ...
     async def list_projects(self) -> list[Project]: ...
     async def update_project(self, project: Project) -> None: ...
+    # archive (a time) or unarchive (None); False if there is no such project
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool: ...
 
     # keys
     async def create_key(self, key: ApiKey) -> None: ...

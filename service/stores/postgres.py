@@ -193,6 +193,7 @@ def _project(row: Row) -> Project:
         budget_micros=row["budget_micros"],
         allow=tuple(row["allow"]),
         rpm=row["rpm"],
+        archived_at=row["archived_at"],
     )
 
 
@@ -293,8 +294,8 @@ class PostgresStore:
     async def create_project(self, project: Project) -> None:
         try:
             await self._count(
-                "INSERT INTO projects VALUES "
-                "(%(id)s, %(name)s, %(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s)",
+                "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) VALUES "
+                "(%(id)s, %(name)s, %(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s, %(archived_at)s)",
                 _project_params(project),
             )
         except psycopg.errors.UniqueViolation as exc:
@@ -319,6 +320,13 @@ class PostgresStore:
         )
         if changed == 0:
             raise UnknownProject(project.name)
+
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool:
+        changed = await self._count(
+            "UPDATE projects SET archived_at = %(at)s WHERE id = %(id)s",
+            {"at": archived_at, "id": project_id},
+        )
+        return changed > 0
 
     # --- keys
 

@@ -60,6 +60,13 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 3))
 return 1
 """
 
+# KEYS: a hash. ARGV: field, value. Sets the field only on a hash that exists; 1 if it did.
+SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 # KEYS: bucket. ARGV: limit. Same arithmetic as stores/gcra.py.
 RATE_LIMIT = (
     _NOW
@@ -219,6 +226,7 @@ class RedisStore:
         )
         self._prefix = prefix
         self._create_project = self._redis.register_script(CREATE_PROJECT)
+        self._set_if_exists = self._redis.register_script(SET_IF_EXISTS)
         self._rate_limit = self._redis.register_script(RATE_LIMIT)
         self._reserve = self._redis.register_script(RESERVE)
         self._renew_reservations = self._redis.register_script(RENEW_RESERVATIONS)
@@ -278,6 +286,14 @@ class RedisStore:
             name: _encode(_plain(getattr(project, name))) for name in ("budget_micros", "allow", "rpm")
         }
         await self._call(lambda: self._redis.hset(key, mapping=mapping))
+
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool:
+        key = self._k("project", project_id)
+        return bool(
+            await self._call(
+                lambda: self._set_if_exists(keys=[key], args=["archived_at", _encode(archived_at)])
+            )
+        )
 
     # --- keys
 

@@ -58,7 +58,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
-    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER
+    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER, archived_at REAL
 );
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), key_hash TEXT NOT NULL UNIQUE,
@@ -97,12 +97,22 @@ CREATE TABLE IF NOT EXISTS upstream_slots (
 );
 """
 
-# Columns added to a table after a store file may have been made: (table, column, definition).
+# Columns added since a table was first created: a store file made by an earlier mg gets them when
+# it is opened (ALTER TABLE ADD COLUMN; rows already there take the default). (table, column, definition)
 ADDED_COLUMNS = (
     ("reservations", "key_id", "TEXT NOT NULL DEFAULT ''"),
     ("reservations", "model", "TEXT NOT NULL DEFAULT ''"),
     ("reservations", "started_at", "REAL NOT NULL DEFAULT 0"),
+    ("projects", "archived_at", "REAL"),
 )
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
 _INSERT_LEDGER = "INSERT INTO ledger ({}) VALUES ({})".format(
@@ -118,6 +128,7 @@ def _project(row: sqlite3.Row) -> Project:
         budget_micros=row["budget_micros"],
         allow=tuple(json.loads(row["allow"])),
         rpm=row["rpm"],
+        archived_at=row["archived_at"],
     )
 
 
@@ -183,10 +194,7 @@ class SqliteStore:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                for table, column, definition in ADDED_COLUMNS:
-                    present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-                    if column not in present:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                _add_missing_columns(conn)
             self._conn = conn
         return self._conn
 
@@ -238,9 +246,10 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (project.id, project.name, project.created_at, project.budget_micros,
-                     json.dumps(list(project.allow)), project.rpm),
+                     json.dumps(list(project.allow)), project.rpm, project.archived_at),
                 )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 raise ProjectExists(project.name) from exc
@@ -272,6 +281,15 @@ class SqliteStore:
                 raise UnknownProject(project.name)
 
         await self._run(op)
+
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE projects SET archived_at = ? WHERE id = ?", (archived_at, project_id)
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(op)
 
     # --- keys
 

@@ -5,6 +5,7 @@ in Redis (MG_POSTGRES_URL and MG_REDIS_URL both set)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -97,6 +98,33 @@ async def test_projects_round_trip(store: Store) -> None:
     assert [p.name for p in await store.list_projects()] == ["acme", "beta"]
     with pytest.raises(UnknownProject):
         await store.update_project(project("ghost"))
+
+
+async def test_archiving_a_project_is_seen_by_every_store_and_kept_by_updates(
+    open_store: Callable[[], Store],
+) -> None:
+    first, second = open_store(), open_store()
+    created = project(budget_micros=5_000_000)
+    await first.create_project(created)
+    assert created.archived_at is None
+    assert await first.reserve(created.id, "resv_1", 1_000, 5_000_000, 30)
+    await first.settle("resv_1", entry(created.id, 700))
+    assert await first.set_project_archived(created.id, 1234.5)
+    archived = await second.get_project_by_id(created.id)
+    assert archived is not None and archived.archived_at == 1234.5
+    assert [p.archived_at for p in await second.list_projects()] == [1234.5]
+    # An update of the cap or allowlist does not bring it back, and its money and ledger stay.
+    await second.update_project(Project(created.id, "acme", created.created_at, budget_micros=9_000_000))
+    assert (await first.get_project("acme")) == Project(
+        created.id, "acme", created.created_at, budget_micros=9_000_000, archived_at=1234.5
+    )
+    assert (await second.spend(created.id)).spent_micros == 700
+    assert [e.cost_micros for e in await second.ledger(created.id)] == [700]
+    assert await second.set_project_archived(created.id, None)
+    restored = await first.get_project("acme")
+    assert restored is not None and restored.archived_at is None
+    assert not await first.set_project_archived("proj_ghost", 1.0)
+    assert await first.get_project_by_id("proj_ghost") is None
 
 
 async def test_keys_are_found_by_hash_listed_and_revoked(store: Store) -> None:
@@ -421,6 +449,25 @@ async def test_records_expire_after_their_retention(store: Store) -> None:
     await store.finish_idempotency("p", "k", "req1", succeeded("req1", b"img"), keep_s=0.2)
     await asyncio.sleep(0.3)
     assert (await store.claim_idempotency("p", "k", "fp2", "req2", lease_s=30)).claimed
+
+
+async def test_sqlite_adds_the_archive_column_to_a_store_made_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # the projects table as the first mg made it
+        conn.execute(
+            "CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,"
+            " budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER)"
+        )
+        conn.execute("INSERT INTO projects VALUES ('proj_old', 'old', 1.0, NULL, '[]', NULL)")
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert await store.get_project("old") == Project("proj_old", "old", 1.0)
+        assert await store.set_project_archived("proj_old", 2.0)
+        archived = await store.get_project("old")
+        assert archived is not None and archived.archived_at == 2.0
+    finally:
+        await store.close()
 
 
 async def test_sqlite_waits_for_another_processs_lock_without_blocking_the_loop(tmp_path: Path) -> None:

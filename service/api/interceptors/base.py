@@ -17,10 +17,15 @@ MG_API_PREFIX = "/mg.v1."
 ADMIN_PREFIX = "/mg.v1.Admin/"
 # The streamed calls: their messages are events written by service/api/events.py.
 STREAMED = frozenset(
-    {"/mg.v1.ImageGeneration/GenerateImagesStream", "/mg.v1.ImageGeneration/GenerateImagesJson"}
+    {
+        "/mg.v1.ImageGeneration/GenerateImagesStream",
+        "/mg.v1.ImageGeneration/GenerateImagesJson",
+        "/mg.v1.ImageGeneration/EditImagesStream",
+        "/mg.v1.ImageGeneration/EditImagesHttp",
+    }
 )
 # The calls that make images: GenerateImages, EditImages and CreateImageVariations (gRPC) and their
-# REST bindings (one call each, two encodings), and GenerateImagesStream (gRPC, streamed).
+# REST bindings (one call each, two encodings), and the streamed gRPC methods.
 GENERATE_ONLY = frozenset(
     {
         *(
