@@ -38,7 +38,7 @@ typescript)
   rm -rf "$TS_OUT" && mkdir -p "$TS_OUT"
   protoc --plugin=protoc-gen-es="$TS_TOOLS/node_modules/.bin/protoc-gen-es" \
     --es_out="$TS_OUT" --es_opt=target=js+dts,import_extension=js $PROTOS \
-    google/api/annotations.proto google/api/http.proto google/api/httpbody.proto
+    google/api/annotations.proto google/api/http.proto google/api/httpbody.proto google/api/field_behavior.proto
   echo "generated $TS_OUT"
   ;;
 *) echo "usage: $0 [python|typescript]" >&2; exit 2 ;;

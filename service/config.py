@@ -8,6 +8,7 @@ Every port the gateway opens is a setting, so two instances can run side by side
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -20,7 +21,9 @@ from service.config_file import (
     BUILT_IN_KEYS,
     ConfigFile,
     ConfigFileError,
+    ProviderLimits,
     defined_providers,
+    provider_keys,
     provider_values,
     read_config_file,
 )
@@ -39,7 +42,26 @@ class SettingsError(ValueError):
     """A setting has a value the gateway cannot run with."""
 
 
-__all__ = ["ConfigFileError", "ProviderConfig", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ConfigFileError",
+    "Credential",
+    "ProviderConfig",
+    "ProviderLimits",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One of a provider's several keys (config file `keys:`): service/providers/credentials.py."""
+
+    label: str  # its variable's name or `key N`: what logs and metrics call it, never the key
+    api_key: str
+    weight: int = 1
+    base_url: str = ""  # "" for the provider's
+    max_in_flight: int = 0  # 0: no limit of its own
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,13 @@ class ProviderConfig:
     # The declaration's optional variables that are set (name -> value) and its config-file keys
     # that the file gives (key -> value as written).
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Its concurrency limit and circuit breaker (the config file's LIMIT_KEYS).
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
+    # Its several keys, when the config file lists them (`keys:`); empty for one key.
+    keys: tuple[Credential, ...] = ()
+    # Set on the config of one key of several: a 429 is not retried with the same key but handed
+    # back at once, for the call to go on with another key (service/providers/credentials.py).
+    pooled: bool = False
 
 
 def provider_declarations() -> Sequence[ProviderSpec]:
@@ -98,14 +127,40 @@ def load_provider_configs(
             **{key: entry[key] for key in spec.file_settings if key in entry},
             **{variable: environ[variable] for variable in spec.settings if environ.get(variable)},
         }
-        configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials, settings=settings)
+        limits = config.limits.get(spec.name, ProviderLimits()) if config else ProviderLimits()
+        configs[spec.name] = ProviderConfig(
+            spec.name,
+            api_key,
+            base_url,
+            credentials,
+            settings=settings,
+            limits=limits,
+            keys=_credentials(config, environ, spec.name),
+        )
     for name, kind in (defined_providers(config) if config else {}).items():
         entry = config.providers[name] if config else {}
         api_key, base_url = provider_values(config, environ, name) if config else ("", "")
-        if "api_key_env" in entry and not api_key:
+        keys = _credentials(config, environ, name)
+        if ("api_key_env" in entry or (config and name in config.keys)) and not api_key:
             continue  # its key's variable is not set (yet): listed as unavailable, like a built-in one
-        configs[name] = ProviderConfig(name, api_key, base_url.rstrip("/"), type=kind)
+        configs[name] = ProviderConfig(
+            name,
+            api_key,
+            base_url.rstrip("/"),
+            type=kind,
+            limits=config.limits[name] if config else ProviderLimits(),
+            keys=keys,
+        )
     return configs
+
+
+def _credentials(config: ConfigFile | None, environ: Mapping[str, str], name: str) -> tuple[Credential, ...]:
+    if config is None:
+        return ()
+    return tuple(
+        Credential(label, key, entry.weight, entry.base_url.rstrip("/"), entry.max_in_flight)
+        for entry, key, label in provider_keys(config, environ, name)
+    )
 
 
 def default_data_dir() -> Path:
@@ -229,12 +284,21 @@ class Settings:
     local_max_delay_ms: int = field(default=60_000, metadata={"env": "MG_LOCAL_MAX_DELAY_MS"})
     # Largest request body the edge accepts (a 20 MB reference image is ~27 MB of base64).
     max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
+    # The admin API (/v1/admin/...) and the console: the admin token, or its SHA-256 (hex; what the
+    # config file should hold). Neither set: the token `mg serve` generated on its first start (the
+    # data dir's admin-token file), if any; with none at all the admin API answers 404. Console
+    # sessions are cookies signed with the session secret (replicas must share it; default: one
+    # generated once in the data dir) and last this long.
+    admin_token: str = field(default="", metadata={"env": "MG_ADMIN_TOKEN"})
+    admin_token_sha256: str = field(default="", metadata={"env": "MG_ADMIN_TOKEN_SHA256"})
+    admin_session_secret: str = field(default="", metadata={"env": "MG_ADMIN_SESSION_SECRET"})
+    admin_session_ttl_s: float = field(default=8 * 3600.0, metadata={"env": "MG_ADMIN_SESSION_TTL_S"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict, metadata={"env": ""})
     # From the config file: catalog entries to add or override, and aliases.
     config_file: str = field(default="", metadata={"env": "MG_CONFIG"})
     catalog_models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"env": ""})
-    catalog_aliases: Mapping[str, str] = field(default_factory=dict, metadata={"env": ""})
+    catalog_aliases: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict, metadata={"env": ""})
 
     @property
     def worker_count(self) -> int:
@@ -381,6 +445,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("MG_POSTGRES_URL must be a postgresql:// URL")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
+    if settings.admin_token_sha256 and not re.fullmatch(r"[0-9a-f]{64}", settings.admin_token_sha256):
+        raise SettingsError(
+            "MG_ADMIN_TOKEN_SHA256 must be the SHA-256 of the admin token, 64 lower-case hex digits"
+        )
+    if settings.admin_session_ttl_s <= 0:
+        raise SettingsError("MG_ADMIN_SESSION_TTL_S must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("MG_SQLITE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA")
     return settings

@@ -1,11 +1,12 @@
 """The messages of a streamed call, written as they come.
 
-A streamed method (GenerateImagesStream, and GenerateImagesJson, the REST binding) runs its chain of
-interceptors as one call that returns the final ImagesResponse, as GenerateImages does; this module
-writes what the caller sees on the call's context, in the method's encoding:
-  - GenerateImagesStream: ImageGenerationEvent messages;
-  - GenerateImagesJson, `stream` unset: one HttpBody, the ImagesResponse JSON;
-  - GenerateImagesJson, `"stream": true`: HttpBody server-sent events (`event: <type>`,
+A streamed method (GenerateImagesStream and EditImagesStream, and the REST bindings
+GenerateImagesJson and EditImagesHttp) runs its chain of interceptors as one call that returns the
+final ImagesResponse, as GenerateImages does; this module writes what the caller sees on the call's
+context, in the method's encoding:
+  - GenerateImagesStream, EditImagesStream: ImageGenerationEvent messages;
+  - the REST bindings, `stream` unset: one HttpBody, the ImagesResponse JSON;
+  - the REST bindings, `"stream": true`: HttpBody server-sent events (`event: <type>`,
     `data: <ImageGenerationEvent JSON>`), which Envoy's transcoder passes on as they come.
 Partial images are written as the provider makes them, by a writer task of their own, so a slow
 reader never holds up the work (nor the provider's stream). The final response (a replayed one
@@ -13,7 +14,7 @@ included) becomes the completed event. Until something is queued the call can st
 status (the usual error envelope); after that the REST stream ends with an `error` event, the gRPC
 one with the status (error_rendering.py decides, through `end_with`).
 
-The event names' prefix is the route's: image_generation here, image_edit for edits.
+The event names' prefix is the method's: image_generation for generations, image_edit for edits.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class Encoding:
         return event.SerializeToString() if self.grpc else as_sse_http_body(event.type, event)
 
 
-def encoding_for(method: str, request: Any, event_prefix: str = "image_generation") -> Encoding:
+def encoding_for(method: str, request: Any) -> Encoding:
+    """The encoding of a streamed method's answer; edits' events are named image_edit.*."""
+    event_prefix = "image_edit" if "/EditImages" in method else "image_generation"
     if method.endswith("Stream"):
         return Encoding(events=True, event_prefix=event_prefix, grpc=True)
     return Encoding(events=bool(getattr(request, "stream", False)), event_prefix=event_prefix)

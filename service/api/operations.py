@@ -1,9 +1,12 @@
-"""Liveness and readiness (GET /healthz, /readyz), and gRPC health kept in step with the store.
+"""Liveness and readiness (GET /healthz, /readyz), gRPC health kept in step with the store, and the
+API's OpenAPI document (GET /openapi.json).
 
 Readiness fails (503) when the store cannot serve: it does not answer or cannot write (its disk
 full), or a reservation's release is still waiting to be written. The `files` check
 (hosted files cannot be written: the data dir's disk is full) is reported but does not fail
 readiness: b64 answers need no file, and a balancer that took the gateway out would stop them too.
+Neither does the `providers` check (the providers this worker's circuit breakers hold back): the
+gateway still serves every other provider, and routes pass them over.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import logging
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from grpc_health.v1 import health, health_pb2
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
+from service.api import openapi
 from service.api.servicer import SERVICE
 from service.errors import MgError, Unavailable
+from service.generation.capacity import Availability
 from service.hosting.blobs import BlobStore
 from service.stores.base import Store
 from service.stores.retry import waiting_writes
@@ -37,18 +43,30 @@ async def store_check(store: Store) -> str:
 
 
 class OperationsServicer(pb_grpc.OperationsServicer):
-    def __init__(self, store: Store, blobs: BlobStore) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, available: Availability) -> None:
         self._store = store
         self._blobs = blobs
+        self._available = available
+        self._api_document: bytes | None = None
 
     async def Liveness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
         return pb.HealthStatus(status="ok")
 
     async def Readiness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
-        checks = {"store": await store_check(self._store), "files": await self._blobs.check()}
+        checks = {
+            "store": await store_check(self._store),
+            "files": await self._blobs.check(),
+            "providers": self._available.check(),
+        }
         if checks["store"] != "ok":
             raise Unavailable("Not ready: " + "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"))
         return pb.HealthStatus(status="ready", checks=checks)
+
+    async def ApiDocument(self, request: pb.ApiDocumentRequest, context: Any) -> httpbody_pb2.HttpBody:
+        # Made once, on first asking, from the descriptor set the edge's transcoder loads.
+        if self._api_document is None:
+            self._api_document = openapi.document()
+        return httpbody_pb2.HttpBody(content_type="application/json", data=self._api_document)
 
 
 async def follow_store_health(
@@ -71,5 +89,5 @@ async def follow_store_health(
         await asyncio.sleep(interval_s)
 
 
-def add_operations(server: grpc.aio.Server, store: Store, blobs: BlobStore) -> None:
-    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store, blobs), server)
+def add_operations(server: grpc.aio.Server, store: Store, blobs: BlobStore, available: Availability) -> None:
+    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store, blobs, available), server)

@@ -24,7 +24,7 @@ PROMPT_TOKEN_MARGIN = 64
 
 def calls_for(request: GenerationRequest, images: int) -> int:
     """How many upstream calls `images` images take (fan-out of n)."""
-    return -(-images // request.model.capabilities.max_images_per_call)
+    return -(-images // request.images_per_call)
 
 
 def input_images_micros(request: GenerationRequest, calls: int) -> int:

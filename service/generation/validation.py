@@ -78,8 +78,15 @@ class GenerationRequest:
         """How many pictures each upstream call sends the provider (input images and mask)."""
         return len(self.inputs) + (self.mask is not None)
 
-    # Streamed calls only: how many partial images the caller wants before the final one.
+    # Streamed calls only: how many partial images the caller wants before each final one.
     partial_images: int = 0
+
+    @property
+    def images_per_call(self) -> int:
+        """How many images one upstream call makes: the model's most, or one when partial images
+        are streamed (each call's partial images are then its one image's, and a provider's streamed
+        answer holds one completed event, with that image's usage)."""
+        return 1 if self.partial_images else self.model.capabilities.max_images_per_call
 
 
 def choice(value: str, allowed: tuple[str, ...], param: str) -> str | None:
@@ -157,28 +164,21 @@ def _output_compression(request: pb.GenerateImagesRequest) -> int | None:
     return request.output_compression
 
 
-def _partial_images(request: pb.GenerateImagesRequest, streamed: bool, n: int, operation: str) -> int:
-    """How many partial images to stream: `partial_images` (0-3) on a streamed call, which makes one
-    image (n == 1: an event carries no image position); 0 otherwise."""
+def _partial_images(request: pb.GenerateImagesRequest, streamed: bool) -> int:
+    """How many partial images to stream for each image: `partial_images` (0-3) on a streamed call,
+    0 otherwise. A streamed call may make several images (`n`), as OpenAI's schema allows: each
+    image's events come as it is made (an event carries no image position, as OpenAI's)."""
     if request.HasField("partial_images") and not 0 <= request.partial_images <= MAX_PARTIAL_IMAGES:
         raise BadRequest(
             f"partial_images must be between 0 and {MAX_PARTIAL_IMAGES}.", param="partial_images"
         )
-    if request.stream and operation != GENERATE:
-        raise BadRequest(
-            f"Streaming is not supported for {operation}s yet; send stream: false.", param="stream"
-        )
     if request.stream and not streamed:
         raise BadRequest(
-            "stream: true is answered by POST /v1/images/generations (REST) and GenerateImagesStream "
-            "(gRPC); GenerateImages answers once.",
+            "stream: true is answered by the REST routes and by GenerateImagesStream and "
+            "EditImagesStream (gRPC); GenerateImages and EditImages answer once.",
             param="stream",
         )
-    if not streamed:
-        return 0
-    if n != 1:
-        raise BadRequest(f"A streamed request makes one image (n=1); got n={n}.", param="n")
-    return request.partial_images
+    return request.partial_images if streamed else 0
 
 
 def _provider_options(request: pb.GenerateImagesRequest, model: ModelSpec) -> Mapping[str, object]:
@@ -228,7 +228,7 @@ def validate(
         style = None
     _check_reference_image(request, model)
     n = _n(request, model)
-    partial_images = _partial_images(request, streamed, n, operation)
+    partial_images = _partial_images(request, streamed)
     return GenerationRequest(
         model_name=request.model,
         model=model,

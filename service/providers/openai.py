@@ -17,10 +17,11 @@ a mask). dall-e-3 has no edits (its catalog entry refuses reference images). The
 A variation (dall-e-2) goes to POST {base}/images/variations: the `image` part (a square PNG, as for
 dall-e-2 edits), `model`, `n`, `size`, `response_format=b64_json`, `user`; no prompt.
 
-A streamed call (the caller asked for partial images) to a GPT image model is sent with `stream:
-true` and `partial_images`: the answer is server-sent events (section 5), each partial image handed
-to the caller as it arrives, the completed event (image and usage) the result. Other models answer
-unstreamed; the caller then gets the completed event only.
+A streamed call (the caller asked for partial images) to a GPT image model, a generation or an edit
+(its form then has `stream=true` and `partial_images` fields), is sent with `stream: true` and
+`partial_images`: the answer is server-sent events (section 5; image_edit.* for edits), each partial
+image handed to the caller as it arrives, the completed event (image and usage) the result. Other
+models answer unstreamed; the caller then gets the completed event only.
 
 providerOptions.openai (OPTIONS) may set background, moderation, output_format, output_compression
 (GPT image models; they win over the request's fields of the same name), and for edits only:
@@ -239,18 +240,20 @@ class OpenAIProvider(HttpAdapter):
         if call.variation and reference is not None:
             return await self._vary(call, reference)
         body, warnings = request_body(call)
-        if reference is None and call.on_partial is not None and _is_gpt_image(call.upstream_model):
-            return await self._streamed(call, body, warnings)
+        streamed = call.on_partial is not None and _is_gpt_image(call.upstream_model)
+        if streamed:
+            body = {**body, "stream": True, "partial_images": call.partial_images}
         if reference is None:
-            payload, response = await self._upstream.json_object(
-                "POST", "/images/generations", call.deadline, json=body
-            )
+            sent: dict[str, Any] = {"json": body}
+            path = "/images/generations"
         else:
-            form = {name: str(value) for name, value in body.items()}
+            form = {name: _form_value(value) for name, value in body.items()}
             files = await asyncio.to_thread(edit_files, call)  # re-encoding is CPU work
-            payload, response = await self._upstream.json_object(
-                "POST", "/images/edits", call.deadline, data=form, files=files
-            )
+            sent = {"data": form, "files": files}
+            path = "/images/edits"
+        if streamed:
+            return await self._streamed(call, path, sent, warnings)
+        payload, response = await self._upstream.json_object("POST", path, call.deadline, **sent)
         return read_answer(self.name, payload, response.headers.get("x-request-id"), warnings)
 
     async def _vary(self, call: ImageCall, reference: ReferenceImage) -> ImageCallResult:
@@ -263,15 +266,12 @@ class OpenAIProvider(HttpAdapter):
         return read_answer(self.name, payload, response.headers.get("x-request-id"), warnings)
 
     async def _streamed(
-        self, call: ImageCall, body: dict[str, Any], warnings: list[CallWarning]
+        self, call: ImageCall, path: str, sent: dict[str, Any], warnings: list[CallWarning]
     ) -> ImageCallResult:
-        """A GPT image generation asked with `stream: true`: its partial images go to the caller as
-        they arrive, and the completed event (image and usage) is the result."""
+        """A GPT image generation or edit asked with `stream: true`: its partial images go to the
+        caller as they arrive, and the completed event (image and usage) is the result."""
         events = _ImageEvents(self.name, call)
-        body = {**body, "stream": True, "partial_images": call.partial_images}
-        response = await self._upstream.request(
-            "POST", "/images/generations", call.deadline, json=body, on_event=events.take
-        )
+        response = await self._upstream.request("POST", path, call.deadline, on_event=events.take, **sent)
         request_id = response.headers.get("x-request-id")
         if events.failure is not None:
             raise events.failure
@@ -281,6 +281,13 @@ class OpenAIProvider(HttpAdapter):
             raise malformed(self.name, "the event stream ended without a completed event")
         completed = {"data": [events.completed], "usage": events.completed.get("usage")}
         return read_answer(self.name, completed, request_id, warnings)
+
+
+def _form_value(value: Any) -> str:
+    """A request field as a text part of the edits form (booleans as JSON writes them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def read_answer(

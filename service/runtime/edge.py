@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from string import Template
 
@@ -63,6 +64,7 @@ def render_config(settings: Settings, lua_path: Path) -> str:
         max_response_bytes=settings.max_response_bytes,
         max_request_bytes=settings.max_request_bytes,
         upstream_max_streams=settings.envoy_upstream_max_streams,
+        mg_version=version("mg-gateway"),
     )
 
 

@@ -1,4 +1,5 @@
-"""The store contract: projects, keys, rate-limit state, spend reservations and the ledger.
+"""The store contract: projects, keys, rate-limit state, spend reservations (with what each is held
+for: the generations in flight), the ledger and the audit log of admin changes.
 
 Three implementations keep exactly this contract: SQLite (the embedded default, shared by the worker
 processes of one gateway through the file), Redis and PostgreSQL (any number of replicas). Every
@@ -8,6 +9,10 @@ ledger entry) is one transaction (SQLite), one Lua script (Redis) or one SQL sta
 
 Money is integer micro-dollars everywhere.
 
+Upstream slots (a provider's max_in_flight, shared by every worker and replica on the store): slot
+0..limit-1 of a pool is taken when free or when its holder's lease lapsed (a dead worker's), in one
+atomic step per slot, and released by its holder only.
+
 Idempotency records: a claim is taken atomically when no live record exists (none, a failed one,
 or an in-flight one whose lease lapsed because its owner died); otherwise the existing record is
 returned and the caller decides (join, replay, or refuse a different request under the same key).
@@ -15,6 +20,7 @@ returned and the caller decides (join, replay, or refuse a different request und
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +48,9 @@ class Project:
     allow: tuple[str, ...] = ()
     # Requests per minute per key; None means the gateway default.
     rpm: int | None = None
+    # When the project was archived (its keys stop working; its ledger and spend are kept); None
+    # while it is active. Only set_project_archived changes it.
+    archived_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,12 @@ class RateDecision:
     reset_s: float
     # When refused: seconds until one more request is allowed.
     retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeldReservation:
+    project_id: str
+    reservation_id: str
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,60 @@ class LedgerEntry:
     idempotency_key: str = ""
     upstream_request_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReservationHolder:
+    """What a spend reservation is held for, so every worker's generations in flight can be listed."""
+
+    key_id: str
+    model: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A live reservation: a generation running now, on some worker of some replica."""
+
+    reservation_id: str  # the request id
+    project_id: str
+    amount_micros: int
+    expires_at: float
+    key_id: str = ""
+    model: str = ""
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LedgerQuery:
+    """A page of the ledger, newest first; every filter is optional. `since` is inclusive, `until`
+    exclusive. `cursor` is the previous page's `next_cursor` (opaque: each store has its own)."""
+
+    project_id: str | None = None
+    model: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+    cursor: str = ""
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    next_cursor: str  # "" on the last page
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change made by an admin: who (the actor), what (action, target, the values set), when."""
+
+    id: str  # aud_<ULID>: ids sort by time
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, str] = field(default_factory=dict)
 
 
 class IdempotencyState:
@@ -127,6 +196,8 @@ class Store(Protocol):
     async def get_project_by_id(self, project_id: str) -> Project | None: ...
     async def list_projects(self) -> list[Project]: ...
     async def update_project(self, project: Project) -> None: ...
+    # archive (a time) or unarchive (None); False if there is no such project
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool: ...
 
     # keys
     async def create_key(self, key: ApiKey) -> None: ...
@@ -139,18 +210,32 @@ class Store(Protocol):
 
     # spend: reserve before the upstream call, then settle (with its ledger entry) or release
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool: ...
-    # a live reservation's lease extended to `lease_s` from now; False if it is gone or lapsed
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool: ...
+    # the live ones among `held` get their lease extended to `lease_s` from now, in one round trip;
+    # returns their ids (one gone or lapsed is not among them)
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]: ...
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None: ...
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None: ...
     async def spend(self, project_id: str) -> Spend: ...
+    # every project's live reservations (lapsed ones left out), oldest first
+    async def in_flight(self) -> list[InFlight]: ...
 
     # ledger
     async def ledger(
         self, project_id: str | None = None, since: float | None = None
     ) -> list[LedgerEntry]: ...
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage: ...
+
+    # audit log: appended by admin operations, read newest first (`before`: an entry id, exclusive)
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]: ...
 
     # idempotency: claim / renew / finish a key; records live for their retention, failures briefly
     # `waiting_for`: the owner a joiner waits on; its failure is returned to the joiner, not claimed over.
@@ -161,6 +246,11 @@ class Store(Protocol):
     async def finish_idempotency(
         self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
     ) -> None: ...
+
+    # upstream slots: at most `limit` holders of `pool` at once (a provider's max_in_flight), each
+    # for its lease. Returns the slot taken (to release it with), or None when all are held.
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None: ...
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None: ...
 
     async def ping(self) -> None: ...
     async def close(self) -> None: ...

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,13 +39,19 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerPage,
+    LedgerQuery,
     Project,
     ProjectExists,
     RateDecision,
+    ReservationHolder,
     Spend,
     UnknownProject,
 )
@@ -95,14 +101,23 @@ WITH taken AS (
     WHERE %(cap)s::bigint IS NULL OR s.spent_micros + s.reserved_micros + excluded.reserved_micros <= %(cap)s
     RETURNING 1
 )
-INSERT INTO reservations (id, project_id, amount_micros, expires_at)
-SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s FROM taken
+INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, started_at)
+SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s, %(key_id)s, %(model)s, %(started_at)s FROM taken
 RETURNING 1
 """
 
-RENEW_RESERVATION = f"""
-UPDATE reservations SET expires_at = {NOW} + %(lease)s
-WHERE id = %(id)s AND project_id = %(project)s AND expires_at > {NOW}
+ACQUIRE_SLOT = f"""
+INSERT INTO upstream_slots AS s (pool, slot, holder, expires_at)
+VALUES (%(pool)s, %(slot)s, %(holder)s, {NOW} + %(lease)s)
+ON CONFLICT (pool, slot) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE s.expires_at <= {NOW}
+"""
+
+RENEW_RESERVATIONS = f"""
+UPDATE reservations r SET expires_at = {NOW} + %(lease)s
+FROM unnest(%(projects)s::text[], %(ids)s::text[]) AS held(project_id, id)
+WHERE r.id = held.id AND r.project_id = held.project_id AND r.expires_at > {NOW}
+RETURNING r.id
 """
 
 # The reservation (if still there) leaves `reserved` and the cost joins `spent`; then the ledger row
@@ -178,6 +193,7 @@ def _project(row: Row) -> Project:
         budget_micros=row["budget_micros"],
         allow=tuple(row["allow"]),
         rpm=row["rpm"],
+        archived_at=row["archived_at"],
     )
 
 
@@ -278,8 +294,8 @@ class PostgresStore:
     async def create_project(self, project: Project) -> None:
         try:
             await self._count(
-                "INSERT INTO projects VALUES "
-                "(%(id)s, %(name)s, %(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s)",
+                "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) VALUES "
+                "(%(id)s, %(name)s, %(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s, %(archived_at)s)",
                 _project_params(project),
             )
         except psycopg.errors.UniqueViolation as exc:
@@ -304,6 +320,13 @@ class PostgresStore:
         )
         if changed == 0:
             raise UnknownProject(project.name)
+
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool:
+        changed = await self._count(
+            "UPDATE projects SET archived_at = %(at)s WHERE id = %(id)s",
+            {"at": archived_at, "id": project_id},
+        )
+        return changed > 0
 
     # --- keys
 
@@ -348,11 +371,18 @@ class PostgresStore:
     # --- spend
 
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool:
+        held = holder or ReservationHolder("", "", 0.0)
         params = {
             "project": project_id, "id": reservation_id, "amount": amount_micros, "cap": cap_micros,
-            "lease": lease_s,
+            "lease": lease_s, "key_id": held.key_id, "model": held.model, "started_at": held.started_at,
         }  # fmt: skip
         if await self._count(RESERVE, params):
             return True
@@ -363,9 +393,15 @@ class PostgresStore:
             return False
         return bool(await self._count(RESERVE, params))
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        params = {"project": project_id, "id": reservation_id, "lease": lease_s}
-        return await self._count(RENEW_RESERVATION, params) == 1
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        if not held:
+            return set()
+        params = {
+            "projects": [one.project_id for one in held],
+            "ids": [one.reservation_id for one in held],
+            "lease": lease_s,
+        }
+        return {str(row["id"]) for row in await self._all(RENEW_RESERVATIONS, params)}
 
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
@@ -390,6 +426,17 @@ class PostgresStore:
         assert row is not None
         return Spend(int(row["spent"]), int(row["reserved"]))
 
+    async def in_flight(self) -> list[InFlight]:
+        rows = await self._all(
+            f"SELECT id, project_id, amount_micros, expires_at, key_id, model, started_at FROM reservations "
+            f"WHERE expires_at > {NOW} ORDER BY started_at, id"
+        )
+        return [
+            InFlight(r["id"], r["project_id"], int(r["amount_micros"]), r["expires_at"], r["key_id"],
+                     r["model"], r["started_at"])
+            for r in rows
+        ]  # fmt: skip
+
     # --- ledger
 
     async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
@@ -399,6 +446,43 @@ class PostgresStore:
             {"since": since or 0.0, "project": project_id},
         )
         return [_ledger_entry(r) for r in rows]
+
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
+        """Newest first by seq; the cursor is the last entry's seq."""
+        if query.cursor and not query.cursor.isdigit():
+            raise ValueError(query.cursor)
+        rows = await self._all(
+            "SELECT * FROM ledger WHERE (%(project)s::text IS NULL OR project_id = %(project)s) "
+            "AND (%(model)s::text IS NULL OR model = %(model)s) "
+            "AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s) "
+            "AND (%(since)s::float8 IS NULL OR created_at >= %(since)s) "
+            "AND (%(until)s::float8 IS NULL OR created_at < %(until)s) "
+            "AND (%(before)s::bigint IS NULL OR seq < %(before)s) "
+            "ORDER BY seq DESC LIMIT %(limit)s",
+            {
+                "project": query.project_id, "model": query.model, "outcome": query.outcome,
+                "since": query.since, "until": query.until,
+                "before": int(query.cursor) if query.cursor else None, "limit": query.limit + 1,
+            },
+        )  # fmt: skip
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return LedgerPage([_ledger_entry(r) for r in rows], str(rows[-1]["seq"]) if more else "")
+
+    # --- audit
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._count(
+            "INSERT INTO audit VALUES (%(id)s, %(at)s, %(actor)s, %(action)s, %(target)s, %(detail)s)",
+            {f.name: getattr(entry, f.name) for f in fields(AuditEntry)} | {"detail": Jsonb(entry.detail)},
+        )
+
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]:
+        rows = await self._all(
+            "SELECT * FROM audit WHERE %(before)s = '' OR id < %(before)s ORDER BY id DESC LIMIT %(limit)s",
+            {"before": before, "limit": limit},
+        )
+        return [AuditEntry(**r) for r in rows]
 
     # --- idempotency
 
@@ -440,6 +524,26 @@ class PostgresStore:
         """Records past their retention and every project's lapsed reservations, in the database."""
         await self._count(f"DELETE FROM idempotency WHERE expires_at <= {NOW}", {})
         await self._count(RECLAIM, {"project": None})
+
+    # --- upstream slots (in Redis when it is set, as rate limits are)
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        if self._rate_limits is not None:
+            return await self._rate_limits.acquire_slot(pool, holder, limit, lease_s)
+        for slot in range(limit):  # each one statement: taken atomically, or not at all
+            params = {"pool": pool, "slot": slot, "holder": holder, "lease": lease_s}
+            if await self._count(ACQUIRE_SLOT, params):
+                return slot
+        return None
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        if self._rate_limits is not None:
+            await self._rate_limits.release_slot(pool, slot, holder)
+            return
+        await self._count(
+            "DELETE FROM upstream_slots WHERE pool = %(pool)s AND slot = %(slot)s AND holder = %(holder)s",
+            {"pool": pool, "slot": slot, "holder": holder},
+        )
 
     async def ping(self) -> None:
         """A write, not a read: a database that reads but cannot write serves no generation."""

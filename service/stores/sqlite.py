@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -35,13 +35,19 @@ from service.data_dir import open_private, private_dir
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerPage,
+    LedgerQuery,
     Project,
     ProjectExists,
     RateDecision,
+    ReservationHolder,
     Spend,
     UnknownProject,
 )
@@ -52,7 +58,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
-    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER
+    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER, archived_at REAL
 );
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), key_hash TEXT NOT NULL UNIQUE,
@@ -61,7 +67,8 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS rate_limits (bucket TEXT PRIMARY KEY, tat REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (project_id TEXT PRIMARY KEY, spent_micros INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, amount_micros INTEGER NOT NULL, expires_at REAL NOT NULL
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, amount_micros INTEGER NOT NULL, expires_at REAL NOT NULL,
+    key_id TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', started_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS reservations_by_project ON reservations(project_id, expires_at);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -79,8 +86,33 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at REAL NOT NULL, PRIMARY KEY (project_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS upstream_slots (
+    pool TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (pool, slot)
+);
 """
+
+# Columns added since a table was first created: a store file made by an earlier mg gets them when
+# it is opened (ALTER TABLE ADD COLUMN; rows already there take the default). (table, column, definition)
+ADDED_COLUMNS = (
+    ("reservations", "key_id", "TEXT NOT NULL DEFAULT ''"),
+    ("reservations", "model", "TEXT NOT NULL DEFAULT ''"),
+    ("reservations", "started_at", "REAL NOT NULL DEFAULT 0"),
+    ("projects", "archived_at", "REAL"),
+)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
 _INSERT_LEDGER = "INSERT INTO ledger ({}) VALUES ({})".format(
@@ -96,6 +128,7 @@ def _project(row: sqlite3.Row) -> Project:
         budget_micros=row["budget_micros"],
         allow=tuple(json.loads(row["allow"])),
         rpm=row["rpm"],
+        archived_at=row["archived_at"],
     )
 
 
@@ -161,6 +194,7 @@ class SqliteStore:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                _add_missing_columns(conn)
             self._conn = conn
         return self._conn
 
@@ -212,9 +246,10 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (project.id, project.name, project.created_at, project.budget_micros,
-                     json.dumps(list(project.allow)), project.rpm),
+                     json.dumps(list(project.allow)), project.rpm, project.archived_at),
                 )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 raise ProjectExists(project.name) from exc
@@ -246,6 +281,15 @@ class SqliteStore:
                 raise UnknownProject(project.name)
 
         await self._run(op)
+
+    async def set_project_archived(self, project_id: str, archived_at: float | None) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE projects SET archived_at = ? WHERE id = ?", (archived_at, project_id)
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(op)
 
     # --- keys
 
@@ -303,8 +347,16 @@ class SqliteStore:
     # --- spend
 
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool:
+        held = holder or ReservationHolder("", "", 0.0)
+
         def op(conn: sqlite3.Connection) -> bool:
             now = time.time()
             with _write(conn):
@@ -316,23 +368,29 @@ class SqliteStore:
                     if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
                         return False
                 conn.execute(
-                    "INSERT INTO reservations VALUES (?, ?, ?, ?)",
-                    (reservation_id, project_id, amount_micros, now + lease_s),
-                )
+                    "INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, "
+                    "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (reservation_id, project_id, amount_micros, now + lease_s, held.key_id, held.model,
+                     held.started_at),
+                )  # fmt: skip
                 return True
 
         return await self._run(op)
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
             now = time.time()
-            with _write(conn):
-                renewed = conn.execute(
-                    "UPDATE reservations SET expires_at = ? "
-                    "WHERE id = ? AND project_id = ? AND expires_at > ?",
-                    (now + lease_s, reservation_id, project_id, now),
-                )
-                return renewed.rowcount > 0
+            renewed = set()
+            with _write(conn):  # one transaction: one commit for all
+                for one in held:
+                    cursor = conn.execute(
+                        "UPDATE reservations SET expires_at = ? "
+                        "WHERE id = ? AND project_id = ? AND expires_at > ?",
+                        (now + lease_s, one.reservation_id, one.project_id, now),
+                    )
+                    if cursor.rowcount > 0:
+                        renewed.add(one.reservation_id)
+            return renewed
 
         return await self._run(op)
 
@@ -361,6 +419,19 @@ class SqliteStore:
     async def spend(self, project_id: str) -> Spend:
         return await self._run(lambda conn: _spend(conn, project_id, now=time.time()))
 
+    async def in_flight(self) -> list[InFlight]:
+        def op(conn: sqlite3.Connection) -> list[InFlight]:
+            rows = conn.execute(
+                "SELECT * FROM reservations WHERE expires_at > ? ORDER BY started_at, id", (time.time(),)
+            )
+            return [
+                InFlight(r["id"], r["project_id"], r["amount_micros"], r["expires_at"], r["key_id"],
+                         r["model"], r["started_at"])
+                for r in rows
+            ]  # fmt: skip
+
+        return await self._run(op)
+
     # --- ledger
 
     async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
@@ -371,6 +442,55 @@ class SqliteStore:
                 query += " AND project_id = ?"
                 args.append(project_id)
             return [_ledger_entry(r) for r in conn.execute(query + " ORDER BY seq", args)]
+
+        return await self._run(op)
+
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
+        """Newest first by seq; the cursor is the last entry's seq."""
+        before = _cursor_int(query.cursor)
+
+        def op(conn: sqlite3.Connection) -> LedgerPage:
+            conditions, args = ["1 = 1"], []
+            for column, value in (
+                ("project_id = ?", query.project_id),
+                ("model = ?", query.model),
+                ("outcome = ?", query.outcome),
+                ("created_at >= ?", query.since),
+                ("created_at < ?", query.until),
+                ("seq < ?", before),
+            ):
+                if value is not None:
+                    conditions.append(column)
+                    args.append(value)
+            rows = conn.execute(
+                f"SELECT * FROM ledger WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT ?",
+                [*args, query.limit + 1],
+            ).fetchall()
+            more = len(rows) > query.limit
+            rows = rows[: query.limit]
+            return LedgerPage([_ledger_entry(r) for r in rows], str(rows[-1]["seq"]) if more else "")
+
+        return await self._run(op)
+
+    # --- audit
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.id, entry.at, entry.actor, entry.action, entry.target, json.dumps(entry.detail)),
+            )
+        )
+
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]:
+        def op(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT * FROM audit WHERE ? = '' OR id < ? ORDER BY id DESC LIMIT ?", (before, before, limit)
+            )
+            return [
+                AuditEntry(r["id"], r["at"], r["actor"], r["action"], r["target"], json.loads(r["detail"]))
+                for r in rows
+            ]
 
         return await self._run(op)
 
@@ -423,6 +543,35 @@ class SqliteStore:
 
         await self._run(op)
 
+    # --- upstream slots
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        def op(conn: sqlite3.Connection) -> int | None:
+            now = time.time()
+            with _write(conn):
+                for slot in range(limit):
+                    taken = conn.execute(
+                        "INSERT INTO upstream_slots VALUES (?, ?, ?, ?) ON CONFLICT (pool, slot) DO UPDATE "
+                        "SET holder = excluded.holder, expires_at = excluded.expires_at "
+                        "WHERE upstream_slots.expires_at <= ?",
+                        (pool, slot, holder, now + lease_s, now),
+                    )
+                    if taken.rowcount:
+                        return slot
+                return None
+
+        return await self._run(op)
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "DELETE FROM upstream_slots WHERE pool = ? AND slot = ? AND holder = ?",
+                    (pool, slot, holder),
+                )
+
+        await self._run(op)
+
     async def ping(self) -> None:
         """A write, not a read: a store on a full disk still reads, but serves no generation."""
 
@@ -444,6 +593,15 @@ class SqliteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, op)
         self._thread.shutdown(wait=True)
+
+
+def _cursor_int(cursor: str) -> int | None:
+    """A ledger cursor (a seq) as given back; ValueError for text this store did not make."""
+    if not cursor:
+        return None
+    if not cursor.isdigit():
+        raise ValueError(cursor)
+    return int(cursor)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

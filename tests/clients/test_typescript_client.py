@@ -1,5 +1,5 @@
 """Callers in other languages: a Node client generated from the proto calls the gRPC API, and the
-official openai-node SDK calls the REST edge."""
+official openai-node SDK and the AI SDK (`ai` with `@ai-sdk/openai`) call the REST edge."""
 
 from __future__ import annotations
 
@@ -52,7 +52,26 @@ def test_openai_node_edits_images_through_the_rest_edge(
     Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(picture)  # transparent: doubles as a mask
     result = node("images_edit.mjs", f"{gateway.http_url}/v1", gateway.key, str(picture))
     assert result["one"] == ["PNG"] and result["several"] == ["PNG", "PNG"]
+    assert result["streamed"] == [
+        {"type": "image_edit.partial_image", "partialImageIndex": 0},
+        {"type": "image_edit.partial_image", "partialImageIndex": 1},
+        {"type": "image_edit.completed", "partialImageIndex": None},
+    ]
     assert result["refused"] == {"status": 403, "code": "MODEL_NOT_ALLOWED", "param": "model"}
+
+
+def test_the_ai_sdk_edits_images_with_generate_image(
+    generated: Path, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    # `ai` + `@ai-sdk/openai`: generateImage with `prompt: {images, text}` (and a mask) is a
+    # multipart POST /images/edits (`image`, or `image[]` for several).
+    picture = tmp_path / "in.png"
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(picture)
+    result = node("ai_sdk_edit.mjs", f"{gateway.http_url}/v1", gateway.key, str(picture))
+    assert [image["mediaType"] for image in result["one"] + result["several"]] == ["image/png"] * 2
+    assert all(image["bytes"] > 1000 for image in result["one"] + result["several"])
+    assert result["refused"]["status"] == 403
+    assert result["refused"]["body"]["error"]["code"] == "MODEL_NOT_ALLOWED"
 
 
 def test_openai_node_streams_a_generation_through_the_rest_edge(

@@ -5,6 +5,7 @@ in Redis (MG_POSTGRES_URL and MG_REDIS_URL both set)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,11 +15,16 @@ from ulid import ULID
 
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerQuery,
     Project,
     ProjectExists,
+    ReservationHolder,
     Store,
     UnknownProject,
 )
@@ -94,6 +100,33 @@ async def test_projects_round_trip(store: Store) -> None:
         await store.update_project(project("ghost"))
 
 
+async def test_archiving_a_project_is_seen_by_every_store_and_kept_by_updates(
+    open_store: Callable[[], Store],
+) -> None:
+    first, second = open_store(), open_store()
+    created = project(budget_micros=5_000_000)
+    await first.create_project(created)
+    assert created.archived_at is None
+    assert await first.reserve(created.id, "resv_1", 1_000, 5_000_000, 30)
+    await first.settle("resv_1", entry(created.id, 700))
+    assert await first.set_project_archived(created.id, 1234.5)
+    archived = await second.get_project_by_id(created.id)
+    assert archived is not None and archived.archived_at == 1234.5
+    assert [p.archived_at for p in await second.list_projects()] == [1234.5]
+    # An update of the cap or allowlist does not bring it back, and its money and ledger stay.
+    await second.update_project(Project(created.id, "acme", created.created_at, budget_micros=9_000_000))
+    assert (await first.get_project("acme")) == Project(
+        created.id, "acme", created.created_at, budget_micros=9_000_000, archived_at=1234.5
+    )
+    assert (await second.spend(created.id)).spent_micros == 700
+    assert [e.cost_micros for e in await second.ledger(created.id)] == [700]
+    assert await second.set_project_archived(created.id, None)
+    restored = await first.get_project("acme")
+    assert restored is not None and restored.archived_at is None
+    assert not await first.set_project_archived("proj_ghost", 1.0)
+    assert await first.get_project_by_id("proj_ghost") is None
+
+
 async def test_keys_are_found_by_hash_listed_and_revoked(store: Store) -> None:
     owner = project()
     await store.create_project(owner)
@@ -163,6 +196,24 @@ async def test_release_frees_the_reservation_and_charges_nothing(store: Store) -
     assert [e.outcome for e in await store.ledger(owner.id)] == ["UPSTREAM_ERROR"]
 
 
+async def test_releasing_a_reservation_that_never_was_only_records_the_entry(store: Store) -> None:
+    # How a route records a failed attempt while its reservation stays held for the next target.
+    owner = project(budget_micros=1_000)
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "r1", 1_000, 1_000, lease_s=60)
+    failed = entry(owner.id, 0, outcome="UPSTREAM_ERROR", extra={"route": "hero", "attempt": "1"})
+    await store.release("r1/attempt-1", owner.id, failed)
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (0, 1_000)
+    await store.settle("r1", entry(owner.id, 600, extra={"route": "hero", "attempt": "2"}))
+    assert [(e.outcome, e.cost_micros, e.extra["attempt"]) for e in await store.ledger(owner.id)] == [
+        ("UPSTREAM_ERROR", 0, "1"),
+        ("ok", 600, "2"),
+    ]
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (600, 0)
+
+
 async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None:
     owner = project(budget_micros=1_000)
     await store.create_project(owner)
@@ -175,16 +226,41 @@ async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None
 async def test_a_renewed_lease_keeps_its_reservation_and_a_lapsed_one_is_not_renewed(store: Store) -> None:
     owner = project(budget_micros=1_000)
     await store.create_project(owner)
+    live = HeldReservation(owner.id, "live")
     assert await store.reserve(owner.id, "live", 1_000, 1_000, lease_s=0.3)
     await asyncio.sleep(0.2)
-    assert await store.renew_reservation(owner.id, "live", lease_s=0.3)
+    assert await store.renew_reservations([live], lease_s=0.3) == {"live"}
     await asyncio.sleep(0.2)  # past the first lease, inside the renewed one
     assert not await store.reserve(owner.id, "other", 1_000, 1_000, lease_s=60)
     assert (await store.spend(owner.id)).reserved_micros == 1_000
     await asyncio.sleep(0.2)  # the renewed lease lapsed too
-    assert not await store.renew_reservation(owner.id, "live", lease_s=60)
+    assert await store.renew_reservations([live], lease_s=60) == set()
     assert (await store.spend(owner.id)).reserved_micros == 0
-    assert not await store.renew_reservation(owner.id, "never-reserved", lease_s=60)
+    assert await store.renew_reservations([HeldReservation(owner.id, "never-reserved")], lease_s=60) == set()
+    assert await store.renew_reservations([], lease_s=60) == set()
+
+
+async def test_reservations_of_several_projects_are_renewed_at_once(store: Store) -> None:
+    """One call renews the live ones among many, across projects, and names them."""
+    first, second = project("first", budget_micros=10_000), project("second", budget_micros=10_000)
+    await store.create_project(first)
+    await store.create_project(second)
+    for owner, name in ((first, "a1"), (first, "a2"), (second, "b1")):
+        assert await store.reserve(owner.id, name, 1_000, 10_000, lease_s=0.3)
+    assert await store.reserve(second.id, "b-short", 1_000, 10_000, lease_s=0.1)
+    await asyncio.sleep(0.2)  # b-short lapsed; the others are inside their lease
+    held = [
+        HeldReservation(first.id, "a1"),
+        HeldReservation(first.id, "a2"),
+        HeldReservation(second.id, "b1"),
+        HeldReservation(second.id, "b-short"),
+    ]
+    assert await store.renew_reservations(held, lease_s=0.5) == {"a1", "a2", "b1"}
+    # a reservation named under another project is not that project's to renew
+    assert await store.renew_reservations([HeldReservation(second.id, "a1")], lease_s=0.5) == set()
+    await asyncio.sleep(0.2)  # past the first lease: only renewed ones still count
+    assert (await store.spend(first.id)).reserved_micros == 2_000
+    assert (await store.spend(second.id)).reserved_micros == 1_000
 
 
 async def test_no_cap_means_no_limit(store: Store) -> None:
@@ -204,6 +280,100 @@ async def test_ledger_filters_by_project_and_time(store: Store) -> None:
     assert [e.cost_micros for e in await store.ledger()] == [1, 2, 3]
     assert (await store.ledger(a.id))[1].idempotency_key == "idem-3"
     assert await store.ledger(since=time.time() + 60) == []
+
+
+async def test_live_reservations_are_listed_with_their_holder_by_any_store_instance(
+    open_store: Callable[[], Store],
+) -> None:
+    worker_a, worker_b = open_store(), open_store()
+    a, b = project("a"), project("b")
+    await worker_a.create_project(a)
+    await worker_a.create_project(b)
+    started = time.time()
+    assert await worker_a.reserve(
+        a.id, "r-a", 700, None, 60, ReservationHolder("key_a", "local/sketch", started)
+    )
+    assert await worker_b.reserve(
+        b.id, "r-b", 900, None, 60, ReservationHolder("key_b", "openai/dall-e-3", started + 1)
+    )
+    assert await worker_b.reserve(
+        b.id, "r-lapsing", 5, None, 0.2, ReservationHolder("key_b", "m", started + 2)
+    )
+    assert await worker_a.reserve(
+        a.id, "r-settled", 5, None, 60, ReservationHolder("key_a", "m", started + 3)
+    )
+    await worker_a.settle("r-settled", entry(a.id, 5))
+    await asyncio.sleep(0.3)
+    listed = await worker_b.in_flight()
+    assert [(g.reservation_id, g.project_id, g.amount_micros, g.key_id, g.model) for g in listed] == [
+        ("r-a", a.id, 700, "key_a", "local/sketch"),
+        ("r-b", b.id, 900, "key_b", "openai/dall-e-3"),
+    ]
+    assert listed[0].started_at == pytest.approx(started) and listed[0].expires_at > time.time()
+    await worker_b.release("r-b", b.id, None)
+    assert [g.reservation_id for g in await worker_a.in_flight()] == ["r-a"]
+    # a reservation made without a holder is listed too, with what is known of it
+    assert await worker_a.reserve(b.id, "r-anonymous", 1, None, 60)
+    anonymous = [g for g in await worker_b.in_flight() if g.reservation_id == "r-anonymous"]
+    assert anonymous == [InFlight("r-anonymous", b.id, 1, anonymous[0].expires_at)]
+
+
+async def test_ledger_pages_newest_first_with_filters_and_a_cursor(store: Store) -> None:
+    a, b = project("a"), project("b")
+    await store.create_project(a)
+    await store.create_project(b)
+    base = time.time() - 1000
+    rows = [
+        (a, "local/sketch", "ok", base + 1),
+        (b, "local/sketch", "ok", base + 2),
+        (a, "openai/dall-e-3", "UPSTREAM_ERROR", base + 3),
+        (a, "local/sketch", "ok", base + 4),
+        (a, "local/sketch", "partial", base + 5),
+        (b, "openai/dall-e-3", "ok", base + 6),
+    ]
+    for i, (owner, model, outcome, at) in enumerate(rows):
+        await store.release(f"r{i}", owner.id, entry(owner.id, i, outcome, model=model, created_at=at))
+
+    async def costs(**filters: object) -> list[list[int]]:
+        """Every page of the query, as the costs (row numbers) on each."""
+        pages, cursor = [], ""
+        while True:
+            page = await store.ledger_page(LedgerQuery(**filters, cursor=cursor))  # type: ignore[arg-type]
+            pages.append([e.cost_micros for e in page.entries])
+            if not page.next_cursor:
+                return pages
+            cursor = page.next_cursor
+
+    assert await costs(limit=50) == [[5, 4, 3, 2, 1, 0]]
+    assert await costs(limit=4) == [[5, 4, 3, 2], [1, 0]]
+    assert await costs(limit=3) == [[5, 4, 3], [2, 1, 0]]
+    assert await costs(project_id=a.id, limit=2) == [[4, 3], [2, 0]]
+    assert await costs(model="local/sketch", limit=2) == [[4, 3], [1, 0]]
+    assert await costs(outcome="ok", project_id=a.id, limit=5) == [[3, 0]]
+    assert await costs(since=base + 2, until=base + 5, limit=2) == [[3, 2], [1]]
+    assert await costs(model="nothing/such", limit=5) == [[]]
+    with pytest.raises(ValueError):
+        await store.ledger_page(LedgerQuery(cursor="not a cursor"))
+
+
+async def test_audit_entries_are_read_back_newest_first_by_any_store_instance(
+    open_store: Callable[[], Store],
+) -> None:
+    writer, reader = open_store(), open_store()
+    written = [
+        AuditEntry(
+            f"aud_{ULID()}", time.time(), "admin token adm_1", "project.create", f"p{i}", {"rpm": str(i)}
+        )
+        for i in range(5)
+    ]
+    for one in written:
+        await writer.append_audit(one)
+        await asyncio.sleep(0.002)  # ULIDs made in one millisecond need not sort by creation
+    newest_first = written[::-1]
+    assert await reader.audit_log(10) == newest_first
+    assert await reader.audit_log(2) == newest_first[:2]
+    assert await reader.audit_log(2, before=newest_first[1].id) == newest_first[2:4]
+    assert await reader.audit_log(10, before=newest_first[-1].id) == []
 
 
 async def test_ping(store: Store) -> None:
@@ -281,6 +451,25 @@ async def test_records_expire_after_their_retention(store: Store) -> None:
     assert (await store.claim_idempotency("p", "k", "fp2", "req2", lease_s=30)).claimed
 
 
+async def test_sqlite_adds_the_archive_column_to_a_store_made_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # the projects table as the first mg made it
+        conn.execute(
+            "CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,"
+            " budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER)"
+        )
+        conn.execute("INSERT INTO projects VALUES ('proj_old', 'old', 1.0, NULL, '[]', NULL)")
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert await store.get_project("old") == Project("proj_old", "old", 1.0)
+        assert await store.set_project_archived("proj_old", 2.0)
+        archived = await store.get_project("old")
+        assert archived is not None and archived.archived_at == 2.0
+    finally:
+        await store.close()
+
+
 async def test_sqlite_waits_for_another_processs_lock_without_blocking_the_loop(tmp_path: Path) -> None:
     """The event-loop connection never waits for a lock; a busy operation is rerun on the store
     thread, which waits, while the loop keeps running."""
@@ -335,3 +524,32 @@ async def test_sqlite_wal_starts_over_under_steady_writes(
     assert largest < 6 << 20, largest
     for worker in workers:
         await worker.close()
+
+
+# --- upstream slots (a provider's max_in_flight)
+
+
+async def test_a_pool_has_at_most_its_limit_of_holders(store: Store) -> None:
+    assert await store.acquire_slot("openai", "a", 2, lease_s=60) == 0
+    assert await store.acquire_slot("openai", "b", 2, lease_s=60) == 1
+    assert await store.acquire_slot("openai", "c", 2, lease_s=60) is None
+    assert await store.acquire_slot("bfl", "c", 2, lease_s=60) == 0  # pools are apart
+    await store.release_slot("openai", 1, "someone else")  # only its holder frees a slot
+    assert await store.acquire_slot("openai", "c", 2, lease_s=60) is None
+    await store.release_slot("openai", 1, "b")
+    assert await store.acquire_slot("openai", "c", 2, lease_s=60) == 1
+    assert await store.acquire_slot("openai", "d", 2, lease_s=60) is None
+
+
+async def test_a_slot_whose_lease_lapsed_is_taken_over(store: Store) -> None:
+    assert await store.acquire_slot("openai", "crashed", 1, lease_s=0.2) == 0
+    assert await store.acquire_slot("openai", "b", 1, lease_s=60) is None
+    await asyncio.sleep(0.3)
+    assert await store.acquire_slot("openai", "b", 1, lease_s=60) == 0
+    await store.release_slot("openai", 0, "crashed")  # (too late: it is b's now)
+    assert await store.acquire_slot("openai", "c", 1, lease_s=60) is None
+
+
+async def test_concurrent_acquirers_never_exceed_the_limit(store: Store) -> None:
+    taken = await asyncio.gather(*(store.acquire_slot("pool", f"h{i}", 3, lease_s=60) for i in range(20)))
+    assert sorted(slot for slot in taken if slot is not None) == [0, 1, 2]

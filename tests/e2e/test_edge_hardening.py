@@ -13,6 +13,7 @@ import socket
 import stat
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import cast
 
@@ -29,6 +30,7 @@ from tests.support.edge import MIB, listening_tcp_ports, paused_uploads, rss_byt
 from tests.support.gateway import GatewayProcess, local_body
 
 REQUEST_TIMEOUT_S = 1.0
+MG_VERSION = version("mg-gateway")
 HEADERS_TIMEOUT_S = 1.0
 
 
@@ -234,3 +236,43 @@ def test_the_overload_manager_bounds_what_uploads_with_a_key_can_hold(tmp_path: 
             time.sleep(0.5)
     finally:
         gateway.stop()
+
+
+# --- every answer names the gateway's version ------------------------------------------------------
+
+
+def assert_versioned(headers: httpx.Headers | dict[str, str], what: str) -> None:
+    assert headers.get("server") == f"mg/{MG_VERSION}", (what, dict(headers))
+    assert headers.get("x-mg-version") == MG_VERSION, (what, dict(headers))
+
+
+def test_every_answer_carries_the_version_errors_and_the_edges_own_included(gw: GatewayProcess) -> None:
+    key = {"Authorization": f"Bearer {gw.key}"}
+    url = gw.http_url
+    answers = {
+        "a worker's answer": httpx.get(f"{url}/v1/models", headers=key),
+        "health": httpx.get(f"{url}/healthz"),
+        "the API document": httpx.get(f"{url}/openapi.json"),
+        "a stream": gw.generate({**local_body(), "stream": True}),
+        "a worker's error": gw.generate({**local_body(), "model": "nope/x"}),
+        "the edge's 401 (Lua, before the body)": httpx.get(f"{url}/v1/models"),
+        "the transcoder's unknown route": httpx.get(f"{url}/v2/nothing", headers=key),
+        "the transcoder's malformed JSON": httpx.post(
+            f"{url}/v1/images/generations", headers=key, content=b"{nope"
+        ),
+        "the buffer filter's 413": httpx.request("GET", f"{url}/healthz", content=b" " * (256 * 1024)),
+        "a HEAD": httpx.head(f"{url}/v1/models", headers=key),
+    }
+    for what, response in answers.items():
+        assert_versioned(response.headers, what)
+    assert [answers[w].status_code for w in ("a stream", "a worker's error", "the buffer filter's 413")] == [
+        200,
+        404,
+        413,
+    ]
+    # The connection manager's own reply (the request timeout), which no filter sees.
+    sock = start_upload(gw.http_port, 1000, key, sent_bytes=10)
+    with sock:
+        status, headers, _ = read_response(sock, timeout_s=REQUEST_TIMEOUT_S + 5)
+    assert status == 408
+    assert_versioned(headers, "the request timeout's 408")

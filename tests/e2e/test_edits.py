@@ -310,8 +310,8 @@ B0 = "multipart/form-data; boundary=b0"
         (b"model=local/canvas", "application/x-www-form-urlencoded", 400, "BAD_REQUEST", None),
         (b'{"model": "local/canvas", "prompt": "p", "images": [{"file_id": "file-abc"}]}', "application/json",
          400, "BAD_REQUEST", "image"),
-        (form("b0", *GOOD, ("stream", None, b"true"), ("image", "a.png", png())), B0, 400, "BAD_REQUEST",
-         "stream"),
+        (form("b0", *GOOD, ("stream", None, b"true"), ("partial_images", None, b"4"),
+              ("image", "a.png", png())), B0, 400, "BAD_REQUEST", "partial_images"),
         (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": "http://127.0.0.1:9/a.png"}]}',
          "application/json", 400, "INVALID_REFERENCE_IMAGE", "image"),
         (b'{"model": "local/canvas", "prompt": "p", "images": [{"image_url": "data:image/png;base64,' +
@@ -319,7 +319,7 @@ B0 = "multipart/form-data; boundary=b0"
          "application/json", 400, "INVALID_REFERENCE_IMAGE", "mask"),
     ],
     ids=["truncated", "wrong-boundary", "no-boundary", "not-an-image", "not-an-integer", "huge-part",
-         "huge-body", "json-wrong-type", "urlencoded", "file-id", "stream", "loopback-url",
+         "huge-body", "json-wrong-type", "urlencoded", "file-id", "too-many-partials", "loopback-url",
          "metadata-url-mask"],
 )  # fmt: skip
 def test_uploads_that_do_not_read_are_refused_and_cost_nothing(

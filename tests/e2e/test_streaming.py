@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import openai
 import pytest
 from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
+from PIL import Image
 from ulid import ULID
 
 from tests.fakes import environment
@@ -135,11 +137,29 @@ def test_partial_images_come_before_the_generation_ends(gateway: GatewayProcess)
 
 def test_errors_before_the_first_event_are_the_usual_envelope(gateway: GatewayProcess) -> None:
     assert_error(gateway.generate({**STREAMED, "model": "nope/x"}), 404, "MODEL_NOT_FOUND", "model")
-    assert_error(gateway.generate({**STREAMED, "n": 2}), 400, "BAD_REQUEST", "n")
+    assert_error(gateway.generate({**STREAMED, "n": 9}), 400, "BAD_REQUEST", "n")
     assert_error(gateway.generate({**STREAMED, "partial_images": 4}), 400, "BAD_REQUEST", "partial_images")
     client = openai_client(f"{gateway.http_url}/v1", gateway.key)
     with pytest.raises(openai.NotFoundError):
         list(client.images.generate(model="nope/x", prompt="x", stream=True))
+
+
+def test_a_stream_of_several_images_holds_each_images_events(gateway: GatewayProcess) -> None:
+    # OpenAI's schema takes `n` (1-10) with `stream`; its events carry no image position, so each
+    # image's partial images and completed event come as that image is made.
+    name, key = new_project(gateway)
+    events = sse_events(gateway.generate({**STREAMED, "n": 2, "partial_images": 1}, key))
+    names = [event for event, _ in events]
+    assert sorted(names) == sorted([PARTIAL, PARTIAL, COMPLETED, COMPLETED]) and names[-1] == COMPLETED
+    completed = [data for event, data in events if event == COMPLETED]
+    pictures = {base64.b64decode(data["b64_json"]) for data in completed}
+    assert len(pictures) == 2 and all(data["usage"]["output_images"] == 2 for data in completed)
+    assert settled(gateway, name) == [(1, 2, 2000)]  # two images, one request; partials are free
+    client = openai_client(f"{gateway.http_url}/v1", key)
+    stream = client.images.generate(
+        model="local/sketch", prompt="two, streamed", size="256x256", n=2, stream=True, partial_images=1
+    )
+    assert sorted(event.type for event in stream) == sorted([PARTIAL, PARTIAL, COMPLETED, COMPLETED])
 
 
 def test_grpc_callers_get_the_same_events(
@@ -358,3 +378,172 @@ def test_a_refusal_in_an_openai_stream_is_the_usual_envelope(
         {"model": "openai/gpt-image-1", "prompt": "BLOCKME", "stream": True, "partial_images": 1}
     )
     assert_error(response, 400, "CONTENT_POLICY_VIOLATION")
+
+
+# --- edits: `stream: true` on POST /v1/images/edits, events named image_edit.*
+
+EDIT_PARTIAL = "image_edit.partial_image"
+EDIT_COMPLETED = "image_edit.completed"
+
+
+def input_png(color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def edit_fields(**fields: Any) -> dict[str, Any]:
+    return {"model": "local/canvas", "prompt": "a red sun, streamed", "size": "256x256", **fields}
+
+
+def post_edit(
+    gateway: GatewayProcess, key: str, fields: dict[str, Any], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """POST /v1/images/edits as a multipart form, as the SDKs send it."""
+    return httpx.post(
+        f"{gateway.http_url}/v1/images/edits",
+        headers={"Authorization": f"Bearer {key}", **(headers or {})},
+        data={
+            name: str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in fields.items()
+        },
+        files=[("image", ("a.png", input_png(), "image/png"))],
+        timeout=60,
+    )
+
+
+def test_python_sdk_streams_an_edit(gateway: GatewayProcess) -> None:
+    client = openai_client(f"{gateway.http_url}/v1", gateway.key)
+    stream = client.images.edit(
+        image=("a.png", input_png(), "image/png"), stream=True, partial_images=2, **edit_fields()
+    )
+    events = list(stream)
+    assert [event.type for event in events] == [EDIT_PARTIAL, EDIT_PARTIAL, EDIT_COMPLETED]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    pictures = [base64.b64decode(event.b64_json) for event in events]
+    assert all(decode_png(picture).size == (256, 256) for picture in pictures) and len(set(pictures)) == 3
+    assert events[2].usage.input_tokens > 0
+    # The completed image is the edit the same request makes unstreamed.
+    plain = client.images.edit(image=("a.png", input_png(), "image/png"), **edit_fields())
+    assert plain.data is not None and base64.b64decode(plain.data[0].b64_json or "") == pictures[2]
+
+
+def test_async_python_sdk_streams_an_edit(gateway: GatewayProcess) -> None:
+    async def run() -> list[Any]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{gateway.http_url}/v1", api_key=gateway.key, max_retries=0, timeout=60
+        ) as client:
+            stream = await client.images.edit(
+                image=("a.png", input_png(), "image/png"), stream=True, partial_images=1, **edit_fields()
+            )
+            return [event async for event in stream]
+
+    events = asyncio.run(run())
+    assert [event.type for event in events] == [EDIT_PARTIAL, EDIT_COMPLETED]
+
+
+def test_edit_events_validate_against_the_official_schema(
+    gateway: GatewayProcess, openai_schema: dict[str, object]
+) -> None:
+    response = post_edit(gateway, gateway.key, edit_fields(stream=True, partial_images=1))
+    assert response.status_code == 200 and response.headers["content-type"] == "text/event-stream"
+    events = sse_events(response)
+    assert [name for name, _ in events] == [EDIT_PARTIAL, EDIT_COMPLETED]
+    for name, data in events:
+        assert data["type"] == name
+        validate(data, openai_schema, "ImageEditStreamEvent")
+    validate(events[0][1], openai_schema, "ImageEditPartialImageEvent")
+    validate(events[1][1], openai_schema, "ImageEditCompletedEvent")
+    # Errors before the first event are the usual envelope.
+    assert_error(post_edit(gateway, gateway.key, edit_fields(stream=True, model="nope/x")), 404,
+                 "MODEL_NOT_FOUND", "model")  # fmt: skip
+
+
+def test_grpc_callers_stream_edits(grpc_stub: pb_grpc.ImageGenerationStub, gateway: GatewayProcess) -> None:
+    request = pb.EditImagesRequest(
+        model="local/canvas", prompt="grpc edit", size="256x256", partial_images=2,
+        images=[pb.InputImage(data=input_png())],
+    )  # fmt: skip
+    metadata = (("authorization", f"Bearer {gateway.key}"),)
+    events = list(grpc_stub.EditImagesStream(request, metadata=metadata, timeout=30))
+    assert [event.type for event in events] == [EDIT_PARTIAL, EDIT_PARTIAL, EDIT_COMPLETED]
+    assert decode_png(events[2].b64_json).size == (256, 256)
+
+
+def test_a_streamed_edit_replays_as_a_stream_and_a_caller_that_leaves_is_charged_once(
+    gateway: GatewayProcess,
+) -> None:
+    name, key = new_project(gateway)
+    body = edit_fields(stream=True, partial_images=2, prompt="replayed edit")
+    first = post_edit(gateway, key, body, {"Idempotency-Key": "edit-stream-1"})
+    again = post_edit(gateway, key, body, {"Idempotency-Key": "edit-stream-1"})
+    assert [event for event, _ in sse_events(first)] == [EDIT_PARTIAL, EDIT_PARTIAL, EDIT_COMPLETED]
+    assert again.headers["x-mg-idempotent-replay"] == "true"
+    assert sse_events(again) == sse_events(first)[2:]
+    # A caller that hangs up after the first partial image: the edit completes and is charged once,
+    # and a retry with its key gets it.
+    slow = edit_fields(stream=True, partial_images=2, prompt="left mid-edit",
+                       providerOptions=json.dumps({"local": {"delay_ms": 1500}}))  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{gateway.http_url}/v1/images/edits",
+        headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "edit-stream-2"},
+        data=slow,
+        files=[("image", ("a.png", input_png(), "image/png"))],
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        first_event = next(line for line in response.iter_lines() if line.startswith("event: "))
+    assert first_event == f"event: {EDIT_PARTIAL}"
+    retry = post_edit(gateway, key, slow, {"Idempotency-Key": "edit-stream-2"})
+    assert [event for event, _ in sse_events(retry)] == [EDIT_COMPLETED]
+    assert settled(gateway, name) == [(2, 2, 4000)]  # local/canvas: $0.002 an image
+
+
+def test_openai_edit_partial_images_are_streamed_through(
+    openai_stack: tuple[GatewayProcess, FakeProvider],
+) -> None:
+    gateway, fake = openai_stack
+    client = openai_client(f"{gateway.http_url}/v1", gateway.key)
+    started = time.monotonic()
+    arrivals = []
+    stream = client.images.edit(
+        model="openai/gpt-image-1",
+        image=[("a.png", input_png(), "image/png"), ("b.png", input_png((0, 90, 200)), "image/png")],
+        prompt="SLOWSTREAM a harbour at night",
+        stream=True,
+        partial_images=2,
+        quality="low",
+    )
+    for event in stream:
+        arrivals.append((event, time.monotonic() - started))
+    events = [event for event, _ in arrivals]
+    assert [event.type for event in events] == [EDIT_PARTIAL, EDIT_PARTIAL, EDIT_COMPLETED]
+    assert arrivals[2][1] - arrivals[1][1] > 0.3  # each event reached the caller as the provider sent it
+    assert events[2].usage.input_tokens_details.image_tokens == 2 * 194  # type: ignore[union-attr]
+    sent = [r for r in fake.requests if r.path == "/v1/images/edits"][-1]
+    assert (sent.form["stream"], sent.form["partial_images"]) == ("true", "2")
+
+
+def test_an_edit_on_a_model_that_does_not_stream_sends_the_completed_event(
+    openai_stack: tuple[GatewayProcess, FakeProvider],
+) -> None:
+    gateway, fake = openai_stack
+    square = io.BytesIO()
+    Image.new("RGBA", (256, 256), (10, 20, 30, 0)).save(square, format="PNG")
+    response = httpx.post(
+        f"{gateway.http_url}/v1/images/edits",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        data={
+            "model": "openai/dall-e-2",
+            "prompt": "a harbour",
+            "size": "256x256",
+            "stream": "true",
+            "partial_images": "2",
+        },
+        files=[("image", ("a.png", square.getvalue(), "image/png"))],
+        timeout=30,
+    )
+    assert [name for name, _ in sse_events(response)] == [EDIT_COMPLETED]
+    sent = [r for r in fake.requests if r.path == "/v1/images/edits"][-1]
+    assert "stream" not in sent.form

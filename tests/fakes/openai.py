@@ -249,7 +249,9 @@ class FakeOpenAI(FakeProvider):
     def _events(self, body: dict[str, Any], input_images: int) -> Reply:
         """A streamed GPT image answer (openai.md section 5): `partial_images` partial images, then
         the completed event with usage; each frame an `event:` line naming its `type`."""
-        prefix = "image_edit" if input_images else "image_generation"
+        prefix, definitions = (
+            ("image_edit", "ImageEdit") if input_images else ("image_generation", "ImageGen")
+        )
         echo = {
             "created_at": int(time.time()),
             "size": body.get("size", "auto"),
@@ -264,12 +266,14 @@ class FakeOpenAI(FakeProvider):
             picture = base64.b64encode(png(color=(shade, shade, shade))).decode()
             partial = {"type": f"{prefix}.partial_image", "b64_json": picture, **echo}
             partial["partial_image_index"] = index
-            frames.append(("ImageGenPartialImageEvent", partial))
-        usage = {"input_tokens": 12, "output_tokens": 4160, "total_tokens": 4172,
-                 "input_tokens_details": {"text_tokens": 12, "image_tokens": 0}}  # fmt: skip
+            frames.append((f"{definitions}PartialImageEvent", partial))
+        image_tokens = 194 * input_images
+        usage = {"input_tokens": 12 + image_tokens, "output_tokens": 4160,
+                 "total_tokens": 4172 + image_tokens,
+                 "input_tokens_details": {"text_tokens": 12, "image_tokens": image_tokens}}  # fmt: skip
         picture = base64.b64encode(png()).decode()
-        frames.append(("ImageGenCompletedEvent", {"type": f"{prefix}.completed", "b64_json": picture, **echo,
-                                                  "usage": usage}))  # fmt: skip
+        frames.append((f"{definitions}CompletedEvent", {"type": f"{prefix}.completed", "b64_json": picture,
+                                                        **echo, "usage": usage}))  # fmt: skip
         stream = []
         for definition, frame in frames:
             check_body("openai.json", definition, frame)  # what it sends is what OpenAI documents

@@ -56,6 +56,25 @@ def test_allowlist_patterns_that_match_no_model_are_warned_about(mg) -> None:
     assert code == 0 and "'nosuch/*' matches no model" in err
 
 
+def test_archived_projects_are_listed_only_with_all_and_get_no_keys(mg) -> None:
+    for name in ("acme", "beta"):
+        mg("projects", "create", name)
+    assert mg("projects", "archive", "acme")[:2] == (0, "acme\n")
+    listed = json.loads(mg("projects", "list", "--json")[1])
+    assert [p["name"] for p in listed] == ["beta"]
+    every = json.loads(mg("projects", "list", "--all", "--json")[1])
+    assert [(p["name"], p["archived_at"] is not None) for p in every] == [("acme", True), ("beta", False)]
+    assert json.loads(mg("projects", "show", "acme", "--json")[1])["archived_at"] is not None
+    code, out, err = mg("keys", "create", "--project", "acme")
+    assert code == 1 and out == "" and "archived" in err and "mg projects unarchive acme" in err
+    assert mg("projects", "archive", "acme")[0] == 0  # (again: nothing changes)
+    assert mg("projects", "unarchive", "acme")[0] == 0
+    assert [p["name"] for p in json.loads(mg("projects", "list", "--json")[1])] == ["acme", "beta"]
+    assert mg("keys", "create", "--project", "acme")[1].startswith("mg_live_")
+    code, _, err = mg("projects", "archive", "ghost")
+    assert code == 1 and "no project named 'ghost'" in err
+
+
 @pytest.mark.parametrize(
     "command", [("projects", "list"), ("projects", "show", "dev"), ("keys", "list"), ("usage",)]
 )
@@ -90,7 +109,11 @@ async def test_the_dev_key_comes_with_its_project_on_the_first_start_and_later(t
         assert project is not None and (project.name, project.budget_micros) == ("dev", 5_000_000)
         again = await admin.dev_key(store, key)
         assert again is not None and again[0] == key and again[1] == project
-        await admin.revoke_key(store, key)
+        await admin.archive_project(store, "dev", actor="test")  # (a key that does not work is not printed)
+        assert await admin.dev_key(store, key) is None
+        await admin.unarchive_project(store, "dev", actor="test")
+        assert await admin.dev_key(store, key) == again
+        await admin.revoke_key(store, key, actor="test")
         assert await admin.dev_key(store, key) is None
     finally:
         await store.close()

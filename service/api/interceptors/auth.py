@@ -1,7 +1,10 @@
 """Authentication: `Authorization: Bearer mg_live_...` -> the key and its project.
 
-Every mg API call needs it except GetFile, whose signed URL is its own credential. Keys are looked
-up by hash on every call (no cache), so a revoked key stops working at once on every replica.
+Every image API call needs it except the public ones (hosted files, whose signed URL is their own
+credential, health and the API document); the admin API's calls have their own credential
+(admin_auth.py) and skip this one, so a key never opens them. Keys and their project are looked up on
+every call (no cache), so a revoked key, or every key of an archived project, stops working at once on
+every replica.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from service.stores.base import Store
 
 # Hosted files are fetched by browsers and <img> tags; their URL signature is the credential.
 PUBLIC_METHODS = frozenset(
-    {"/mg.v1.ImageGeneration/GetFile", "/mg.v1.Operations/Liveness", "/mg.v1.Operations/Readiness"}
+    {
+        "/mg.v1.ImageGeneration/GetFile",
+        "/mg.v1.Operations/Liveness",
+        "/mg.v1.Operations/Readiness",
+        "/mg.v1.Operations/ApiDocument",
+    }
 )
 INVALID_KEY = "Invalid API key. Keys look like 'mg_live_...'; create one with `mg keys create`."
 
@@ -35,6 +43,7 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 class AuthInterceptor(UnaryInterceptor):
     except_methods = PUBLIC_METHODS
+    image_api_only = True
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -53,5 +62,10 @@ class AuthInterceptor(UnaryInterceptor):
         project = await self._store.get_project_by_id(key.project_id)
         if project is None:
             raise Unauthenticated(f"The API key {key.prefix}... belongs to no project.")
+        if project.archived_at is not None:
+            raise Unauthenticated(
+                f"The API key {key.prefix}... belongs to project {project.name!r}, which is archived "
+                f"(`mg projects unarchive {project.name}` restores it)."
+            )
         current_request().principal = Principal(key, project)
         return await behavior(request, context)

@@ -1,4 +1,5 @@
-// The official openai-node SDK editing images through the gateway's REST edge, as a Node app would:
+// The official openai-node SDK editing images through the gateway's REST edge (one image, several
+// with a mask, and streamed), as a Node app would:
 //   node images_edit.mjs <base url> <api key> <png path>
 // Prints what came back as JSON, so tests/clients/test_typescript_client.py can check it.
 import { readFile } from "node:fs/promises";
@@ -18,6 +19,18 @@ const several = await client.images.edit({
   size: "64x64",
   n: 2,
 });
+const stream = await client.images.edit({
+  model: "local/canvas",
+  image: await file("a.png"),
+  prompt: "streamed from node",
+  size: "64x64",
+  stream: true,
+  partial_images: 2,
+});
+const streamed = [];
+for await (const event of stream) {
+  streamed.push({ type: event.type, partialImageIndex: event.partial_image_index ?? null });
+}
 let refused = null;
 try {
   await client.images.edit({ model: "local/sketch", image: await file("a.png"), prompt: "x", size: "256x256" });
@@ -25,4 +38,4 @@ try {
   refused = { status: error.status, code: error.code, param: error.param };
 }
 const summary = (result) => result.data.map((image) => Buffer.from(image.b64_json, "base64").subarray(1, 4).toString());
-console.log(JSON.stringify({ one: summary(one), several: summary(several), refused }));
+console.log(JSON.stringify({ one: summary(one), several: summary(several), streamed, refused }));
