@@ -32,6 +32,7 @@ from service.providers import (
     fal,
     fireworks,
     google,
+    ideogram,
     local,
     openai,
     recraft,
@@ -64,6 +65,7 @@ DECLARATIONS: tuple[ProviderSpec, ...] = (
     azure.PROVIDER,
     bedrock.PROVIDER,
     vertex.PROVIDER,
+    ideogram.PROVIDER,
 )
 
 PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in DECLARATIONS}
