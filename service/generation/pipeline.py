@@ -37,6 +37,7 @@ from service.generation.report import CallReport
 from service.generation.spend import Attempt, Settlement, SpendLedger
 from service.generation.tokens import count_prompt_tokens
 from service.generation.validation import GenerationRequest
+from service.hosting.thumbnails import Thumbnails
 from service.hosting.urls import Hosting
 from service.providers.base import GeneratedImage, PartialImage
 from service.runtime.observability import COST_ABOVE_ESTIMATE
@@ -90,6 +91,7 @@ class Pipeline:
         spend: SpendLedger,
         hosting: Hosting,
         upstream_limit_s: float,
+        thumbnails: Thumbnails | None = None,
     ) -> None:
         self._catalog = catalog
         self._configured = configured_providers
@@ -98,6 +100,7 @@ class Pipeline:
         self._spend = spend
         self._hosting = hosting
         self._upstream_limit_s = upstream_limit_s
+        self._thumbnails = thumbnails  # set with MG_KEEP_THUMBNAILS: the console's gallery
         self._background: set[asyncio.Task[Delivered]] = set()
 
     async def run(self, request: pb.GenerateImagesRequest, caller: Caller) -> Delivered:
@@ -218,6 +221,8 @@ class Pipeline:
             summary=result.summary,
         )
         await asyncio.shield(self._spend.settle(attempt, settlement))
+        if self._thumbnails is not None:
+            await asyncio.shield(self._thumbnails.keep(caller.project.id, caller.request_id, result.images))
         if caller.report is not None:
             _report_settled(caller.report, result, owed.micros)
         return Delivered(generation, result.images, urls, usage, owed.micros)

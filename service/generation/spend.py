@@ -55,10 +55,16 @@ class Settlement:
     job_ids: tuple[str, ...] = ()
 
 
+# The longest prompt the ledger keeps (MG_LOG_PROMPTS); longer ones are cut.
+MAX_KEPT_PROMPT_CHARS = 4000
+
+
 class SpendLedger:
-    def __init__(self, store: Store, lease_s: float) -> None:
+    def __init__(self, store: Store, lease_s: float, *, keep_prompts: bool = False) -> None:
         self._store = store
         self._lease_s = lease_s
+        # MG_LOG_PROMPTS: the ledger keeps each prompt too (the console's gallery shows it).
+        self._keep_prompts = keep_prompts
         # The reservations this worker holds, and when each lease was last set (time.monotonic()):
         # one loop per worker renews them, rather than a task and a timer per call.
         self._held: dict[str, tuple[Attempt, float]] = {}
@@ -117,14 +123,16 @@ class SpendLedger:
             settlement.images,
             settlement.cost_micros,
         )
-        charge = functools.partial(self._store.settle, attempt.request_id, ledger_entry(attempt, settlement))
+        charge = functools.partial(
+            self._store.settle, attempt.request_id, ledger_entry(attempt, settlement, self._keep_prompts)
+        )
         what = f"charge of {usd(settlement.cost_micros)} to {attempt.project.name} ({attempt.request_id})"
         await write_until_landed(what, charge, until=time.monotonic() + SETTLE_RETRY_S)
 
     async def release(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge nothing and record the attempt; retried while the store cannot write it, until it
         lands or the reservation's lease (at most one lease from now) is over."""
-        entry = ledger_entry(attempt, settlement)
+        entry = ledger_entry(attempt, settlement, self._keep_prompts)
         await release_until_landed(
             self._store, attempt.request_id, entry, until=time.monotonic() + self._lease_s
         )
@@ -140,7 +148,7 @@ class SpendLedger:
         )
 
 
-def ledger_entry(attempt: Attempt, settlement: Settlement) -> LedgerEntry:
+def ledger_entry(attempt: Attempt, settlement: Settlement, keep_prompt: bool = False) -> LedgerEntry:
     generation, summary = attempt.generation, settlement.summary
     latency_ms = (
         summary.upstream_latency_ms if summary else round((time.monotonic() - attempt.started) * 1000)
@@ -162,4 +170,5 @@ def ledger_entry(attempt: Attempt, settlement: Settlement) -> LedgerEntry:
         created_at=time.time(),
         upstream_request_id=",".join(summary.upstream_request_ids if summary else settlement.job_ids),
         idempotency_key=attempt.idempotency_key,
+        extra={"prompt": generation.prompt[:MAX_KEPT_PROMPT_CHARS]} if keep_prompt else {},
     )

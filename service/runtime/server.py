@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,12 +28,16 @@ from service.api.operations import SERVICE_NAMES, add_operations, follow_store_h
 from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
+from service.console.files import ConsoleFiles
+from service.console.servicer import AdminCheck, ConsoleServicer, add_console
+from service.errors import Unauthenticated
 from service.generation.fanout import Generator
 from service.generation.pipeline import Pipeline
 from service.generation.reference_addresses import parse_networks
 from service.generation.reference_images import DecodeSlots, ReferenceLimits
 from service.generation.spend import SpendLedger
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
+from service.hosting.thumbnails import Thumbnails
 from service.hosting.urls import Hosting, signing_key
 from service.providers.base import ImageProvider
 from service.providers.registry import build_providers
@@ -102,9 +107,10 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             settings.max_request_bytes,
         ),
         generator=Generator(providers, settings.fanout_concurrency),
-        spend=SpendLedger(store, settings.reservation_lease_s),
+        spend=SpendLedger(store, settings.reservation_lease_s, keep_prompts=settings.log_prompts),
         hosting=hosting,
         upstream_limit_s=settings.upstream_limit_s,
+        thumbnails=Thumbnails(blobs) if settings.keep_thumbnails else None,
     )
     servicer = ImageGenerationServicer(
         catalog=catalog, pipeline=pipeline, available_providers=frozenset(providers), hosting=hosting
@@ -118,12 +124,27 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     )
     add_image_generation(servicer, server, settings.reference_max_bytes)
     add_operations(server, store, blobs)
+    add_console(
+        ConsoleServicer(
+            ConsoleFiles.load(thumbnails=settings.keep_thumbnails) if settings.console else None,
+            Thumbnails(blobs) if settings.keep_thumbnails else None,
+            admin_check(settings, store),
+        ),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return Worker(server, port, health_servicer, store, idempotency, pipeline, blobs, providers)
+
+
+def admin_check(settings: Settings, store: Store) -> AdminCheck:
+    async def refuse(context: Any) -> None:
+        raise Unauthenticated("The admin API is not configured.")
+
+    return refuse
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:
