@@ -7,15 +7,18 @@ the Admin API; these methods hand out no data but the thumbnails, which need the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
 from mg.v1 import console_pb2 as pb
 from mg.v1 import console_pb2_grpc as pb_grpc
+from mg.v1.image_generation_pb2 import ListModelsResponse
 
 from service.api.interceptors.request_context import current_request
+from service.api.responses import models_response
+from service.catalog.catalog import Catalog
 from service.console.files import SECURITY_HEADERS, ConsoleFiles
 from service.errors import NotFound
 from service.hosting.thumbnails import Thumbnails
@@ -24,7 +27,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE = pb.DESCRIPTOR.services_by_name["Console"].full_name
 # No API key: the files hold no data, and a thumbnail is checked against the admin's session by
 # `require_admin` (the auth interceptor knows API keys only).
-PUBLIC_METHODS = frozenset({f"/{SERVICE}/GetConsoleFile", f"/{SERVICE}/GetThumbnail"})
+PUBLIC_METHODS = frozenset(
+    {f"/{SERVICE}/GetConsoleFile", f"/{SERVICE}/GetThumbnail", f"/{SERVICE}/ListCatalog"}
+)
 OFF = "The console is turned off on this gateway (MG_CONSOLE=false)."
 
 # Raises Unauthenticated unless the call carries the admin's console session (or admin token).
@@ -33,11 +38,18 @@ AdminCheck = Callable[[Context], Awaitable[None]]
 
 class ConsoleServicer(pb_grpc.ConsoleServicer):
     def __init__(
-        self, files: ConsoleFiles | None, thumbnails: Thumbnails | None, require_admin: AdminCheck
+        self,
+        files: ConsoleFiles | None,
+        thumbnails: Thumbnails | None,
+        require_admin: AdminCheck,
+        catalog: Catalog,
+        available_providers: Collection[str],
     ) -> None:
         self._files = files  # None: the console is off
         self._thumbnails = thumbnails  # None: MG_KEEP_THUMBNAILS is off
         self._require_admin = require_admin
+        self._catalog = catalog
+        self._available_providers = available_providers
 
     async def GetConsoleFile(
         self, request: pb.GetConsoleFileRequest, context: Context
@@ -51,6 +63,12 @@ class ConsoleServicer(pb_grpc.ConsoleServicer):
         headers.extend(SECURITY_HEADERS)
         headers.append(("cache-control", file.cache_control))
         return httpbody_pb2.HttpBody(content_type=file.media_type, data=file.data)
+
+    async def ListCatalog(self, request: pb.ListCatalogRequest, context: Context) -> ListModelsResponse:
+        if self._files is None:
+            raise NotFound(OFF)
+        await self._require_admin(context)
+        return models_response(self._catalog, self._catalog, self._available_providers)
 
     async def GetThumbnail(self, request: pb.GetThumbnailRequest, context: Context) -> httpbody_pb2.HttpBody:
         if self._files is None:

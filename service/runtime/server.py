@@ -129,6 +129,8 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
             ConsoleFiles.load(thumbnails=settings.keep_thumbnails) if settings.console else None,
             Thumbnails(blobs) if settings.keep_thumbnails else None,
             admin_check(settings, store),
+            catalog,
+            frozenset(providers),
         ),
         server,
     )

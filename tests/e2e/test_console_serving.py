@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from service.console.files import CONTENT_SECURITY_POLICY
 from tests.support.checks import assert_error
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, local_body
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,27 @@ def test_mg_console_false_turns_it_off(off: GatewayProcess) -> None:
         assert_error(httpx.get(off.http_url + path), 404, "NOT_FOUND")
     thumbnail = httpx.get(f"{off.http_url}/v1/admin/thumbnails/01J00000000000000000000000/0")
     assert_error(thumbnail, 404, "NOT_FOUND")
+
+
+@pytest.fixture(scope="module")
+def keeping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    env = {"MG_KEEP_THUMBNAILS": "true", "MG_LOG_PROMPTS": "false"}
+    process = GatewayProcess(tmp_path_factory.mktemp("console-thumbnails"), env).start()
+    yield process
+    process.stop()
+
+
+def test_thumbnails_are_kept_beside_hosted_files_only_when_asked(
+    keeping: GatewayProcess, gateway: GatewayProcess
+) -> None:
+    body = {**local_body(prompt="a lighthouse"), "n": 2}
+    made = keeping.generate(body)
+    assert made.status_code == 200, made.text
+    request_id = made.headers["x-request-id"]
+    files = keeping.data_dir / "files"
+    for index in (0, 1):
+        with Image.open(files / f"thumb_{request_id}_{index}") as thumbnail:
+            assert thumbnail.format == "WEBP" and max(thumbnail.size) <= 256
+    assert not (files / f"thumb_{request_id}_2").exists()
+    assert gateway.generate(local_body()).status_code == 200
+    assert list((gateway.data_dir / "files").glob("thumb_*")) == []

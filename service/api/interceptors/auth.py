@@ -25,6 +25,7 @@ PUBLIC_METHODS = frozenset(
         "/mg.v1.Operations/Readiness",
         "/mg.v1.Console/GetConsoleFile",
         "/mg.v1.Console/GetThumbnail",
+        "/mg.v1.Console/ListCatalog",
     }
 )
 INVALID_KEY = "Invalid API key. Keys look like 'mg_live_...'; create one with `mg keys create`."

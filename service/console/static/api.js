@@ -3,7 +3,7 @@
 // in a header a page of another origin cannot set.
 
 const SESSION = "/v1/admin/session";
-const CSRF_HEADER = "X-MG-CSRF";
+const CSRF_HEADER = "x-mg-csrf";
 const CSRF_KEY = "mg-console-csrf";
 
 export class ApiError extends Error {
@@ -18,8 +18,9 @@ export class ApiError extends Error {
 let onSignedOut = () => {};
 export function whenSignedOut(callback) { onSignedOut = callback; }
 
-async function call(method, path, body, {quiet401 = false} = {}) {
+async function call(method, path, body, {quiet401 = false, token = ""} = {}) {
   const headers = {"Accept": "application/json"};
+  if (token) headers["Authorization"] = `Bearer ${token}`;
   if (method !== "GET") {
     headers[CSRF_HEADER] = sessionStorage.getItem(CSRF_KEY) || "";
   }
@@ -53,7 +54,7 @@ function query(params) {
 
 /** Exchange the admin token for a session cookie; keeps the CSRF token for writes. */
 export async function signIn(token) {
-  const answer = await call("POST", SESSION, {token}, {quiet401: true});
+  const answer = await call("POST", SESSION, {}, {quiet401: true, token});
   sessionStorage.setItem(CSRF_KEY, answer.csrf_token || "");
   return answer;
 }
@@ -81,7 +82,7 @@ export const projects = {
 
 export const keys = {
   list: async (project) => (await call("GET", `/v1/admin/keys${query({project})}`)).keys || [],
-  create: (project) => call("POST", "/v1/admin/keys", {project}),
+  create: (project) => call("POST", "/v1/admin/keys", {project}),  // {key (shown once), record}
   revoke: (id) => call("POST", `/v1/admin/keys/${encodeURIComponent(id)}/revoke`, {}),
 };
 
@@ -89,12 +90,14 @@ export const usage = {
   get: (params = {}) => call("GET", `/v1/admin/usage${query(params)}`),
 };
 
-/** Every ledger row matching `filters` since `since` (unix seconds), following the pages. */
+/** Ledger rows (newest first) matching `filters` (project, model, outcome, since, until; times as
+ * "24h" or ISO text), following the pages up to `limit` rows. */
 export async function ledger(filters = {}, {limit = 2000} = {}) {
   const rows = [];
   let pageToken = "";
   do {
-    const page = await call("GET", `/v1/admin/ledger${query({...filters, page_size: 500, page_token: pageToken})}`);
+    const size = Math.min(500, limit - rows.length);
+    const page = await call("GET", `/v1/admin/ledger${query({...filters, page_size: size, page_token: pageToken})}`);
     rows.push(...(page.entries || []));
     pageToken = page.next_page_token || "";
   } while (pageToken && rows.length < limit);

@@ -13,7 +13,6 @@ function thumbnailsKept() {
 
 export async function showGenerations(page) {
   const projects = await api.projects.list();
-  const names = new Map(projects.map((p) => [p.id, p.name]));
   const filters = {
     project: el("select", {id: "filter-project", "aria-label": "Project"},
       el("option", {value: ""}, "All projects"), projects.map((p) => el("option", {value: p.name}, p.name))),
@@ -23,12 +22,13 @@ export async function showGenerations(page) {
   };
   const results = el("div", {id: "generations"});
   const reload = async () => {
-    const rows = await api.ledger({project: filters.project.value}, {limit: SHOWN});
-    const shown = rows
-      .filter((row) => matchesOutcome(row, filters.outcome.value))
-      .sort((a, b) => Number(b.created_at) - Number(a.created_at))
-      .slice(0, SHOWN);
-    replace(results, thumbnailsKept() ? gallery(shown, names) : table(shown, names));
+    const outcome = filters.outcome.value;
+    // (one outcome is filtered by the API; "errors and refusals" are every outcome but two)
+    const rows = await api.ledger(
+      {project: filters.project.value, outcome: outcome === "error" ? "" : outcome},
+      {limit: outcome === "error" ? 4 * SHOWN : SHOWN});
+    const shown = rows.filter((row) => matchesOutcome(row, outcome)).slice(0, SHOWN);
+    replace(results, thumbnailsKept() ? gallery(shown) : table(shown));
   };
   for (const select of Object.values(filters)) select.addEventListener("change", () => { reload(); });
   page.append(
@@ -48,10 +48,10 @@ function matchesOutcome(row, wanted) {
 }
 
 function promptOf(row) {
-  return row.extra && typeof row.extra.prompt === "string" ? row.extra.prompt : null;
+  return typeof row.prompt === "string" ? row.prompt : null;
 }
 
-function gallery(rows, names) {
+function gallery(rows) {
   if (!rows.length) return el("p", {class: "hint"}, "No generations yet.");
   return el("div", {class: "gallery"}, rows.map((row) => {
     const prompt = promptOf(row);
@@ -62,15 +62,15 @@ function gallery(rows, names) {
       image,
       el("span", {class: "caption"},
         prompt === null ? null : el("span", {class: "prompt"}, prompt),
-        el("span", {class: "meta"}, `${row.model} · ${names.get(row.project_id) || row.project_id}`),
+        el("span", {class: "meta"}, `${row.model} · ${row.project || row.project_id}`),
         el("span", {class: "meta"}, `${usd(row.cost_micros)} · ${ms(Number(row.upstream_latency_ms))} · ${row.outcome}`)),
     );
-    tile.addEventListener("click", () => details(row, names));
+    tile.addEventListener("click", () => details(row));
     return tile;
   }));
 }
 
-function table(rows, names) {
+function table(rows) {
   if (!rows.length) return el("p", {class: "hint"}, "No generations yet.");
   return el("table", {class: "rows"},
     el("thead", {}, el("tr", {}, ["When", "Project", "Model", "Prompt", "Images", "Cost", "Latency", "Outcome"]
@@ -78,15 +78,15 @@ function table(rows, names) {
     el("tbody", {}, rows.map((row) => {
       const tr = el("tr", {class: `clickable outcome-${outcomeClass(row)}`, "data-request-id": row.request_id, tabindex: 0},
         el("td", {}, when(row.created_at)),
-        el("td", {}, names.get(row.project_id) || row.project_id),
+        el("td", {}, row.project || row.project_id),
         el("td", {}, row.model),
         el("td", {class: "prompt"}, promptOf(row) ?? "–"),
         el("td", {class: "num"}, `${row.images_returned}/${row.n_requested}`),
         el("td", {class: "num"}, usd(row.cost_micros)),
         el("td", {class: "num"}, ms(Number(row.upstream_latency_ms))),
         el("td", {}, row.outcome));
-      tr.addEventListener("click", () => details(row, names));
-      tr.addEventListener("keydown", (event) => { if (event.key === "Enter") details(row, names); });
+      tr.addEventListener("click", () => details(row));
+      tr.addEventListener("keydown", (event) => { if (event.key === "Enter") details(row); });
       return tr;
     })),
   );
@@ -97,11 +97,11 @@ function outcomeClass(row) {
 }
 
 /** Everything the ledger says about one generation, and its images when thumbnails are kept. */
-function details(row, names) {
+function details(row) {
   const fields = [
     ["Request", row.request_id],
     ["When", when(row.created_at)],
-    ["Project", names.get(row.project_id) || row.project_id],
+    ["Project", row.project || row.project_id],
     ["Key", row.key_id],
     ["Model", row.model],
     ["Provider", row.provider],

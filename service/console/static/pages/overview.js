@@ -11,7 +11,7 @@ const DAY_S = 86400;
 export async function showOverview(page) {
   const now = Date.now() / 1000;
   const since = Math.min(now - DAY_S, startOfToday());
-  const [projects, rows] = await Promise.all([api.projects.list(), api.ledger({since: Math.floor(since)})]);
+  const [projects, rows] = await Promise.all([api.projects.list(), api.ledger({since: new Date(since * 1000).toISOString()}, {limit: 10000})]);
   const recent = rows.filter((row) => Number(row.created_at) >= now - DAY_S);
   const today = spendByProject(rows.filter((row) => Number(row.created_at) >= startOfToday()));
   const errors = recent.filter(isError).length;

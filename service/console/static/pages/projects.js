@@ -19,12 +19,12 @@ async function draw(list) {
   replace(list, projects.map((project) => projectCard(project, keys.filter((k) => k.project_id === project.id), () => draw(list))));
 }
 
-function dollarsToMicros(text) {
-  const value = text.trim();
+/** The budget as the API takes it: US dollars as decimal text ("5", "12.50"); null for no cap. */
+function budgetText(text) {
+  const value = text.trim().replace(/^\$/, "");
   if (value === "") return null;
-  const dollars = Number(value);
-  if (!Number.isFinite(dollars) || dollars < 0) throw new Error(`${value} is not an amount of dollars`);
-  return Math.round(dollars * 1e6);
+  if (!/^\d+(\.\d{1,6})?$/.test(value)) throw new Error(`${value} is not an amount of dollars`);
+  return value;
 }
 
 function patterns(text) {
@@ -40,12 +40,24 @@ function projectFields(prefix, project = {}) {
   };
 }
 
-function settingsFrom(fields) {
+function rpmOf(fields) {
   const rpm = fields.rpm.value.trim();
+  return rpm === "" ? undefined : Number(rpm);
+}
+
+/** A new project's fields (CreateProjectRequest). */
+function creation(name, fields) {
+  const budget = budgetText(fields.budget.value);
+  return {name, budget_usd: budget ?? undefined, allow: patterns(fields.allow.value), rpm: rpmOf(fields)};
+}
+
+/** A change of a project's settings (UpdateProjectRequest): an empty budget removes the cap. */
+function update(fields) {
+  const budget = budgetText(fields.budget.value);
   return {
-    budget_micros: dollarsToMicros(fields.budget.value),
-    allow: patterns(fields.allow.value),
-    rpm: rpm === "" ? null : Number(rpm),
+    ...(budget === null ? {no_budget: true} : {budget_usd: budget}),
+    allow: {patterns: patterns(fields.allow.value)},
+    rpm: rpmOf(fields),
   };
 }
 
@@ -64,7 +76,7 @@ function createForm(done) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await api.projects.create({name: name.value.trim(), ...settingsFrom(fields)});
+      await api.projects.create(creation(name.value.trim(), fields));
       toast(`Project ${name.value.trim()} created.`);
       form.reset();
       await done();
@@ -83,7 +95,7 @@ function projectCard(project, keys, redraw) {
   save.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await api.projects.update(project.name, settingsFrom(fields));
+      await api.projects.update(project.name, update(fields));
       toast(`Project ${project.name} saved.`);
       await redraw();
     } catch (error) {
