@@ -1,0 +1,163 @@
+"""The console in a real headless Chromium, through the real gateway (Envoy, gRPC workers, the
+offline provider): sign in with the admin token, see spend, generations, keys and models, and
+manage keys. A screenshot of each page is written to the test's output folder; with
+MG_CONSOLE_SCREENSHOT=<path> the overview's is also written there (`make console-screenshot`
+refreshes docs/console.png this way)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, expect
+
+from tests.support.browser import PageProblems
+from tests.support.checks import assert_error
+from tests.support.gateway import GatewayProcess, local_body
+
+ADMIN_TOKEN = "mg_admin_" + "console-browser-test-token-0123456789abcdef"
+HOSTILE_PROMPT = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold</b> & more'
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    env = {"MG_ADMIN_TOKEN": ADMIN_TOKEN, "MG_KEEP_THUMBNAILS": "true", "MG_LOG_PROMPTS": "true"}
+    process = GatewayProcess(tmp_path_factory.mktemp("console-browser"), env).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def spender(gw: GatewayProcess) -> str:
+    """A project with a $0.01 cap that has spent $0.004 (four local/sketch images)."""
+    key = gw.new_key("spender", "--budget-usd", "0.01")
+    made = gw.generate({**local_body(prompt="a red kite"), "n": 4}, key)
+    assert made.status_code == 200, made.text
+    return key
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    problems = PageProblems(page)
+    page.on("dialog", lambda dialog: dialog.accept())  # the revoke confirmation
+    yield page
+    context.close()
+    # No uncaught error, nothing the Content-Security-Policy refused.
+    assert [e for e in problems.errors if "Failed to load resource" not in e] == []
+
+
+def sign_in(page: Page, gw: GatewayProcess, token: str = ADMIN_TOKEN) -> None:
+    page.goto(f"{gw.http_url}/console")
+    page.fill("#admin-token", token)
+    page.click("#sign-in button[type=submit]")
+
+
+def signed_in(page: Page, gw: GatewayProcess, hash_: str = "#/overview") -> None:
+    sign_in(page, gw)
+    expect(page.locator("#nav")).to_be_visible()
+    page.goto(f"{gw.http_url}/console{hash_}")
+    expect(page.locator("section.page")).not_to_have_attribute("aria-busy", "true")
+
+
+def shot(page: Page, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def test_a_wrong_token_is_refused(page: Page, gw: GatewayProcess, tmp_path: Path) -> None:
+    sign_in(page, gw, "mg_admin_wrong")
+    expect(page.locator("#sign-in-error")).to_have_text("That token was refused.")
+    expect(page.locator("#nav")).to_be_hidden()
+    assert not [c for c in page.context.cookies() if c["name"] == "mg_admin_session"]
+    shot(page, tmp_path, "sign-in-refused")
+
+
+def test_the_overview_shows_the_spend_bar_of_a_project_that_spent(
+    page: Page, gw: GatewayProcess, spender: str, tmp_path: Path
+) -> None:
+    signed_in(page, gw)
+    row = page.locator('.spend-row[data-project="spender"]')
+    expect(row).to_contain_text("$0.004 of $0.01")
+    bar = float(row.locator("rect.spent").get_attribute("width") or 0)
+    assert bar == pytest.approx(0.4 * 480, abs=1)  # 40 % of the cap
+    expect(page.locator("#tile-requests .value")).not_to_have_text("0")
+    expect(page.locator("#providers")).to_contain_text("local")
+    expect(page.locator("#per-hour canvas")).to_have_count(1)
+    path = shot(page, tmp_path, "overview")
+    if target := os.environ.get("MG_CONSOLE_SCREENSHOT"):
+        Path(target).write_bytes(path.read_bytes())
+
+
+def test_the_gallery_shows_a_generated_image_and_a_prompt_with_html_as_text(
+    page: Page, gw: GatewayProcess, tmp_path: Path
+) -> None:
+    made = gw.generate(local_body(prompt=HOSTILE_PROMPT))
+    assert made.status_code == 200, made.text
+    request_id = made.headers["x-request-id"]
+    signed_in(page, gw, "#/generations")
+    tile = page.locator(f'.tile-image[data-request-id="{request_id}"]')
+    expect(tile).to_be_visible()
+    image = tile.locator("img")
+    expect(image).to_have_js_property("complete", True)
+    assert image.evaluate("img => img.naturalWidth") > 0  # the thumbnail loaded
+    expect(tile.locator(".prompt")).to_have_text(HOSTILE_PROMPT)
+    assert tile.locator(".prompt script, .prompt img, .prompt b").count() == 0
+    assert page.evaluate("window.pwned") is None
+    shot(page, tmp_path, "generations")
+    tile.click()
+    details = page.locator("#generation-details")
+    expect(details).to_be_visible()
+    expect(details).to_contain_text(request_id)
+    expect(details.locator("dd").filter(has_text="window.pwned")).to_have_text(HOSTILE_PROMPT)
+    assert page.evaluate("window.pwned") is None
+    shot(page, tmp_path, "generation-details")
+
+
+def test_a_key_made_in_the_console_works_until_it_is_revoked(
+    page: Page, gw: GatewayProcess, tmp_path: Path
+) -> None:
+    signed_in(page, gw, "#/projects")
+    page.fill("#new-project-name", "made-in-console")
+    page.fill("#new-project-budget", "2")
+    page.fill("#new-project-allow", "local/*")
+    page.click("#new-project button[type=submit]")
+    card = page.locator('article.project[data-project="made-in-console"]')
+    expect(card).to_be_visible()
+    card.locator("button.create-key").click()
+    secret = card.locator("code.secret")
+    expect(secret).to_have_text(re.compile(r"^mg_live_\S+$"))
+    key = secret.inner_text()
+    assert gw.generate(local_body(), key).status_code == 200
+    shot(page, tmp_path, "projects")
+    card.locator("button.revoke").click()
+    expect(card.locator("tr.revoked")).to_have_count(1)
+    assert_error(gw.generate(local_body(), key), 401, "UNAUTHENTICATED")
+
+
+def test_the_models_page_lists_the_catalog(page: Page, gw: GatewayProcess, tmp_path: Path) -> None:
+    signed_in(page, gw, "#/models")
+    row = page.locator('tr[data-model="local/sketch"]')
+    expect(row).to_contain_text("yes")
+    expect(row).to_contain_text("$0.001")
+    expect(page.locator('tr[data-model="openai/gpt-image-1"]')).to_contain_text("no")
+    shot(page, tmp_path, "models")
+
+
+def test_mg_console_false_is_404_in_the_browser(browser: Browser, tmp_path: Path) -> None:
+    off = GatewayProcess(tmp_path / "off", {"MG_CONSOLE": "false", "MG_ADMIN_TOKEN": ADMIN_TOKEN}).start()
+    try:
+        page = browser.new_page()
+        response = page.goto(f"{off.http_url}/console")
+        assert response is not None and response.status == 404
+        assert page.locator("#sign-in").count() == 0
+        page.close()
+    finally:
+        off.stop()
