@@ -5,9 +5,9 @@
 --    headers, and this filter makes them the HTTP status and body.
 -- 2) Errors Envoy makes itself (unknown route, malformed JSON, backend down, timeout): wrapped with
 --    the default code/type for the status (table generated from service/errors.py).
--- 3) A call without `Authorization` on a route that needs a key (every route not marked public in
---    envoy.yaml): refused here, from its headers, before Envoy buffers its body, with the answer the
---    server gives for it (MISSING_KEY).
+-- 3) A call without `Authorization` on a route that needs a key (every route not marked public or,
+--    as the admin API's are, own_credentials in envoy.yaml): refused here, from its headers, before
+--    Envoy buffers its body, with the answer the server gives for it (MISSING_KEY).
 -- Native gRPC callers passing through Envoy get their gRPC response untouched.
 
 --@@CONSTANTS@@
@@ -104,7 +104,8 @@ function envoy_on_request(handle)
     meta:set("mg", "route", (hdrs:get(":method") or "") .. " " .. path:sub(1, 200))
     if hdrs:get(":method") == "HEAD" then meta:set("mg", "head", true) end
   end
-  if hdrs:get("authorization") == nil and not handle:metadata():get("public") then
+  local route = handle:metadata()
+  if hdrs:get("authorization") == nil and not route:get("public") and not route:get("own_credentials") then
     -- Refused from the headers alone, before any body is buffered. The answer goes through
     -- envoy_on_response like any other, which makes the REST one the envelope.
     if native_grpc then  -- trailers-only, as the server answers

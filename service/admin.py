@@ -1,29 +1,74 @@
-"""Admin operations behind `mg projects`, `mg keys` and `mg usage`: plain functions over a store."""
+"""Admin operations: plain functions over a store, behind both the `mg` command (cli.py) and the
+admin API (api/admin_servicer.py), so the two cannot drift. Every change is written to the audit
+log with its actor: how the admin API names its caller (`admin token adm_...`), or the `mg`
+command and the system user running it."""
 
 from __future__ import annotations
 
+import getpass
 import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ulid import ULID
 
 from service.catalog.catalog import parse_usd
 from service.keys import hash_key, looks_like_key, new_key
-from service.stores.base import ApiKey, Project, Store, UnknownProject
+from service.stores.base import (
+    ApiKey,
+    AuditEntry,
+    InFlight,
+    LedgerEntry,
+    LedgerQuery,
+    Project,
+    ProjectExists,
+    Spend,
+    Store,
+    UnknownProject,
+)
 
 DEV_PROJECT = "dev"
 # The first start's project: enough to try every provider, small enough that a leaked dev key cannot
 # run up a bill once a provider key is set.
 DEV_BUDGET_USD = "5"
+MG_SERVE_ACTOR = "mg serve (first start)"
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+
 class AdminError(ValueError):
     """A bad admin command argument; the message says what to fix."""
+
+
+class NotFoundError(AdminError):
+    """The project or key named does not exist."""
+
+
+def cli_actor() -> str:
+    """How the audit log names a change made with the `mg` command: by the system user running it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        user = "unknown user"
+    return f"mg command ({user})"
+
+
+async def _audit(store: Store, actor: str, action: str, target: str, **detail: object) -> None:
+    entry = AuditEntry(
+        id=f"aud_{ULID()}",
+        at=time.time(),
+        actor=actor,
+        action=action,
+        target=target,
+        detail={k: "" if v is None else str(v) for k, v in detail.items()},
+    )
+    await store.append_audit(entry)
 
 
 def usd_to_micros(text: str) -> int:
@@ -48,12 +93,24 @@ def parse_since(text: str, now: float | None = None) -> float:
 async def project_named(store: Store, name: str) -> Project:
     project = await store.get_project(name)
     if project is None:
-        raise AdminError(f"no project named {name!r} (see `mg projects list`)")
+        raise NotFoundError(f"no project named {name!r} (see `mg projects list`)")
     return project
 
 
+@dataclass(frozen=True)
+class ProjectSpend:
+    project: Project
+    spend: Spend
+
+
+async def projects_with_spend(store: Store, name: str | None = None) -> list[ProjectSpend]:
+    """Every project (or the one named) with what it has spent and holds reserved."""
+    projects = [await project_named(store, name)] if name is not None else await store.list_projects()
+    return [ProjectSpend(p, await store.spend(p.id)) for p in projects]
+
+
 async def create_project(
-    store: Store, name: str, budget_usd: str | None, allow: list[str], rpm: int | None
+    store: Store, name: str, budget_usd: str | None, allow: list[str], rpm: int | None, *, actor: str
 ) -> Project:
     if not name or len(name) > 100:
         raise AdminError("a project name is 1-100 characters")
@@ -67,7 +124,11 @@ async def create_project(
         allow=tuple(allow),
         rpm=rpm,
     )
-    await store.create_project(project)
+    try:
+        await store.create_project(project)
+    except ProjectExists:
+        raise AdminError(f"a project named {name!r} exists") from None
+    await _audit(store, actor, "project.create", name, budget_usd=budget_usd, allow=",".join(allow), rpm=rpm)
     return project
 
 
@@ -80,6 +141,7 @@ async def update_project(
     allow: list[str] | None = None,
     allow_all: bool = False,
     rpm: int | None = None,
+    actor: str,
 ) -> Project:
     project = await project_named(store, name)
     if rpm is not None and rpm <= 0:
@@ -94,24 +156,52 @@ async def update_project(
     try:
         await store.update_project(updated)
     except UnknownProject as exc:
-        raise AdminError(f"no project named {name!r}") from exc
+        raise NotFoundError(f"no project named {name!r}") from exc
+    changes = {
+        "budget_usd": "none" if budget is None else f"{budget / 1_000_000:g}",
+        "allow": ",".join(patterns),
+        "rpm": updated.rpm,
+    }
+    await _audit(store, actor, "project.update", name, **changes)
     return updated
 
 
-async def create_key(store: Store, project_name: str) -> tuple[str, ApiKey]:
+async def create_key(store: Store, project_name: str, *, actor: str) -> tuple[str, ApiKey]:
     project = await project_named(store, project_name)
     token, key = new_key(project.id)
     await store.create_key(key)
+    await _audit(store, actor, "key.create", key.id, project=project.name, prefix=key.prefix)
     return token, key
 
 
-async def revoke_key(store: Store, which: str) -> ApiKey:
+async def revoke_key(store: Store, which: str, *, actor: str) -> ApiKey:
     """Revoke the key `which` names: its id, the key itself, or a prefix of it as `mg keys list`
     shows it (refused when more than one active key starts with it). Returns the revoked key."""
     key = await _key_named(store, which)
     if not await store.revoke_key(key.id, time.time()):
-        raise AdminError(f"no active key {which!r} (see `mg keys list`)")
+        raise NotFoundError(f"no active key {which!r} (see `mg keys list`)")
+    project = await store.get_project_by_id(key.project_id)
+    await _audit(
+        store,
+        actor,
+        "key.revoke",
+        key.id,
+        project=project.name if project else key.project_id,
+        prefix=key.prefix,
+    )
     return key
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    key: ApiKey
+    project: str  # the project's name (its id if it has none)
+
+
+async def list_keys(store: Store, project_name: str | None) -> list[KeyRow]:
+    project_id = (await project_named(store, project_name)).id if project_name else None
+    names = {p.id: p.name for p in await store.list_projects()}
+    return [KeyRow(k, names.get(k.project_id, k.project_id)) for k in await store.list_keys(project_id)]
 
 
 async def _key_named(store: Store, which: str) -> ApiKey:
@@ -130,7 +220,9 @@ async def _key_named(store: Store, which: str) -> ApiKey:
     if len(by_prefix) > 1:
         ids = ", ".join(k.id for k in by_prefix)
         raise AdminError(f"{which!r} is the start of {len(by_prefix)} active keys ({ids}); give the key id")
-    raise AdminError(f"no active key {which!r}: give a key id, the key, or its prefix (see `mg keys list`)")
+    raise NotFoundError(
+        f"no active key {which!r}: give a key id, the key, or its prefix (see `mg keys list`)"
+    )
 
 
 @dataclass(frozen=True)
@@ -142,20 +234,94 @@ class UsageRow:
     images: int
     cost_micros: int
     input_tokens: int
+    day: str = ""  # YYYY-MM-DD (UTC) when counted per day
 
 
-async def usage(store: Store, project_name: str | None, since: float | None) -> list[UsageRow]:
+def utc_day(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+async def usage(
+    store: Store, project_name: str | None, since: float | None, *, by_day: bool = False
+) -> list[UsageRow]:
+    """Requests, failures, images, spend and input tokens per project and model (and UTC day)."""
     project_id = (await project_named(store, project_name)).id if project_name else None
     names = {p.id: p.name for p in await store.list_projects()}
-    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for entry in await store.ledger(project_id, since):
-        row = totals[(names.get(entry.project_id, entry.project_id), entry.model)]
+        day = utc_day(entry.created_at) if by_day else ""
+        row = totals[(names.get(entry.project_id, entry.project_id), entry.model, day)]
         row[0] += 1
         row[1] += entry.outcome not in ("ok", "partial")
         row[2] += entry.images_returned
         row[3] += entry.cost_micros
         row[4] += entry.input_tokens
-    return [UsageRow(project, model, *values) for (project, model), values in sorted(totals.items())]
+    return [
+        UsageRow(project, model, v[0], v[1], v[2], v[3], v[4], day)
+        for (project, model, day), v in sorted(totals.items())
+    ]
+
+
+def page_size(requested: int) -> int:
+    if requested < 0 or requested > MAX_PAGE_SIZE:
+        raise AdminError(f"page_size must be 1-{MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})")
+    return requested or DEFAULT_PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    entry: LedgerEntry
+    project: str
+
+
+async def ledger_page(
+    store: Store,
+    *,
+    project: str = "",
+    model: str = "",
+    outcome: str = "",
+    since: str = "",
+    until: str = "",
+    size: int = 0,
+    cursor: str = "",
+) -> tuple[list[LedgerRow], str]:
+    """A page of the ledger, newest first, filtered; (rows, the next page's cursor or "")."""
+    now = time.time()
+    query = LedgerQuery(
+        project_id=(await project_named(store, project)).id if project else None,
+        model=model or None,
+        outcome=outcome or None,
+        since=parse_since(since, now) if since else None,
+        until=parse_since(until, now) if until else None,
+        limit=page_size(size),
+        cursor=cursor,
+    )
+    try:
+        page = await store.ledger_page(query)
+    except ValueError as exc:  # a cursor this store did not make
+        raise AdminError(f"page_token {cursor!r} is not one this API returned") from exc
+    names = {p.id: p.name for p in await store.list_projects()}
+    return [LedgerRow(e, names.get(e.project_id, e.project_id)) for e in page.entries], page.next_cursor
+
+
+@dataclass(frozen=True)
+class InFlightRow:
+    generation: InFlight
+    project: str
+
+
+async def in_flight(store: Store) -> list[InFlightRow]:
+    names = {p.id: p.name for p in await store.list_projects()}
+    return [InFlightRow(g, names.get(g.project_id, g.project_id)) for g in await store.in_flight()]
+
+
+async def audit_page(store: Store, size: int = 0, cursor: str = "") -> tuple[list[AuditEntry], str]:
+    """A page of the audit log, newest first; (entries, the next page's cursor or "")."""
+    limit = page_size(size)
+    entries = await store.audit_log(limit + 1, cursor)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return entries, entries[-1].id if more else ""
 
 
 async def dev_key(store: Store, saved: str | None) -> tuple[str, Project | None] | None:
@@ -163,8 +329,8 @@ async def dev_key(store: Store, saved: str | None) -> tuple[str, Project | None]
     project `dev` and a new key for it; later, the `saved` key while it is still valid. None when
     there is none."""
     if not await store.list_projects():
-        project = await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None)
-        token, _ = await create_key(store, DEV_PROJECT)
+        project = await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None, actor=MG_SERVE_ACTOR)
+        token, _ = await create_key(store, DEV_PROJECT, actor=MG_SERVE_ACTOR)
         return token, project
     if saved is None:
         return None

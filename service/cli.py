@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service import admin
+from service.admin_token import configured_admin_token, dev_admin_token_path, ensure_dev_admin_token
 from service.catalog.catalog import CatalogError, catalog_for, usd
 from service.config import Settings, SettingsError, load_settings, provider_declarations
 from service.config_file import ConfigFileError, defined_providers, read_config_file
@@ -37,7 +38,7 @@ from service.runtime.envoy_admin import AdminSocketError, admin_socket_path
 from service.runtime.observability import configure_logging
 from service.runtime.supervisor import serve
 from service.stores import SQLITE_FILE, open_store
-from service.stores.base import Project, ProjectExists, Store
+from service.stores.base import Project, Store
 
 T = TypeVar("T")
 DEV_KEY_FILE = "dev-api-key"
@@ -99,7 +100,17 @@ def _mg_command() -> str:
     return str(beside) if beside.exists() else "mg"
 
 
-def _print_ready(settings: Settings, key: str | None, project: Project | None) -> None:
+def _admin_line(settings: Settings, base: str, dev_admin_token: str | None) -> str:
+    if dev_admin_token is not None:
+        return f"  Admin API:                {base}/v1/admin  (admin token: {dev_admin_token})\n"
+    if configured_admin_token(settings) is not None:
+        return f"  Admin API:                {base}/v1/admin  (with the configured admin token)\n"
+    return "  Admin API:                off (set MG_ADMIN_TOKEN to turn it on)\n"
+
+
+def _print_ready(
+    settings: Settings, key: str | None, project: Project | None, dev_admin_token: str | None = None
+) -> None:
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host
     base = f"http://{host}:{settings.http_port}"
     mg = _mg_command()
@@ -109,13 +120,14 @@ def _print_ready(settings: Settings, key: str | None, project: Project | None) -
         cap = "no spend cap" if project.budget_micros is None else f"spend cap {usd(project.budget_micros)}"
         change = f"{mg} projects update {project.name} --budget-usd N"
         project_line = f"  Project:                  {project.name} ({cap}; change it: {change})\n"
+    admin_line = _admin_line(settings, base, dev_admin_token)
     print(
         f"""
 mg is ready
   REST (OpenAI-compatible): {base}/v1
   gRPC:                     {settings.grpc_host}:{settings.grpc_port}  (mg.v1.ImageGeneration)
   API key:                  {shown}
-{project_line}  Admin:                    {mg} projects list | keys list | usage
+{project_line}{admin_line}  Admin:                    {mg} projects list | keys list | usage
 
 Try it:
   curl -s --fail-with-body -o response.json {base}/v1/images/generations \\
@@ -177,9 +189,19 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     saved = key_file.read_text().strip() if key_file.exists() else None
     found = _with_store(settings, lambda store: admin.dev_key(store, saved))
     key, project = found if found is not None else (None, None)
+    first_start = False
     if key is not None and key != saved:
+        first_start = True
         write_private(private_dir(key_file.parent) / key_file.name, (key + "\n").encode())
-    return serve(settings, lambda s: _print_ready(s, key, project), with_envoy=not args.no_envoy)
+    # The dev setup's admin token: made with the dev project on the first start, kept (0600) in the
+    # data dir and used again on later starts, unless an admin token is configured.
+    dev_admin_token = None
+    configured = settings.admin_token or settings.admin_token_sha256
+    if not configured and (first_start or dev_admin_token_path(settings.data_dir).is_file()):
+        dev_admin_token = ensure_dev_admin_token(settings.data_dir)
+    return serve(
+        settings, lambda s: _print_ready(s, key, project, dev_admin_token), with_envoy=not args.no_envoy
+    )
 
 
 def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -225,10 +247,9 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(store: Store) -> int:
         if args.action == "create":
-            try:
-                project = await admin.create_project(store, args.name, args.budget_usd, args.allow, args.rpm)
-            except ProjectExists:
-                raise admin.AdminError(f"a project named {args.name!r} exists") from None
+            project = await admin.create_project(
+                store, args.name, args.budget_usd, args.allow, args.rpm, actor=admin.cli_actor()
+            )
             print(project.name)
             return 0
         if args.action == "update":
@@ -240,15 +261,14 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
                 allow=args.allow,
                 allow_all=args.allow_all,
                 rpm=args.rpm,
+                actor=admin.cli_actor(),
             )
             print(args.name)
             return 0
-        projects = (
-            await store.list_projects()
-            if args.action == "list"
-            else [await admin.project_named(store, args.name)]
-        )
-        rows = [(p, await store.spend(p.id)) for p in projects]
+        rows = [
+            (row.project, row.spend)
+            for row in await admin.projects_with_spend(store, args.name if args.action == "show" else None)
+        ]
         data = [_project_dict(p, s) for p, s in rows]
         _print(
             data if args.action == "list" else data[0],
@@ -280,18 +300,16 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         if args.action == "create":
-            token, _ = await admin.create_key(store, args.project)
+            token, _ = await admin.create_key(store, args.project, actor=admin.cli_actor())
             print(token)  # alone on stdout, so scripts can capture it
             return 0
         if args.action == "revoke":
-            print((await admin.revoke_key(store, args.key)).id)
+            print((await admin.revoke_key(store, args.key, actor=admin.cli_actor())).id)
             return 0
-        project_id = (await admin.project_named(store, args.project)).id if args.project else None
-        keys = await store.list_keys(project_id)
-        names = {p.id: p.name for p in await store.list_projects()}
+        rows = await admin.list_keys(store, args.project)
         data = [
-            {k: v for k, v in asdict(key).items() if k != "key_hash"} | {"project": names.get(key.project_id)}
-            for key in keys
+            {k: v for k, v in asdict(row.key).items() if k != "key_hash"} | {"project": row.project}
+            for row in rows
         ]
         _print(
             data,
@@ -300,13 +318,13 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 ["id", "prefix", "project", "created", "revoked"],
                 [
                     (
-                        k.id,
-                        k.prefix + "...",
-                        names.get(k.project_id, k.project_id),
-                        _when(k.created_at),
-                        _when(k.revoked_at),
+                        row.key.id,
+                        row.key.prefix + "...",
+                        row.project,
+                        _when(row.key.created_at),
+                        _when(row.key.revoked_at),
                     )
-                    for k in keys
+                    for row in rows
                 ],
             ),
         )
@@ -364,18 +382,32 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         since = admin.parse_since(args.since) if args.since else None
-        rows = await admin.usage(store, args.project, since)
-        data = [asdict(r) | {"cost_usd": r.cost_micros / 1_000_000} for r in rows]
+        rows = await admin.usage(store, args.project, since, by_day=args.by_day)
+        data = [
+            {k: v for k, v in asdict(r).items() if k != "day" or args.by_day}
+            | {"cost_usd": r.cost_micros / 1e6}
+            for r in rows
+        ]
+        days = ["day"] if args.by_day else []
         _print(
             data,
             args.json,
             lambda: _table(
-                ["project", "model", "requests", "failed", "images", "spend", "input tokens"],
+                [*days, "project", "model", "requests", "failed", "images", "spend", "input tokens"],
                 [
-                    (r.project, r.model, r.requests, r.failed, r.images, usd(r.cost_micros), r.input_tokens)
+                    (
+                        *([r.day] if days else []),
+                        r.project,
+                        r.model,
+                        r.requests,
+                        r.failed,
+                        r.images,
+                        usd(r.cost_micros),
+                        r.input_tokens,
+                    )
                     for r in rows
                 ]
-                + [("total", "", *_totals(rows))],
+                + [(*([""] if days else []), "total", "", *_totals(rows))],
             ),
         )
         return 0
@@ -458,6 +490,7 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", help="spend and images per model from the ledger")
     usage.add_argument("--project")
     usage.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
+    usage.add_argument("--by-day", action="store_true", help="one row per project, model and UTC day")
     usage.add_argument("--json", action="store_true")
     return parser
 

@@ -8,6 +8,7 @@ Every port the gateway opens is a setting, so two instances can run side by side
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -234,6 +235,15 @@ class Settings:
     local_max_delay_ms: int = field(default=60_000, metadata={"env": "MG_LOCAL_MAX_DELAY_MS"})
     # Largest request body the edge accepts (a 20 MB reference image is ~27 MB of base64).
     max_request_bytes: int = field(default=32 * MIB, metadata={"env": "MG_MAX_REQUEST_BYTES"})
+    # The admin API (/v1/admin/...) and the console: the admin token, or its SHA-256 (hex; what the
+    # config file should hold). Neither set: the token `mg serve` generated on its first start (the
+    # data dir's admin-token file), if any; with none at all the admin API answers 404. Console
+    # sessions are cookies signed with the session secret (replicas must share it; default: one
+    # generated once in the data dir) and last this long.
+    admin_token: str = field(default="", metadata={"env": "MG_ADMIN_TOKEN"})
+    admin_token_sha256: str = field(default="", metadata={"env": "MG_ADMIN_TOKEN_SHA256"})
+    admin_session_secret: str = field(default="", metadata={"env": "MG_ADMIN_SESSION_SECRET"})
+    admin_session_ttl_s: float = field(default=8 * 3600.0, metadata={"env": "MG_ADMIN_SESSION_TTL_S"})
     # Providers with credentials (from their own variables, e.g. OPENAI_API_KEY / OPENAI_BASE_URL).
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict, metadata={"env": ""})
     # From the config file: catalog entries to add or override, and aliases.
@@ -386,6 +396,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("MG_POSTGRES_URL must be a postgresql:// URL")
     if settings.default_rpm <= 0:
         raise SettingsError("MG_DEFAULT_RPM must be positive")
+    if settings.admin_token_sha256 and not re.fullmatch(r"[0-9a-f]{64}", settings.admin_token_sha256):
+        raise SettingsError(
+            "MG_ADMIN_TOKEN_SHA256 must be the SHA-256 of the admin token, 64 lower-case hex digits"
+        )
+    if settings.admin_session_ttl_s <= 0:
+        raise SettingsError("MG_ADMIN_SESSION_TTL_S must be positive")
     if settings.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("MG_SQLITE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA")
     return settings

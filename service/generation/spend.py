@@ -23,7 +23,7 @@ from service.errors import BudgetExceeded, Unavailable
 from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
-from service.stores.base import LedgerEntry, Project, Store
+from service.stores.base import LedgerEntry, Project, ReservationHolder, Store
 from service.stores.retry import release_until_landed, write_until_landed
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,15 @@ class Settlement:
     job_ids: tuple[str, ...] = ()
 
 
-# The longest prompt the ledger keeps (MG_LOG_PROMPTS); longer ones are cut.
-MAX_KEPT_PROMPT_CHARS = 4000
+# The ledger entry's `extra` key that holds the prompt, kept only where MG_LOG_PROMPTS allows.
+PROMPT_EXTRA = "prompt"
 
 
 class SpendLedger:
     def __init__(self, store: Store, lease_s: float, *, keep_prompts: bool = False) -> None:
         self._store = store
         self._lease_s = lease_s
-        # MG_LOG_PROMPTS: the ledger keeps each prompt too (the console's gallery shows it).
+        # Prompts can be personal data: they go into the ledger only where they may go into logs.
         self._keep_prompts = keep_prompts
         # The reservations this worker holds, and when each lease was last set (time.monotonic()):
         # one loop per worker renews them, rather than a task and a timer per call.
@@ -75,8 +75,10 @@ class SpendLedger:
         """Reserve `estimate` (or raise BudgetExceeded), and keep the reservation's lease renewed
         while the block runs. The block settles or releases it."""
         project = attempt.project
+        # Held for this key and model, so every worker's generations in flight can be listed.
+        holder = ReservationHolder(attempt.key_id, attempt.generation.model.id, time.time())
         if not await self._store.reserve(
-            project.id, attempt.request_id, estimate, project.budget_micros, self._lease_s
+            project.id, attempt.request_id, estimate, project.budget_micros, self._lease_s, holder
         ):
             raise await self._budget_exceeded(project, estimate)
         self._held[attempt.request_id] = (attempt, time.monotonic())
@@ -123,16 +125,15 @@ class SpendLedger:
             settlement.images,
             settlement.cost_micros,
         )
-        charge = functools.partial(
-            self._store.settle, attempt.request_id, ledger_entry(attempt, settlement, self._keep_prompts)
-        )
+        entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
+        charge = functools.partial(self._store.settle, attempt.request_id, entry)
         what = f"charge of {usd(settlement.cost_micros)} to {attempt.project.name} ({attempt.request_id})"
         await write_until_landed(what, charge, until=time.monotonic() + SETTLE_RETRY_S)
 
     async def release(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge nothing and record the attempt; retried while the store cannot write it, until it
         lands or the reservation's lease (at most one lease from now) is over."""
-        entry = ledger_entry(attempt, settlement, self._keep_prompts)
+        entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
         await release_until_landed(
             self._store, attempt.request_id, entry, until=time.monotonic() + self._lease_s
         )
@@ -148,7 +149,7 @@ class SpendLedger:
         )
 
 
-def ledger_entry(attempt: Attempt, settlement: Settlement, keep_prompt: bool = False) -> LedgerEntry:
+def ledger_entry(attempt: Attempt, settlement: Settlement, *, keep_prompt: bool = False) -> LedgerEntry:
     generation, summary = attempt.generation, settlement.summary
     latency_ms = (
         summary.upstream_latency_ms if summary else round((time.monotonic() - attempt.started) * 1000)
@@ -170,5 +171,5 @@ def ledger_entry(attempt: Attempt, settlement: Settlement, keep_prompt: bool = F
         created_at=time.time(),
         upstream_request_id=",".join(summary.upstream_request_ids if summary else settlement.job_ids),
         idempotency_key=attempt.idempotency_key,
-        extra={"prompt": generation.prompt[:MAX_KEPT_PROMPT_CHARS]} if keep_prompt else {},
+        extra={PROMPT_EXTRA: generation.prompt} if keep_prompt and generation.prompt else {},
     )

@@ -12,11 +12,13 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from service.admin_session import AdminSessions
+from service.api.admin_servicer import AdminServicer, add_admin
+from service.api.interceptors.admin_auth import AdminAuthInterceptor
 from service.api.interceptors.auth import AuthInterceptor
 from service.api.interceptors.error_rendering import ErrorRenderingInterceptor
 from service.api.interceptors.event_stream import EventStreamInterceptor
@@ -28,9 +30,9 @@ from service.api.operations import SERVICE_NAMES, add_operations, follow_store_h
 from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
+from service.console.admin_check import AdminReadCheck
 from service.console.files import ConsoleFiles
-from service.console.servicer import AdminCheck, ConsoleServicer, add_console
-from service.errors import Unauthenticated
+from service.console.servicer import ConsoleServicer, add_console
 from service.generation.fanout import Generator
 from service.generation.pipeline import Pipeline
 from service.generation.reference_addresses import parse_networks
@@ -72,16 +74,22 @@ class Worker:
 
 
 def interceptors(
-    settings: Settings, store: Store, catalog: Catalog, idempotency: IdempotencyInterceptor
+    settings: Settings,
+    store: Store,
+    catalog: Catalog,
+    idempotency: IdempotencyInterceptor,
+    admin_sessions: AdminSessions | None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """What applies to every call, outermost first (DESIGN.md section 3). Idempotency comes right
     after auth: replays skip rate limits and spend, and only the call that owns a key runs the rest.
-    The generation's own steps (model access, validation, inputs, spend) are the pipeline's."""
+    The generation's own steps (model access, validation, inputs, spend) are the pipeline's. The
+    admin API's calls pass admin auth instead of auth, and nothing after it applies to them."""
     return [
         RequestContextInterceptor(settings.max_duration_s),
         EventStreamInterceptor(),
         ErrorRenderingInterceptor(),
         ObserveInterceptor(settings.log_prompts, catalog),
+        AdminAuthInterceptor(admin_sessions),
         AuthInterceptor(store),
         idempotency,
         RateLimitInterceptor(store, settings.default_rpm),
@@ -118,17 +126,19 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     idempotency = IdempotencyInterceptor(
         store, settings.idempotency_lease_s, settings.idempotency_retention_s, hosting
     )
+    admin_sessions = AdminSessions.from_settings(settings)
     server = grpc.aio.server(
-        interceptors=interceptors(settings, store, catalog, idempotency),
+        interceptors=interceptors(settings, store, catalog, idempotency, admin_sessions),
         options=grpc_options(settings, reuse_port=reuse_port),
     )
     add_image_generation(servicer, server, settings.reference_max_bytes)
     add_operations(server, store, blobs)
+    add_admin(server, AdminServicer(store, admin_sessions, settings.default_rpm, settings.public_url))
     add_console(
         ConsoleServicer(
             ConsoleFiles.load(thumbnails=settings.keep_thumbnails) if settings.console else None,
             Thumbnails(blobs) if settings.keep_thumbnails else None,
-            admin_check(settings, store),
+            AdminReadCheck(admin_sessions),
             catalog,
             frozenset(providers),
         ),
@@ -140,13 +150,6 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return Worker(server, port, health_servicer, store, idempotency, pipeline, blobs, providers)
-
-
-def admin_check(settings: Settings, store: Store) -> AdminCheck:
-    async def refuse(context: Any) -> None:
-        raise Unauthenticated("The admin API is not configured.")
-
-    return refuse
 
 
 async def serve(settings: Settings, ready_fd: int | None = None) -> None:

@@ -94,6 +94,60 @@ class LedgerEntry:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ReservationHolder:
+    """What a spend reservation is held for, so every worker's generations in flight can be listed."""
+
+    key_id: str
+    model: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A live reservation: a generation running now, on some worker of some replica."""
+
+    reservation_id: str  # the request id
+    project_id: str
+    amount_micros: int
+    expires_at: float
+    key_id: str = ""
+    model: str = ""
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LedgerQuery:
+    """A page of the ledger, newest first; every filter is optional. `since` is inclusive, `until`
+    exclusive. `cursor` is the previous page's `next_cursor` (opaque: each store has its own)."""
+
+    project_id: str | None = None
+    model: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+    cursor: str = ""
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    next_cursor: str  # "" on the last page
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change made by an admin: who (the actor), what (action, target, the values set), when."""
+
+    id: str  # aud_<ULID>: ids sort by time
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, str] = field(default_factory=dict)
+
+
 class IdempotencyState:
     IN_FLIGHT = "in_flight"
     SUCCEEDED = "succeeded"
@@ -139,18 +193,31 @@ class Store(Protocol):
 
     # spend: reserve before the upstream call, then settle (with its ledger entry) or release
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool: ...
     # a live reservation's lease extended to `lease_s` from now; False if it is gone or lapsed
     async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool: ...
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None: ...
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None: ...
     async def spend(self, project_id: str) -> Spend: ...
+    # every project's live reservations (lapsed ones left out), oldest first
+    async def in_flight(self) -> list[InFlight]: ...
 
     # ledger
     async def ledger(
         self, project_id: str | None = None, since: float | None = None
     ) -> list[LedgerEntry]: ...
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage: ...
+
+    # audit log: appended by admin operations, read newest first (`before`: an entry id, exclusive)
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]: ...
 
     # idempotency: claim / renew / finish a key; records live for their retention, failures briefly
     # `waiting_for`: the owner a joiner waits on; its failure is returned to the joiner, not claimed over.

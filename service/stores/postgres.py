@@ -39,13 +39,18 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
     Claim,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerPage,
+    LedgerQuery,
     Project,
     ProjectExists,
     RateDecision,
+    ReservationHolder,
     Spend,
     UnknownProject,
 )
@@ -95,8 +100,8 @@ WITH taken AS (
     WHERE %(cap)s::bigint IS NULL OR s.spent_micros + s.reserved_micros + excluded.reserved_micros <= %(cap)s
     RETURNING 1
 )
-INSERT INTO reservations (id, project_id, amount_micros, expires_at)
-SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s FROM taken
+INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, started_at)
+SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s, %(key_id)s, %(model)s, %(started_at)s FROM taken
 RETURNING 1
 """
 
@@ -348,11 +353,18 @@ class PostgresStore:
     # --- spend
 
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool:
+        held = holder or ReservationHolder("", "", 0.0)
         params = {
             "project": project_id, "id": reservation_id, "amount": amount_micros, "cap": cap_micros,
-            "lease": lease_s,
+            "lease": lease_s, "key_id": held.key_id, "model": held.model, "started_at": held.started_at,
         }  # fmt: skip
         if await self._count(RESERVE, params):
             return True
@@ -390,6 +402,17 @@ class PostgresStore:
         assert row is not None
         return Spend(int(row["spent"]), int(row["reserved"]))
 
+    async def in_flight(self) -> list[InFlight]:
+        rows = await self._all(
+            f"SELECT id, project_id, amount_micros, expires_at, key_id, model, started_at FROM reservations "
+            f"WHERE expires_at > {NOW} ORDER BY started_at, id"
+        )
+        return [
+            InFlight(r["id"], r["project_id"], int(r["amount_micros"]), r["expires_at"], r["key_id"],
+                     r["model"], r["started_at"])
+            for r in rows
+        ]  # fmt: skip
+
     # --- ledger
 
     async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
@@ -399,6 +422,43 @@ class PostgresStore:
             {"since": since or 0.0, "project": project_id},
         )
         return [_ledger_entry(r) for r in rows]
+
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
+        """Newest first by seq; the cursor is the last entry's seq."""
+        if query.cursor and not query.cursor.isdigit():
+            raise ValueError(query.cursor)
+        rows = await self._all(
+            "SELECT * FROM ledger WHERE (%(project)s::text IS NULL OR project_id = %(project)s) "
+            "AND (%(model)s::text IS NULL OR model = %(model)s) "
+            "AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s) "
+            "AND (%(since)s::float8 IS NULL OR created_at >= %(since)s) "
+            "AND (%(until)s::float8 IS NULL OR created_at < %(until)s) "
+            "AND (%(before)s::bigint IS NULL OR seq < %(before)s) "
+            "ORDER BY seq DESC LIMIT %(limit)s",
+            {
+                "project": query.project_id, "model": query.model, "outcome": query.outcome,
+                "since": query.since, "until": query.until,
+                "before": int(query.cursor) if query.cursor else None, "limit": query.limit + 1,
+            },
+        )  # fmt: skip
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return LedgerPage([_ledger_entry(r) for r in rows], str(rows[-1]["seq"]) if more else "")
+
+    # --- audit
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._count(
+            "INSERT INTO audit VALUES (%(id)s, %(at)s, %(actor)s, %(action)s, %(target)s, %(detail)s)",
+            {f.name: getattr(entry, f.name) for f in fields(AuditEntry)} | {"detail": Jsonb(entry.detail)},
+        )
+
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]:
+        rows = await self._all(
+            "SELECT * FROM audit WHERE %(before)s = '' OR id < %(before)s ORDER BY id DESC LIMIT %(limit)s",
+            {"before": before, "limit": limit},
+        )
+        return [AuditEntry(**r) for r in rows]
 
     # --- idempotency
 

@@ -14,8 +14,10 @@ If Redis cannot be reached, operations raise `Unavailable` (503); the client rec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
@@ -27,18 +29,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
     Claim,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerPage,
+    LedgerQuery,
     Project,
     ProjectExists,
     RateDecision,
+    ReservationHolder,
     Spend,
     UnknownProject,
 )
 
 T = TypeVar("T")
+# Ledger entries read back at once while a filtered page is gathered.
+LEDGER_CHUNK = 500
+_STREAM_ID = re.compile(r"\d+-\d+")
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
@@ -76,15 +86,18 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do reserved = reserved + tonumb
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 """
 
-# KEYS: spent, reservation zset, amount hash. ARGV: id, amount, cap ('' = none), lease seconds.
+# KEYS: spent, reservation zset, amount hash, holder hash. ARGV: id, amount, cap ('' = none), lease
+# seconds, holder JSON (what the reservation is for: the list of generations in flight).
 RESERVE = (
     _NOW
     + _DROP_EXPIRED
     + """
+for _, id in ipairs(expired) do redis.call('HDEL', KEYS[4], id) end
 local amount = tonumber(ARGV[2])
 if ARGV[3] ~= '' and spent + reserved + amount > tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], amount)
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
 return 1
 """
 )
@@ -104,10 +117,12 @@ return 1
 # KEYS: spent, reservation zset, amount hash. Returns {spent, reserved} as strings.
 SPEND = _NOW + _DROP_EXPIRED + "return {tostring(spent), tostring(reserved)}"
 
-# KEYS: spent, reservation zset, amount hash, ledger stream. ARGV: id, cost, entry JSON ('' = none).
+# KEYS: spent, reservation zset, amount hash, ledger stream, holder hash. ARGV: id, cost, entry JSON
+# ('' = none).
 SETTLE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 if tonumber(ARGV[2]) ~= 0 then redis.call('INCRBY', KEYS[1], ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3]) end
 return 1
@@ -281,15 +296,23 @@ class RedisStore:
     # --- spend
 
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool:
         args: list[str | int | float] = [
             reservation_id,
             amount_micros,
             "" if cap_micros is None else cap_micros,
             lease_s,
+            json.dumps(asdict(holder or ReservationHolder("", "", 0.0))),
         ]
-        return bool(await self._call(lambda: self._reserve(keys=self._spend_keys(project_id), args=args)))
+        keys = [*self._spend_keys(project_id), self._k("resv-holder", project_id)]
+        return bool(await self._call(lambda: self._reserve(keys=keys, args=args)))
 
     async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
         keys = [self._k("resv", project_id)]
@@ -306,13 +329,39 @@ class RedisStore:
     async def _finish(
         self, reservation_id: str, project_id: str, cost: int, entry: LedgerEntry | None
     ) -> None:
-        keys = [*self._spend_keys(project_id), self._k("ledger")]
+        keys = [*self._spend_keys(project_id), self._k("ledger"), self._k("resv-holder", project_id)]
         args: list[str | int] = [reservation_id, cost, "" if entry is None else json.dumps(asdict(entry))]
         await self._call(lambda: self._settle(keys=keys, args=args))
 
     async def spend(self, project_id: str) -> Spend:
         spent, reserved = await self._call(lambda: self._spend(keys=self._spend_keys(project_id)))
         return Spend(int(float(spent)), int(float(reserved)))
+
+    async def in_flight(self) -> list[InFlight]:
+        seconds, micros = await self._call(self._redis.time)
+        now = seconds + micros / 1_000_000  # the clock the leases were set by
+        found = []
+        for project_id in await self._call(lambda: self._redis.hvals(self._k("project-names"))):
+            found += await self._project_in_flight(project_id, now)
+        return sorted(found, key=lambda g: (g.started_at, g.reservation_id))
+
+    async def _project_in_flight(self, project_id: str, now: float) -> list[InFlight]:
+        _, zset, amounts = self._spend_keys(project_id)
+        live = await self._call(lambda: self._redis.zrangebyscore(zset, f"({now}", "+inf", withscores=True))
+        if not live:
+            return []
+        ids = [reservation_id for reservation_id, _ in live]
+        held = await self._call(lambda: self._redis.hmget(amounts, ids))
+        holders = await self._call(lambda: self._redis.hmget(self._k("resv-holder", project_id), ids))
+        found = []
+        for (reservation_id, expires), amount, holder in zip(live, held, holders, strict=True):
+            if amount is None:  # settled between the two reads
+                continue
+            who = ReservationHolder(**json.loads(holder)) if holder else ReservationHolder("", "", 0.0)
+            found.append(
+                InFlight(reservation_id, project_id, int(float(amount)), float(expires), **asdict(who))
+            )
+        return found
 
     # --- ledger
 
@@ -321,6 +370,50 @@ class RedisStore:
         rows = await self._call(lambda: self._redis.xrange(self._k("ledger"), min=start))
         entries = [LedgerEntry(**json.loads(fields_["entry"])) for _, fields_ in rows]
         return [e for e in entries if project_id is None or e.project_id == project_id]
+
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
+        """Newest first, read back from the stream in chunks and filtered here; the cursor is the
+        stream id of the last entry returned."""
+        if query.cursor and not _STREAM_ID.fullmatch(query.cursor):
+            raise ValueError(query.cursor)
+        newest = f"({query.cursor}" if query.cursor else "+"
+        # Stream ids are Redis's clock at the write, entries' times the gateway's: `since` bounds the
+        # read a minute early, and each entry is checked by its own time.
+        oldest = "-" if query.since is None else str(max(0, int((query.since - 60) * 1000)))
+        matched: list[tuple[str, LedgerEntry]] = []
+        while len(matched) <= query.limit:
+            read = functools.partial(
+                self._redis.xrevrange, self._k("ledger"), max=newest, min=oldest, count=LEDGER_CHUNK
+            )
+            chunk = await self._call(read)
+            for stream_id, values in chunk:
+                entry = LedgerEntry(**json.loads(values["entry"]))
+                if _matches(entry, query):
+                    matched.append((stream_id, entry))
+            if len(chunk) < LEDGER_CHUNK:
+                break
+            newest = f"({chunk[-1][0]}"
+        page = matched[: query.limit]
+        more = len(matched) > query.limit
+        return LedgerPage([entry for _, entry in page], page[-1][0] if more else "")
+
+    # --- audit
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("audit-entries"), entry.id, json.dumps(asdict(entry)))
+            pipe.zadd(self._k("audit"), {entry.id: 0})  # one score: ordered by id (time)
+            await self._call(pipe.execute)
+
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]:
+        newest = f"({before}" if before else "+"
+        ids = await self._call(
+            lambda: self._redis.zrevrangebylex(self._k("audit"), newest, "-", start=0, num=limit)
+        )
+        if not ids:
+            return []
+        rows = await self._call(lambda: self._redis.hmget(self._k("audit-entries"), ids))
+        return [AuditEntry(**json.loads(row)) for row in rows if row is not None]
 
     # --- idempotency
 
@@ -361,6 +454,16 @@ class RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
         await self._raw.aclose()
+
+
+def _matches(entry: LedgerEntry, query: LedgerQuery) -> bool:
+    return (
+        (query.project_id is None or entry.project_id == query.project_id)
+        and (query.model is None or entry.model == query.model)
+        and (query.outcome is None or entry.outcome == query.outcome)
+        and (query.since is None or entry.created_at >= query.since)
+        and (query.until is None or entry.created_at < query.until)
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -35,13 +35,18 @@ from service.data_dir import open_private, private_dir
 from service.errors import Unavailable
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
     Claim,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerPage,
+    LedgerQuery,
     Project,
     ProjectExists,
     RateDecision,
+    ReservationHolder,
     Spend,
     UnknownProject,
 )
@@ -61,7 +66,8 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS rate_limits (bucket TEXT PRIMARY KEY, tat REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (project_id TEXT PRIMARY KEY, spent_micros INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, amount_micros INTEGER NOT NULL, expires_at REAL NOT NULL
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, amount_micros INTEGER NOT NULL, expires_at REAL NOT NULL,
+    key_id TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', started_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS reservations_by_project ON reservations(project_id, expires_at);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -79,8 +85,19 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at REAL NOT NULL, PRIMARY KEY (project_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
+
+# Columns added to a table after a store file may have been made: (table, column, definition).
+ADDED_COLUMNS = (
+    ("reservations", "key_id", "TEXT NOT NULL DEFAULT ''"),
+    ("reservations", "model", "TEXT NOT NULL DEFAULT ''"),
+    ("reservations", "started_at", "REAL NOT NULL DEFAULT 0"),
+)
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
 _INSERT_LEDGER = "INSERT INTO ledger ({}) VALUES ({})".format(
@@ -161,6 +178,10 @@ class SqliteStore:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                for table, column, definition in ADDED_COLUMNS:
+                    present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             self._conn = conn
         return self._conn
 
@@ -303,8 +324,16 @@ class SqliteStore:
     # --- spend
 
     async def reserve(
-        self, project_id: str, reservation_id: str, amount_micros: int, cap_micros: int | None, lease_s: float
+        self,
+        project_id: str,
+        reservation_id: str,
+        amount_micros: int,
+        cap_micros: int | None,
+        lease_s: float,
+        holder: ReservationHolder | None = None,
     ) -> bool:
+        held = holder or ReservationHolder("", "", 0.0)
+
         def op(conn: sqlite3.Connection) -> bool:
             now = time.time()
             with _write(conn):
@@ -316,9 +345,11 @@ class SqliteStore:
                     if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
                         return False
                 conn.execute(
-                    "INSERT INTO reservations VALUES (?, ?, ?, ?)",
-                    (reservation_id, project_id, amount_micros, now + lease_s),
-                )
+                    "INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, "
+                    "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (reservation_id, project_id, amount_micros, now + lease_s, held.key_id, held.model,
+                     held.started_at),
+                )  # fmt: skip
                 return True
 
         return await self._run(op)
@@ -361,6 +392,19 @@ class SqliteStore:
     async def spend(self, project_id: str) -> Spend:
         return await self._run(lambda conn: _spend(conn, project_id, now=time.time()))
 
+    async def in_flight(self) -> list[InFlight]:
+        def op(conn: sqlite3.Connection) -> list[InFlight]:
+            rows = conn.execute(
+                "SELECT * FROM reservations WHERE expires_at > ? ORDER BY started_at, id", (time.time(),)
+            )
+            return [
+                InFlight(r["id"], r["project_id"], r["amount_micros"], r["expires_at"], r["key_id"],
+                         r["model"], r["started_at"])
+                for r in rows
+            ]  # fmt: skip
+
+        return await self._run(op)
+
     # --- ledger
 
     async def ledger(self, project_id: str | None = None, since: float | None = None) -> list[LedgerEntry]:
@@ -371,6 +415,55 @@ class SqliteStore:
                 query += " AND project_id = ?"
                 args.append(project_id)
             return [_ledger_entry(r) for r in conn.execute(query + " ORDER BY seq", args)]
+
+        return await self._run(op)
+
+    async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
+        """Newest first by seq; the cursor is the last entry's seq."""
+        before = _cursor_int(query.cursor)
+
+        def op(conn: sqlite3.Connection) -> LedgerPage:
+            conditions, args = ["1 = 1"], []
+            for column, value in (
+                ("project_id = ?", query.project_id),
+                ("model = ?", query.model),
+                ("outcome = ?", query.outcome),
+                ("created_at >= ?", query.since),
+                ("created_at < ?", query.until),
+                ("seq < ?", before),
+            ):
+                if value is not None:
+                    conditions.append(column)
+                    args.append(value)
+            rows = conn.execute(
+                f"SELECT * FROM ledger WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT ?",
+                [*args, query.limit + 1],
+            ).fetchall()
+            more = len(rows) > query.limit
+            rows = rows[: query.limit]
+            return LedgerPage([_ledger_entry(r) for r in rows], str(rows[-1]["seq"]) if more else "")
+
+        return await self._run(op)
+
+    # --- audit
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.id, entry.at, entry.actor, entry.action, entry.target, json.dumps(entry.detail)),
+            )
+        )
+
+    async def audit_log(self, limit: int, before: str = "") -> list[AuditEntry]:
+        def op(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT * FROM audit WHERE ? = '' OR id < ? ORDER BY id DESC LIMIT ?", (before, before, limit)
+            )
+            return [
+                AuditEntry(r["id"], r["at"], r["actor"], r["action"], r["target"], json.loads(r["detail"]))
+                for r in rows
+            ]
 
         return await self._run(op)
 
@@ -444,6 +537,15 @@ class SqliteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, op)
         self._thread.shutdown(wait=True)
+
+
+def _cursor_int(cursor: str) -> int | None:
+    """A ledger cursor (a seq) as given back; ValueError for text this store did not make."""
+    if not cursor:
+        return None
+    if not cursor.isdigit():
+        raise ValueError(cursor)
+    return int(cursor)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

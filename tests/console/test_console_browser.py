@@ -88,6 +88,10 @@ def test_the_overview_shows_the_spend_bar_of_a_project_that_spent(
     expect(row).to_contain_text("$0.004 of $0.01")
     bar = float(row.locator("rect.spent").get_attribute("width") or 0)
     assert bar == pytest.approx(0.4 * 480, abs=1)  # 40 % of the cap
+    # drawn as a bar: the spent part in the accent colour on a light track
+    assert row.locator("rect.spent").evaluate("r => getComputedStyle(r).fill") == "rgb(53, 99, 233)"
+    assert row.locator("rect.track").evaluate("r => getComputedStyle(r).fill") == "rgb(238, 240, 244)"
+    assert row.locator("svg").evaluate("s => getComputedStyle(s).backgroundColor") == "rgba(0, 0, 0, 0)"
     expect(page.locator("#tile-requests .value")).not_to_have_text("0")
     expect(page.locator("#providers")).to_contain_text("local")
     expect(page.locator("#per-hour canvas")).to_have_count(1)
@@ -111,6 +115,7 @@ def test_the_gallery_shows_a_generated_image_and_a_prompt_with_html_as_text(
     expect(tile.locator(".prompt")).to_have_text(HOSTILE_PROMPT)
     assert tile.locator(".prompt script, .prompt img, .prompt b").count() == 0
     assert page.evaluate("window.pwned") is None
+    assert "null" not in page.locator("#page-generations").inner_text().split()
     shot(page, tmp_path, "generations")
     tile.click()
     details = page.locator("#generation-details")

@@ -90,7 +90,7 @@ async def test_the_dev_key_comes_with_its_project_on_the_first_start_and_later(t
         assert project is not None and (project.name, project.budget_micros) == ("dev", 5_000_000)
         again = await admin.dev_key(store, key)
         assert again is not None and again[0] == key and again[1] == project
-        await admin.revoke_key(store, key)
+        await admin.revoke_key(store, key, actor="test")
         assert await admin.dev_key(store, key) is None
     finally:
         await store.close()

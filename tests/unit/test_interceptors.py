@@ -85,8 +85,8 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
 
 async def new_key(store: SqliteStore, project: str, rpm: int | None = None) -> str:
-    await admin.create_project(store, project, None, [], rpm)
-    key, _ = await admin.create_key(store, project)
+    await admin.create_project(store, project, None, [], rpm, actor="test")
+    key, _ = await admin.create_key(store, project, actor="test")
     return key
 
 

@@ -43,6 +43,7 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 class AuthInterceptor(UnaryInterceptor):
     except_methods = PUBLIC_METHODS
+    image_api_only = True
 
     def __init__(self, store: Store) -> None:
         self._store = store

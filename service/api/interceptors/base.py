@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Self, cast
 import grpc
 
 MG_API_PREFIX = "/mg.v1."
+# The admin API's calls: its own credential (the admin token), no project key, no rate limit.
+ADMIN_PREFIX = "/mg.v1.Admin/"
 # The streamed calls: their messages are events written by service/api/events.py.
 STREAMED = frozenset(
     {"/mg.v1.ImageGeneration/GenerateImagesStream", "/mg.v1.ImageGeneration/GenerateImagesJson"}
@@ -30,6 +32,11 @@ GENERATE_ONLY = frozenset(
     }
 )
 
+
+def is_admin_method(method: str) -> bool:
+    return method.startswith(ADMIN_PREFIX)
+
+
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
@@ -40,6 +47,9 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
     # but `except_methods`.
     only_methods: ClassVar[frozenset[str] | None] = None
     except_methods: ClassVar[frozenset[str]] = frozenset()
+    # The image API's own concerns (project keys, their rate limits) skip the admin API's calls,
+    # which have a credential of their own (admin_auth.py).
+    image_api_only: ClassVar[bool] = False
     # method -> (the handler below, the handler wrapping it)
     _wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]]
 
@@ -51,6 +61,8 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
     def applies_to(self, method: str) -> bool:
         if self.only_methods is not None:
             return method in self.only_methods
+        if self.image_api_only and is_admin_method(method):
+            return False
         return method.startswith(MG_API_PREFIX) and method not in self.except_methods
 
     async def around(

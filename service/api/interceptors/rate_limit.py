@@ -27,6 +27,7 @@ def rate_limit_headers(decision: RateDecision) -> list[tuple[str, str]]:
 
 class RateLimitInterceptor(UnaryInterceptor):
     except_methods = PUBLIC_METHODS
+    image_api_only = True
 
     def __init__(self, store: Store, default_rpm: int) -> None:
         self._store = store

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from ulid import ULID
 
+from service.admin_session import SessionClaims
 from service.api.interceptors.base import Behavior, UnaryInterceptor
 from service.errors import MgError
 from service.generation.report import CallReport
@@ -33,6 +34,20 @@ class Principal:
 
     key: ApiKey
     project: Project
+
+
+@dataclass(frozen=True)
+class AdminCaller:
+    """Who calls the admin API: the admin token (by its id), directly or through a console session."""
+
+    token_id: str
+    session: SessionClaims | None = None  # set when the session cookie authenticated the call
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the caller."""
+        who = f"admin token {self.token_id}"
+        return f"session of {who}" if self.session is not None else who
 
 
 @dataclass
@@ -53,6 +68,7 @@ class RequestContext:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     idempotency_key: str = ""
     principal: Principal | None = None  # set by auth
+    admin: AdminCaller | None = None  # set by admin auth, on the admin API's calls
     idempotency_outcome: str = ""  # set by idempotency: owner | join | replay
     # What the generation pipeline learned, for the log line and metrics (observe.py).
     report: CallReport = field(default_factory=CallReport)
@@ -64,6 +80,11 @@ class RequestContext:
         if self.principal is None:
             raise RuntimeError("no principal: the auth interceptor must run first")
         return self.principal
+
+    def require_admin(self) -> AdminCaller:
+        if self.admin is None:
+            raise RuntimeError("no admin caller: the admin auth interceptor must run first")
+        return self.admin
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

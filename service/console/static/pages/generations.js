@@ -34,8 +34,9 @@ export async function showGenerations(page) {
   page.append(
     el("h1", {}, "Generations"),
     el("div", {class: "filters"}, filters.project, filters.outcome),
-    thumbnailsKept() ? null : el("p", {class: "hint"},
-      "Thumbnails are not kept on this gateway (MG_KEEP_THUMBNAILS); these are the ledger's rows."),
+    el("p", {class: "hint"}, thumbnailsKept()
+      ? "Newest first; thumbnails are kept as long as hosted files (MG_KEEP_THUMBNAILS)."
+      : "Thumbnails are not kept on this gateway (MG_KEEP_THUMBNAILS is off): the ledger's rows."),
     results,
   );
   await reload();

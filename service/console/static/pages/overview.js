@@ -27,7 +27,9 @@ export async function showOverview(page) {
       tile("Error rate", percent(errors, recent.length), "error-rate"),
       tile("Refusal rate", percent(refusals, recent.length), "refusal-rate"),
     ),
-    el("div", {class: "card"}, el("h2", {}, "Spend per project"), spendBars(projects, today)),
+    el("div", {class: "card"}, el("h2", {}, "Spend per project"),
+      el("p", {class: "hint"}, "Spent against the project's cap (red once reached); the orange line is today's part."),
+      spendBars(projects, today)),
     el("div", {class: "card"}, el("h2", {}, "Requests and images per hour"), chart),
     el("div", {class: "card"}, el("h2", {}, "Providers, 24 h"), providerTable(byProvider(recent))),
   );
@@ -53,7 +55,7 @@ function spendBars(projects, today) {
     const over = cap !== null && spent >= cap;
     list.append(el("div", {class: "spend-row", "data-project": project.name},
       el("span", {class: "name"}, project.name),
-      svg("svg", {class: "bar", viewBox: `0 0 ${BAR_WIDTH} 18`, width: BAR_WIDTH, height: 18, role: "img",
+      svg("svg", {class: "spend-bar", viewBox: `0 0 ${BAR_WIDTH} 18`, width: BAR_WIDTH, height: 18, role: "img",
                   "aria-label": `${project.name}: ${usd(spent)} of ${cap === null ? "no cap" : usd(cap)}`},
         svg("rect", {class: "track", x: 0, y: 0, width: BAR_WIDTH, height: 18, rx: 3}),
         svg("rect", {class: over ? "spent over" : "spent", x: 0, y: 0, width: width(spent), height: 18, rx: 3}),
