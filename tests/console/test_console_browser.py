@@ -33,10 +33,14 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 @pytest.fixture(scope="module")
 def spender(gw: GatewayProcess) -> str:
-    """A project with a $0.01 cap that has spent $0.004 (four local/sketch images)."""
+    """A project with a $0.01 cap that has spent $0.004 (four local/sketch images), beside another
+    that spent a little of a larger cap."""
     key = gw.new_key("spender", "--budget-usd", "0.01")
     made = gw.generate({**local_body(prompt="a red kite"), "n": 4}, key)
     assert made.status_code == 200, made.text
+    design = gw.new_key("design", "--budget-usd", "0.05", "--allow", "local/*")
+    for prompt in ("a lighthouse at dusk", "a paper boat", "a map of an island"):
+        assert gw.generate({**local_body(prompt=prompt), "n": 2}, design).status_code == 200
     return key
 
 
@@ -166,3 +170,20 @@ def test_mg_console_false_is_404_in_the_browser(browser: Browser, tmp_path: Path
         page.close()
     finally:
         off.stop()
+
+
+def test_the_ready_block_names_the_console_and_the_dev_admin_token_signs_in(
+    page: Page, gateway: GatewayProcess
+) -> None:
+    """`make run` (mg serve on a fresh data dir, no MG_ADMIN_TOKEN): the console's URL and the
+    admin token generated for the dev setup are printed, and that token signs in."""
+    printed = "".join(gateway.output)
+    console = re.search(r"Console: +(http://\S+/console) ", printed)
+    token = re.search(r"admin token: (mg_admin_\S+)\)", printed)
+    assert console is not None and token is not None, printed
+    assert console.group(1) == f"{gateway.http_url}/console"
+    page.goto(console.group(1))
+    page.fill("#admin-token", token.group(1))
+    page.click("#sign-in button[type=submit]")
+    expect(page.locator("#page-overview h1")).to_have_text("Overview")
+    expect(page.locator('.spend-row[data-project="dev"]')).to_be_visible()
