@@ -90,5 +90,9 @@ def test_thumbnails_are_kept_beside_hosted_files_only_when_asked(
         with Image.open(files / f"thumb_{request_id}_{index}") as thumbnail:
             assert thumbnail.format == "WEBP" and max(thumbnail.size) <= 256
     assert not (files / f"thumb_{request_id}_2").exists()
+    assert (files / f"thumb_{request_id}_0").stat().st_mode & 0o777 == 0o600
+    # the retention sweep (here forced by the CLI) deletes them with the hosted files
+    keeping.mg("files", "sweep", "--older-than", "0s")
+    assert list(files.glob("thumb_*")) == []
     assert gateway.generate(local_body()).status_code == 200
     assert list((gateway.data_dir / "files").glob("thumb_*")) == []
