@@ -35,6 +35,7 @@ DEV_PROJECT = "dev"
 DEV_BUDGET_USD = "5"
 MG_SERVE_ACTOR = "mg serve (first start)"
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_EPOCH = re.compile(r"^\d{9,11}(\.\d+)?$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -79,10 +80,13 @@ def usd_to_micros(text: str) -> int:
 
 
 def parse_since(text: str, now: float | None = None) -> float:
-    """'24h', '7d', '30m' (ago), or an ISO date/time ('2026-11-01', '2026-11-01T12:00:00+00:00')."""
+    """'24h', '7d', '30m' (ago), an ISO date/time ('2026-11-01', '2026-11-01T12:00:00+00:00'), or
+    seconds since the epoch ('1796585163.27', as the admin API prints times)."""
     now = time.time() if now is None else now
     if match := _RELATIVE.match(text):
         return now - int(match.group(1)) * _UNIT_S[match.group(2)]
+    if _EPOCH.match(text):
+        return float(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:

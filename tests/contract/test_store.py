@@ -14,11 +14,15 @@ from ulid import ULID
 
 from service.stores.base import (
     ApiKey,
+    AuditEntry,
     IdempotencyRecord,
     IdempotencyState,
+    InFlight,
     LedgerEntry,
+    LedgerQuery,
     Project,
     ProjectExists,
+    ReservationHolder,
     Store,
     UnknownProject,
 )
@@ -204,6 +208,100 @@ async def test_ledger_filters_by_project_and_time(store: Store) -> None:
     assert [e.cost_micros for e in await store.ledger()] == [1, 2, 3]
     assert (await store.ledger(a.id))[1].idempotency_key == "idem-3"
     assert await store.ledger(since=time.time() + 60) == []
+
+
+async def test_live_reservations_are_listed_with_their_holder_by_any_store_instance(
+    open_store: Callable[[], Store],
+) -> None:
+    worker_a, worker_b = open_store(), open_store()
+    a, b = project("a"), project("b")
+    await worker_a.create_project(a)
+    await worker_a.create_project(b)
+    started = time.time()
+    assert await worker_a.reserve(
+        a.id, "r-a", 700, None, 60, ReservationHolder("key_a", "local/sketch", started)
+    )
+    assert await worker_b.reserve(
+        b.id, "r-b", 900, None, 60, ReservationHolder("key_b", "openai/dall-e-3", started + 1)
+    )
+    assert await worker_b.reserve(
+        b.id, "r-lapsing", 5, None, 0.2, ReservationHolder("key_b", "m", started + 2)
+    )
+    assert await worker_a.reserve(
+        a.id, "r-settled", 5, None, 60, ReservationHolder("key_a", "m", started + 3)
+    )
+    await worker_a.settle("r-settled", entry(a.id, 5))
+    await asyncio.sleep(0.3)
+    listed = await worker_b.in_flight()
+    assert [(g.reservation_id, g.project_id, g.amount_micros, g.key_id, g.model) for g in listed] == [
+        ("r-a", a.id, 700, "key_a", "local/sketch"),
+        ("r-b", b.id, 900, "key_b", "openai/dall-e-3"),
+    ]
+    assert listed[0].started_at == pytest.approx(started) and listed[0].expires_at > time.time()
+    await worker_b.release("r-b", b.id, None)
+    assert [g.reservation_id for g in await worker_a.in_flight()] == ["r-a"]
+    # a reservation made without a holder is listed too, with what is known of it
+    assert await worker_a.reserve(b.id, "r-anonymous", 1, None, 60)
+    anonymous = [g for g in await worker_b.in_flight() if g.reservation_id == "r-anonymous"]
+    assert anonymous == [InFlight("r-anonymous", b.id, 1, anonymous[0].expires_at)]
+
+
+async def test_ledger_pages_newest_first_with_filters_and_a_cursor(store: Store) -> None:
+    a, b = project("a"), project("b")
+    await store.create_project(a)
+    await store.create_project(b)
+    base = time.time() - 1000
+    rows = [
+        (a, "local/sketch", "ok", base + 1),
+        (b, "local/sketch", "ok", base + 2),
+        (a, "openai/dall-e-3", "UPSTREAM_ERROR", base + 3),
+        (a, "local/sketch", "ok", base + 4),
+        (a, "local/sketch", "partial", base + 5),
+        (b, "openai/dall-e-3", "ok", base + 6),
+    ]
+    for i, (owner, model, outcome, at) in enumerate(rows):
+        await store.release(f"r{i}", owner.id, entry(owner.id, i, outcome, model=model, created_at=at))
+
+    async def costs(**filters: object) -> list[list[int]]:
+        """Every page of the query, as the costs (row numbers) on each."""
+        pages, cursor = [], ""
+        while True:
+            page = await store.ledger_page(LedgerQuery(**filters, cursor=cursor))  # type: ignore[arg-type]
+            pages.append([e.cost_micros for e in page.entries])
+            if not page.next_cursor:
+                return pages
+            cursor = page.next_cursor
+
+    assert await costs(limit=50) == [[5, 4, 3, 2, 1, 0]]
+    assert await costs(limit=4) == [[5, 4, 3, 2], [1, 0]]
+    assert await costs(limit=3) == [[5, 4, 3], [2, 1, 0]]
+    assert await costs(project_id=a.id, limit=2) == [[4, 3], [2, 0]]
+    assert await costs(model="local/sketch", limit=2) == [[4, 3], [1, 0]]
+    assert await costs(outcome="ok", project_id=a.id, limit=5) == [[3, 0]]
+    assert await costs(since=base + 2, until=base + 5, limit=2) == [[3, 2], [1]]
+    assert await costs(model="nothing/such", limit=5) == [[]]
+    with pytest.raises(ValueError):
+        await store.ledger_page(LedgerQuery(cursor="not a cursor"))
+
+
+async def test_audit_entries_are_read_back_newest_first_by_any_store_instance(
+    open_store: Callable[[], Store],
+) -> None:
+    writer, reader = open_store(), open_store()
+    written = [
+        AuditEntry(
+            f"aud_{ULID()}", time.time(), "admin token adm_1", "project.create", f"p{i}", {"rpm": str(i)}
+        )
+        for i in range(5)
+    ]
+    for one in written:
+        await writer.append_audit(one)
+        await asyncio.sleep(0.002)  # ULIDs made in one millisecond need not sort by creation
+    newest_first = written[::-1]
+    assert await reader.audit_log(10) == newest_first
+    assert await reader.audit_log(2) == newest_first[:2]
+    assert await reader.audit_log(2, before=newest_first[1].id) == newest_first[2:4]
+    assert await reader.audit_log(10, before=newest_first[-1].id) == []
 
 
 async def test_ping(store: Store) -> None:
