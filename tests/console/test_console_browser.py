@@ -187,3 +187,17 @@ def test_the_ready_block_names_the_console_and_the_dev_admin_token_signs_in(
     page.click("#sign-in button[type=submit]")
     expect(page.locator("#page-overview h1")).to_have_text("Overview")
     expect(page.locator('.spend-row[data-project="dev"]')).to_be_visible()
+    # Without MG_KEEP_THUMBNAILS and MG_LOG_PROMPTS the generations are the ledger's rows, no prompt.
+    made = gateway.generate(local_body(prompt="kept nowhere"))
+    assert made.status_code == 200, made.text
+    page.goto(f"{gateway.http_url}/console#/generations")
+    row = page.locator(f'tr[data-request-id="{made.headers["x-request-id"]}"]')
+    expect(row).to_contain_text("local/sketch")
+    expect(row.locator("td.prompt")).to_have_text("–")
+    expect(page.locator("#page-generations img")).to_have_count(0)
+    assert "kept nowhere" not in page.content()
+    # Signing out ends the session: a reload asks to sign in again.
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    page.reload()
+    expect(page.locator("#sign-in")).to_be_visible()

@@ -87,8 +87,10 @@ async function start() {
       signInForm();
     }
   } catch (error) {
-    toast(`The admin API did not answer: ${error.message}`, "error");
-    signInForm();
+    // (404: the admin API is off, and its message says how to turn it on)
+    signInForm(error instanceof api.ApiError && error.status === 404
+      ? error.message
+      : `The admin API did not answer: ${error.message}`);
   }
 }
 
