@@ -193,7 +193,7 @@ def test_the_ready_block_names_the_console_and_the_dev_admin_token_signs_in(
     page.goto(f"{gateway.http_url}/console#/generations")
     row = page.locator(f'tr[data-request-id="{made.headers["x-request-id"]}"]')
     expect(row).to_contain_text("local/sketch")
-    expect(row.locator("td.prompt")).to_have_text("–")
+    expect(row.locator("td.prompt")).to_have_text("\N{EN DASH}")  # the "none" mark
     expect(page.locator("#page-generations img")).to_have_count(0)
     assert "kept nowhere" not in page.content()
     # Signing out ends the session: a reload asks to sign in again.
