@@ -201,3 +201,49 @@ def test_the_ready_block_names_the_console_and_the_dev_admin_token_signs_in(
     expect(page.locator("#sign-in")).to_be_visible()
     page.reload()
     expect(page.locator("#sign-in")).to_be_visible()
+
+
+NOW = 1_800_000_000
+LEDGER_ROWS = [
+    # provider, outcome, latency, images, seconds ago, project, cost
+    ("a", "ok", 100, 2, 10, "p", "1000"),
+    ("a", "partial", 300, 1, 4000, "p", "500"),
+    ("a", "CONTENT_POLICY_VIOLATION", 5, 0, 10, "q", "0"),
+    ("b", "UPSTREAM_ERROR", 9, 0, 90000, "q", "0"),
+]
+FIGURES = """async ([src, rows, now]) => {
+  const s = await import(src.replace("app.js", "stats.js"));
+  const [starts, requests, images] = s.perHour(rows, now, 24);
+  const percentiles = [0.5, 0.95].map((p) => s.percentile([1, 2, 3, 4], p));
+  return {
+    percentiles: [...percentiles, s.percentile([], 0.5)], requests, images, hours: starts.length,
+    providers: s.byProvider(rows).map((g) => [g.provider, g.calls, g.errors, g.refusals, g.p50, g.p95]),
+    spend: [...s.spendByProject(rows)],
+  };
+}"""
+
+
+def test_the_overview_figures_from_ledger_rows(page: Page, gw: GatewayProcess) -> None:
+    """stats.js, as the browser runs it: nearest-rank percentiles, hourly buckets, and which
+    outcomes count as errors and which as refusals."""
+    page.goto(f"{gw.http_url}/console")
+    app = page.locator("script[type=module]").get_attribute("src") or ""
+    rows = [
+        {
+            "provider": provider,
+            "outcome": outcome,
+            "upstream_latency_ms": latency,
+            "images_returned": images,
+            "created_at": NOW - ago,
+            "project_id": project,
+            "cost_micros": cost,
+        }
+        for provider, outcome, latency, images, ago, project, cost in LEDGER_ROWS
+    ]
+    figures = page.evaluate(FIGURES, [app, rows, NOW])
+    assert figures["percentiles"] == [2, 4, None]
+    assert figures["hours"] == 24
+    assert figures["requests"][-1] == 2 and figures["requests"][-2] == 1 and sum(figures["requests"]) == 3
+    assert figures["images"][-1] == 2 and figures["images"][-2] == 1
+    assert figures["providers"] == [["a", 3, 0, 1, 100, 300], ["b", 1, 1, 0, None, None]]
+    assert figures["spend"] == [["p", 1500], ["q", 0]]
