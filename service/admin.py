@@ -90,8 +90,15 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise AdminError(f"{text!r} is not a time: use e.g. 24h, 7d or 2026-11-01") from exc
+        raise AdminError(
+            f"{text!r} is not a time: use e.g. 24h, 7d, 2026-11-01 or seconds since the epoch"
+        ) from exc
     return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+
+
+def _check_rpm(rpm: int | None) -> None:
+    if rpm is not None and rpm <= 0:
+        raise AdminError("rpm (requests per minute per key) must be positive")
 
 
 async def project_named(store: Store, name: str) -> Project:
@@ -118,8 +125,7 @@ async def create_project(
 ) -> Project:
     if not name or len(name) > 100:
         raise AdminError("a project name is 1-100 characters")
-    if rpm is not None and rpm <= 0:
-        raise AdminError("--rpm must be positive")
+    _check_rpm(rpm)
     project = Project(
         id=f"proj_{ULID()}",
         name=name,
@@ -148,8 +154,7 @@ async def update_project(
     actor: str,
 ) -> Project:
     project = await project_named(store, name)
-    if rpm is not None and rpm <= 0:
-        raise AdminError("--rpm must be positive")
+    _check_rpm(rpm)
     budget = project.budget_micros
     if no_budget:
         budget = None
@@ -268,7 +273,9 @@ async def usage(
 
 def page_size(requested: int) -> int:
     if requested < 0 or requested > MAX_PAGE_SIZE:
-        raise AdminError(f"page_size must be 1-{MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})")
+        raise AdminError(
+            f"a page holds 1-{MAX_PAGE_SIZE} entries (page_size, mg's --limit; default {DEFAULT_PAGE_SIZE})"
+        )
     return requested or DEFAULT_PAGE_SIZE
 
 

@@ -2,8 +2,9 @@
 
 Where it comes from, first found wins: MG_ADMIN_TOKEN (the token itself), MG_ADMIN_TOKEN_SHA256
 (its SHA-256 in hex, so a config file can name it without holding the secret), or the data dir's
-`admin-token` file, which `mg serve` writes (0600) on a gateway's first start, with the dev project,
-and reuses on later starts. None of them: the admin API is off and answers 404.
+`admin-token` file, which `mg serve` writes (0600) on the first start of a gateway on the embedded
+store, with the dev project, and reuses on later starts. None of them: the admin API is off and
+answers 404.
 
 Only the SHA-256 is kept in memory and compared, with `hmac.compare_digest` (constant time). As
 with API keys (service/keys.py), a plain SHA-256 is right for a 256-bit random token; an operator's

@@ -5,6 +5,8 @@ mg envoy-config --out DIR             the edge config, for running Envoy apart
 mg projects create|list|show|update   projects: spend cap, model allowlist, requests per minute
 mg keys create|list|revoke            API keys (`create` prints the new key alone on stdout)
 mg usage [--project P] [--since 24h]  spend and images per model, from the ledger
+mg ledger [--project P] [--model M]   the latest ledger entries
+mg audit                              the latest admin changes (through the admin API or mg)
 mg migrate                            bring the PostgreSQL store's schema to this version's
 """
 
@@ -203,11 +205,14 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if key is not None and key != saved:
         first_start = True
         write_private(private_dir(key_file.parent) / key_file.name, (key + "\n").encode())
-    # The dev setup's admin token: made with the dev project on the first start, kept (0600) in the
-    # data dir and used again on later starts, unless an admin token is configured.
+    # The dev setup's admin token: made with the dev project on the first start of a gateway on the
+    # embedded store, kept (0600) in the data dir and used again on later starts, unless an admin
+    # token is configured. Replicas (a shared store) each have a data dir of their own: a token one
+    # of them made would open the admin API on that replica only, so they take a configured one.
     dev_admin_token = None
     configured = settings.admin_token or settings.admin_token_sha256
-    if not configured and (first_start or dev_admin_token_path(settings.data_dir).is_file()):
+    embedded = not settings.redis_url and not settings.postgres_url
+    if not configured and ((first_start and embedded) or dev_admin_token_path(settings.data_dir).is_file()):
         dev_admin_token = ensure_dev_admin_token(settings.data_dir)
     return serve(
         settings, lambda s: _print_ready(s, key, project, dev_admin_token), with_envoy=not args.no_envoy
@@ -425,6 +430,70 @@ def _cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
     return _with_store(settings, run, reads_only=True)
 
 
+# --- ledger and audit
+
+
+def _cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        rows, _ = await admin.ledger_page(
+            store,
+            project=args.project or "",
+            model=args.model or "",
+            outcome=args.outcome or "",
+            since=args.since or "",
+            until=args.until or "",
+            size=args.limit,
+        )
+        data = [asdict(r.entry) | {"project": r.project} for r in rows]
+        _print(
+            data,
+            args.json,
+            lambda: _table(
+                ["time", "request", "project", "model", "outcome", "images", "cost"],
+                [
+                    (
+                        _when(r.entry.created_at),
+                        r.entry.request_id,
+                        r.project,
+                        r.entry.model,
+                        r.entry.outcome,
+                        r.entry.images_returned,
+                        usd(r.entry.cost_micros),
+                    )
+                    for r in rows
+                ],
+            ),
+        )
+        return 0
+
+    return _with_store(settings, run, reads_only=True)
+
+
+def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        entries, _ = await admin.audit_page(store, args.limit)
+        _print(
+            [asdict(e) for e in entries],
+            args.json,
+            lambda: _table(
+                ["time", "actor", "action", "target", "detail"],
+                [
+                    (
+                        _when(e.at),
+                        e.actor,
+                        e.action,
+                        e.target,
+                        " ".join(f"{k}={v}" for k, v in e.detail.items()),
+                    )
+                    for e in entries
+                ],
+            ),
+        )
+        return 0
+
+    return _with_store(settings, run, reads_only=True)
+
+
 def _totals(rows: list[admin.UsageRow]) -> tuple[object, ...]:
     return (
         sum(r.requests for r in rows),
@@ -497,6 +566,18 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="bring the PostgreSQL store's schema to this mg's version")
 
+    ledger = commands.add_parser("ledger", help="the latest ledger entries, newest first")
+    for option in ("--project", "--model", "--outcome"):
+        ledger.add_argument(option)
+    ledger.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
+    ledger.add_argument("--until", help="e.g. 1h, 2026-11-02")
+    ledger.add_argument("--limit", type=int, default=admin.DEFAULT_PAGE_SIZE, help="entries (1-500)")
+    ledger.add_argument("--json", action="store_true")
+
+    audit = commands.add_parser("audit", help="the latest admin changes (API and mg), newest first")
+    audit.add_argument("--limit", type=int, default=admin.DEFAULT_PAGE_SIZE, help="entries (1-500)")
+    audit.add_argument("--json", action="store_true")
+
     usage = commands.add_parser("usage", help="spend and images per model from the ledger")
     usage.add_argument("--project")
     usage.add_argument("--since", help="e.g. 24h, 7d, 2026-11-01")
@@ -511,6 +592,8 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "projects": _cmd_projects,
     "keys": _cmd_keys,
     "usage": _cmd_usage,
+    "ledger": _cmd_ledger,
+    "audit": _cmd_audit,
     "config": _cmd_config_check,
     "files": _cmd_files_sweep,
     "migrate": _cmd_migrate,

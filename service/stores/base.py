@@ -1,4 +1,5 @@
-"""The store contract: projects, keys, rate-limit state, spend reservations and the ledger.
+"""The store contract: projects, keys, rate-limit state, spend reservations (with what each is held
+for: the generations in flight), the ledger and the audit log of admin changes.
 
 Three implementations keep exactly this contract: SQLite (the embedded default, shared by the worker
 processes of one gateway through the file), Redis and PostgreSQL (any number of replicas). Every

@@ -25,6 +25,7 @@ from service.admin_session import COOKIE_NAME, CSRF_HEADER
 from service.admin_token import DEV_ADMIN_TOKEN_FILE, token_sha256
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
+from tests.support.stores import STORES, store_env
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch at 256x256, catalog
 
@@ -580,3 +581,71 @@ def test_a_configured_token_or_its_hash_opens_the_admin_api(tmp_path: Path) -> N
         assert_error(wrong, 401, "UNAUTHENTICATED")
     finally:
         configured.stop()
+
+
+# --- shared stores
+
+
+@pytest.mark.parametrize("store", [s for s in STORES if s != "sqlite"])
+def test_on_a_shared_store_the_admin_api_takes_a_configured_token_and_works_end_to_end(
+    tmp_path: Path, store: str
+) -> None:
+    """Replicas have data dirs of their own: a gateway on a shared store makes no admin token on its
+    first start, and with one configured the admin API runs on that store."""
+    with store_env(store) as env:
+        unset = GatewayProcess(tmp_path / "unset", env).start()
+        try:
+            assert not (unset.data_dir / DEV_ADMIN_TOKEN_FILE).exists()
+            assert "Admin API:                off" in "".join(unset.output)
+            assert_error(httpx.get(f"{unset.http_url}/v1/admin/projects"), 404, "NOT_FOUND")
+        finally:
+            unset.stop()
+        token = "mg_admin_" + "r" * 43
+        shared = GatewayProcess(tmp_path / "shared", {**env, "MG_ADMIN_TOKEN": token}).start()
+        try:
+            name = unique("shared")
+            ok(call(shared, "POST", "/v1/admin/projects", {"name": name, "budget_usd": "1"}, token=token))
+            created = ok(call(shared, "POST", "/v1/admin/keys", {"project": name}, token=token))
+            slow = threading.Thread(target=lambda: shared.generate(local_body(delay_ms=2000), created["key"]))
+            slow.start()
+            try:
+                deadline = time.monotonic() + 10
+                flying: list[dict[str, Any]] = []
+                while not flying and time.monotonic() < deadline:
+                    listed = ok(call(shared, "GET", "/v1/admin/inflight", token=token)).get("generations", [])
+                    flying = [g for g in listed if g["project"] == name]
+                assert [(g["model"], g["key_id"]) for g in flying] == [
+                    ("local/sketch", created["record"]["id"])
+                ]
+            finally:
+                slow.join()
+            page = ok(call(shared, "GET", f"/v1/admin/ledger?project={name}&model=local/sketch", token=token))
+            assert [e["cost_micros"] for e in page["entries"]] == [str(SKETCH_PRICE_MICROS)]
+            ok(call(shared, "POST", f"/v1/admin/keys/{created['record']['id']}/revoke", {}, token=token))
+            assert_error(shared.generate(local_body(), created["key"]), 401, "UNAUTHENTICATED")
+            entries = ok(call(shared, "GET", "/v1/admin/audit?page_size=3", token=token))["entries"]
+            assert [e["action"] for e in entries] == ["key.revoke", "key.create", "project.create"]
+        finally:
+            shared.stop()
+
+
+def test_mg_ledger_and_mg_audit_show_what_the_api_shows(gw: GatewayProcess) -> None:
+    name = unique("cli")
+    ok(call(gw, "POST", "/v1/admin/projects", {"name": name}))
+    key = ok(call(gw, "POST", "/v1/admin/keys", {"project": name}))["key"]
+    for _ in range(3):
+        assert gw.generate(local_body(), key).status_code == 200
+    api = ok(call(gw, "GET", f"/v1/admin/ledger?project={name}&page_size=2"))["entries"]
+    cli = json.loads(gw.mg("ledger", "--project", name, "--limit", "2", "--json").stdout)
+    assert [(e["request_id"], e["project"], e["model"], e["outcome"]) for e in cli] == [
+        (e["request_id"], e["project"], e["model"], e["outcome"]) for e in api
+    ]
+    assert "local/sketch" in gw.mg("ledger", "--project", name).stdout
+    api_audit = ok(call(gw, "GET", "/v1/admin/audit?page_size=3"))["entries"]
+    cli_audit = json.loads(gw.mg("audit", "--limit", "3", "--json").stdout)
+    assert [(e["id"], e["actor"], e["action"], e["target"], e["detail"]) for e in cli_audit] == [
+        (e["id"], e["actor"], e["action"], e["target"], e["detail"]) for e in api_audit
+    ]
+    assert name in gw.mg("audit").stdout
+    refused = gw.mg("ledger", "--limit", "501", check=False)
+    assert refused.returncode == 1 and "1-500 entries" in refused.stderr

@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
-from service.stores.postgres_schema import migrate
+from service.stores.postgres_schema import EXPECTED_VERSION, VERSION_TABLE, migrate, migrations
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
 from tests.support.postgres_server import PrivatePostgres, temporary_database
+
+LATEST = EXPECTED_VERSION
 
 SKETCH_PRICE_MICROS = 1000  # local/sketch at 256x256, catalog
 
@@ -75,11 +78,36 @@ def test_a_gateway_refuses_an_unmigrated_database_until_mg_migrate(tmp_path: Pat
         with pytest.raises(RuntimeError, match="run `mg migrate`"):
             gw.start()
         migrated = gw.mg("migrate")
-        assert migrated.stdout.strip() == "schema at version 1 (1 migration(s) applied)"
-        assert gw.mg("migrate").stdout.strip() == "schema at version 1 (0 migration(s) applied)"
+        assert migrated.stdout.strip() == f"schema at version {LATEST} ({LATEST} migration(s) applied)"
+        assert gw.mg("migrate").stdout.strip() == f"schema at version {LATEST} (0 migration(s) applied)"
         gw.start()
         try:
             assert gw.generate(local_body()).status_code == 200
+        finally:
+            gw.stop()
+
+
+def test_a_database_at_the_first_version_is_migrated_with_its_data_to_the_admin_api(tmp_path: Path) -> None:
+    """A database made by the version before the admin API (schema 1), with a project, a key and a
+    reservation in it: `mg migrate` applies what came since, and the gateway runs on it."""
+    first = migrations()[0]
+    with temporary_database(migrated=False) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(first.sql.encode())
+            conn.execute(f"CREATE TABLE {VERSION_TABLE} (version integer PRIMARY KEY, name text NOT NULL, "
+                         "applied_at timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+            conn.execute(f"INSERT INTO {VERSION_TABLE} (version, name) VALUES (1, %s)", (first.name,))
+            conn.execute("INSERT INTO reservations VALUES ('old', 'proj_x', 5, 0)")
+        gw = GatewayProcess(tmp_path / "gw", {"MG_POSTGRES_URL": url, "MG_ADMIN_TOKEN": "mg_admin_t"})
+        with pytest.raises(RuntimeError, match="run `mg migrate`"):
+            gw.start()
+        applied = gw.mg("migrate").stdout.strip()
+        assert applied == f"schema at version {LATEST} ({LATEST - 1} migration(s) applied)"
+        gw.start()
+        try:
+            assert gw.generate(local_body()).status_code == 200
+            audit = httpx.get(f"{gw.http_url}/v1/admin/audit", headers={"Authorization": "Bearer mg_admin_t"})
+            assert [e["action"] for e in audit.json()["entries"]] == ["key.create", "project.create"]
         finally:
             gw.stop()
 
@@ -107,8 +135,8 @@ def test_two_migrations_at_once_apply_each_file_once(tmp_path: Path) -> None:
         outputs = sorted(run.communicate(timeout=60)[0].strip() for run in runs)
         assert [run.returncode for run in runs] == [0, 0]
         assert outputs == [
-            "schema at version 1 (0 migration(s) applied)",
-            "schema at version 1 (1 migration(s) applied)",
+            f"schema at version {LATEST} (0 migration(s) applied)",
+            f"schema at version {LATEST} ({LATEST} migration(s) applied)",
         ]
 
 

@@ -1,7 +1,9 @@
 """Authentication: `Authorization: Bearer mg_live_...` -> the key and its project.
 
-Every mg API call needs it except GetFile, whose signed URL is its own credential. Keys are looked
-up by hash on every call (no cache), so a revoked key stops working at once on every replica.
+Every image API call needs it except GetFile, whose signed URL is its own credential; the admin
+API's calls have their own credential (admin_auth.py) and skip this one, so a key never opens them.
+Keys are looked up by hash on every call (no cache), so a revoked key stops working at once on
+every replica.
 """
 
 from __future__ import annotations
