@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
@@ -149,6 +152,41 @@ def test_a_key_made_in_the_console_works_until_it_is_revoked(
     card.locator("button.revoke").click()
     expect(card.locator("tr.revoked")).to_have_count(1)
     assert_error(gw.generate(local_body(), key), 401, "UNAUTHENTICATED")
+    # each change is in the audit list, made by the session of the admin token
+    audit = page.locator("#audit")
+    for action in ("project.create", "key.create", "key.revoke"):
+        expect(audit.locator(f'tr[data-action="{action}"]').first).to_contain_text(
+            "session of admin token adm_"
+        )
+    expect(audit.locator('tr[data-action="project.create"]').first).to_contain_text("made-in-console")
+
+
+def wait_until_in_flight(gw: GatewayProcess, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = httpx.get(
+            f"{gw.http_url}/v1/admin/inflight", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        if answer.json().get("generations"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the generation never showed as running")
+
+
+def test_the_overview_lists_generations_running_now(page: Page, gw: GatewayProcess) -> None:
+    slow: list[httpx.Response] = []
+    running = threading.Thread(target=lambda: slow.append(gw.generate(local_body(delay_ms=6000))))
+    running.start()
+    try:
+        wait_until_in_flight(gw)
+        signed_in(page, gw)
+        expect(page.locator("#running")).to_contain_text("local/sketch")
+        expect(page.locator("#running tbody tr")).to_have_count(1)
+    finally:
+        running.join(30)
+    assert slow[0].status_code == 200
+    page.reload()
+    expect(page.locator("#running")).to_have_text("No generation is running.")
 
 
 def test_the_models_page_lists_the_catalog(page: Page, gw: GatewayProcess, tmp_path: Path) -> None:

@@ -108,6 +108,11 @@ export const inflight = {
   list: async () => (await call("GET", "/v1/admin/inflight")).generations || [],
 };
 
+/** The newest changes made through the admin API or the `mg` command. */
+export async function audit(pageSize = 20) {
+  return (await call("GET", `/v1/admin/audit${query({page_size: pageSize})}`)).entries || [];
+}
+
 /** The whole catalog: every model and alias, with availability and prices. */
 export async function catalog() {
   return (await call("GET", "/v1/admin/catalog")).data || [];

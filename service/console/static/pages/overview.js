@@ -11,7 +11,11 @@ const DAY_S = 86400;
 export async function showOverview(page) {
   const now = Date.now() / 1000;
   const since = Math.min(now - DAY_S, startOfToday());
-  const [projects, rows] = await Promise.all([api.projects.list(), api.ledger({since: new Date(since * 1000).toISOString()}, {limit: 10000})]);
+  const [projects, rows, running] = await Promise.all([
+    api.projects.list(),
+    api.ledger({since: new Date(since * 1000).toISOString()}, {limit: 10000}),
+    api.inflight.list(),
+  ]);
   const recent = rows.filter((row) => Number(row.created_at) >= now - DAY_S);
   const today = spendByProject(rows.filter((row) => Number(row.created_at) >= startOfToday()));
   const errors = recent.filter(isError).length;
@@ -32,6 +36,7 @@ export async function showOverview(page) {
       spendBars(projects, today)),
     el("div", {class: "card"}, el("h2", {}, "Requests and images per hour"), chart),
     el("div", {class: "card"}, el("h2", {}, "Providers, 24 h"), providerTable(byProvider(recent))),
+    el("div", {class: "card"}, el("h2", {}, "Running now"), runningTable(running, now)),
   );
   drawPerHour(chart, perHour(recent, now));
 }
@@ -95,4 +100,15 @@ function drawPerHour(container, data) {
       {label: "images", stroke: "#17a673", width: 2},
     ],
   }, data, container);
+}
+
+/** Generations running now on every worker and replica (their spend reservations). */
+function runningTable(generations, now) {
+  if (!generations.length) return el("p", {class: "hint", id: "running"}, "No generation is running.");
+  return el("table", {id: "running"},
+    el("thead", {}, el("tr", {}, ["Request", "Project", "Model", "Reserved", "Running for"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, generations.map((g) => el("tr", {"data-request-id": g.request_id},
+      el("td", {}, el("code", {}, g.request_id)), el("td", {}, g.project), el("td", {}, g.model),
+      el("td", {class: "num"}, usd(g.reserved_micros)),
+      el("td", {class: "num"}, `${Math.max(0, Math.round(now - Number(g.started_at)))} s`)))));
 }

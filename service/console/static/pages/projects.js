@@ -6,17 +6,38 @@ import {el, replace, toast, usd, when} from "../dom.js";
 
 export async function showProjects(page) {
   const list = el("div", {id: "projects"});
-  page.append(el("h1", {}, "Projects and keys"), createForm(() => draw(list)), list);
-  await draw(list);
+  const changes = el("div", {id: "audit"});
+  page.append(el("h1", {}, "Projects and keys"), createForm(() => draw(list, changes)), list,
+    el("div", {class: "card"}, el("h2", {}, "Recent changes"), changes));
+  await draw(list, changes);
 }
 
-async function draw(list) {
+async function draw(list, changes) {
+  await Promise.all([drawProjects(list, () => draw(list, changes), () => drawAudit(changes)), drawAudit(changes)]);
+}
+
+/** The audit log's newest entries: who changed what, through the admin API or the `mg` command. */
+async function drawAudit(changes) {
+  const entries = await api.audit();
+  if (!entries.length) {
+    replace(changes, el("p", {class: "hint"}, "No changes yet."));
+    return;
+  }
+  replace(changes, el("table", {},
+    el("thead", {}, el("tr", {}, ["When", "Who", "What", "Target", "Values"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, entries.map((entry) => el("tr", {"data-action": entry.action},
+      el("td", {}, when(entry.at)), el("td", {}, entry.actor), el("td", {}, entry.action),
+      el("td", {}, el("code", {}, entry.target)),
+      el("td", {}, Object.entries(entry.detail || {}).map(([k, v]) => `${k}=${v}`).join(", ")))))));
+}
+
+async function drawProjects(list, redraw, keysChanged) {
   const [projects, keys] = await Promise.all([api.projects.list(), api.keys.list()]);
   if (!projects.length) {
     replace(list, el("p", {class: "hint"}, "No projects yet."));
     return;
   }
-  replace(list, projects.map((project) => projectCard(project, keys.filter((k) => k.project_id === project.id), () => draw(list))));
+  replace(list, projects.map((project) => projectCard(project, keys.filter((k) => k.project_id === project.id), redraw, keysChanged)));
 }
 
 /** The budget as the API takes it: US dollars as decimal text ("5", "12.50"); null for no cap. */
@@ -87,7 +108,9 @@ function createForm(done) {
   return form;
 }
 
-function projectCard(project, keys, redraw) {
+/** A project's card. `redraw` draws every project again (after a change to this one's settings);
+ * `keysChanged` is told of a key created or revoked (the audit list follows). */
+function projectCard(project, keys, redraw, keysChanged) {
   const fields = projectFields(`project-${project.name}`, project);
   const save = el("form", {class: "inline-form settings"},
     labelled("Budget, USD", fields.budget), labelled("Models allowed (globs)", fields.allow),
@@ -117,7 +140,10 @@ function projectCard(project, keys, redraw) {
     }
   });
   const keyTable = el("div", {class: "keys"});
-  const redrawKeys = async () => replace(keyTable, keysTable(await api.keys.list(project.name), redrawKeys));
+  const redrawKeys = async () => {
+    replace(keyTable, keysTable(await api.keys.list(project.name), redrawKeys));
+    await keysChanged();
+  };
   replace(keyTable, keysTable(keys, redrawKeys));
   const cap = project.budget_micros === undefined || project.budget_micros === null ? "no cap" : usd(project.budget_micros);
   return el("article", {class: "card project", "data-project": project.name},
