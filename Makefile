@@ -60,7 +60,7 @@ bench: proto
 # The README's picture of the console (docs/console.png): the browser test's screenshot of the overview.
 console-screenshot: proto
 	MG_CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png $(BIN)/pytest -q -p no:cacheprovider \
-	  tests/console/test_console_browser.py -k overview
+	  tests/console/test_console_browser.py -k spend_bar
 
 clean:
 	rm -rf $(GEN) $(VENV) .mypy_cache .pytest_cache .ruff_cache
