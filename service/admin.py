@@ -9,7 +9,7 @@ import getpass
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ulid import ULID
@@ -183,22 +183,17 @@ async def create_key(store: Store, project_name: str, *, actor: str) -> tuple[st
     return token, key
 
 
-async def revoke_key(store: Store, which: str, *, actor: str) -> ApiKey:
+async def revoke_key(store: Store, which: str, *, actor: str) -> KeyRow:
     """Revoke the key `which` names: its id, the key itself, or a prefix of it as `mg keys list`
     shows it (refused when more than one active key starts with it). Returns the revoked key."""
     key = await _key_named(store, which)
-    if not await store.revoke_key(key.id, time.time()):
+    at = time.time()
+    if not await store.revoke_key(key.id, at):
         raise NotFoundError(f"no active key {which!r} (see `mg keys list`)")
     project = await store.get_project_by_id(key.project_id)
-    await _audit(
-        store,
-        actor,
-        "key.revoke",
-        key.id,
-        project=project.name if project else key.project_id,
-        prefix=key.prefix,
-    )
-    return key
+    row = KeyRow(replace(key, revoked_at=at), project.name if project else key.project_id)
+    await _audit(store, actor, "key.revoke", key.id, project=row.project, prefix=key.prefix)
+    return row
 
 
 @dataclass(frozen=True)

@@ -319,7 +319,7 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
             print(token)  # alone on stdout, so scripts can capture it
             return 0
         if args.action == "revoke":
-            print((await admin.revoke_key(store, args.key, actor=admin.cli_actor())).id)
+            print((await admin.revoke_key(store, args.key, actor=admin.cli_actor())).key.id)
             return 0
         rows = await admin.list_keys(store, args.project)
         data = [

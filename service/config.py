@@ -21,7 +21,9 @@ from service.config_file import (
     BUILT_IN_KEYS,
     ConfigFile,
     ConfigFileError,
+    ProviderLimits,
     defined_providers,
+    provider_keys,
     provider_values,
     read_config_file,
 )
@@ -40,7 +42,26 @@ class SettingsError(ValueError):
     """A setting has a value the gateway cannot run with."""
 
 
-__all__ = ["ConfigFileError", "ProviderConfig", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ConfigFileError",
+    "Credential",
+    "ProviderConfig",
+    "ProviderLimits",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One of a provider's several keys (config file `keys:`): service/providers/credentials.py."""
+
+    label: str  # its variable's name or `key N`: what logs and metrics call it, never the key
+    api_key: str
+    weight: int = 1
+    base_url: str = ""  # "" for the provider's
+    max_in_flight: int = 0  # 0: no limit of its own
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,13 @@ class ProviderConfig:
     # The declaration's optional variables that are set (name -> value) and its config-file keys
     # that the file gives (key -> value as written).
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Its concurrency limit and circuit breaker (the config file's LIMIT_KEYS).
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
+    # Its several keys, when the config file lists them (`keys:`); empty for one key.
+    keys: tuple[Credential, ...] = ()
+    # Set on the config of one key of several: a 429 is not retried with the same key but handed
+    # back at once, for the call to go on with another key (service/providers/credentials.py).
+    pooled: bool = False
 
 
 def provider_declarations() -> Sequence[ProviderSpec]:
@@ -99,14 +127,40 @@ def load_provider_configs(
             **{key: entry[key] for key in spec.file_settings if key in entry},
             **{variable: environ[variable] for variable in spec.settings if environ.get(variable)},
         }
-        configs[spec.name] = ProviderConfig(spec.name, api_key, base_url, credentials, settings=settings)
+        limits = config.limits.get(spec.name, ProviderLimits()) if config else ProviderLimits()
+        configs[spec.name] = ProviderConfig(
+            spec.name,
+            api_key,
+            base_url,
+            credentials,
+            settings=settings,
+            limits=limits,
+            keys=_credentials(config, environ, spec.name),
+        )
     for name, kind in (defined_providers(config) if config else {}).items():
         entry = config.providers[name] if config else {}
         api_key, base_url = provider_values(config, environ, name) if config else ("", "")
-        if "api_key_env" in entry and not api_key:
+        keys = _credentials(config, environ, name)
+        if ("api_key_env" in entry or (config and name in config.keys)) and not api_key:
             continue  # its key's variable is not set (yet): listed as unavailable, like a built-in one
-        configs[name] = ProviderConfig(name, api_key, base_url.rstrip("/"), type=kind)
+        configs[name] = ProviderConfig(
+            name,
+            api_key,
+            base_url.rstrip("/"),
+            type=kind,
+            limits=config.limits[name] if config else ProviderLimits(),
+            keys=keys,
+        )
     return configs
+
+
+def _credentials(config: ConfigFile | None, environ: Mapping[str, str], name: str) -> tuple[Credential, ...]:
+    if config is None:
+        return ()
+    return tuple(
+        Credential(label, key, entry.weight, entry.base_url.rstrip("/"), entry.max_in_flight)
+        for entry, key, label in provider_keys(config, environ, name)
+    )
 
 
 def default_data_dir() -> Path:
@@ -249,7 +303,7 @@ class Settings:
     # From the config file: catalog entries to add or override, and aliases.
     config_file: str = field(default="", metadata={"env": "MG_CONFIG"})
     catalog_models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"env": ""})
-    catalog_aliases: Mapping[str, str] = field(default_factory=dict, metadata={"env": ""})
+    catalog_aliases: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict, metadata={"env": ""})
 
     @property
     def worker_count(self) -> int:

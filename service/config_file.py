@@ -11,8 +11,12 @@
         type: openai-compatible   built-in provider's, a base_url (required) and optionally a key;
         base_url: http://10.0.0.5:9000/v1   its models are added under models: with provider: studio
         api_key_env: STUDIO_KEY
-    aliases:               extra names for models
-      fast: bytedance/seedream-4.0
+                           and, for any provider, how many calls it gets at once and its circuit
+                           breaker (LIMIT_KEYS, ProviderLimits below), and several keys instead of
+                           one (`keys:`, KeyEntry below: service/providers/credentials.py)
+    aliases:               extra names for models; a list is a route: its targets tried in order
+      fast: bytedance/seedream-4.0              (service/generation/routing.py)
+      hero: [openai/gpt-image-1, google/gemini-2.5-flash-image]
     models:                catalog entries to add, or to override key by key (format: service/catalog)
       openai/gpt-image-1:
         price: {default: "0.15"}
@@ -34,6 +38,8 @@ SECTIONS = ("settings", "providers", "aliases", "models")
 # What any provider entry may hold; a provider the file defines also has its `type`.
 BUILT_IN_KEYS = ("api_key", "api_key_env", "base_url")
 PROVIDER_KEYS = (*BUILT_IN_KEYS, "type")
+# What any provider entry may add about the calls it is sent (service/generation/capacity.py).
+LIMIT_KEYS = ("max_in_flight", "max_queued", "max_queue_wait_s", "breaker_failures", "breaker_cooldown_s")
 # The kinds of provider a config file can define by itself (service/providers/registry.py builds them).
 TYPES = ("openai-compatible",)
 
@@ -43,13 +49,88 @@ class ConfigFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class ProviderLimits:
+    """How the gateway paces the calls to one provider (each worker and replica together, through
+    the store), and when it stops calling it for a while."""
+
+    max_in_flight: int = 0  # calls sent at once; 0: no limit
+    max_queued: int = 100  # calls a worker lets wait for one of them; past it: no capacity
+    max_queue_wait_s: float = 10.0  # the longest one waits (and never past its deadline)
+    breaker_failures: int = 0  # consecutive failures that open its circuit; 0: no breaker
+    breaker_cooldown_s: float = 30.0  # how long it stays open before one probe goes through
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One of a provider's several credentials (`providers.<name>.keys:`): its key (or the variable
+    holding it), its share of the calls, its own endpoint (an Azure region) and concurrency limit."""
+
+    api_key: str = ""
+    api_key_env: str = ""
+    weight: int = 1
+    base_url: str = ""
+    max_in_flight: int = 0
+
+
+KEY_ENTRY_KEYS = ("api_key", "api_key_env", "weight", "base_url", "max_in_flight")
+
+
+def _keys(config: ConfigFile, name: str, entries: Any) -> tuple[KeyEntry, ...]:
+    where = ("providers", name, "keys")
+    if not isinstance(entries, list) or not entries:
+        raise config.error(where, f"provider {name!r}: keys must list one or more keys")
+    keys = []
+    for index, entry in enumerate(entries):
+        at = (*where, str(index))
+        if not isinstance(entry, dict) or set(entry) - set(KEY_ENTRY_KEYS):
+            raise config.error(at, f"a key of {name!r} is a mapping of {', '.join(KEY_ENTRY_KEYS)}")
+        if ("api_key" in entry) == ("api_key_env" in entry):
+            raise config.error(at, f"a key of {name!r} needs one of api_key and api_key_env")
+        for field_name in ("weight", "max_in_flight"):
+            value = entry.get(field_name, 1 if field_name == "weight" else 0)
+            smallest = 1 if field_name == "weight" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+                raise config.error(
+                    (*at, field_name), f"{field_name} must be a whole number >= {smallest}, not {value!r}"
+                )
+        keys.append(
+            KeyEntry(
+                api_key=str(entry.get("api_key", "")),
+                api_key_env=str(entry.get("api_key_env", "")),
+                weight=entry.get("weight", 1),
+                base_url=str(entry.get("base_url", "")),
+                max_in_flight=entry.get("max_in_flight", 0),
+            )
+        )
+    return tuple(keys)
+
+
+def _limits(config: ConfigFile, name: str, entry: dict[str, Any]) -> ProviderLimits:
+    values: dict[str, Any] = {}
+    for key in LIMIT_KEYS:
+        if key not in entry:
+            continue
+        value, kind = entry[key], type(getattr(ProviderLimits(), key))
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not (whole or (kind is float and isinstance(value, float))) or value < 0:
+            raise config.error(("providers", name, key), f"{key} must be a number >= 0, not {value!r}")
+        values[key] = kind(value)
+    limits = ProviderLimits(**values)
+    if limits.max_in_flight == 0 and {"max_queued", "max_queue_wait_s"} & set(values):
+        raise config.error(("providers", name), f"provider {name!r}: a queue needs max_in_flight")
+    return limits
+
+
+@dataclass(frozen=True)
 class ConfigFile:
     path: Path
     settings: dict[str, Any] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     lines: dict[tuple[str, ...], int] = field(default_factory=dict)
+    limits: dict[str, ProviderLimits] = field(default_factory=dict)
+    keys: dict[str, tuple[KeyEntry, ...]] = field(default_factory=dict)
 
     def error(self, where: tuple[str, ...], message: str) -> ConfigFileError:
         """An error pointing at the line of `where` (or of its nearest parent that has one)."""
@@ -65,6 +146,10 @@ def _line_map(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...
             child = (*path, str(key.value))
             lines[child] = key.start_mark.line + 1
             _line_map(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):  # (a route's targets, a provider's keys)
+        for index, item in enumerate(node.value):
+            lines[(*path, str(index))] = item.start_mark.line + 1
+            _line_map(item, (*path, str(index)), lines)
 
 
 def read_config_file(path: Path) -> ConfigFile:
@@ -93,9 +178,18 @@ def read_config_file(path: Path) -> ConfigFile:
         if not isinstance(value, dict):
             raise config.error((section,), f"{section} must be a mapping")
     providers = document.get("providers") or {}
+    limits: dict[str, ProviderLimits] = {}
+    keys: dict[str, tuple[KeyEntry, ...]] = {}
     for name, entry in providers.items():
         if not isinstance(entry, dict):
             raise config.error(("providers", name), f"provider {name!r} must be a mapping")
+        limits[name] = _limits(config, name, entry)
+        for key in LIMIT_KEYS:
+            entry.pop(key, None)
+        if "keys" in entry:
+            if "api_key" in entry or "api_key_env" in entry:
+                raise config.error(("providers", name), f"provider {name!r}: give keys or one key, not both")
+            keys[name] = _keys(config, name, entry.pop("keys"))
         # A built-in provider's keys beyond PROVIDER_KEYS are checked against its declaration
         # (config.py); a provider the file defines has no declaration, so only PROVIDER_KEYS.
         if "type" in entry and set(entry) - set(PROVIDER_KEYS):
@@ -113,8 +207,19 @@ def read_config_file(path: Path) -> ConfigFile:
             )
     aliases = document.get("aliases") or {}
     for alias, target in aliases.items():
-        if not isinstance(target, str):
-            raise config.error(("aliases", alias), f"alias {alias!r} must name a model")
+        if isinstance(target, list):
+            if not target:
+                raise config.error(("aliases", alias), f"route {alias!r} lists no targets")
+            for index, item in enumerate(target):
+                if not isinstance(item, str):
+                    raise config.error(
+                        ("aliases", alias, str(index)), f"route {alias!r}: a target names a model"
+                    )
+            aliases[alias] = tuple(target)
+        elif not isinstance(target, str):
+            raise config.error(
+                ("aliases", alias), f"alias {alias!r} must name a model, or list models (a route)"
+            )
     return ConfigFile(
         path,
         settings=dict(document.get("settings") or {}),
@@ -125,6 +230,8 @@ def read_config_file(path: Path) -> ConfigFile:
         aliases=dict(aliases),
         models=dict(document.get("models") or {}),
         lines=lines,
+        limits=limits,
+        keys=keys,
     )
 
 
@@ -134,7 +241,22 @@ def defined_providers(config: ConfigFile) -> dict[str, str]:
 
 
 def provider_values(config: ConfigFile, environ: Mapping[str, str], name: str) -> tuple[str, str]:
-    """(api key, base URL) the file gives a provider; empty where it gives none."""
+    """(api key, base URL) the file gives a provider; empty where it gives none. With several keys,
+    the first one that is set."""
     entry = config.providers.get(name, {})
     key = entry.get("api_key") or (environ.get(entry["api_key_env"], "") if "api_key_env" in entry else "")
-    return key, entry.get("base_url", "")
+    resolved = provider_keys(config, environ, name)
+    return (resolved[0][1] if resolved and not key else key), entry.get("base_url", "")
+
+
+def provider_keys(
+    config: ConfigFile, environ: Mapping[str, str], name: str
+) -> list[tuple[KeyEntry, str, str]]:
+    """(entry, key, label) of each of a provider's several keys that is set: its label is the
+    variable's name, or `key N` for one written in the file (never the key itself)."""
+    resolved = []
+    for index, entry in enumerate(config.keys.get(name, ())):
+        key = entry.api_key or environ.get(entry.api_key_env, "")
+        if key:
+            resolved.append((entry, key, entry.api_key_env or f"key {index + 1}"))
+    return resolved

@@ -160,8 +160,7 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def RevokeKey(self, request: pb.RevokeKeyRequest, context: Context) -> pb.AdminKey:
         if not request.id.startswith("key_"):
             raise BadRequest("id must be a key id (key_...), as ListKeys shows it.", param="id")
-        revoked = await _run(admin.revoke_key(self._store, request.id, actor=_actor()))
-        (row,) = [r for r in await _run(admin.list_keys(self._store, None)) if r.key.id == revoked.id]
+        row = await _run(admin.revoke_key(self._store, request.id, actor=_actor()))
         return self._key(row.key, row.project)
 
     # --- usage, ledger, in flight, audit

@@ -4,6 +4,8 @@ Readiness fails (503) when the store cannot serve: it does not answer or cannot 
 full), or a reservation's release is still waiting to be written. The `files` check
 (hosted files cannot be written: the data dir's disk is full) is reported but does not fail
 readiness: b64 answers need no file, and a balancer that took the gateway out would stop them too.
+Neither does the `providers` check (the providers this worker's circuit breakers hold back): the
+gateway still serves every other provider, and routes pass them over.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service.api.servicer import SERVICE
 from service.errors import MgError, Unavailable
+from service.generation.capacity import Availability
 from service.hosting.blobs import BlobStore
 from service.stores.base import Store
 from service.stores.retry import waiting_writes
@@ -37,15 +40,20 @@ async def store_check(store: Store) -> str:
 
 
 class OperationsServicer(pb_grpc.OperationsServicer):
-    def __init__(self, store: Store, blobs: BlobStore) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, available: Availability) -> None:
         self._store = store
         self._blobs = blobs
+        self._available = available
 
     async def Liveness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
         return pb.HealthStatus(status="ok")
 
     async def Readiness(self, request: pb.HealthRequest, context: Any) -> pb.HealthStatus:
-        checks = {"store": await store_check(self._store), "files": await self._blobs.check()}
+        checks = {
+            "store": await store_check(self._store),
+            "files": await self._blobs.check(),
+            "providers": self._available.check(),
+        }
         if checks["store"] != "ok":
             raise Unavailable("Not ready: " + "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"))
         return pb.HealthStatus(status="ready", checks=checks)
@@ -71,5 +79,5 @@ async def follow_store_health(
         await asyncio.sleep(interval_s)
 
 
-def add_operations(server: grpc.aio.Server, store: Store, blobs: BlobStore) -> None:
-    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store, blobs), server)
+def add_operations(server: grpc.aio.Server, store: Store, blobs: BlobStore, available: Availability) -> None:
+    pb_grpc.add_OperationsServicer_to_server(OperationsServicer(store, blobs, available), server)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from mg.v1 import image_generation_pb2 as pb
 from ulid import ULID
@@ -181,10 +181,26 @@ def alias_entry(
     return entry
 
 
+def route_entry(
+    catalog: Catalog, name: str, targets: Sequence[ModelSpec], available_providers: Collection[str]
+) -> pb.Model:
+    """A route as an entry of its own: its first target's entry under the route's name, listing the
+    targets it tries."""
+    entry = model_entry(catalog, targets[0], available_providers)
+    entry.id = name
+    entry.ClearField("aliases")
+    entry.route.extend(target.id for target in targets)
+    entry.available = any(target.provider in available_providers for target in targets)
+    return entry
+
+
 def models_response(
-    catalog: Catalog, models: Iterable[ModelSpec], available_providers: Collection[str]
+    catalog: Catalog,
+    models: Iterable[ModelSpec],
+    available_providers: Collection[str],
+    routes: Iterable[tuple[str, Sequence[ModelSpec]]] = (),
 ) -> pb.ListModelsResponse:
-    """The models, then the aliases of those models, each an entry of its own."""
+    """The models, then the aliases of those models, each an entry of its own, then `routes`."""
     shown = list(models)
     ids = {model.id for model in shown}
     return pb.ListModelsResponse(
@@ -196,5 +212,6 @@ def models_response(
                 for alias, model in catalog.aliases()
                 if model.id in ids
             ),
+            *(route_entry(catalog, name, targets, available_providers) for name, targets in routes),
         ],
     )

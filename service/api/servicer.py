@@ -22,15 +22,17 @@ from mg.v1 import image_generation_pb2 as pb
 from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from service.api.interceptors.request_context import RequestContext, current_request
-from service.api.responses import alias_entry, images_response, model_entry, models_response
+from service.api.responses import alias_entry, images_response, model_entry, models_response, route_entry
 from service.api.rest_json import as_http_body
 from service.api.uploads import edit_reader, variation_reader
-from service.catalog.catalog import Catalog
+from service.catalog.catalog import Catalog, ModelSpec
 from service.generation.admission import model_allowed, resolve_allowed
-from service.generation.pipeline import Caller, Pipeline
+from service.generation.pipeline import Caller, Delivered, Pipeline
+from service.generation.routing import SERVED_BY_HEADER
 from service.generation.validation import GenerationRequest
 from service.hosting.urls import Hosting
 from service.providers.base import PartialImage
+from service.stores.base import Project
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE = pb.DESCRIPTOR.services_by_name["ImageGeneration"].full_name
@@ -47,7 +49,7 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
 
     async def GenerateImages(self, request: pb.GenerateImagesRequest, context: Context) -> pb.ImagesResponse:
         delivered = await self._pipeline.run(request, caller(current_request()))
-        return images_response(delivered)
+        return answer(delivered)
 
     async def GenerateImagesStream(
         self, request: pb.GenerateImagesRequest, context: Context
@@ -57,25 +59,37 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
         ctx = current_request()
         on_partial = ctx.stream.partial_sink() if ctx.stream is not None else None
         delivered = await self._pipeline.run(request, caller(ctx, on_partial))
-        return images_response(delivered)
+        return answer(delivered)
 
     async def EditImages(self, request: pb.EditImagesRequest, context: Context) -> pb.ImagesResponse:
         delivered = await self._pipeline.edit(request, caller(current_request()))
-        return images_response(delivered)
+        return answer(delivered)
 
     async def CreateImageVariations(
         self, request: pb.CreateImageVariationsRequest, context: Context
     ) -> pb.ImagesResponse:
         delivered = await self._pipeline.vary(request, caller(current_request()))
-        return images_response(delivered)
+        return answer(delivered)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         project = current_request().require_principal().project
         visible = [m for m in self._catalog if model_allowed(project, m.id)]
-        return models_response(self._catalog, visible, self._available_providers)
+        return models_response(self._catalog, visible, self._available_providers, self._routes(project))
+
+    def _routes(self, project: Project) -> list[tuple[str, tuple[ModelSpec, ...]]]:
+        """The routes the project may use, with the targets it may use (those it would try)."""
+        routes = []
+        for name, targets in self._catalog.routes():
+            allowed = tuple(target for target in targets if model_allowed(project, target.id))
+            if model_allowed(project, name) and allowed:
+                routes.append((name, allowed))
+        return routes
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
         project = current_request().require_principal().project
+        for name, targets in self._routes(project):
+            if name == request.id:
+                return route_entry(self._catalog, name, targets, self._available_providers)
         model = resolve_allowed(self._catalog, project, request.id, self._available_providers)
         if request.id in self._catalog.aliases_of(model.id):
             return alias_entry(self._catalog, request.id, model, self._available_providers)
@@ -85,6 +99,12 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServicer):
         blob, valid_for_s = await self._hosting.fetch(request.id, request.exp, request.sig)
         current_request().response_headers.append(("cache-control", f"private, max-age={valid_for_s}"))
         return httpbody_pb2.HttpBody(content_type=blob.media_type, data=blob.data)
+
+
+def answer(delivered: Delivered) -> pb.ImagesResponse:
+    """The response, and the header naming the model that made its images (a route's target)."""
+    current_request().response_headers.append((SERVED_BY_HEADER, delivered.request.model.id))
+    return images_response(delivered)
 
 
 def caller(

@@ -31,7 +31,7 @@ File format (`models:` maps public ids "provider/model-id" to entries; optional 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -192,15 +192,21 @@ class ModelSpec:
 
 
 class Catalog:
-    def __init__(self, models: Mapping[str, ModelSpec], aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, models: Mapping[str, ModelSpec], aliases: Mapping[str, str | Sequence[str]] | None = None
+    ) -> None:
         self._models = dict(models)
-        self._aliases = dict(aliases or {})
+        # A name for one model (an alias), or for several in order (a route: an alias whose value is
+        # a list; service/generation/routing.py runs it).
+        self._aliases = {a: t for a, t in (aliases or {}).items() if isinstance(t, str)}
+        declared = {a: tuple(t) for a, t in (aliases or {}).items() if not isinstance(t, str)}
         self._by_bare_name: dict[str, list[ModelSpec]] = {}
         for model in sorted(self._models.values(), key=lambda m: m.id):
             self._by_bare_name.setdefault(model.id.partition("/")[2], []).append(model)
         for alias, target in self._aliases.items():
             if target not in self._models:
                 raise CatalogError(f"alias {alias!r} points at unknown model {target!r}", ("aliases", alias))
+        self._routes = {name: _expand_route(name, declared, self._aliases, self._models) for name in declared}
 
     def find(self, name: str, configured: Collection[str] = ()) -> ModelSpec | None:
         """The model `name` (an id, an alias, or a bare model name) stands for, if exactly one."""
@@ -238,6 +244,14 @@ class Catalog:
         offered = self._by_bare_name.get(name, [])
         return [m for m in offered if m.provider in configured] or offered
 
+    def route(self, name: str) -> tuple[ModelSpec, ...] | None:
+        """The models a route tries, in order, if `name` is a route."""
+        return self._routes.get(name)
+
+    def routes(self) -> list[tuple[str, tuple[ModelSpec, ...]]]:
+        """Every route with its models, by name."""
+        return sorted(self._routes.items())
+
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(sorted(self._models.values(), key=lambda m: m.id))
 
@@ -247,6 +261,40 @@ class Catalog:
     def aliases(self) -> list[tuple[str, ModelSpec]]:
         """Every alias, with the model it names, by alias."""
         return [(alias, self._models[target]) for alias, target in sorted(self._aliases.items())]
+
+
+def _expand_route(
+    name: str,
+    routes: Mapping[str, tuple[str, ...]],
+    aliases: Mapping[str, str],
+    models: Mapping[str, ModelSpec],
+    through: tuple[str, ...] = (),
+) -> tuple[ModelSpec, ...]:
+    """The models route `name` tries, in order: each target is a model id, an alias, or another
+    route (its targets in its place). A route that reaches itself, names nothing, names a model
+    twice or names what does not exist is an error pointing at its entry."""
+    if name in models:
+        raise CatalogError(f"route {name!r} has a model's name; give it one of its own", ("aliases", name))
+    targets = routes[name]
+    if not targets:
+        raise CatalogError(f"route {name!r} lists no targets", ("aliases", name))
+    expanded: list[ModelSpec] = []
+    for index, target in enumerate(targets):
+        where = ("aliases", name, str(index))
+        if target == name or target in through:
+            cycle = " -> ".join((*through, name, target))
+            raise CatalogError(f"route {name!r} refers back to {target!r} ({cycle})", where)
+        if target in routes:
+            found = _expand_route(target, routes, aliases, models, (*through, name))
+        elif aliases.get(target, target) in models:
+            found = (models[aliases.get(target, target)],)
+        else:
+            raise CatalogError(f"route {name!r}: {target!r} is not a model, an alias or a route", where)
+        for model in found:
+            if any(model.id == seen.id for seen in expanded):
+                raise CatalogError(f"route {name!r} lists {model.id} twice", where)
+            expanded.append(model)
+    return tuple(expanded)
 
 
 def _usd_to_micros(value: object, where: str) -> int:
@@ -331,12 +379,12 @@ def _token_rates(model_id: str, rates: Mapping[str, object], max_output: object)
 def load_catalog(
     paths: Iterable[Path] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    extra_aliases: Mapping[str, str] | None = None,
+    extra_aliases: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Catalog:
     """The catalog from these files (default: every shipped provider file), then the operator's
     `overrides` (new entries, or keys replacing those of a shipped entry) and `extra_aliases`."""
     entries: dict[str, dict[str, Any]] = {}
-    aliases: dict[str, str] = {}
+    aliases: dict[str, str | Sequence[str]] = {}
     for path in sorted(SHIPPED_MODELS.glob("*.yaml")) if paths is None else paths:
         document = yaml.safe_load(path.read_text()) or {}
         for model_id, entry in (document.get("models") or {}).items():

@@ -68,7 +68,9 @@ class ConsoleServicer(pb_grpc.ConsoleServicer):
         if self._files is None:
             raise NotFound(OFF)
         await self._require_admin(context)
-        return models_response(self._catalog, self._catalog, self._available_providers)
+        return models_response(
+            self._catalog, self._catalog, self._available_providers, self._catalog.routes()
+        )
 
     async def GetThumbnail(self, request: pb.GetThumbnailRequest, context: Context) -> httpbody_pb2.HttpBody:
         if self._files is None:

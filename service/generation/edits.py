@@ -20,7 +20,7 @@ from mg.v1 import image_generation_pb2 as pb
 
 from service.catalog.catalog import Catalog, ModelSpec
 from service.errors import BadRequest, InvalidMask, ModelNotAllowed, RequestTooLarge
-from service.generation.admission import admit
+from service.generation.admission import Admitted, admit_targets
 from service.generation.reference_images import (
     ReferenceImage,
     ReferenceLimits,
@@ -134,18 +134,18 @@ async def load_mask(mask: pb.InputImage, first: ReferenceImage, limits: Referenc
 
 def admit_edit(
     request: pb.EditImagesRequest, project: Project, catalog: Catalog, configured: Collection[str]
-) -> GenerationRequest:
+) -> Admitted:
     def check(model: ModelSpec, generation: GenerationRequest) -> GenerationRequest:
         return replace(generation, input_fidelity=check_edit(request, model))
 
-    return admit(shared_fields(request), project, catalog, configured, EDIT, check)
+    return admit_targets(shared_fields(request), project, catalog, configured, EDIT, check)
 
 
 def admit_variation(
     request: pb.CreateImageVariationsRequest, project: Project, catalog: Catalog, configured: Collection[str]
-) -> GenerationRequest:
+) -> Admitted:
     def check(model: ModelSpec, generation: GenerationRequest) -> GenerationRequest:
         check_variation(request, model)
         return generation
 
-    return admit(shared_fields(request), project, catalog, configured, VARIATION, check)
+    return admit_targets(shared_fields(request), project, catalog, configured, VARIATION, check)

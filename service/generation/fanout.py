@@ -9,12 +9,14 @@ go, so that the pipeline can charge exactly what was sent upstream, whatever the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from service.errors import Internal, MgError, Unavailable, UpstreamError, UpstreamTimeout
+from service.generation.capacity import ProviderGuard
 from service.generation.validation import VARIATION, GenerationRequest
 from service.providers.base import (
     CallWarning,
@@ -48,6 +50,11 @@ class Dispatch:
     returned_images: int = 0
     # The ids of the jobs submit-and-poll providers accepted (ImageCall.report_job), answered or not.
     job_ids: list[str] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """Count afresh, for the next target of a route (the last one's calls are settled)."""
+        self.sent_calls = self.sent_images = self.returned_calls = self.returned_images = 0
+        self.job_ids = []
 
     @property
     def unfinished_calls(self) -> int:
@@ -134,9 +141,16 @@ def _sum_usage(results: list[ImageCallResult]) -> ProviderUsage | None:
 
 
 class Generator:
-    def __init__(self, providers: Mapping[str, ImageProvider], fanout_concurrency: int) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, ImageProvider],
+        fanout_concurrency: int,
+        guards: Mapping[str, ProviderGuard] | None = None,
+    ) -> None:
         self._providers = providers
         self._fanout_concurrency = max(1, fanout_concurrency)
+        # Providers with a concurrency limit or a circuit breaker (capacity.py); most have none.
+        self._guards = guards or {}
 
     async def generate(
         self,
@@ -166,20 +180,27 @@ class Generator:
     ) -> GenerationResult:
         limit = asyncio.Semaphore(self._fanout_concurrency)
         started = time.monotonic()
+        guard = self._guards.get(request.model.provider)
+
+        async def send(call: ImageCall) -> ImageCallResult:
+            dispatch.sent_calls += 1
+            dispatch.sent_images += call.n
+            try:
+                return await provider.generate(call)
+            finally:
+                # (not when cancelled at the deadline: that call stays unfinished)
+                if not _cancelling():
+                    dispatch.returned_calls += 1
+                    dispatch.returned_images += call.n
 
         async def one(call: ImageCall) -> ImageCallResult:
             async with limit:
                 if dispatch.caller_gone:
                     raise CallerGone
-                dispatch.sent_calls += 1
-                dispatch.sent_images += call.n
-                try:
-                    result = await provider.generate(call)
-                finally:
-                    # (not when cancelled at the deadline: that call stays unfinished)
-                    if not _cancelling():
-                        dispatch.returned_calls += 1
-                        dispatch.returned_images += call.n
+                if guard is None:
+                    result = await send(call)
+                else:
+                    result = await guard.call(functools.partial(send, call), call.deadline)
             if not result.images:
                 raise UpstreamError(f"{provider.name} returned no images.")
             return result

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from service.generation.routing import AttemptNote
     from service.providers.base import CallWarning
 
 
@@ -25,3 +26,5 @@ class CallReport:
     cost_micros: int = 0
     upstream_latency_ms: int | None = None
     warnings: tuple[CallWarning, ...] = ()
+    # A route's targets, in order: those skipped at admission, then each attempt and its outcome.
+    attempts: tuple[AttemptNote, ...] = ()

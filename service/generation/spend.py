@@ -6,6 +6,11 @@ Settling charges what is owed, in the same transaction as the request's ledger e
 charges nothing and still records the attempt. A reservation carries a short lease that the worker
 renews while the work runs (every third of it), so a worker that dies mid-call gives the budget
 back within one lease (`MG_RESERVATION_LEASE_S`) of its last renewal.
+
+A routed generation (routing.py) is one reservation for the most its remaining targets can cost,
+and a ledger entry per attempt that reached a provider: a failed attempt that owes nothing is
+recorded without touching the reservation (`record`); one that owes the bound of calls that never
+answered is settled, and the rest of the route reserved anew (`reserve`).
 """
 
 from __future__ import annotations
@@ -23,25 +28,36 @@ from service.errors import BudgetExceeded, Unavailable
 from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
-from service.stores.base import LedgerEntry, Project, ReservationHolder, Store
+from service.stores.base import HeldReservation, LedgerEntry, Project, ReservationHolder, Store
 from service.stores.retry import release_until_landed, write_until_landed
 
 log = logging.getLogger(__name__)
 # How long a charge the store cannot take is retried: past any outage a gateway should ride out. A
 # worker that stops meanwhile loses its pending charges (logged when they were first refused).
 SETTLE_RETRY_S = 3600.0
+# Reservations renewed per store round trip: a SQLite batch runs on the event loop, so bounded.
+RENEW_BATCH = 500
 
 
 @dataclass(frozen=True)
 class Attempt:
     """One generation attempt, as the ledger names it."""
 
-    request_id: str  # also the reservation's id
+    request_id: str
     project: Project
     key_id: str
     idempotency_key: str
     started: float  # time.monotonic()
     generation: GenerationRequest
+    # The reservation it runs under: the request id, unless a route had to reserve anew.
+    reservation_id: str = ""
+    # For an attempt of a route: the route's name and the attempt's place (1, 2, ...) in it.
+    route: str = ""
+    number: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.reservation_id:
+            object.__setattr__(self, "reservation_id", self.request_id)
 
 
 @dataclass(frozen=True)
@@ -74,43 +90,63 @@ class SpendLedger:
     async def reserved(self, attempt: Attempt, estimate: int) -> AsyncIterator[None]:
         """Reserve `estimate` (or raise BudgetExceeded), and keep the reservation's lease renewed
         while the block runs. The block settles or releases it."""
+        if not await self.reserve(attempt, estimate):
+            raise await self._budget_exceeded(attempt.project, estimate)
+        try:
+            yield
+        finally:
+            self.unhold(attempt)
+
+    async def reserve(self, attempt: Attempt, estimate: int) -> bool:
+        """Reserve `estimate` under `attempt.reservation_id`, renewing its lease until `unhold`
+        (or its settlement or release); False if the project's cap has no room for it."""
         project = attempt.project
         # Held for this key and model, so every worker's generations in flight can be listed.
         holder = ReservationHolder(attempt.key_id, attempt.generation.model.id, time.time())
         if not await self._store.reserve(
-            project.id, attempt.request_id, estimate, project.budget_micros, self._lease_s, holder
+            project.id, attempt.reservation_id, estimate, project.budget_micros, self._lease_s, holder
         ):
-            raise await self._budget_exceeded(project, estimate)
-        self._held[attempt.request_id] = (attempt, time.monotonic())
+            return False
+        self._held[attempt.reservation_id] = (attempt, time.monotonic())
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_held())
-        try:
-            yield
-        finally:
-            self._held.pop(attempt.request_id, None)
+        return True
+
+    def unhold(self, attempt: Attempt) -> None:
+        self._held.pop(attempt.reservation_id, None)
 
     async def _renew_held(self) -> None:
         """Every third of a lease, renew the held reservations whose lease was set a third of a lease
         ago or more: each is renewed before it is two thirds through its lease, and a call shorter
-        than a third of a lease is never renewed at all. Ends when none is held."""
+        than a third of a lease is never renewed at all. Ends when none is held. Renewed in batches
+        of RENEW_BATCH, one store round trip each: one at a time, thousands held took longer than a
+        lease to go round while the worker was busy, and leases lapsed under running work."""
         period = self._lease_s / 3
         while self._held:
             await asyncio.sleep(period)
             now = time.monotonic()
-            for request_id, (attempt, since) in list(self._held.items()):
-                if now - since < period or request_id not in self._held:
-                    continue
-                try:
-                    renewed = await self._store.renew_reservation(
-                        attempt.project.id, request_id, self._lease_s
-                    )
-                except Unavailable:
-                    log.warning("could not renew reservation %s", request_id)
-                    continue
-                if not renewed:
-                    log.warning("reservation %s lapsed before its work ended", request_id)
-                if request_id in self._held:
-                    self._held[request_id] = (attempt, time.monotonic())
+            due = [
+                HeldReservation(attempt.project.id, reservation_id)
+                for reservation_id, (attempt, since) in self._held.items()
+                if now - since >= period
+            ]
+            for start in range(0, len(due), RENEW_BATCH):
+                await self._renew(due[start : start + RENEW_BATCH])
+
+    async def _renew(self, batch: list[HeldReservation]) -> None:
+        try:
+            renewed = await self._store.renew_reservations(batch, self._lease_s)
+        except Unavailable:
+            log.warning("could not renew %d reservation(s)", len(batch))
+            return
+        now = time.monotonic()
+        for one in batch:
+            held = self._held.get(one.reservation_id)
+            if held is None:  # settled or released meanwhile
+                continue
+            if one.reservation_id not in renewed:
+                log.warning("reservation %s lapsed before its work ended", one.reservation_id)
+            self._held[one.reservation_id] = (held[0], now)
 
     async def settle(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge `settlement.cost_micros` and record it. If the store cannot take it now the images
@@ -125,17 +161,34 @@ class SpendLedger:
             settlement.images,
             settlement.cost_micros,
         )
-        entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
-        charge = functools.partial(self._store.settle, attempt.request_id, entry)
+        self.unhold(attempt)
+        charge = functools.partial(
+            self._store.settle,
+            attempt.reservation_id,
+            ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts),
+        )
         what = f"charge of {usd(settlement.cost_micros)} to {attempt.project.name} ({attempt.request_id})"
         await write_until_landed(what, charge, until=time.monotonic() + SETTLE_RETRY_S)
 
     async def release(self, attempt: Attempt, settlement: Settlement) -> None:
         """Charge nothing and record the attempt; retried while the store cannot write it, until it
         lands or the reservation's lease (at most one lease from now) is over."""
+        self.unhold(attempt)
         entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
         await release_until_landed(
-            self._store, attempt.request_id, entry, until=time.monotonic() + self._lease_s
+            self._store, attempt.reservation_id, entry, until=time.monotonic() + self._lease_s
+        )
+
+    async def record(self, attempt: Attempt, settlement: Settlement) -> None:
+        """Record an attempt that owes nothing, leaving its reservation held for the attempts after
+        it: the release of a reservation that never existed (an id of its own), which records the
+        entry and changes no spend (the store contract)."""
+        entry = ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts)
+        await release_until_landed(
+            self._store,
+            f"{attempt.request_id}/attempt-{attempt.number}",
+            entry,
+            until=time.monotonic() + self._lease_s,
         )
 
     async def _budget_exceeded(self, project: Project, estimate: int) -> BudgetExceeded:
@@ -171,5 +224,14 @@ def ledger_entry(attempt: Attempt, settlement: Settlement, *, keep_prompt: bool 
         created_at=time.time(),
         upstream_request_id=",".join(summary.upstream_request_ids if summary else settlement.job_ids),
         idempotency_key=attempt.idempotency_key,
-        extra={PROMPT_EXTRA: generation.prompt} if keep_prompt and generation.prompt else {},
+        extra=_extra(attempt, keep_prompt),
     )
+
+
+def _extra(attempt: Attempt, keep_prompt: bool) -> dict[str, str]:
+    """What a ledger entry carries besides its columns: a route attempt's place, and the prompt
+    where MG_LOG_PROMPTS keeps it."""
+    extra = {"route": attempt.route, "attempt": str(attempt.number)} if attempt.route else {}
+    if keep_prompt and attempt.generation.prompt:
+        extra[PROMPT_EXTRA] = attempt.generation.prompt
+    return extra

@@ -20,6 +20,7 @@ A config file can also define providers of its own, of a type listed in `TYPES` 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from service.providers import (
@@ -45,6 +46,7 @@ from service.providers.spec import AdapterFactory, ProviderSpec
 if TYPE_CHECKING:
     from service.config import Settings
     from service.providers.base import ImageProvider
+    from service.stores.base import Store
 
 DECLARATIONS: tuple[ProviderSpec, ...] = (
     local.PROVIDER,
@@ -73,12 +75,36 @@ if len(PROVIDERS) != len(DECLARATIONS):
 TYPES: Mapping[str, AdapterFactory] = {compatible.TYPE: compatible.CompatibleProvider.create}
 
 
-def build_providers(settings: Settings) -> dict[str, ImageProvider]:
-    """The providers that can serve requests with these settings."""
-    return {
-        name: (TYPES[config.type] if config.type else PROVIDERS[name].factory)(config, settings)
-        for name, config in settings.providers.items()
-    }
+def build_providers(settings: Settings, store: Store | None = None) -> dict[str, ImageProvider]:
+    """The providers that can serve requests with these settings. A provider with several keys is
+    an adapter per key behind a CredentialPool (whose keys' own limits live in `store`)."""
+    providers: dict[str, ImageProvider] = {}
+    for name, config in settings.providers.items():
+        factory = TYPES[config.type] if config.type else PROVIDERS[name].factory
+        if not config.keys:
+            providers[name] = factory(config, settings)
+            continue
+        from service.providers.credentials import CredentialPool  # (see config.provider_declarations)
+
+        variable = PROVIDERS[name].credentials[0] if name in PROVIDERS and PROVIDERS[name].credentials else ""
+        adapters = [
+            (
+                key,
+                factory(
+                    replace(
+                        config,
+                        api_key=key.api_key,
+                        base_url=key.base_url or config.base_url,
+                        credentials={**config.credentials, **({variable: key.api_key} if variable else {})},
+                        pooled=True,
+                    ),
+                    settings,
+                ),
+            )
+            for key in config.keys
+        ]
+        providers[name] = CredentialPool(name, adapters, store, config.limits)
+    return providers
 
 
 def setup_hint(provider: str) -> str:

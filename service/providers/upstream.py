@@ -79,6 +79,12 @@ def _never(status: int, body: Any, text: str) -> bool:
     return False
 
 
+class CredentialRejected(UpstreamError):
+    """The provider rejected the key the call carried. The caller sees a 502 UPSTREAM_ERROR, as for
+    any provider failure (the same kind, not a code of its own); a provider with several keys takes
+    that key out (credentials.py)."""
+
+
 def upstream_error(
     provider: str,
     response: HttpResponse,
@@ -95,7 +101,7 @@ def upstream_error(
         wait = _retry_after(response)
         return UpstreamRateLimited(message, retry_after_s=math.ceil(wait) if wait else 10)
     if status in (401, 403) or is_credential_error(status, body, text):
-        return UpstreamError(f"{provider} rejected the gateway's credentials ({status}): {message}")
+        return CredentialRejected(f"{provider} rejected the gateway's credentials ({status}): {message}")
     if status in (400, 404, 413, 422):
         return ProviderRejectedRequest(message)
     return UpstreamError(f"{message} (HTTP {status})")
@@ -138,12 +144,14 @@ class Upstream:
         attempts: int = 3,
         max_download_bytes: int = 50 * 1024 * 1024,
         is_credential_error: RefusalTest = _never,
+        retry_rate_limits: bool = True,
     ) -> None:
         self.provider = provider
         self._base_url = base_url.rstrip("/")
         self._is_refusal = is_refusal
         self._is_credential_error = is_credential_error
         self._attempts = max(1, attempts)
+        self._retry_rate_limits = retry_rate_limits
         self._max_download_bytes = max_download_bytes
         from service.providers import http  # see the module docstring
 
@@ -170,6 +178,7 @@ class Upstream:
             attempts=settings.upstream_attempts,
             max_download_bytes=settings.max_download_bytes,
             is_credential_error=is_credential_error,
+            retry_rate_limits=not config.pooled,  # (another key serves the call at once)
         )
 
     def url(self, path: str) -> str:
@@ -207,6 +216,8 @@ class Upstream:
                     return response
                 error = upstream_error(self.provider, response, self._is_refusal, self._is_credential_error)
                 if response.status not in RETRYABLE_STATUS or isinstance(error, ContentPolicyViolation):
+                    raise error
+                if response.status == 429 and not self._retry_rate_limits:
                     raise error
                 pause = self._backoff(attempt, _retry_after(response))
             if attempt == self._attempts or time.monotonic() + pause >= deadline:

@@ -56,6 +56,26 @@ COST_ABOVE_ESTIMATE = Counter(
     ["provider", "model"],
 )
 REJECTIONS = Counter("mg_rejections_total", "Requests refused by a limit.", ["reason"])
+# Providers with limits configured (service/generation/capacity.py): whether a worker's circuit
+# breaker keeps a provider's calls back (1 in any worker: the most recent state there), and the
+# calls waiting for one of its max_in_flight slots.
+CIRCUIT_OPEN = Gauge(
+    "mg_circuit_open",
+    "1 while a provider's circuit breaker is open (its calls are refused at once).",
+    ["provider"],
+    multiprocess_mode="livemax",
+)
+CREDENTIALS_REJECTED = Counter(
+    "mg_credentials_rejected_total",
+    "Keys of a provider with several that it rejected (each then taken out of use).",
+    ["provider", "credential"],
+)
+UPSTREAM_QUEUED = Gauge(
+    "mg_upstream_queued",
+    "Calls waiting for one of a provider's max_in_flight slots.",
+    ["provider"],
+    multiprocess_mode="livesum",
+)
 
 REJECTION_REASONS = {"RATE_LIMITED": "rate_limit", "BUDGET_EXCEEDED": "budget"}
 DATA_DIR_FREE = Gauge(

@@ -30,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from service.config import Settings
 from service.runtime.edge import EnvoyProcess, write_edge_files
 from service.runtime.envoy_admin import AdminSocketError
+from service.runtime.open_files import raise_open_files_limit
 
 log = logging.getLogger("mg")
 START_TIMEOUT_S = 30.0
@@ -201,6 +202,7 @@ def serve_metrics(host: str, port: int, directory: Path) -> None:
 
 def serve(settings: Settings, on_ready: Callable[[Settings], None], *, with_envoy: bool = True) -> int:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    raise_open_files_limit(settings.envoy_max_connections)  # before the children, which inherit it
     try:
         gateway = Gateway(settings, with_envoy=with_envoy)
     except AdminSocketError as exc:

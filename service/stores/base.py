@@ -9,6 +9,10 @@ ledger entry) is one transaction (SQLite), one Lua script (Redis) or one SQL sta
 
 Money is integer micro-dollars everywhere.
 
+Upstream slots (a provider's max_in_flight, shared by every worker and replica on the store): slot
+0..limit-1 of a pool is taken when free or when its holder's lease lapsed (a dead worker's), in one
+atomic step per slot, and released by its holder only.
+
 Idempotency records: a claim is taken atomically when no live record exists (none, a failed one,
 or an in-flight one whose lease lapsed because its owner died); otherwise the existing record is
 returned and the caller decides (join, replay, or refuse a different request under the same key).
@@ -16,6 +20,7 @@ returned and the caller decides (join, replay, or refuse a different request und
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,6 +69,12 @@ class RateDecision:
     reset_s: float
     # When refused: seconds until one more request is allowed.
     retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeldReservation:
+    project_id: str
+    reservation_id: str
 
 
 @dataclass(frozen=True)
@@ -202,8 +213,9 @@ class Store(Protocol):
         lease_s: float,
         holder: ReservationHolder | None = None,
     ) -> bool: ...
-    # a live reservation's lease extended to `lease_s` from now; False if it is gone or lapsed
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool: ...
+    # the live ones among `held` get their lease extended to `lease_s` from now, in one round trip;
+    # returns their ids (one gone or lapsed is not among them)
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]: ...
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None: ...
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None: ...
     async def spend(self, project_id: str) -> Spend: ...
@@ -229,6 +241,11 @@ class Store(Protocol):
     async def finish_idempotency(
         self, project_id: str, key: str, owner: str, record: IdempotencyRecord, keep_s: float
     ) -> None: ...
+
+    # upstream slots: at most `limit` holders of `pool` at once (a provider's max_in_flight), each
+    # for its lease. Returns the slot taken (to release it with), or None when all are held.
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None: ...
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None: ...
 
     async def ping(self) -> None: ...
     async def close(self) -> None: ...

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,6 +41,7 @@ from service.stores.base import (
     ApiKey,
     AuditEntry,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     InFlight,
@@ -105,9 +106,18 @@ SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s, %(key_id)s, %(model)s
 RETURNING 1
 """
 
-RENEW_RESERVATION = f"""
-UPDATE reservations SET expires_at = {NOW} + %(lease)s
-WHERE id = %(id)s AND project_id = %(project)s AND expires_at > {NOW}
+ACQUIRE_SLOT = f"""
+INSERT INTO upstream_slots AS s (pool, slot, holder, expires_at)
+VALUES (%(pool)s, %(slot)s, %(holder)s, {NOW} + %(lease)s)
+ON CONFLICT (pool, slot) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE s.expires_at <= {NOW}
+"""
+
+RENEW_RESERVATIONS = f"""
+UPDATE reservations r SET expires_at = {NOW} + %(lease)s
+FROM unnest(%(projects)s::text[], %(ids)s::text[]) AS held(project_id, id)
+WHERE r.id = held.id AND r.project_id = held.project_id AND r.expires_at > {NOW}
+RETURNING r.id
 """
 
 # The reservation (if still there) leaves `reserved` and the cost joins `spent`; then the ledger row
@@ -375,9 +385,15 @@ class PostgresStore:
             return False
         return bool(await self._count(RESERVE, params))
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        params = {"project": project_id, "id": reservation_id, "lease": lease_s}
-        return await self._count(RENEW_RESERVATION, params) == 1
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        if not held:
+            return set()
+        params = {
+            "projects": [one.project_id for one in held],
+            "ids": [one.reservation_id for one in held],
+            "lease": lease_s,
+        }
+        return {str(row["id"]) for row in await self._all(RENEW_RESERVATIONS, params)}
 
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
@@ -500,6 +516,26 @@ class PostgresStore:
         """Records past their retention and every project's lapsed reservations, in the database."""
         await self._count(f"DELETE FROM idempotency WHERE expires_at <= {NOW}", {})
         await self._count(RECLAIM, {"project": None})
+
+    # --- upstream slots (in Redis when it is set, as rate limits are)
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        if self._rate_limits is not None:
+            return await self._rate_limits.acquire_slot(pool, holder, limit, lease_s)
+        for slot in range(limit):  # each one statement: taken atomically, or not at all
+            params = {"pool": pool, "slot": slot, "holder": holder, "lease": lease_s}
+            if await self._count(ACQUIRE_SLOT, params):
+                return slot
+        return None
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        if self._rate_limits is not None:
+            await self._rate_limits.release_slot(pool, slot, holder)
+            return
+        await self._count(
+            "DELETE FROM upstream_slots WHERE pool = %(pool)s AND slot = %(slot)s AND holder = %(holder)s",
+            {"pool": pool, "slot": slot, "holder": holder},
+        )
 
     async def ping(self) -> None:
         """A write, not a read: a database that reads but cannot write serves no generation."""

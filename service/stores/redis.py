@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from service.stores.base import (
     ApiKey,
     AuditEntry,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     InFlight,
@@ -104,13 +105,18 @@ return 1
 
 # KEYS: reservation zset. ARGV: id, lease seconds. A lapsed lease is not renewed (its budget may
 # already be given to another request).
-RENEW_RESERVATION = (
+RENEW_RESERVATIONS = (
     _NOW
     + """
-local expires = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
-if expires <= now then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-return 1
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  local id = ARGV[i + 1]
+  if tonumber(redis.call('ZSCORE', key, id) or '0') > now then
+    redis.call('ZADD', key, 'XX', now + tonumber(ARGV[1]), id)
+    renewed[#renewed + 1] = id
+  end
+end
+return renewed
 """
 )
 
@@ -126,6 +132,21 @@ redis.call('HDEL', KEYS[5], ARGV[1])
 if tonumber(ARGV[2]) ~= 0 then redis.call('INCRBY', KEYS[1], ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3]) end
 return 1
+"""
+
+# Upstream slots: a key per slot, holding its holder, that expires with its lease. KEYS: the pool's
+# slot keys. ARGV: holder, lease ms. Returns the slot taken, or -1.
+ACQUIRE_SLOT = """
+for slot, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'PX', ARGV[2], 'NX') then return slot - 1 end
+end
+return -1
+"""
+
+# KEYS: the slot's key. ARGV: holder. Only its holder frees a slot.
+RELEASE_SLOT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # Idempotency record: a hash that expires with its lease, retention or failure linger (PEXPIRE).
@@ -200,12 +221,14 @@ class RedisStore:
         self._create_project = self._redis.register_script(CREATE_PROJECT)
         self._rate_limit = self._redis.register_script(RATE_LIMIT)
         self._reserve = self._redis.register_script(RESERVE)
-        self._renew_reservation = self._redis.register_script(RENEW_RESERVATION)
+        self._renew_reservations = self._redis.register_script(RENEW_RESERVATIONS)
         self._spend = self._redis.register_script(SPEND)
         self._settle = self._redis.register_script(SETTLE)
         self._claim = self._redis.register_script(CLAIM)
         self._renew = self._redis.register_script(RENEW)
         self._finish_record = self._redis.register_script(FINISH)
+        self._acquire_slot = self._redis.register_script(ACQUIRE_SLOT)
+        self._release_slot = self._redis.register_script(RELEASE_SLOT)
         # Stored responses are binary; this client returns bytes.
         self._raw: Any = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
@@ -314,11 +337,13 @@ class RedisStore:
         keys = [*self._spend_keys(project_id), self._k("resv-holder", project_id)]
         return bool(await self._call(lambda: self._reserve(keys=keys, args=args)))
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        keys = [self._k("resv", project_id)]
-        return bool(
-            await self._call(lambda: self._renew_reservation(keys=keys, args=[reservation_id, lease_s]))
-        )
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        if not held:
+            return set()
+        keys = [self._k("resv", one.project_id) for one in held]
+        args: list[str | float] = [lease_s, *(one.reservation_id for one in held)]
+        renewed = await self._call(lambda: self._renew_reservations(keys=keys, args=args))
+        return {str(reservation_id) for reservation_id in renewed}
 
     async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
         await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
@@ -447,6 +472,21 @@ class RedisStore:
         name = self._record_key(project_id, key)
         args: list[str | bytes | float] = [owner, record.state, record.response, record.error, keep_s]
         await self._call(lambda: self._finish_record(keys=[name], args=args))
+
+    # --- upstream slots
+
+    def _slot_key(self, pool: str, slot: int) -> str:
+        return self._k(f"slot:{pool}:{slot}")
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        keys = [self._slot_key(pool, slot) for slot in range(limit)]
+        args: list[str | int] = [holder, max(1, round(lease_s * 1000))]
+        slot = int(await self._call(lambda: self._acquire_slot(keys=keys, args=args)))
+        return None if slot < 0 else slot
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        keys = [self._slot_key(pool, slot)]
+        await self._call(lambda: self._release_slot(keys=keys, args=[holder]))
 
     async def ping(self) -> None:
         await self._call(self._redis.ping)

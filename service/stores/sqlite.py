@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -37,6 +37,7 @@ from service.stores.base import (
     ApiKey,
     AuditEntry,
     Claim,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     InFlight,
@@ -90,6 +91,10 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS upstream_slots (
+    pool TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (pool, slot)
+);
 """
 
 # Columns added to a table after a store file may have been made: (table, column, definition).
@@ -354,16 +359,20 @@ class SqliteStore:
 
         return await self._run(op)
 
-    async def renew_reservation(self, project_id: str, reservation_id: str, lease_s: float) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
             now = time.time()
-            with _write(conn):
-                renewed = conn.execute(
-                    "UPDATE reservations SET expires_at = ? "
-                    "WHERE id = ? AND project_id = ? AND expires_at > ?",
-                    (now + lease_s, reservation_id, project_id, now),
-                )
-                return renewed.rowcount > 0
+            renewed = set()
+            with _write(conn):  # one transaction: one commit for all
+                for one in held:
+                    cursor = conn.execute(
+                        "UPDATE reservations SET expires_at = ? "
+                        "WHERE id = ? AND project_id = ? AND expires_at > ?",
+                        (now + lease_s, one.reservation_id, one.project_id, now),
+                    )
+                    if cursor.rowcount > 0:
+                        renewed.add(one.reservation_id)
+            return renewed
 
         return await self._run(op)
 
@@ -513,6 +522,35 @@ class SqliteStore:
                 "expires_at = ? WHERE project_id = ? AND key = ? AND owner = ?",
                 (record.state, record.response, record.error, time.time() + keep_s, project_id, key, owner),
             )
+
+        await self._run(op)
+
+    # --- upstream slots
+
+    async def acquire_slot(self, pool: str, holder: str, limit: int, lease_s: float) -> int | None:
+        def op(conn: sqlite3.Connection) -> int | None:
+            now = time.time()
+            with _write(conn):
+                for slot in range(limit):
+                    taken = conn.execute(
+                        "INSERT INTO upstream_slots VALUES (?, ?, ?, ?) ON CONFLICT (pool, slot) DO UPDATE "
+                        "SET holder = excluded.holder, expires_at = excluded.expires_at "
+                        "WHERE upstream_slots.expires_at <= ?",
+                        (pool, slot, holder, now + lease_s, now),
+                    )
+                    if taken.rowcount:
+                        return slot
+                return None
+
+        return await self._run(op)
+
+    async def release_slot(self, pool: str, slot: int, holder: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "DELETE FROM upstream_slots WHERE pool = ? AND slot = ? AND holder = ?",
+                    (pool, slot, holder),
+                )
 
         await self._run(op)
 

@@ -11,10 +11,12 @@ gateway (Envoy + supervisor + workers), and peak RSS of the gateway. Idle RSS is
 start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .mg/bench.json).
 
     BENCH_PIN=1        gateway on CPU 1 (one worker, one Envoy thread), wrk + fake on CPU 0,
-                       exactly as the peer harness pins the peer gateways; held-1000 stays unpinned,
-                       on the defaults (one worker per core), as the issue sets it
+                       exactly as the peer harness pins the peer gateways; held-1000 and held-10000
+                       stay unpinned, on the defaults (one worker per core)
     BENCH_ROUNDS=2 BENCH_DURATION=8
-    BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000,edit-4mb-c8,stream-c8
+    BENCH_SCENARIOS=small-c1,small-c32,large-c16,large8-c1,held-1000,held-c1000,held-10000,edit-4mb-c8,stream-c8
+
+The held scenarios also report the memory each call in flight holds: (peak RSS - idle RSS) / callers.
 
 stream-c8 (tests/bench/streamed.py) measures streamed generations: time to the first partial image
 and to the completed event, through the gateway and straight to the fake it streams from.
@@ -79,6 +81,11 @@ SCENARIOS = {
                  n=8, fake_args=("--b64-bytes", "1500000")),
         Scenario("held-1000", "1,000 concurrent requests held 20 s by the upstream", 1000, "openai/dall-e-3",
                  fake_args=("--delay-ms", "20000"), duration_s=30, timeout_s=40, rounds=1, pinned=False),
+        Scenario("held-c1000", "1,000 callers against an upstream answering after 5 s, pinned", 1000,
+                 "openai/dall-e-3", fake_args=("--delay-ms", "5000"), duration_s=20, timeout_s=40, rounds=1),
+        Scenario("held-10000", "10,000 concurrent requests held 30 s by the upstream", 10_000,
+                 "openai/dall-e-3", fake_args=("--delay-ms", "30000"), duration_s=70, timeout_s=120, rounds=1,
+                 pinned=False),
         Scenario("edit-4mb-c8", "edit: a 4 MB PNG uploaded (multipart), concurrency 8", 8,
                  "openai/gpt-image-1", upload_bytes=4_000_000),
     )
@@ -267,6 +274,7 @@ def measure(
     if scenario.concurrency <= 64:
         wrk(url, key, body, scenario.concurrency, 2, scenario.timeout_s, scenario.pin)  # warm-up
     pids = tree(gateway_pid) if gateway_pid else []
+    idle_mb = rss_mb(pids) if pids else None
     peak = PeakRss(gateway_pid) if gateway_pid else None
     if peak:
         peak.start()
@@ -274,6 +282,7 @@ def measure(
     result = wrk(url, key, body, scenario.concurrency, duration, scenario.timeout_s, scenario.pin)
     if peak:
         result["peak_rss_mb"] = round(peak.stop(), 1)
+        result["idle_rss_mb"] = round(idle_mb or 0.0, 1)
         result["cpu_ms_per_request"] = round(
             (cpu_s(pids) - cpu_before) * 1000 / max(1, result["requests"]), 3
         )
@@ -355,6 +364,7 @@ def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dic
         return round(statistics.median(values), 3) if values else 0.0
 
     mg, direct = ({k: median(t, k) for k in ("rps", "p50_ms", "p99_ms", "errors")} for t in ("mg", "direct"))
+    mg_peak = median("mg", "peak_rss_mb")
     return {
         "description": scenario.description,
         "mg": {
@@ -364,6 +374,11 @@ def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dic
         },
         "direct": direct,
         "rps_ratio": round(mg["rps"] / direct["rps"], 3) if direct["rps"] else None,
+        "kb_per_call_in_flight": (
+            round((mg_peak - median("mg", "idle_rss_mb")) * 1024 / scenario.concurrency, 1)
+            if scenario.name.startswith("held")
+            else None
+        ),
         "added_p50_ms": round(mg["p50_ms"] - direct["p50_ms"], 3),
         "p50_ratio": round(mg["p50_ms"] / direct["p50_ms"], 3) if direct["p50_ms"] else None,
         "cells": cells,
@@ -380,8 +395,8 @@ def table(report: dict[str, Any]) -> str:
         + f"); idle RSS {idle}",
         "",
         "| scenario | mg RPS | direct RPS | ratio | mg p50 / p99 ms | direct p50 / p99 ms | added p50 ms "
-        "| errors | CPU ms/req | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| errors | CPU ms/req | peak RSS MB | KB per call in flight |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in report["scenarios"].items():
         mg, direct = s["mg"], s["direct"]
@@ -389,7 +404,7 @@ def table(report: dict[str, Any]) -> str:
             f"| {name} | {mg['rps']} | {direct['rps']} | {s['rps_ratio']} "
             f"| {mg['p50_ms']} / {mg['p99_ms']} | "
             f"{direct['p50_ms']} / {direct['p99_ms']} | {s['added_p50_ms']} | {mg['errors']:g} | "
-            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} |"
+            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} | {s['kb_per_call_in_flight'] or ''} |"
         )
     return "\n".join(lines)
 

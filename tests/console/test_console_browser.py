@@ -26,10 +26,25 @@ HOSTILE_PROMPT = '<script>window.pwned = 1</script><img src=x onerror="window.pw
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 
+# An alias and a route (a fallback list), for the models page.
+CONFIG = """
+aliases:
+  quick: local/sketch
+  fallback: [local/canvas, local/sketch]
+"""
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    env = {"MG_ADMIN_TOKEN": ADMIN_TOKEN, "MG_KEEP_THUMBNAILS": "true", "MG_LOG_PROMPTS": "true"}
-    process = GatewayProcess(tmp_path_factory.mktemp("console-browser"), env).start()
+    data = tmp_path_factory.mktemp("console-browser")
+    (data / "mg.yaml").write_text(CONFIG)
+    env = {
+        "MG_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MG_KEEP_THUMBNAILS": "true",
+        "MG_LOG_PROMPTS": "true",
+        "MG_CONFIG": str(data / "mg.yaml"),
+    }
+    process = GatewayProcess(data / "gw", env).start()
     yield process
     process.stop()
 
@@ -194,6 +209,9 @@ def test_the_models_page_lists_the_catalog(page: Page, gw: GatewayProcess, tmp_p
     row = page.locator('tr[data-model="local/sketch"]')
     expect(row).to_contain_text("yes")
     expect(row).to_contain_text("$0.001")
+    expect(row.locator("td").nth(5)).to_have_text("quick")  # the alias naming it
+    expect(row.locator("td").nth(6)).to_have_text("fallback (#2)")  # the route trying it second
+    expect(page.locator('tr[data-model="local/canvas"] td').nth(6)).to_have_text("fallback (#1)")
     expect(page.locator('tr[data-model="openai/gpt-image-1"]')).to_contain_text("no")
     shot(page, tmp_path, "models")
 

@@ -15,6 +15,7 @@ from ulid import ULID
 from service.stores.base import (
     ApiKey,
     AuditEntry,
+    HeldReservation,
     IdempotencyRecord,
     IdempotencyState,
     InFlight,
@@ -167,6 +168,24 @@ async def test_release_frees_the_reservation_and_charges_nothing(store: Store) -
     assert [e.outcome for e in await store.ledger(owner.id)] == ["UPSTREAM_ERROR"]
 
 
+async def test_releasing_a_reservation_that_never_was_only_records_the_entry(store: Store) -> None:
+    # How a route records a failed attempt while its reservation stays held for the next target.
+    owner = project(budget_micros=1_000)
+    await store.create_project(owner)
+    assert await store.reserve(owner.id, "r1", 1_000, 1_000, lease_s=60)
+    failed = entry(owner.id, 0, outcome="UPSTREAM_ERROR", extra={"route": "hero", "attempt": "1"})
+    await store.release("r1/attempt-1", owner.id, failed)
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (0, 1_000)
+    await store.settle("r1", entry(owner.id, 600, extra={"route": "hero", "attempt": "2"}))
+    assert [(e.outcome, e.cost_micros, e.extra["attempt"]) for e in await store.ledger(owner.id)] == [
+        ("UPSTREAM_ERROR", 0, "1"),
+        ("ok", 600, "2"),
+    ]
+    spend = await store.spend(owner.id)
+    assert (spend.spent_micros, spend.reserved_micros) == (600, 0)
+
+
 async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None:
     owner = project(budget_micros=1_000)
     await store.create_project(owner)
@@ -179,16 +198,41 @@ async def test_an_expired_lease_gives_its_reservation_back(store: Store) -> None
 async def test_a_renewed_lease_keeps_its_reservation_and_a_lapsed_one_is_not_renewed(store: Store) -> None:
     owner = project(budget_micros=1_000)
     await store.create_project(owner)
+    live = HeldReservation(owner.id, "live")
     assert await store.reserve(owner.id, "live", 1_000, 1_000, lease_s=0.3)
     await asyncio.sleep(0.2)
-    assert await store.renew_reservation(owner.id, "live", lease_s=0.3)
+    assert await store.renew_reservations([live], lease_s=0.3) == {"live"}
     await asyncio.sleep(0.2)  # past the first lease, inside the renewed one
     assert not await store.reserve(owner.id, "other", 1_000, 1_000, lease_s=60)
     assert (await store.spend(owner.id)).reserved_micros == 1_000
     await asyncio.sleep(0.2)  # the renewed lease lapsed too
-    assert not await store.renew_reservation(owner.id, "live", lease_s=60)
+    assert await store.renew_reservations([live], lease_s=60) == set()
     assert (await store.spend(owner.id)).reserved_micros == 0
-    assert not await store.renew_reservation(owner.id, "never-reserved", lease_s=60)
+    assert await store.renew_reservations([HeldReservation(owner.id, "never-reserved")], lease_s=60) == set()
+    assert await store.renew_reservations([], lease_s=60) == set()
+
+
+async def test_reservations_of_several_projects_are_renewed_at_once(store: Store) -> None:
+    """One call renews the live ones among many, across projects, and names them."""
+    first, second = project("first", budget_micros=10_000), project("second", budget_micros=10_000)
+    await store.create_project(first)
+    await store.create_project(second)
+    for owner, name in ((first, "a1"), (first, "a2"), (second, "b1")):
+        assert await store.reserve(owner.id, name, 1_000, 10_000, lease_s=0.3)
+    assert await store.reserve(second.id, "b-short", 1_000, 10_000, lease_s=0.1)
+    await asyncio.sleep(0.2)  # b-short lapsed; the others are inside their lease
+    held = [
+        HeldReservation(first.id, "a1"),
+        HeldReservation(first.id, "a2"),
+        HeldReservation(second.id, "b1"),
+        HeldReservation(second.id, "b-short"),
+    ]
+    assert await store.renew_reservations(held, lease_s=0.5) == {"a1", "a2", "b1"}
+    # a reservation named under another project is not that project's to renew
+    assert await store.renew_reservations([HeldReservation(second.id, "a1")], lease_s=0.5) == set()
+    await asyncio.sleep(0.2)  # past the first lease: only renewed ones still count
+    assert (await store.spend(first.id)).reserved_micros == 2_000
+    assert (await store.spend(second.id)).reserved_micros == 1_000
 
 
 async def test_no_cap_means_no_limit(store: Store) -> None:
@@ -433,3 +477,32 @@ async def test_sqlite_wal_starts_over_under_steady_writes(
     assert largest < 6 << 20, largest
     for worker in workers:
         await worker.close()
+
+
+# --- upstream slots (a provider's max_in_flight)
+
+
+async def test_a_pool_has_at_most_its_limit_of_holders(store: Store) -> None:
+    assert await store.acquire_slot("openai", "a", 2, lease_s=60) == 0
+    assert await store.acquire_slot("openai", "b", 2, lease_s=60) == 1
+    assert await store.acquire_slot("openai", "c", 2, lease_s=60) is None
+    assert await store.acquire_slot("bfl", "c", 2, lease_s=60) == 0  # pools are apart
+    await store.release_slot("openai", 1, "someone else")  # only its holder frees a slot
+    assert await store.acquire_slot("openai", "c", 2, lease_s=60) is None
+    await store.release_slot("openai", 1, "b")
+    assert await store.acquire_slot("openai", "c", 2, lease_s=60) == 1
+    assert await store.acquire_slot("openai", "d", 2, lease_s=60) is None
+
+
+async def test_a_slot_whose_lease_lapsed_is_taken_over(store: Store) -> None:
+    assert await store.acquire_slot("openai", "crashed", 1, lease_s=0.2) == 0
+    assert await store.acquire_slot("openai", "b", 1, lease_s=60) is None
+    await asyncio.sleep(0.3)
+    assert await store.acquire_slot("openai", "b", 1, lease_s=60) == 0
+    await store.release_slot("openai", 0, "crashed")  # (too late: it is b's now)
+    assert await store.acquire_slot("openai", "c", 1, lease_s=60) is None
+
+
+async def test_concurrent_acquirers_never_exceed_the_limit(store: Store) -> None:
+    taken = await asyncio.gather(*(store.acquire_slot("pool", f"h{i}", 3, lease_s=60) for i in range(20)))
+    assert sorted(slot for slot in taken if slot is not None) == [0, 1, 2]

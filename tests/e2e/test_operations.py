@@ -57,7 +57,7 @@ def test_health_endpoints(gw: GatewayProcess) -> None:
     assert httpx.get(f"{gw.http_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gw.http_url}/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"store": "ok", "files": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"store": "ok", "files": "ok", "providers": "ok"}}
 
 
 def test_metrics_move_with_requests(gw: GatewayProcess) -> None:

@@ -9,6 +9,12 @@ Deterministic triggers in the prompt, shared by every fake:
   EMPTY        200 with no images
   SLOW         answer after a delay (async providers: stay pending for a few polls)
   SLOWSTREAM   (streamed answers) a pause before each event
+
+And settings a test sets on one fake (whatever the prompt), to fail one provider of a route:
+  outage_status  answer every request with this HTTP status (429 with `Retry-After:
+                 outage_retry_after`) and an error body; only those whose Authorization carries
+                 `outage_key`, when it is set (one key of several); delay_s  wait this long before
+                 answering. `most_in_flight` is the most requests it was answering at once.
 """
 
 from __future__ import annotations
@@ -150,10 +156,16 @@ class FakeProvider:
     SMOKE_MODEL: ClassVar[str]
     SMOKE_SIZE: ClassVar[str] = "1024x1024"
     api_key: str
+    outage_status: int = 0
+    outage_key: str = ""
+    outage_retry_after: str = "1"
+    delay_s: float = 0.0
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.seen: Counter[str] = Counter()  # trigger -> times seen (for the *_ONCE triggers)
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -177,6 +189,7 @@ class FakeProvider:
         state; tests/unit/test_fake_reset.py holds every fake to it)."""
         self.requests.clear()
         self.seen.clear()
+        self.in_flight = self.most_in_flight = 0
         for name in [n for n in vars(self) if not n.startswith("_") and hasattr(type(self), n)]:
             delattr(self, name)  # the class's value shows again
 
@@ -199,10 +212,13 @@ class FakeProvider:
             recorded.form = parse_multipart(content_type, body)
         with self._lock:
             self.requests.append(recorded)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            reply = self.handle(recorded)
-        except SchemaViolation as exc:
-            reply = json_reply({"error": {"message": f"schema: {exc}", "type": "invalid_request_error"}}, 400)
+            reply = self._outage_or_handle(recorded)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         handler.send_response(reply.status)
         for name, value in reply.headers.items():
             handler.send_header(name, value)
@@ -218,6 +234,18 @@ class FakeProvider:
         handler.send_header("content-length", str(len(reply.body)))
         handler.end_headers()
         handler.wfile.write(reply.body)
+
+    def _outage_or_handle(self, recorded: Recorded) -> Reply:
+        time.sleep(self.delay_s)
+        if self.outage_status and self.outage_key in recorded.headers.get("authorization", ""):
+            retry = {"retry-after": self.outage_retry_after} if self.outage_status == 429 else {}
+            return json_reply(
+                {"error": {"message": "outage", "type": "server_error"}}, self.outage_status, **retry
+            )
+        try:
+            return self.handle(recorded)
+        except SchemaViolation as exc:
+            return json_reply({"error": {"message": f"schema: {exc}", "type": "invalid_request_error"}}, 400)
 
     @contextmanager
     def running(self) -> Iterator[FakeProvider]:

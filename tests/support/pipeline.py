@@ -31,6 +31,7 @@ def build_pipeline(
     *,
     catalog: Catalog = CATALOG,
     upstream_limit_s: float = 60.0,
+    max_duration_s: float = 60.0,
     fanout_concurrency: int = 4,
 ) -> tuple[Pipeline, SqliteStore]:
     providers = providers or {"local": LocalProvider()}
@@ -43,6 +44,7 @@ def build_pipeline(
         spend=SpendLedger(store, lease_s=30.0),
         hosting=Hosting(LocalBlobStore(tmp_path / "files"), b"key", "http://gateway", ttl_s=60),
         upstream_limit_s=upstream_limit_s,
+        max_duration_s=max_duration_s,
     )
     return pipeline, store
 

@@ -145,3 +145,28 @@ def test_aliases_are_listed_with_their_models(tmp_path: Path) -> None:
         ("fast", "acme/one"),
         ("one", "other/two"),
     ]
+
+
+ROUTES = """
+models:
+  acme/one: {upstream_id: one, sizes: [512x512], default_size: 512x512, max_images: 1,
+             max_images_per_call: 1, price: {default: "0.04"}}
+  acme/two: {upstream_id: two, sizes: [512x512], default_size: 512x512, max_images: 1,
+             max_images_per_call: 1, price: {default: "0.02"}}
+  other/three: {upstream_id: three, sizes: [512x512], default_size: 512x512, max_images: 1,
+                max_images_per_call: 1, price: {default: "0.01"}}
+aliases:
+  cheap: other/three
+  pair: [acme/two, cheap]
+  hero: [acme/one, pair]
+"""
+
+
+def test_a_route_lists_its_targets_in_order_through_aliases_and_routes(tmp_path: Path) -> None:
+    catalog = load_catalog([write(tmp_path, ROUTES)])
+    route = catalog.route("hero")
+    assert route is not None and [model.id for model in route] == ["acme/one", "acme/two", "other/three"]
+    assert catalog.route("cheap") is None and catalog.route("acme/one") is None
+    assert [name for name, _ in catalog.routes()] == ["hero", "pair"]
+    with pytest.raises(ModelNotFound):  # a route is not one model
+        catalog.resolve("hero")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,15 @@ import pytest
 from mg.v1 import image_generation_pb2 as pb
 from prometheus_client import REGISTRY
 
+from service.catalog.catalog import load_catalog
 from service.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
+from service.generation.pipeline import Pipeline
 from service.generation.report import CallReport
-from service.generation.spend import Attempt, SpendLedger
+from service.generation.spend import RENEW_BATCH, Attempt, SpendLedger
 from service.generation.validation import validate
 from service.providers.base import GeneratedImage, ImageCall, ImageCallResult, ProviderUsage
-from service.stores.base import LedgerEntry, Project
+from service.providers.local import LocalProvider
+from service.stores.base import HeldReservation, LedgerEntry, Project
 from service.stores.sqlite import SqliteStore
 from tests.fakes.base import png
 from tests.support.pipeline import CATALOG, a_caller, build_pipeline
@@ -288,5 +292,120 @@ async def test_reservations_outliving_their_lease_stay_held_by_one_renewal_loop(
     try:
         await asyncio.gather(*(hold(a) for a in attempts))
         assert len(set(map(id, loops))) == 1  # one loop renewed all three
+    finally:
+        await store.close()
+
+
+# --- routes: a target abandoned with its calls still out owes their bound; the rest is reserved anew
+
+ROUTED = load_catalog(
+    overrides={
+        "other/sketch": {
+            "provider": "other",
+            "upstream_id": "sketch",
+            "sizes": ["256x256"],
+            "default_size": "256x256",
+            "max_images": 4,
+            "max_images_per_call": 4,
+            "price": {"default": "0.003"},
+        }
+    },
+    extra_aliases={"pair": ("local/sketch", "other/sketch")},
+)
+OTHER_MICROS = 3000
+
+
+def routed(tmp_path: Path, first: object) -> tuple[Pipeline, SqliteStore]:
+    # max duration 0.6 s: the first of two targets has 0.3 s
+    return build_pipeline(
+        tmp_path,
+        {"local": first, "other": LocalProvider()},  # type: ignore[dict-item]
+        catalog=ROUTED,
+        upstream_limit_s=5,
+        max_duration_s=0.6,
+    )
+
+
+async def test_a_target_whose_calls_never_answered_is_charged_their_bound_and_the_next_serves(
+    tmp_path: Path,
+) -> None:
+    pipeline, store = routed(tmp_path, GatedProvider())  # ignores its deadline
+    project = Project("proj_1", "p", 0.0, budget_micros=10_000)
+    await store.create_project(project)
+    try:
+        report = CallReport()
+        delivered = await pipeline.run(
+            pb.GenerateImagesRequest(model="pair", prompt="a cat", n=2, size="256x256"),
+            a_caller(project, report=report),
+        )
+        assert delivered.request.model.id == "other/sketch" and delivered.cost_micros == 2 * OTHER_MICROS
+        entries = await ledger(store, project)
+        assert [(e.model, e.outcome, e.cost_micros, e.extra["attempt"]) for e in entries] == [
+            ("local/sketch", "UPSTREAM_TIMEOUT", 2 * SKETCH_MICROS, "1"),
+            ("other/sketch", "ok", 2 * OTHER_MICROS, "2"),
+        ]
+        spend = await store.spend(project.id)
+        assert (spend.spent_micros, spend.reserved_micros) == (2 * SKETCH_MICROS + 2 * OTHER_MICROS, 0)
+        assert report.cost_micros == 2 * SKETCH_MICROS + 2 * OTHER_MICROS
+    finally:
+        await store.close()
+
+
+async def test_a_route_ends_when_the_cap_has_no_room_for_the_rest(tmp_path: Path) -> None:
+    pipeline, store = routed(tmp_path, GatedProvider())
+    # room for the first reservation (the dearest target, 6,000) but not for a second after the
+    # abandoned attempt's 2,000
+    project = Project("proj_1", "p", 0.0, budget_micros=7_000)
+    await store.create_project(project)
+    try:
+        with pytest.raises(UpstreamTimeout):
+            await pipeline.run(
+                pb.GenerateImagesRequest(model="pair", prompt="a cat", n=2, size="256x256"),
+                a_caller(project),
+            )
+        [entry] = await ledger(store, project)
+        assert (entry.model, entry.cost_micros) == ("local/sketch", 2 * SKETCH_MICROS)
+        spend = await store.spend(project.id)
+        assert (spend.spent_micros, spend.reserved_micros) == (2 * SKETCH_MICROS, 0)
+    finally:
+        await store.close()
+
+
+class CountingStore(SqliteStore):
+    """SQLite, counting the renewal round trips and how many reservations each carried."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.renewals: list[int] = []
+
+    async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
+        self.renewals.append(len(held))
+        return await super().renew_reservations(held, lease_s)
+
+
+async def test_hundreds_of_held_reservations_are_renewed_in_a_few_round_trips(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "mg.sqlite3")
+    ledger = SpendLedger(store, lease_s=2.0)  # long enough to make them all on a busy machine
+    project = Project("proj_1", "p", 0.0)
+    generation = validate(sketch(), CATALOG.resolve("local/sketch"))
+    held = 700
+    attempts = [Attempt(f"req_{i}", project, "key_1", "", time.monotonic(), generation) for i in range(held)]
+    release = asyncio.Event()
+
+    async def hold(attempt: Attempt) -> None:
+        async with ledger.reserved(attempt, 10):
+            await release.wait()
+
+    try:
+        holders = [asyncio.create_task(hold(a)) for a in attempts]
+        await asyncio.sleep(4.5)  # more than two leases
+        assert (await store.spend(project.id)).reserved_micros == held * 10  # none lapsed
+        # each held reservation renewed at least twice, in round trips of at most RENEW_BATCH
+        assert sum(store.renewals) >= 2 * held
+        assert max(store.renewals) == RENEW_BATCH
+        # a pass every 2/3 s, at most three round trips each (one per reservation renewed, before)
+        assert len(store.renewals) <= 8 * -(-held // RENEW_BATCH)
+        release.set()
+        await asyncio.gather(*holders)
     finally:
         await store.close()

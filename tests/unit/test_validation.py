@@ -8,7 +8,7 @@ from mg.v1 import image_generation_pb2 as pb
 from service.catalog.catalog import load_catalog
 from service.catalog.sizes import Size
 from service.errors import BadRequest, MgError, ModelNotAllowed, ModelNotFound
-from service.generation.admission import admit
+from service.generation.admission import admit_targets
 from service.generation.validation import GenerationRequest
 from service.stores.base import Project
 
@@ -21,7 +21,7 @@ def admitted(
     project: Project = EVERY_MODEL,
     configured: tuple[str, ...] = ("local",),
 ) -> GenerationRequest:
-    return admit(message, project, CATALOG, configured)
+    return admit_targets(message, project, CATALOG, configured).first
 
 
 def request(**fields: object) -> pb.GenerateImagesRequest:

@@ -93,4 +93,6 @@ class ObserveInterceptor(UnaryInterceptor):
                 fields["prompt"] = report.prompt
         if report.warnings:
             fields["warnings"] = [str(warning) for warning in report.warnings]
+        if report.attempts:  # a route: every target, skipped or tried, in order
+            fields["attempts"] = [str(attempt) for attempt in report.attempts]
         log.info("request", extra={"fields": fields})

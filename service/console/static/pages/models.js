@@ -6,25 +6,31 @@ import {el, usd} from "../dom.js";
 
 export async function showModels(page) {
   const entries = await api.catalog();
-  const models = entries.filter((m) => !m.alias_of);
+  const isRoute = (m) => Array.isArray(m.route) && m.route.length > 0;
+  const models = entries.filter((m) => !m.alias_of && !isRoute(m));
+  // model id -> the aliases naming it, and the routes (fallback lists) that try it
   const aliases = new Map();
-  for (const entry of entries.filter((m) => m.alias_of)) {
-    if (!aliases.has(entry.alias_of)) aliases.set(entry.alias_of, []);
-    aliases.get(entry.alias_of).push(entry.id);
+  const routes = new Map();
+  const note = (map, id, name) => { if (!map.has(id)) map.set(id, []); map.get(id).push(name); };
+  for (const entry of entries) {
+    if (entry.alias_of) note(aliases, entry.alias_of, entry.id);
+    if (isRoute(entry)) entry.route.forEach((target, i) => note(routes, target, `${entry.id} (#${i + 1})`));
   }
   const available = models.filter((m) => m.available).length;
   page.append(
     el("h1", {}, "Models"),
-    el("p", {class: "hint"}, `${models.length} models, ${available} with a configured provider.`),
+    el("p", {class: "hint"}, `${models.length} models, ${available} callable now (provider configured, no open circuit). `
+      + "Routes are aliases that try several models in order; #n is a model's place in one."),
     el("table", {id: "models"},
-      el("thead", {}, el("tr", {}, ["Model", "Provider", "Available", "Per image", "Sizes", "Aliases"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["Model", "Provider", "Available", "Per image", "Sizes", "Aliases", "Routes"].map((h) => el("th", {}, h)))),
       el("tbody", {}, models.map((model) => el("tr", {"data-model": model.id, class: model.available ? "" : "unavailable"},
         el("td", {}, el("code", {}, model.id)),
         el("td", {}, model.owned_by),
         el("td", {}, model.available ? "yes" : "no"),
         el("td", {class: "num"}, price(model.price)),
         el("td", {}, sizes(model.capabilities)),
-        el("td", {}, (aliases.get(model.id) || []).map((a) => el("code", {class: "alias"}, a))))))),
+        el("td", {}, (aliases.get(model.id) || []).map((a) => el("code", {class: "alias"}, a))),
+        el("td", {}, (routes.get(model.id) || []).map((r) => el("code", {class: "alias"}, r))))))),
   );
 }
 
