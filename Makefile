@@ -8,7 +8,7 @@ INSTALLED = $(VENV)/.installed
 GENERATED = $(GEN)/.generated
 CONSTRAINTS = .ci/constraints.txt
 
-.PHONY: install lock proto run test check lint typecheck proto-ts bench clean
+.PHONY: install lock proto run test check lint typecheck proto-ts bench console-screenshot clean
 
 install: $(INSTALLED)
 
@@ -56,6 +56,11 @@ test: proto check
 bench: proto
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python tests/bench/bench.py
+
+# The README's picture of the console (docs/console.png): the browser test's screenshot of the overview.
+console-screenshot: proto
+	MG_CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/console/test_console_browser.py -k spend_bar
 
 clean:
 	rm -rf $(GEN) $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -111,6 +111,16 @@ def _admin_line(settings: Settings, base: str, dev_admin_token: str | None) -> s
     return "  Admin API:                off (set MG_ADMIN_TOKEN to turn it on)\n"
 
 
+def _console_line(settings: Settings, base: str) -> str:
+    if not settings.console:
+        return "  Console:                  off (MG_CONSOLE=false)\n"
+    if configured_admin_token(settings) is None:
+        return (
+            f"  Console:                  {base}/console  (signing in needs an admin token: MG_ADMIN_TOKEN)\n"
+        )
+    return f"  Console:                  {base}/console  (sign in with the admin token)\n"
+
+
 def _print_ready(
     settings: Settings, key: str | None, project: Project | None, dev_admin_token: str | None = None
 ) -> None:
@@ -123,7 +133,7 @@ def _print_ready(
         cap = "no spend cap" if project.budget_micros is None else f"spend cap {usd(project.budget_micros)}"
         change = f"{mg} projects update {project.name} --budget-usd N"
         project_line = f"  Project:                  {project.name} ({cap}; change it: {change})\n"
-    admin_line = _admin_line(settings, base, dev_admin_token)
+    admin_line = _admin_line(settings, base, dev_admin_token) + _console_line(settings, base)
     print(
         f"""
 mg is ready

@@ -222,8 +222,13 @@ class Settings:
     # Upstream calls one generation may run in parallel when `n` is split.
     fanout_concurrency: int = field(default=4, metadata={"env": "MG_FANOUT_CONCURRENCY"})
     log_level: str = field(default="info", metadata={"env": "MG_LOG_LEVEL"})
-    # Prompts in the request log lines (off by default: prompts can be personal data).
+    # Prompts in the request log lines and the ledger (off by default: prompts can be personal data).
     log_prompts: bool = field(default=False, metadata={"env": "MG_LOG_PROMPTS"})
+    # The web console at /console (its data comes from the Admin API, which needs the admin token).
+    console: bool = field(default=True, metadata={"env": "MG_CONSOLE"})
+    # A small WebP of every delivered image, kept beside the hosted files for as long as they are,
+    # for the console's gallery (off by default: the images are the callers').
+    keep_thumbnails: bool = field(default=False, metadata={"env": "MG_KEEP_THUMBNAILS"})
     # Prometheus metrics of all workers, served by `mg serve` itself; 0 turns them off.
     metrics_host: str = field(default="127.0.0.1", metadata={"env": "MG_METRICS_HOST"})
     metrics_port: int = field(default=9464, metadata={"env": "MG_METRICS_PORT"})

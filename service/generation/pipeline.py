@@ -38,6 +38,7 @@ from service.generation.routing import AttemptNote, attempt_timeout_s, moves_on
 from service.generation.spend import Attempt, Settlement, SpendLedger
 from service.generation.tokens import count_prompt_tokens
 from service.generation.validation import GenerationRequest
+from service.hosting.thumbnails import Thumbnails
 from service.hosting.urls import Hosting
 from service.providers.base import GeneratedImage, PartialImage
 from service.runtime.observability import COST_ABOVE_ESTIMATE
@@ -92,6 +93,7 @@ class Pipeline:
         hosting: Hosting,
         upstream_limit_s: float,
         max_duration_s: float,
+        thumbnails: Thumbnails | None = None,
     ) -> None:
         self._catalog = catalog
         self._configured = configured_providers
@@ -101,6 +103,7 @@ class Pipeline:
         self._hosting = hosting
         self._upstream_limit_s = upstream_limit_s
         self._max_duration_s = max_duration_s
+        self._thumbnails = thumbnails  # set with MG_KEEP_THUMBNAILS: the console's gallery
         self._background: set[asyncio.Task[Delivered]] = set()
 
     async def run(self, request: pb.GenerateImagesRequest, caller: Caller) -> Delivered:
@@ -300,6 +303,8 @@ class Pipeline:
         )
         await asyncio.shield(self._spend.settle(attempt, settlement))
         _note(caller, attempt, outcome, owed.micros)
+        if self._thumbnails is not None:
+            await asyncio.shield(self._thumbnails.keep(caller.project.id, caller.request_id, result.images))
         if caller.report is not None:
             _report_settled(caller.report, generation, result, owed.micros)
         return Delivered(generation, result.images, urls, usage, owed.micros)

@@ -30,6 +30,8 @@ from service.data_dir import free_bytes, human_bytes, private_dir, write_private
 from service.errors import InsufficientStorage, Unavailable
 
 _BLOB_ID = re.compile(r"^file_[0-9A-HJKMNP-TV-Z]{26}$")
+# The metadata files the retention sweep looks at.
+SWEPT = ("file_*.json", "thumb_*.json")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ class LocalBlobStore:
 
     def _sweep(self, cutoff: float, progress: Progress | None) -> int:
         removed = 0
-        candidates = list(self._dir.glob("file_*.json"))
+        # Hosted files, and the console's thumbnails kept beside them (service/console/thumbnails.py).
+        candidates = [path for pattern in SWEPT for path in self._dir.glob(pattern)]
         for checked, meta_path in enumerate(candidates, 1):
             try:
                 if json.loads(meta_path.read_text())["created_at"] < cutoff:

@@ -32,6 +32,9 @@ from service.api.operations import SERVICE_NAMES, add_operations, follow_store_h
 from service.api.servicer import ImageGenerationServicer, add_image_generation
 from service.catalog.catalog import Catalog, catalog_for
 from service.config import Settings, load_settings
+from service.console.admin_check import AdminReadCheck
+from service.console.files import ConsoleFiles
+from service.console.servicer import ConsoleServicer, add_console
 from service.generation.capacity import Availability, build_guards
 from service.generation.fanout import Generator
 from service.generation.pipeline import Pipeline
@@ -39,6 +42,7 @@ from service.generation.reference_addresses import parse_networks
 from service.generation.reference_images import DecodeSlots, ReferenceLimits
 from service.generation.spend import SpendLedger
 from service.hosting.blobs import BlobStore, open_blob_store, sweep_forever
+from service.hosting.thumbnails import Thumbnails
 from service.hosting.urls import Hosting, signing_key
 from service.providers.base import ImageProvider
 from service.providers.registry import build_providers
@@ -133,6 +137,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
         hosting=hosting,
         upstream_limit_s=settings.upstream_limit_s,
         max_duration_s=settings.max_duration_s,
+        thumbnails=Thumbnails(blobs) if settings.keep_thumbnails else None,
     )
     servicer = ImageGenerationServicer(
         catalog=catalog, pipeline=pipeline, available_providers=available, hosting=hosting
@@ -148,6 +153,16 @@ async def build_server(settings: Settings, *, reuse_port: bool = True) -> Worker
     add_image_generation(servicer, server, settings.reference_max_bytes)
     add_operations(server, store, blobs, available)
     add_admin(server, AdminServicer(store, admin_sessions, settings.default_rpm, settings.public_url))
+    add_console(
+        ConsoleServicer(
+            ConsoleFiles.load(thumbnails=settings.keep_thumbnails) if settings.console else None,
+            Thumbnails(blobs) if settings.keep_thumbnails else None,
+            AdminReadCheck(admin_sessions),
+            catalog,
+            available,
+        ),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:

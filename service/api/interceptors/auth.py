@@ -20,12 +20,16 @@ from service.keys import hash_key, looks_like_key
 from service.stores.base import Store
 
 # Hosted files are fetched by browsers and <img> tags; their URL signature is the credential.
+# The console's files hold no data; its thumbnails are checked against the admin's session there.
 PUBLIC_METHODS = frozenset(
     {
         "/mg.v1.ImageGeneration/GetFile",
         "/mg.v1.Operations/Liveness",
         "/mg.v1.Operations/Readiness",
         "/mg.v1.Operations/ApiDocument",
+        "/mg.v1.Console/GetConsoleFile",
+        "/mg.v1.Console/GetThumbnail",
+        "/mg.v1.Console/ListCatalog",
     }
 )
 INVALID_KEY = "Invalid API key. Keys look like 'mg_live_...'; create one with `mg keys create`."
