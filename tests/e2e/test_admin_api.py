@@ -381,7 +381,9 @@ def test_the_ledger_pages_and_filters_and_keeps_prompts_where_allowed(gw: Gatewa
     assert first["project"] == name and first["model"] == "local/sketch" and first["outcome"] == "ok"
     assert first["cost_micros"] == str(SKETCH_PRICE_MICROS) and first["images_returned"] == 1
     assert first["created_at"] >= started and first["request_id"]
-    since = ok(call(gw, "GET", f"/v1/admin/ledger?project={name}&since={seen[1]['created_at']:.6f}"))
+    # a microsecond before the entry, so printing six decimals cannot round past it
+    since_s = seen[1]["created_at"] - 1e-6
+    since = ok(call(gw, "GET", f"/v1/admin/ledger?project={name}&since={since_s:.6f}"))
     assert [e["request_id"] for e in since["entries"]][-1] in {seen[1]["request_id"], seen[2]["request_id"]}
     none = ok(call(gw, "GET", f"/v1/admin/ledger?project={name}&outcome=UPSTREAM_ERROR"))
     assert none == {}
