@@ -41,6 +41,10 @@ class ProviderSpec:
     default_base_url: str = ""
     # What the provider is, in a few words, for docs/providers.md's provider table.
     summary: str = ""
+    # Variables any one of which turns the provider on without its credentials: the adapter then finds
+    # credentials the way the cloud's own SDK does (AWS's credential chain for a profile or a role).
+    # Those set reach it in ProviderConfig.settings, by name, as `settings` do.
+    enabled_by: tuple[str, ...] = ()
     # Optional environment variables the adapter also takes (an API version, a region): those set
     # reach it in ProviderConfig.settings, by name.
     settings: tuple[str, ...] = ()
@@ -61,4 +65,4 @@ class ProviderSpec:
     def variables(self) -> tuple[str, ...]:
         """Every environment variable the provider reads."""
         base_url = (self.base_url_env,) if self.base_url_env else ()
-        return (*self.credentials, *base_url, *self.settings)
+        return (*self.credentials, *base_url, *self.enabled_by, *self.settings)
