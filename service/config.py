@@ -131,6 +131,8 @@ def load_provider_configs(
                 if environ.get(variable)
             },
         }
+        if spec.check_credentials and (problem := spec.check_credentials(credentials, settings)):
+            raise SettingsError(f"{spec.name}: {problem}")
         limits = config.limits.get(spec.name, ProviderLimits()) if config else ProviderLimits()
         configs[spec.name] = ProviderConfig(
             spec.name,

@@ -114,5 +114,5 @@ def setup_hint(provider: str) -> str:
         return f"no adapter is named {provider!r}"
     if not spec.credentials:
         return "always on"
-    either = f", or one of {', '.join(spec.enabled_by)}" if spec.enabled_by else ""
+    either = f", or {' or '.join(spec.enabled_by)}" if spec.enabled_by else ""
     return "set " + " and ".join(spec.credentials) + either

@@ -55,6 +55,10 @@ class ProviderSpec:
     # when settings load, so `mg config check` points at the line rather than a worker failing later.
     check_file_settings: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
 
+    # What is missing from a provider turned on (credentials -> value, settings -> value), or None:
+    # run when settings load, so `mg config check` says it (Entra ID's client id without its secret).
+    check_credentials: Callable[[Mapping[str, str], Mapping[str, Any]], str | None] | None = None
+
     def __post_init__(self) -> None:
         if self.options.provider != self.name:
             raise ValueError(f"{self.name}: its options schema is named {self.options.provider!r}")

@@ -1,0 +1,113 @@
+"""Microsoft Entra ID access tokens for an app registration (a service principal with a client
+secret): OAuth 2.0 client credentials, cached and renewed off the request path.
+
+POST {authority}/{tenant}/oauth2/v2.0/token with grant_type=client_credentials, client_id,
+client_secret and scope (form-encoded) answers {token_type: Bearer, expires_in, access_token}; an
+error answers {error, error_description} (AADSTS codes). The settings are azure-identity's
+EnvironmentCredential's: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_AUTHORITY_HOST
+(default https://login.microsoftonline.com; sovereign clouds have their own).
+
+Written here on the gateway's HTTP client rather than with azure-identity: azure-identity's client
+credentials flow goes through MSAL, whose releases cap `cryptography` below the version the gateway
+pins, and through a blocking `requests` transport that would need a thread per refresh; the request
+itself is one documented form POST.
+
+The token endpoint must be https. Its certificate is checked against the system's CAs, which
+OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR replace (read when the adapter is made). A token is renewed in
+the background from RENEW_AHEAD_S before it expires (azure-identity's own margin), and a call waits
+for one only when none is held or it expires within WAIT_AHEAD_S (renewing.py).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode, urlsplit
+
+from service.errors import UpstreamError
+from service.providers.http import HttpClient, TransportError
+from service.providers.renewing import Renewing
+from service.providers.upstream import provider_message
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+RENEW_AHEAD_S = 5 * 60
+WAIT_AHEAD_S = 30
+TIMEOUT_S = 30.0
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str
+    expires_at: float  # time.time()
+
+
+def renew_due(token: AccessToken) -> bool:
+    return token.expires_at - time.time() < RENEW_AHEAD_S
+
+
+def expiring(token: AccessToken) -> bool:
+    return token.expires_at - time.time() < WAIT_AHEAD_S
+
+
+class EntraTokens:
+    """`Authorization: Bearer` headers for `scope`, from a tenant's token endpoint."""
+
+    def __init__(
+        self, provider: str, authority: str, tenant: str, client_id: str, secret: str, scope: str
+    ) -> None:
+        authority = authority.rstrip("/") or DEFAULT_AUTHORITY
+        if urlsplit(authority).scheme != "https":
+            raise ValueError(f"AZURE_AUTHORITY_HOST must be an https URL, not {authority!r}")
+        self._provider = provider
+        self._url = f"{authority}/{quote(tenant, safe='')}/oauth2/v2.0/token"
+        self._form = urlencode(
+            {
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+                "scope": scope,
+            }
+        ).encode()  # form-encoded, as the endpoint requires (the HTTP client's forms are multipart)
+        self._client = HttpClient({}, follow_redirects=False, verify=ssl.create_default_context())
+        self._token = Renewing(provider, self._fetch, renew_due, expiring)
+
+    async def header(self) -> dict[str, str]:
+        token = await self._token.get()
+        return {"Authorization": f"Bearer {token.value}"}
+
+    async def _fetch(self) -> AccessToken:
+        requested_at = time.time()
+        try:
+            response = await self._client.request(
+                "POST", self._url, TIMEOUT_S, content=self._form, headers={"Content-Type": FORM}
+            )
+        except (TransportError, TimeoutError) as exc:
+            raise UpstreamError(
+                f"{self._provider} could not reach Microsoft Entra ID for a token ({exc!r})."
+            ) from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not response.is_success:
+            described = payload.get("error_description") if isinstance(payload, dict) else None
+            detail = described if isinstance(described, str) else provider_message(payload, response.text)
+            raise UpstreamError(
+                f"{self._provider}: Microsoft Entra ID refused the gateway's client credentials "
+                f"({response.status}): {detail}"
+            )
+        token = payload.get("access_token") if isinstance(payload, dict) else None
+        expires_in = payload.get("expires_in") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token or not isinstance(expires_in, (int, str)):
+            raise UpstreamError(f"{self._provider}: Microsoft Entra ID answered no access token.")
+        try:
+            lifetime = int(expires_in)
+        except ValueError:
+            raise UpstreamError(f"{self._provider}: Microsoft Entra ID answered no token lifetime.") from None
+        return AccessToken(token, requested_at + lifetime)
+
+    async def aclose(self) -> None:
+        await self._token.aclose()
+        await self._client.aclose()
