@@ -33,9 +33,11 @@ ADVISORY_S = 15 * 60  # botocore's own windows (credentials.py)
 MANDATORY_S = 10 * 60
 
 
-def resolve(credentials: Mapping[str, str], settings: Mapping[str, Any]) -> Credentials | None:
+def resolve(credentials: Mapping[str, str], settings: Mapping[str, Any], region: str) -> Credentials | None:
     """The static keys when both are given, else what botocore's default chain finds (None: nothing).
-    Blocking (the chain may call IMDS, STS or the container endpoint): run it in a thread."""
+    The chain's own calls (STS for an assume-role profile) go to `region`, the one the gateway signs
+    for, unless the profile names its own. Blocking (the chain may call IMDS, STS or the container
+    endpoint): run it in a thread."""
     from botocore.credentials import Credentials
     from botocore.session import Session
 
@@ -43,6 +45,8 @@ def resolve(credentials: Mapping[str, str], settings: Mapping[str, Any]) -> Cred
         token = str(settings.get("AWS_SESSION_TOKEN") or "") or None
         return Credentials(credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"], token)
     session = Session(profile=str(settings[PROFILE])) if settings.get(PROFILE) else Session()
+    if not session.get_config_variable("region"):
+        session.set_config_variable("region", region)
     found: Credentials | None = session.get_credentials()
     return found
 
@@ -50,9 +54,11 @@ def resolve(credentials: Mapping[str, str], settings: Mapping[str, Any]) -> Cred
 class AwsCredentials:
     """The current credentials for a request, as botocore's immutable ReadOnlyCredentials."""
 
-    def __init__(self, provider: str, credentials: Mapping[str, str], settings: Mapping[str, Any]) -> None:
+    def __init__(
+        self, provider: str, credentials: Mapping[str, str], settings: Mapping[str, Any], region: str
+    ) -> None:
         self._provider = provider
-        self._inputs = (credentials, settings)
+        self._inputs = (credentials, settings, region)
         self._credentials: Credentials | None = None
         self._current = Renewing(provider, self._fetch, self._needs(ADVISORY_S), self._needs(MANDATORY_S))
 

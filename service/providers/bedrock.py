@@ -202,7 +202,7 @@ class BedrockProvider(HttpAdapter):
         )
         regional = dataclasses.replace(config, base_url=config.base_url.replace("{region}", region))
         upstream = Upstream.from_config(regional, settings, {}, cls.is_refusal)
-        return cls(upstream, AwsCredentials(NAME, config.credentials, config.settings), region)
+        return cls(upstream, AwsCredentials(NAME, config.credentials, config.settings, region), region)
 
     async def signed_headers(self, url: str, body: bytes) -> dict[str, str]:
         """The SigV4 headers (Authorization, X-Amz-Date, X-Amz-Security-Token) for this exact request,

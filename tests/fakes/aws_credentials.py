@@ -1,5 +1,6 @@
-"""A fake AWS credential source: the container credentials endpoint (ECS / EKS Pod Identity) and the
-EC2 instance metadata service (IMDSv2), both handing out rotating temporary credentials.
+"""A fake AWS credential source: the container credentials endpoint (ECS / EKS Pod Identity), the
+EC2 instance metadata service (IMDSv2) and STS AssumeRole, all handing out rotating temporary
+credentials.
 
 Each fetch hands out the next set (ASIAFAKE1 / secret-1 / token-1, then ...2), expiring
 `expires_in_s` from now, so a test can tell which set signed a request and whether it was refreshed.
@@ -10,6 +11,9 @@ Each fetch hands out the next set (ASIAFAKE1 / secret-1 / token-1, then ...2), e
   GET under /latest/meta-data/ without that token in x-aws-ec2-metadata-token is 401, as on EC2 with
   IMDSv1 disabled. /latest/meta-data/iam/security-credentials/ names the role, .../<role> gives its
   credentials with Code Success.
+- STS: POST / form-encoded Action=AssumeRole&RoleArn=...&RoleSessionName=...&Version=2011-06-15,
+  SigV4-signed (service sts) by the caller's own credentials, whose key id must be `source_key_id`
+  (the signature itself is the Bedrock fake's business); answers AssumeRoleResponse XML.
 """
 
 from __future__ import annotations
@@ -19,8 +23,18 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 from tests.fakes.base import FakeProvider, Recorded, Reply, json_reply
+
+
+def sts_error(code: str, message: str, status: int) -> Reply:
+    body = (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>sts-err</RequestId></ErrorResponse>"
+    )
+    return Reply(status, body.encode(), {"content-type": "text/xml"})
+
 
 ROLE = "mg-gateway-role"
 IMDS_TOKEN = "imds-session-token-1"
@@ -37,6 +51,7 @@ class Issued:
 class FakeAwsCredentialSource(FakeProvider):
     expires_in_s = 3600.0
     authorization = ""
+    source_key_id = "AKIDSOURCEPROFILE"
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,4 +104,28 @@ class FakeAwsCredentialSource(FakeProvider):
                 return Reply(
                     200, json.dumps({**answer, **self._next()}).encode(), {"content-type": "text/plain"}
                 )
+        if request.path == "/" and request.method == "POST":
+            return self._assume_role(request)
         return Reply(404, b"", {"content-type": "text/plain"})
+
+    def _assume_role(self, request: Recorded) -> Reply:
+        form = {name: values[0] for name, values in parse_qs(request.body.decode()).items()}
+        if f"Credential={self.source_key_id}/" not in request.headers.get("authorization", ""):
+            return sts_error(
+                "InvalidClientTokenId", "The security token included in the request is invalid.", 403
+            )
+        if form.get("Action") != "AssumeRole" or not form.get("RoleArn", "").startswith("arn:aws:iam::"):
+            return sts_error("ValidationError", "1 validation error detected: RoleArn", 400)
+        issued = self._next()
+        role = form["RoleArn"].rpartition("/")[2]
+        body = (
+            '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'
+            f"<Credentials><AccessKeyId>{issued['AccessKeyId']}</AccessKeyId>"
+            f"<SecretAccessKey>{issued['SecretAccessKey']}</SecretAccessKey>"
+            f"<SessionToken>{issued['Token']}</SessionToken><Expiration>{issued['Expiration']}</Expiration>"
+            f"</Credentials><AssumedRoleUser><AssumedRoleId>AROAFAKE:{form.get('RoleSessionName', '')}"
+            f"</AssumedRoleId><Arn>arn:aws:sts::123456789012:assumed-role/{role}/"
+            f"{form.get('RoleSessionName', '')}</Arn></AssumedRoleUser></AssumeRoleResult>"
+            "<ResponseMetadata><RequestId>sts-req-1</RequestId></ResponseMetadata></AssumeRoleResponse>"
+        )
+        return Reply(200, body.encode(), {"content-type": "text/xml"})

@@ -104,6 +104,33 @@ def test_a_profile_in_the_shared_credentials_file_signs(
     assert sent.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDPROFILE/")
 
 
+def test_an_assume_role_profile_signs_with_the_role_s_credentials(
+    fake: FakeBedrock, source: FakeAwsCredentialSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile images]\nrole_arn = arn:aws:iam::123456789012:role/mg-images\nsource_profile = base\n"
+        "role_session_name = mg-gateway\n\n[profile base]\nregion = us-east-1\n"
+        f"aws_access_key_id = {source.source_key_id}\naws_secret_access_key = base-secret\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", source.url)
+    accept(fake, Issued("ASIAFAKE1", "secret-1", "token-1"))
+
+    async def go() -> None:
+        provider = BedrockProvider.create(chain_config(fake.url, AWS_PROFILE="images"), Settings())
+        try:
+            await generate(provider)
+            await generate(provider)
+        finally:
+            await provider.aclose()
+
+    run(go())
+    (assume,) = source.requests
+    assert b"Action=AssumeRole" in assume.body and b"RoleSessionName=mg-gateway" in assume.body
+    assert [r.headers["x-amz-security-token"] for r in fake.generation_requests()] == ["token-1"] * 2
+
+
 def test_the_container_endpoint_s_credentials_sign_with_their_session_token(
     fake: FakeBedrock, source: FakeAwsCredentialSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
