@@ -90,7 +90,8 @@ def check_credentials(credentials: Mapping[str, str], settings: Mapping[str, Any
         return None
     missing = [name for name in ENTRA_REQUIRED if not settings.get(name)]
     if missing:
-        return f"{ENTRA_CLIENT} is set for Microsoft Entra ID but {' and '.join(missing)} is not"
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{ENTRA_CLIENT} is set for Microsoft Entra ID but {' and '.join(missing)} {verb} not"
     return None
 
 

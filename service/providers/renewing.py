@@ -5,20 +5,22 @@ The first call waits for it (nothing to sign with yet). After that a call uses t
 once the holder says it is due for renewal (minutes before it expires), starts one renewal in the
 background: calls go on with the current credential meanwhile. Only a credential that is about to
 expire (the holder's `expiring`) is renewed while the call waits, as it would be refused anyway.
-One renewal runs at a time; a background renewal that fails is logged and tried again by a later
-call, while the current credential lasts.
+One renewal runs at a time; a background renewal that fails is logged and tried again by a call
+RETRY_S later, while the current credential lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RETRY_S = 10.0  # between background renewals: a source that keeps failing is not asked at call rate
 
 
 class Renewing(Generic[T]):
@@ -36,6 +38,7 @@ class Renewing(Generic[T]):
         self._value: T | None = None
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        self._tried_at = -RETRY_S  # time.monotonic() of the last background renewal started
 
     async def get(self) -> T:
         value = self._value
@@ -44,7 +47,12 @@ class Renewing(Generic[T]):
                 value = self._value
                 if value is None or self._expiring(value):
                     value = self._value = await self._fetch()
-        elif self._due(value) and (self._background is None or self._background.done()):
+        elif (
+            self._due(value)
+            and (self._background is None or self._background.done())
+            and time.monotonic() - self._tried_at >= RETRY_S
+        ):
+            self._tried_at = time.monotonic()
             self._background = asyncio.create_task(self._renew())
         return value
 

@@ -147,6 +147,8 @@ def test_the_client_id_turns_azure_on_and_needs_its_tenant_and_secret() -> None:
         SettingsError, match=r"AZURE_CLIENT_ID is set .* AZURE_TENANT_ID and AZURE_CLIENT_SECRET"
     ):
         load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID})
+    with pytest.raises(SettingsError, match=r"but AZURE_CLIENT_SECRET is not$"):
+        load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT})
     complete = {
         **ENDPOINT,
         "AZURE_CLIENT_ID": CLIENT_ID,
