@@ -9,9 +9,10 @@ annotations the gateway does not pass on.
 
 Auth: the resource key in `api-key` (AZURE_OPENAI_API_KEY) when it is set; else Microsoft Entra ID,
 `Authorization: Bearer <token>` for the Cognitive Services scope, the token got with a service
-principal's client secret (entra.py) named by azure-identity's EnvironmentCredential variables:
-AZURE_CLIENT_ID (which turns this on), AZURE_TENANT_ID and AZURE_CLIENT_SECRET (both then required),
-AZURE_AUTHORITY_HOST (optional). The principal needs the "Cognitive Services OpenAI User" role on
+principal's client secret or a workload identity's federated token (entra.py), named by
+azure-identity's variables: AZURE_CLIENT_ID (which turns this on), AZURE_TENANT_ID (then required),
+AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE (one of them required), AZURE_AUTHORITY_HOST
+(optional). The principal needs the "Cognitive Services OpenAI User" role on
 the resource.
 
 Settings use the official SDK's names: AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT (the resource,
@@ -58,6 +59,7 @@ ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 ENTRA_CLIENT = "AZURE_CLIENT_ID"
 ENTRA_REQUIRED = ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET")
 AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
+FEDERATED_TOKEN_ENV = "AZURE_FEDERATED_TOKEN_FILE"  # workload identity (AKS), instead of the secret
 OPTIONS = OptionsSchema(NAME, openai.OPTIONS.options)
 
 
@@ -85,10 +87,13 @@ def check_file_settings(entry: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def check_credentials(credentials: Mapping[str, str], settings: Mapping[str, Any]) -> str | None:
-    """Without a resource key, Entra ID needs its tenant and secret besides the client id."""
+    """Without a resource key, Entra ID needs its tenant and a secret or federated token file besides
+    the client id."""
     if credentials.get("AZURE_OPENAI_API_KEY"):
         return None
     missing = [name for name in ENTRA_REQUIRED if not settings.get(name)]
+    if FEDERATED_TOKEN_ENV in settings:
+        missing = [name for name in missing if name != "AZURE_CLIENT_SECRET"]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         return f"{ENTRA_CLIENT} is set for Microsoft Entra ID but {' and '.join(missing)} {verb} not"
@@ -99,15 +104,18 @@ def entra_tokens(config: ProviderConfig) -> EntraTokens | None:
     """Entra ID tokens when the provider has no resource key (check_credentials held the rest)."""
     if config.api_key:
         return None
-    from service.providers.entra import EntraTokens  # its HTTP client, as upstream.py's, on first use
+    from service.providers.entra import ClientProof, EntraTokens  # loads its HTTP client: on first use
 
     settings = config.settings
+    proof = ClientProof(
+        str(settings.get("AZURE_CLIENT_SECRET") or ""), str(settings.get(FEDERATED_TOKEN_ENV) or "")
+    )
     return EntraTokens(
         NAME,
         str(settings.get(AUTHORITY_ENV) or ""),
         str(settings["AZURE_TENANT_ID"]),
         str(settings[ENTRA_CLIENT]),
-        str(settings["AZURE_CLIENT_SECRET"]),
+        proof,
         ENTRA_SCOPE,
     )
 
@@ -191,7 +199,7 @@ PROVIDER = ProviderSpec(
     default_base_url="",  # each resource has its own endpoint
     summary="Azure OpenAI (deployments of OpenAI's image models)",
     enabled_by=(ENTRA_CLIENT,),
-    settings=(API_VERSION_ENV, *ENTRA_REQUIRED, AUTHORITY_ENV),
+    settings=(API_VERSION_ENV, *ENTRA_REQUIRED, FEDERATED_TOKEN_ENV, AUTHORITY_ENV),
     check_credentials=check_credentials,
     file_settings=("deployments",),
     check_file_settings=check_file_settings,

@@ -1,11 +1,13 @@
-"""Microsoft Entra ID access tokens for an app registration (a service principal with a client
-secret): OAuth 2.0 client credentials, cached and renewed off the request path.
+"""Microsoft Entra ID access tokens for an app registration: OAuth 2.0 client credentials, cached and
+renewed off the request path.
 
-POST {authority}/{tenant}/oauth2/v2.0/token with grant_type=client_credentials, client_id,
-client_secret and scope (form-encoded) answers {token_type: Bearer, expires_in, access_token}; an
-error answers {error, error_description} (AADSTS codes). The settings are azure-identity's
-EnvironmentCredential's: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_AUTHORITY_HOST
-(default https://login.microsoftonline.com; sovereign clouds have their own).
+POST {authority}/{tenant}/oauth2/v2.0/token with grant_type=client_credentials, client_id, scope and
+the app's proof (form-encoded): client_secret, or for workload identity (AKS) client_assertion_type
+jwt-bearer with client_assertion, the federated token file's content. It answers {token_type:
+Bearer, expires_in, access_token}; an error {error, error_description} (AADSTS codes). The settings
+are azure-identity's (EnvironmentCredential's and WorkloadIdentityCredential's): AZURE_TENANT_ID,
+AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST (default
+https://login.microsoftonline.com; sovereign clouds have their own).
 
 Written here on the gateway's HTTP client rather than with azure-identity: azure-identity's client
 credentials flow goes through MSAL, whose releases cap `cryptography` below the version the gateway
@@ -20,9 +22,11 @@ for one only when none is held or it expires within WAIT_AHEAD_S (renewing.py).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
 from service.errors import UpstreamError
@@ -35,6 +39,22 @@ RENEW_AHEAD_S = 5 * 60
 WAIT_AHEAD_S = 30
 TIMEOUT_S = 30.0
 FORM = "application/x-www-form-urlencoded"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True)
+class ClientProof:
+    """How the app proves it is itself: its client secret, or a federated token (workload identity:
+    a Kubernetes service account token the cluster rotates in a file, read again for each request)."""
+
+    secret: str = ""
+    federated_token_file: str = ""
+
+    def fields(self) -> dict[str, str]:
+        if self.secret:
+            return {"client_secret": self.secret}
+        assertion = Path(self.federated_token_file).read_text().strip()
+        return {"client_assertion_type": JWT_BEARER, "client_assertion": assertion}
 
 
 @dataclass(frozen=True)
@@ -55,21 +75,15 @@ class EntraTokens:
     """`Authorization: Bearer` headers for `scope`, from a tenant's token endpoint."""
 
     def __init__(
-        self, provider: str, authority: str, tenant: str, client_id: str, secret: str, scope: str
+        self, provider: str, authority: str, tenant: str, client_id: str, proof: ClientProof, scope: str
     ) -> None:
         authority = authority.rstrip("/") or DEFAULT_AUTHORITY
         if urlsplit(authority).scheme != "https":
             raise ValueError(f"AZURE_AUTHORITY_HOST must be an https URL, not {authority!r}")
         self._provider = provider
         self._url = f"{authority}/{quote(tenant, safe='')}/oauth2/v2.0/token"
-        self._form = urlencode(
-            {
-                "grant_type": "client_credentials",
-                "client_id": client_id,
-                "client_secret": secret,
-                "scope": scope,
-            }
-        ).encode()  # form-encoded, as the endpoint requires (the HTTP client's forms are multipart)
+        self._fields = {"grant_type": "client_credentials", "client_id": client_id, "scope": scope}
+        self._proof = proof
         self._client = HttpClient({}, follow_redirects=False, verify=ssl.create_default_context())
         self._token = Renewing(provider, self._fetch, renew_due, expiring)
 
@@ -80,8 +94,13 @@ class EntraTokens:
     async def _fetch(self) -> AccessToken:
         requested_at = time.time()
         try:
+            proof = await asyncio.to_thread(self._proof.fields)
+        except OSError as exc:
+            raise UpstreamError(f"{self._provider} could not read its federated token ({exc}).") from None
+        form = urlencode({**self._fields, **proof}).encode()  # the HTTP client's forms are multipart
+        try:
             response = await self._client.request(
-                "POST", self._url, TIMEOUT_S, content=self._form, headers={"Content-Type": FORM}
+                "POST", self._url, TIMEOUT_S, content=form, headers={"Content-Type": FORM}
             )
         except (TransportError, TimeoutError) as exc:
             raise UpstreamError(

@@ -1,8 +1,9 @@
 """A fake Microsoft Entra ID token endpoint (OAuth 2.0 client credentials), served over https as the
 real one is only reachable that way.
 
-POST /{tenant}/oauth2/v2.0/token, form-encoded grant_type=client_credentials, client_id,
-client_secret, scope; answers {token_type: Bearer, expires_in, ext_expires_in, access_token}, each
+POST /{tenant}/oauth2/v2.0/token, form-encoded grant_type=client_credentials, client_id, scope, and
+client_secret or (workload identity) client_assertion_type jwt-bearer with client_assertion, which
+must be `assertion`; answers {token_type: Bearer, expires_in, ext_expires_in, access_token}, each
 token new (entra-token-1, entra-token-2, ...) and living `expires_in_s`. Errors as Entra ID sends
 them, {error, error_description (AADSTS...), error_codes}: an unknown tenant 400 invalid_request
 (AADSTS90002), a wrong client or secret 401 invalid_client (AADSTS7000215), another grant 400
@@ -21,6 +22,7 @@ from tests.support.tls import LoopbackCertificate
 TENANT = "72f988bf-0000-4000-8000-2d7cd011db47"
 CLIENT_ID = "b1e7c0de-0000-4000-8000-0000000000a1"
 CLIENT_SECRET = "entra-fake-client-secret"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def entra_error(error: str, code: int, description: str, status: int) -> Reply:
@@ -31,6 +33,7 @@ def entra_error(error: str, code: int, description: str, status: int) -> Reply:
 
 class FakeEntraTokenEndpoint(FakeProvider):
     expires_in_s = 3599
+    assertion = ""  # the federated token (workload identity) it accepts; "" none
 
     def __init__(self, certificate: LoopbackCertificate) -> None:
         super().__init__()
@@ -64,7 +67,16 @@ class FakeEntraTokenEndpoint(FakeProvider):
             return entra_error(
                 "unsupported_grant_type", 70003, "The app requested an unsupported grant.", 400
             )
-        if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+        if form.get("client_assertion_type") == JWT_BEARER:
+            if (
+                form.get("client_id") != CLIENT_ID
+                or not self.assertion
+                or form.get("client_assertion") != self.assertion
+            ):
+                return entra_error(
+                    "invalid_client", 700024, "Client assertion is not within its valid time range.", 401
+                )
+        elif (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
             return entra_error(
                 "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent "
                 "in the request is the client secret value, not the client secret ID.", 401

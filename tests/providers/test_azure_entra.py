@@ -111,6 +111,41 @@ def test_a_token_due_for_renewal_is_renewed_in_the_background(
     assert tokens == ["Bearer entra-token-1", "Bearer entra-token-1", "Bearer entra-token-2"]
 
 
+def test_workload_identity_sends_the_federated_token_file_read_again_for_each_token(
+    fake: FakeAzureOpenAI, entra: FakeEntraTokenEndpoint, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text("eyJ.service-account-token-1\n")
+    entra.assertion = "eyJ.service-account-token-1"
+    entra.expires_in_s = RENEW_AHEAD_S + MARGIN_S
+    config = entra_config(fake, entra)
+    settings = {**config.settings, "AZURE_FEDERATED_TOKEN_FILE": str(token_file)}
+    del settings["AZURE_CLIENT_SECRET"]
+
+    async def go() -> None:
+        provider = AzureOpenAIProvider.create(
+            ProviderConfig("azure", "", fake.url, settings=settings), Settings()
+        )
+        try:
+            fake.bearer_token = "entra-token-1"
+            await provider.generate(call("gpt-image-1"))
+            token_file.write_text("eyJ.service-account-token-2")  # the kubelet rotates it
+            entra.assertion = "eyJ.service-account-token-2"
+            await asyncio.sleep(MARGIN_S + 0.5)
+            await provider.generate(call("gpt-image-1"))
+            assert await asyncio.to_thread(entra.wait_for, 2, 10)
+        finally:
+            await provider.aclose()
+
+    run(go())
+    forms = [parse_qs(r.body.decode()) for r in entra.requests]
+    assert [form["client_assertion"] for form in forms] == [
+        ["eyJ.service-account-token-1"],
+        ["eyJ.service-account-token-2"],
+    ]
+    assert all("client_secret" not in form for form in forms)
+
+
 def test_a_refused_client_secret_is_an_upstream_error_with_entra_s_reason(
     fake: FakeAzureOpenAI, entra: FakeEntraTokenEndpoint
 ) -> None:
@@ -155,6 +190,12 @@ def test_the_client_id_turns_azure_on_and_needs_its_tenant_and_secret() -> None:
         "AZURE_TENANT_ID": TENANT,
         "AZURE_CLIENT_SECRET": "s",
     }
+    federated = {
+        **complete,
+        "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token",
+    }
+    del federated["AZURE_CLIENT_SECRET"]
+    assert "azure" in load_provider_configs(federated)
     config = load_provider_configs(complete)["azure"]
     assert config.api_key == "" and config.settings["AZURE_TENANT_ID"] == TENANT
     keyed = load_provider_configs({**ENDPOINT, "AZURE_OPENAI_API_KEY": "k", "AZURE_CLIENT_ID": CLIENT_ID})
