@@ -18,6 +18,7 @@ advisory window), and while a call waits only within the last 10 (its mandatory 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from service.providers.renewing import Renewing
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials, ReadOnlyCredentials
+
+log = logging.getLogger(__name__)
 
 STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 PROFILE = "AWS_PROFILE"
@@ -78,7 +81,11 @@ class AwsCredentials:
         try:
             return await asyncio.to_thread(self._frozen)
         except (BotoCoreError, ClientError, RuntimeError, ValueError) as exc:
-            raise UpstreamError(f"{self._provider} could not get AWS credentials: {exc}") from None
+            # In full for the operator only: the message may name the profile, role or account.
+            log.warning("%s: no AWS credentials: %r", self._provider, exc)
+            raise UpstreamError(
+                f"{self._provider} could not get AWS credentials ({type(exc).__name__}); see the log."
+            ) from None
 
     def _frozen(self) -> ReadOnlyCredentials:
         if self._credentials is None:

@@ -23,6 +23,7 @@ for one only when none is held or it expires within WAIT_AHEAD_S (renewing.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from service.errors import UpstreamError
 from service.providers.http import HttpClient, TransportError
 from service.providers.renewing import Renewing
 from service.providers.upstream import provider_message
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 RENEW_AHEAD_S = 5 * 60
@@ -96,16 +99,14 @@ class EntraTokens:
         try:
             proof = await asyncio.to_thread(self._proof.fields)
         except OSError as exc:
-            raise UpstreamError(f"{self._provider} could not read its federated token ({exc}).") from None
+            raise self._failed(f"cannot read the federated token file ({exc})") from None
         form = urlencode({**self._fields, **proof}).encode()  # the HTTP client's forms are multipart
         try:
             response = await self._client.request(
                 "POST", self._url, TIMEOUT_S, content=form, headers={"Content-Type": FORM}
             )
         except (TransportError, TimeoutError) as exc:
-            raise UpstreamError(
-                f"{self._provider} could not reach Microsoft Entra ID for a token ({exc!r})."
-            ) from None
+            raise self._failed(f"cannot reach {self._url} ({exc!r})", "unreachable") from None
         try:
             payload = response.json()
         except ValueError:
@@ -113,19 +114,28 @@ class EntraTokens:
         if not response.is_success:
             described = payload.get("error_description") if isinstance(payload, dict) else None
             detail = described if isinstance(described, str) else provider_message(payload, response.text)
-            raise UpstreamError(
-                f"{self._provider}: Microsoft Entra ID refused the gateway's client credentials "
-                f"({response.status}): {detail}"
+            code = payload.get("error") if isinstance(payload, dict) else None
+            raise self._failed(
+                f"refused ({response.status}): {detail}", f"{response.status} {code or ''}".strip()
             )
         token = payload.get("access_token") if isinstance(payload, dict) else None
         expires_in = payload.get("expires_in") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token or not isinstance(expires_in, (int, str)):
-            raise UpstreamError(f"{self._provider}: Microsoft Entra ID answered no access token.")
+            raise self._failed(f"answered no access token: {response.text[:200]}", "malformed answer")
         try:
             lifetime = int(expires_in)
         except ValueError:
-            raise UpstreamError(f"{self._provider}: Microsoft Entra ID answered no token lifetime.") from None
+            raise self._failed(f"answered no token lifetime: {expires_in!r}", "malformed answer") from None
         return AccessToken(token, requested_at + lifetime)
+
+    def _failed(self, detail: str, reason: str = "") -> UpstreamError:
+        """Logged in full for the operator; the caller's error names only the kind of failure (the
+        token endpoint's description may name the tenant and the app)."""
+        log.warning("%s: no Microsoft Entra ID token: %s", self._provider, detail)
+        suffix = f" ({reason})" if reason else ""
+        return UpstreamError(
+            f"{self._provider} could not get a Microsoft Entra ID token{suffix}; see the log."
+        )
 
     async def aclose(self) -> None:
         await self._token.aclose()

@@ -146,13 +146,14 @@ def test_workload_identity_sends_the_federated_token_file_read_again_for_each_to
     assert all("client_secret" not in form for form in forms)
 
 
-def test_a_refused_client_secret_is_an_upstream_error_with_entra_s_reason(
-    fake: FakeAzureOpenAI, entra: FakeEntraTokenEndpoint
+def test_a_refused_client_secret_is_an_upstream_error_with_entra_s_reason_in_the_log(
+    fake: FakeAzureOpenAI, entra: FakeEntraTokenEndpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(
-        UpstreamError, match=r"refused the gateway's client credentials \(401\): AADSTS7000215"
+        UpstreamError, match=r"could not get a Microsoft Entra ID token \(401 invalid_client\)"
     ):
         generate_times(entra_config(fake, entra, secret="wrong"), 1)
+    assert "refused (401): AADSTS7000215: Invalid client secret" in caplog.text
     assert not fake.generation_requests()
 
 
@@ -161,7 +162,7 @@ def test_an_untrusted_token_endpoint_certificate_is_refused(
 ) -> None:
     other = loopback_certificate(tmp_path)  # trusted instead of the endpoint's own
     monkeypatch.setenv("SSL_CERT_FILE", str(other.certificate))
-    with pytest.raises(UpstreamError, match="could not reach Microsoft Entra ID"):
+    with pytest.raises(UpstreamError, match=r"Entra ID token \(unreachable\)"):
         generate_times(entra_config(fake, entra), 1)
     assert not entra.requests and not fake.generation_requests()
 
