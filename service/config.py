@@ -105,7 +105,8 @@ def load_provider_configs(
     declarations: Sequence[ProviderSpec] | None = None,
 ) -> dict[str, ProviderConfig]:
     """The providers whose credentials are all set (from their own variables; the API key may also
-    come from the config file), with the base URL from its variable, the file or the declaration."""
+    come from the config file) or one of whose `enabled_by` variables is, with the base URL from its
+    variable, the file or the declaration."""
     environ = os.environ if environ is None else environ
     configs = {}
     for spec in provider_declarations() if declarations is None else declarations:
@@ -113,7 +114,7 @@ def load_provider_configs(
         credentials = {variable: environ.get(variable, "") for variable in spec.credentials}
         if spec.credentials and not credentials[spec.credentials[0]]:
             credentials[spec.credentials[0]] = file_key
-        if not all(credentials.values()):
+        if not all(credentials.values()) and not any(environ.get(name) for name in spec.enabled_by):
             continue
         base_url = (environ.get(spec.base_url_env, "") if spec.base_url_env else "") or file_url
         base_url = (base_url or spec.default_base_url).rstrip("/")
@@ -125,8 +126,14 @@ def load_provider_configs(
         entry = config.providers.get(spec.name, {}) if config else {}
         settings = {
             **{key: entry[key] for key in spec.file_settings if key in entry},
-            **{variable: environ[variable] for variable in spec.settings if environ.get(variable)},
+            **{
+                variable: environ[variable]
+                for variable in (*spec.enabled_by, *spec.settings)
+                if environ.get(variable)
+            },
         }
+        if spec.check_credentials and (problem := spec.check_credentials(credentials, settings)):
+            raise SettingsError(f"{spec.name}: {problem}")
         limits = config.limits.get(spec.name, ProviderLimits()) if config else ProviderLimits()
         configs[spec.name] = ProviderConfig(
             spec.name,

@@ -7,6 +7,14 @@ quality mapping, GPT image fields and edit form) without `model`: the deployment
 Answers are OpenAI's too (base64 images, GPT image token usage), plus per-image content-filter
 annotations the gateway does not pass on.
 
+Auth: the resource key in `api-key` (AZURE_OPENAI_API_KEY) when it is set; else Microsoft Entra ID,
+`Authorization: Bearer <token>` for the Cognitive Services scope, the token got with a service
+principal's client secret or a workload identity's federated token (entra.py), named by
+azure-identity's variables: AZURE_CLIENT_ID (which turns this on), AZURE_TENANT_ID (then required),
+AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE (one of them required), AZURE_AUTHORITY_HOST
+(optional). The principal needs the "Cognitive Services OpenAI User" role on
+the resource.
+
 Settings use the official SDK's names: AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT (the resource,
 e.g. https://contoso.openai.azure.com) and OPENAI_API_VERSION (default DEFAULT_API_VERSION, the
 first version that serves both DALL-E 3 and GPT image models, generations and edits). A deployment is
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from service.config import ProviderConfig, Settings, SettingsError
@@ -37,6 +45,9 @@ from service.providers.options import OptionsSchema
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import Upstream
 
+if TYPE_CHECKING:
+    from service.providers.entra import EntraTokens
+
 NAME = "azure"
 API_VERSION_ENV = "OPENAI_API_VERSION"
 DEFAULT_API_VERSION = "2025-04-01-preview"
@@ -44,6 +55,11 @@ REFUSAL_CODES = frozenset(
     {"content_policy_violation", "moderation_blocked", "contentFilter", "content_filter"}
 )
 RESPONSIBLE_AI = "ResponsibleAIPolicyViolation"
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+ENTRA_CLIENT = "AZURE_CLIENT_ID"
+ENTRA_REQUIRED = ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET")
+AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
+FEDERATED_TOKEN_ENV = "AZURE_FEDERATED_TOKEN_FILE"  # workload identity (AKS), instead of the secret
 OPTIONS = OptionsSchema(NAME, openai.OPTIONS.options)
 
 
@@ -70,6 +86,40 @@ def check_file_settings(entry: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def check_credentials(credentials: Mapping[str, str], settings: Mapping[str, Any]) -> str | None:
+    """Without a resource key, Entra ID needs its tenant and a secret or federated token file besides
+    the client id."""
+    if credentials.get("AZURE_OPENAI_API_KEY"):
+        return None
+    missing = [name for name in ENTRA_REQUIRED if not settings.get(name)]
+    if FEDERATED_TOKEN_ENV in settings:
+        missing = [name for name in missing if name != "AZURE_CLIENT_SECRET"]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{ENTRA_CLIENT} is set for Microsoft Entra ID but {' and '.join(missing)} {verb} not"
+    return None
+
+
+def entra_tokens(config: ProviderConfig) -> EntraTokens | None:
+    """Entra ID tokens when the provider has no resource key (check_credentials held the rest)."""
+    if config.api_key:
+        return None
+    from service.providers.entra import ClientProof, EntraTokens  # loads its HTTP client: on first use
+
+    settings = config.settings
+    proof = ClientProof(
+        str(settings.get("AZURE_CLIENT_SECRET") or ""), str(settings.get(FEDERATED_TOKEN_ENV) or "")
+    )
+    return EntraTokens(
+        NAME,
+        str(settings.get(AUTHORITY_ENV) or ""),
+        str(settings["AZURE_TENANT_ID"]),
+        str(settings[ENTRA_CLIENT]),
+        proof,
+        ENTRA_SCOPE,
+    )
+
+
 def deployments(config: ProviderConfig) -> dict[str, str]:
     """upstream model id -> deployment name, from the config file's providers.azure.deployments."""
     problem = check_file_settings(config.settings)
@@ -81,20 +131,30 @@ def deployments(config: ProviderConfig) -> dict[str, str]:
 class AzureOpenAIProvider(HttpAdapter):
     is_refusal = staticmethod(is_refusal)
 
-    def __init__(self, upstream: Upstream, api_version: str, deployments: dict[str, str]) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        api_version: str,
+        deployments: dict[str, str],
+        tokens: EntraTokens | None = None,
+    ) -> None:
         super().__init__(upstream)
         self._query = urlencode({"api-version": api_version})
         self._deployments = deployments
+        self._tokens = tokens
 
     @classmethod
     def create(cls, config: ProviderConfig, settings: Settings) -> AzureOpenAIProvider:
         upstream = Upstream.from_config(config, settings, cls.headers(config), cls.is_refusal)
         api_version = str(config.settings.get(API_VERSION_ENV) or DEFAULT_API_VERSION)
-        return cls(upstream, api_version, deployments(config))
+        return cls(upstream, api_version, deployments(config), entra_tokens(config))
 
     @staticmethod
     def headers(config: ProviderConfig) -> dict[str, str]:
-        return {"api-key": config.api_key}
+        return {"api-key": config.api_key} if config.api_key else {}
+
+    async def _auth(self) -> dict[str, str] | None:
+        return None if self._tokens is None else await self._tokens.header()
 
     def path(self, model: str, operation: str) -> str:
         deployment = quote(self._deployments.get(model, model), safe="")
@@ -108,16 +168,26 @@ class AzureOpenAIProvider(HttpAdapter):
         del body["model"]  # the deployment is the model; the API defines no such field
         if reference is None:
             payload, response = await self._upstream.json_object(
-                "POST", self.path(model, "generations"), call.deadline, json=body
+                "POST", self.path(model, "generations"), call.deadline, json=body, headers=await self._auth()
             )
         else:
             form = {name: str(value) for name, value in body.items()}
             files = await asyncio.to_thread(openai.edit_files, call, OPTIONS)
             payload, response = await self._upstream.json_object(
-                "POST", self.path(model, "edits"), call.deadline, data=form, files=files
+                "POST",
+                self.path(model, "edits"),
+                call.deadline,
+                data=form,
+                files=files,
+                headers=await self._auth(),
             )
         request_id = response.headers.get("apim-request-id") or response.headers.get("x-request-id")
         return openai.read_answer(self.name, payload, request_id, warnings)
+
+    async def aclose(self) -> None:
+        if self._tokens is not None:
+            await self._tokens.aclose()
+        await super().aclose()
 
 
 PROVIDER = ProviderSpec(
@@ -128,7 +198,9 @@ PROVIDER = ProviderSpec(
     base_url_env="AZURE_OPENAI_ENDPOINT",
     default_base_url="",  # each resource has its own endpoint
     summary="Azure OpenAI (deployments of OpenAI's image models)",
-    settings=(API_VERSION_ENV,),
+    enabled_by=(ENTRA_CLIENT,),
+    settings=(API_VERSION_ENV, *ENTRA_REQUIRED, FEDERATED_TOKEN_ENV, AUTHORITY_ENV),
+    check_credentials=check_credentials,
     file_settings=("deployments",),
     check_file_settings=check_file_settings,
 )

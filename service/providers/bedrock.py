@@ -9,9 +9,16 @@ Auth: AWS Signature Version 4 (service `bedrock`) over each request, made by bot
 (installed with boto3 for S3 blob storage, and imported only when this provider is configured):
 SigV4's canonical request has rules a hand-written signer gets subtly wrong (double-encoded paths,
 header folding), and AWS's own implementation is the reference for them. The credentials are the
-static keys the AWS SDKs read (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the region
-AWS_REGION (else AWS_DEFAULT_REGION, else us-east-1). The exact signed bytes are sent, to the path as
-signed (`%3A` kept encoded).
+static keys the AWS SDKs read (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) when they
+are set, else what botocore's default credential chain finds (a profile, a container or instance
+role...), refreshed before they expire (aws_credentials.py). The region is AWS_REGION (else
+AWS_DEFAULT_REGION, else us-east-1). The exact signed bytes are sent, to the path as signed (`%3A`
+kept encoded).
+
+Configured: with the static keys, or with any of ENABLED_BY set (AWS_PROFILE, AWS_REGION,
+AWS_DEFAULT_REGION, the container credential variables, AWS_WEB_IDENTITY_TOKEN_FILE): each says the
+gateway runs with AWS credentials the chain can find. A region alone is how an instance role (IMDS)
+is chosen, as it has no variable of its own.
 
 Bodies:
 - amazon.* (Nova Canvas, Titan v2): taskType TEXT_IMAGE with textToImageParams {text, negativeText,
@@ -42,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -51,6 +58,7 @@ import pybase64
 from service.config import ProviderConfig, Settings
 from service.errors import ContentPolicyViolation, ModelNotAllowed, UpstreamError
 from service.providers.adapter import HttpAdapter
+from service.providers.aws_credentials import AwsCredentials
 from service.providers.base import (
     CallWarning,
     GeneratedImage,
@@ -64,13 +72,17 @@ from service.providers.spec import ProviderSpec
 from service.providers.stability import aspect_ratio
 from service.providers.upstream import Upstream, decode_image, malformed
 
-if TYPE_CHECKING:
-    from botocore.auth import SigV4Auth
-
 NAME = "bedrock"
 SERVICE = "bedrock"
 DEFAULT_REGION = "us-east-1"
 REGION_SETTINGS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+ENABLED_BY = (
+    "AWS_PROFILE",
+    *REGION_SETTINGS,
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 NOVA_CANVAS = "amazon.nova-canvas-v1:0"
 SD35_LARGE = "stability.sd3-5-large-v1:0"
 HIGH_QUALITIES = frozenset({"hd", "high", "premium"})
@@ -178,36 +190,36 @@ async def stability_body(
 class BedrockProvider(HttpAdapter):
     is_refusal = staticmethod(is_refusal)
 
-    def __init__(self, upstream: Upstream, signer: SigV4Auth) -> None:
+    def __init__(self, upstream: Upstream, credentials: AwsCredentials, region: str) -> None:
         super().__init__(upstream)
-        self._signer = signer
+        self._credentials = credentials
+        self._region = region
 
     @classmethod
     def create(cls, config: ProviderConfig, settings: Settings) -> BedrockProvider:
-        from botocore.auth import SigV4Auth  # only a worker that uses Bedrock loads botocore
-        from botocore.credentials import Credentials
-
         region = next(
             (str(config.settings[n]) for n in REGION_SETTINGS if config.settings.get(n)), DEFAULT_REGION
         )
-        credentials = Credentials(
-            config.credentials["AWS_ACCESS_KEY_ID"],
-            config.credentials["AWS_SECRET_ACCESS_KEY"],
-            str(config.settings.get("AWS_SESSION_TOKEN") or "") or None,
-        )
         regional = dataclasses.replace(config, base_url=config.base_url.replace("{region}", region))
         upstream = Upstream.from_config(regional, settings, {}, cls.is_refusal)
-        return cls(upstream, SigV4Auth(credentials, SERVICE, region))
+        return cls(upstream, AwsCredentials(NAME, config.credentials, config.settings, region), region)
 
-    def signed_headers(self, url: str, body: bytes) -> dict[str, str]:
-        """The SigV4 headers (Authorization, X-Amz-Date, X-Amz-Security-Token) for this exact request."""
+    async def signed_headers(self, url: str, body: bytes) -> dict[str, str]:
+        """The SigV4 headers (Authorization, X-Amz-Date, X-Amz-Security-Token) for this exact request,
+        signed with the current credentials."""
+        from botocore.auth import SigV4Auth  # only a worker that uses Bedrock loads botocore
         from botocore.awsrequest import AWSRequest
 
+        credentials = await self._credentials.current()
         request = AWSRequest(
             "POST", url, data=body, headers={"Content-Type": "application/json", "Accept": "application/json"}
         )
-        self._signer.add_auth(request)
+        SigV4Auth(credentials, SERVICE, self._region).add_auth(request)
         return dict(request.headers.items())
+
+    async def aclose(self) -> None:
+        await self._credentials.aclose()
+        await super().aclose()
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         model = call.upstream_model
@@ -225,7 +237,7 @@ class BedrockProvider(HttpAdapter):
             call.deadline,
             content=content,
             encoded=True,
-            headers=self.signed_headers(self._upstream.url(path), content),
+            headers=await self.signed_headers(self._upstream.url(path), content),
         )
         images = self._images(payload)
         return ImageCallResult(
@@ -256,5 +268,6 @@ PROVIDER = ProviderSpec(
     base_url_env="AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
     default_base_url="https://bedrock-runtime.{region}.amazonaws.com",
     summary="Amazon Bedrock InvokeModel (Nova Canvas, Titan Image v2, Stability)",
-    settings=("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    settings=("AWS_SESSION_TOKEN",),
+    enabled_by=ENABLED_BY,
 )

@@ -14,6 +14,7 @@ over the encoded path.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,16 +75,23 @@ def form(data: Mapping[str, object] | None, files: Files | None) -> aiohttp.Form
 class HttpClient:
     """A connection pool with default headers; created lazily inside the running event loop."""
 
-    def __init__(self, headers: Mapping[str, str], *, follow_redirects: bool) -> None:
+    def __init__(
+        self,
+        headers: Mapping[str, str],
+        *,
+        follow_redirects: bool,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
         self._headers = dict(headers)
         self._follow_redirects = follow_redirects
+        self._verify: ssl.SSLContext | bool = True if verify is None else verify  # True: aiohttp's default
         self._session: aiohttp.ClientSession | None = None
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S, ssl=self._verify),
                 cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
                 json_serialize=lambda value: orjson.dumps(value).decode(),
             )

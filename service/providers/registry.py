@@ -114,4 +114,7 @@ def setup_hint(provider: str) -> str:
     spec = PROVIDERS.get(provider)
     if spec is None:
         return f"no adapter is named {provider!r}"
-    return "set " + " and ".join(spec.credentials) if spec.credentials else "always on"
+    if not spec.credentials:
+        return "always on"
+    either = f", or {' or '.join(spec.enabled_by)}" if spec.enabled_by else ""
+    return "set " + " and ".join(spec.credentials) + either

@@ -41,6 +41,10 @@ class ProviderSpec:
     default_base_url: str = ""
     # What the provider is, in a few words, for docs/providers.md's provider table.
     summary: str = ""
+    # Variables any one of which turns the provider on without its credentials: the adapter then finds
+    # credentials the way the cloud's own SDK does (AWS's credential chain for a profile or a role).
+    # Those set reach it in ProviderConfig.settings, by name, as `settings` do.
+    enabled_by: tuple[str, ...] = ()
     # Optional environment variables the adapter also takes (an API version, a region): those set
     # reach it in ProviderConfig.settings, by name.
     settings: tuple[str, ...] = ()
@@ -50,6 +54,10 @@ class ProviderSpec:
     # What is wrong with those keys' values in a config file entry, as (key, message), or None: run
     # when settings load, so `mg config check` points at the line rather than a worker failing later.
     check_file_settings: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
+
+    # What is missing from a provider turned on (credentials -> value, settings -> value), or None:
+    # run when settings load, so `mg config check` says it (Entra ID's client id without its secret).
+    check_credentials: Callable[[Mapping[str, str], Mapping[str, Any]], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.options.provider != self.name:
@@ -61,4 +69,4 @@ class ProviderSpec:
     def variables(self) -> tuple[str, ...]:
         """Every environment variable the provider reads."""
         base_url = (self.base_url_env,) if self.base_url_env else ()
-        return (*self.credentials, *base_url, *self.settings)
+        return (*self.credentials, *base_url, *self.enabled_by, *self.settings)

@@ -6,7 +6,9 @@ and the OpenAI definition the preview versions serve for GPT image models).
   deployment is 404 DeploymentNotFound, a missing or unknown api-version 404 "Resource not found",
   a GPT image deployment on a version before its first preview 400 (as a version that lacks a
   feature answers).
-- `api-key: <key>` (a wrong or missing key: Azure's 401 body); no Bearer token is accepted here.
+- `api-key: <key>` (a wrong or missing key: Azure's 401 body). With `bearer_token` set (a resource
+  whose clients use Microsoft Entra ID), `Authorization: Bearer <that token>` instead, and an
+  `api-key` is then refused, as with key auth disabled on the resource.
 - dall-e-3 bodies are checked against the GA imageGenerationsRequest (closed: n is 1, no `model`);
   GPT image bodies against OpenAI's CreateImageRequest / CreateImageEditRequest, without `model`.
 - The content filter answers as Azure's does: 400 content_policy_violation with
@@ -48,8 +50,18 @@ class FakeAzureOpenAI(FakeOpenAI):
     SMOKE_MODEL = "azure/gpt-image-1"
     api_key = "azure-fake-resource-key"
 
+    bearer_token = ""
+
+    def _authorized(self, request: Recorded) -> bool:
+        if self.bearer_token:
+            return (
+                "api-key" not in request.headers
+                and request.headers.get("authorization") == f"Bearer {self.bearer_token}"
+            )
+        return request.headers.get("api-key") == self.api_key
+
     def handle(self, request: Recorded) -> Reply:
-        if request.headers.get("api-key") != self.api_key:
+        if not self._authorized(request):
             return azure_error(
                 "401",
                 "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "

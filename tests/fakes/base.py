@@ -23,6 +23,7 @@ import email.parser
 import email.policy
 import io
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -173,7 +174,11 @@ class FakeProvider:
     def url(self) -> str:
         assert self._server is not None
         host, port = cast(tuple[str, int], self._server.server_address[:2])
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls_context() else 'http'}://{host}:{port}"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server side of TLS for a fake served over https; None: plain http."""
+        return None
 
     def handle(self, request: Recorded) -> Reply:
         raise NotImplementedError
@@ -267,6 +272,8 @@ class FakeProvider:
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if (context := self.tls_context()) is not None:
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -72,6 +72,9 @@ def provider_table() -> str:
     for spec in DECLARATIONS:
         models = ", ".join(f"`{m.id.partition('/')[2]}`" for m in catalog if m.provider == spec.name)
         variables = ", ".join(f"`{variable}`" for variable in spec.credentials) or "none: always on"
+        if spec.enabled_by:
+            either = ", or " if len(spec.enabled_by) == 1 else ", or one of "
+            variables += either + ", ".join(f"`{variable}`" for variable in spec.enabled_by)
         if spec.base_url_env:
             default = f" (default `{spec.default_base_url}`)" if spec.default_base_url else " (required)"
             variables += f"; `{spec.base_url_env}`{default}"
