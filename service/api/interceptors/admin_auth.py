@@ -54,31 +54,41 @@ class AdminAuthInterceptor(UnaryInterceptor):
         if self._sessions is None:
             raise NotFound(ADMIN_API_OFF)
         metadata = tuple(context.invocation_metadata() or ())
-        current_request().admin = self._caller(self._sessions, metadata, method)
+        current_request().admin = authenticate(
+            self._sessions,
+            metadata,
+            change=method not in READ_METHODS,
+            token_only=method in TOKEN_ONLY_METHODS,
+        )
         return await behavior(request, context)
 
-    @staticmethod
-    def _caller(
-        sessions: AdminSessions, metadata: tuple[tuple[str, str | bytes], ...], method: str
-    ) -> AdminCaller:
-        authorization = [str(v) for k, v in metadata if k == "authorization"]
-        if authorization:
-            scheme, _, token = authorization[0].partition(" ")
-            if scheme.lower() != "bearer" or not sessions.token.matches(token.strip()):
-                raise Unauthenticated(INVALID_ADMIN_TOKEN)
-            return AdminCaller(sessions.token.id)
-        if method in TOKEN_ONLY_METHODS:
-            raise Unauthenticated(
-                "Signing in needs the admin token: send 'Authorization: Bearer <admin token>'."
+
+def authenticate(
+    sessions: AdminSessions,
+    metadata: tuple[tuple[str, str | bytes], ...],
+    *,
+    change: bool,
+    token_only: bool = False,
+) -> AdminCaller:
+    """The admin behind a call: by the admin token, or by the console's session cookie, which a call
+    that changes something must back with the session's CSRF value. The console's own reads
+    (service/console/admin_check.py) are checked here too."""
+    authorization = [str(v) for k, v in metadata if k == "authorization"]
+    if authorization:
+        scheme, _, token = authorization[0].partition(" ")
+        if scheme.lower() != "bearer" or not sessions.token.matches(token.strip()):
+            raise Unauthenticated(INVALID_ADMIN_TOKEN)
+        return AdminCaller(sessions.token.id)
+    if token_only:
+        raise Unauthenticated("Signing in needs the admin token: send 'Authorization: Bearer <admin token>'.")
+    claims = sessions.verify_cookie_header(cookie_header_of(metadata))
+    if claims is None:
+        raise Unauthenticated(MISSING_ADMIN_CREDENTIALS)
+    if change:
+        presented = [str(v) for k, v in metadata if k == CSRF_HEADER]
+        if not presented or not sessions.csrf_ok(claims, presented[0]):
+            raise Forbidden(
+                f"A change made with the console's session needs its CSRF value in the {CSRF_HEADER} "
+                "header (the csrf_token POST /v1/admin/session answered)."
             )
-        claims = sessions.verify_cookie_header(cookie_header_of(metadata))
-        if claims is None:
-            raise Unauthenticated(MISSING_ADMIN_CREDENTIALS)
-        if method not in READ_METHODS:
-            presented = [str(v) for k, v in metadata if k == CSRF_HEADER]
-            if not presented or not sessions.csrf_ok(claims, presented[0]):
-                raise Forbidden(
-                    f"A change made with the console's session needs its CSRF value in the {CSRF_HEADER} "
-                    "header (the csrf_token POST /v1/admin/session answered)."
-                )
-        return AdminCaller(claims.token_id, claims)
+    return AdminCaller(claims.token_id, claims)
