@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the REST surface, generated from the proto's descriptor set.
 
-The REST surface is the google.api.http projection of proto/mg/v1/image_generation.proto, so the
-document is derived from the same descriptor set Envoy's transcoder loads (with its comments):
+The REST surface is the google.api.http projection of proto/mg/v1/ (the image API, the admin API and
+the console), so the document is derived from the same descriptor set Envoy's transcoder loads
+(with its comments):
   - one operation per method with an http rule: its path (`{id=**}` becomes `{id}`), path and query
     parameters (the request's fields not bound to the path or body), its JSON body (`body: "*"`),
     and its answer (the response message as the transcoder prints it: proto field names, defaults
@@ -33,11 +34,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from google.api import annotations_pb2, field_behavior_pb2
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
+from service.admin_session import COOKIE_NAME, CSRF_HEADER
+from service.api.interceptors.admin_auth import ADMIN_METHODS, READ_METHODS, TOKEN_ONLY_METHODS
 from service.api.interceptors.auth import PUBLIC_METHODS
 from service.config import DESCRIPTOR_SET_NAME
+from service.console.files import MEDIA_TYPES as CONSOLE_MEDIA_TYPES
+from service.console.servicer import ADMIN_READ_METHODS
 from service.errors import ALL_ERRORS, EDGE_DEFAULTS
 from service.generation.edits import INPUT_FIDELITIES, MAX_INPUT_IMAGES
 from service.generation.routing import SERVED_BY_HEADER
@@ -53,7 +58,8 @@ from service.generation.validation import (
     STYLES,
 )
 
-PROTO_FILE = "mg/v1/image_generation.proto"
+# The files whose REST bindings make the surface: the image API, the admin API, the console.
+PROTO_FILES = ("mg/v1/image_generation.proto", "mg/v1/admin.proto", "mg/v1/console.proto")
 PACKAGE = "mg.v1"
 FDP = descriptor_pb2.FieldDescriptorProto
 SCHEMAS = "#/components/schemas/"
@@ -85,6 +91,13 @@ FIELD_CONSTRAINTS: dict[str, dict[str, Any]] = {
     "partial_images": {"minimum": 0, "maximum": MAX_PARTIAL_IMAGES},
     "input_fidelity": {"enum": list(INPUT_FIDELITIES)},
     "images": {"minItems": 1, "maxItems": MAX_INPUT_IMAGES},
+    # The admin API's (service/admin.py checks them).
+    "CreateProjectRequest.name": {"minLength": 1, "maxLength": 100, "examples": ["team-a"]},
+    "CreateProjectRequest.allow": {"examples": [["local/*"]]},
+    "budget_usd": {"examples": ["5", "12.50"]},
+    "rpm": {"minimum": 1},
+    "CreateKeyRequest.project": {"examples": ["team-a"]},
+    "GetConsoleFileRequest.path": {"examples": ["app.js"]},
 }
 REQUEST_MESSAGES = ("GenerateImagesRequest", "EditImagesRequest", "CreateImageVariationsRequest")
 
@@ -141,6 +154,14 @@ HTTP_BODY_ANSWERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "CreateImageVariationsHttp": ("The variations.", IMAGES_JSON),
     "GetFile": ("The hosted image's bytes, with its content type.", IMAGE_BYTES),
+    "GetConsoleFile": (
+        "The console's file (its index page at /console), with the console's security headers.",
+        {
+            media.split(";")[0]: {"schema": {"type": "string"}}
+            for media in sorted(set(CONSOLE_MEDIA_TYPES.values()))
+        },
+    ),
+    "GetThumbnail": ("The thumbnail's bytes (WebP).", {"image/webp": {"schema": {"type": "string"}}}),
     "ApiDocument": (
         "This document.",
         {"application/json": {"schema": {"type": "object", "required": ["openapi", "paths"]}}},
@@ -163,9 +184,39 @@ ERROR_STATUSES: dict[str, tuple[int, ...]] = {
     "Liveness": (408, 500, 503),
     "Readiness": (408, 500, 503),
     "ApiDocument": (408, 500, 503),
+    # The console (404 when it is off, MG_CONSOLE=false, or has no such file or thumbnail).
+    "GetConsoleFile": (404, 408, 500, 503),
+    "ListCatalog": (404, 408, 500, 503),
+    "GetThumbnail": (400, 404, 408, 500, 503),
 }
-# Routes callable without a key: the methods the server's auth interceptor lets through.
-PUBLIC = frozenset(method.rsplit("/", 1)[1] for method in PUBLIC_METHODS)
+
+
+def _method_names(full_names: frozenset[str]) -> frozenset[str]:
+    return frozenset(method.rsplit("/", 1)[1] for method in full_names)
+
+
+# Who may call what: the admin routes take the admin token or the console's session (some the token
+# alone), the console's data reads too; a change made with the session needs its CSRF value (403
+# without). Every admin route is 404 while no admin token is configured.
+ADMIN_CREDENTIALS = _method_names(ADMIN_METHODS | ADMIN_READ_METHODS)
+ADMIN_TOKEN_ONLY = _method_names(TOKEN_ONLY_METHODS)
+CSRF_CHECKED = _method_names(ADMIN_METHODS - READ_METHODS - TOKEN_ONLY_METHODS)
+for _name in _method_names(ADMIN_METHODS):
+    ERROR_STATUSES[_name] = (
+        (400, 404, 408, 500, 503) if _name not in CSRF_CHECKED else (400, 403, 404, 408, 413, 500, 503)
+    )
+ERROR_STATUSES["CreateSession"] = (400, 404, 408, 413, 500, 503)
+# Routes callable with no credentials at all: what the auth interceptor lets through with no API
+# key, less the console's reads, which need the admin's.
+CREDENTIAL_FREE = _method_names(PUBLIC_METHODS) - ADMIN_CREDENTIALS
+CSRF_PARAMETER = {
+    "name": CSRF_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The session's CSRF value (POST /v1/admin/session answers it): needed when the call "
+    "is authenticated by the console's session cookie, not with the admin token.",
+    "schema": {"type": "string"},
+}
 HEADERS = {
     "x-mg-version": {
         "description": "The gateway's version, on every answer (also `server: mg/<version>`).",
@@ -187,6 +238,8 @@ SERVED_BY: dict[str, Any] = {
 _SCALARS: dict[int, dict[str, Any]] = {
     FDP.TYPE_STRING: {"type": "string"},
     FDP.TYPE_BOOL: {"type": "boolean"},
+    FDP.TYPE_DOUBLE: {"type": "number"},
+    FDP.TYPE_FLOAT: {"type": "number"},
     FDP.TYPE_INT32: {"type": "integer", "format": "int32"},
     FDP.TYPE_SINT32: {"type": "integer", "format": "int32"},
     FDP.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
@@ -202,25 +255,35 @@ _WELL_KNOWN = {".google.protobuf.Struct": {"type": "object"}}
 
 
 class _Proto:
-    """The mg proto file of a descriptor set: messages by name, comments by descriptor path."""
+    """The mg proto files of a descriptor set: messages by name (across the files, one package),
+    comments by file and descriptor path."""
 
     def __init__(self, descriptor_set: bytes) -> None:
-        files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file
-        self.file = next(f for f in files if f.name == PROTO_FILE)
-        self.messages = {m.name: (i, m) for i, m in enumerate(self.file.message_type)}
+        by_name = {f.name: f for f in descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file}
+        self.files = [by_name[name] for name in PROTO_FILES]
+        self.messages = {
+            m.name: (file.name, i, m) for file in self.files for i, m in enumerate(file.message_type)
+        }
         self.comments = {
-            tuple(location.path): _clean(location.leading_comments)
-            for location in self.file.source_code_info.location
+            (file.name, *location.path): _clean(location.leading_comments)
+            for file in self.files
+            for location in file.source_code_info.location
             if location.leading_comments.strip()
         }
 
-    def message(self, name: str) -> tuple[int, descriptor_pb2.DescriptorProto]:
-        return self.messages[name]
+    def message(self, name: str) -> descriptor_pb2.DescriptorProto:
+        return self.messages[name][2]
+
+    def comment(self, message: str, field: int | None = None) -> str | None:
+        """The comment of a message, or of its field at that index."""
+        file, index, _ = self.messages[message]
+        return self.comments.get((file, 4, index) if field is None else (file, 4, index, 2, field))
 
     def methods(self) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto, str]]:
-        for s, service in enumerate(self.file.service):
-            for m, method in enumerate(service.method):
-                yield service.name, method, self.comments.get((6, s, 2, m), "")
+        for file in self.files:
+            for s, service in enumerate(file.service):
+                for m, method in enumerate(service.method):
+                    yield service.name, method, self.comments.get((file.name, 6, s, 2, m), "")
 
 
 def _clean(comment: str) -> str:
@@ -246,16 +309,16 @@ class _Builder:
         return {"$ref": SCHEMAS + name}
 
     def message_schema(self, name: str, request: bool) -> dict[str, Any]:
-        index, message = self.proto.message(name)
+        message = self.proto.message(name)
         schema: dict[str, Any] = {"type": "object"}
-        described = self.proto.comments.get((4, index))
+        described = self.proto.comment(name)
         if described:
             schema["description"] = described
         properties: dict[str, Any] = {}
         required = []
         for f, field in enumerate(message.field):
             properties[field.name] = self.field_schema(
-                f"{name}.{field.name}", field, request, self.proto.comments.get((4, index, 2, f))
+                f"{name}.{field.name}", field, request, self.proto.comment(name, f)
             )
             if request and _required(field):
                 required.append(field.name)
@@ -281,7 +344,7 @@ class _Builder:
     def is_map(self, field: descriptor_pb2.FieldDescriptorProto) -> bool:
         if field.type != FDP.TYPE_MESSAGE or field.type_name in _WELL_KNOWN:
             return False
-        _, entry = self.proto.message(_local_name(field.type_name).split(".")[0])
+        entry = self.proto.message(_local_name(field.type_name).split(".")[0])
         nested = _local_name(field.type_name).split(".")[1:]
         return bool(nested) and any(n.name == nested[0] and n.options.map_entry for n in entry.nested_type)
 
@@ -294,7 +357,7 @@ class _Builder:
             return dict(_WELL_KNOWN[field.type_name])
         if self.is_map(field):
             outer, entry_name = _local_name(field.type_name).split(".")
-            _, parent = self.proto.message(outer)
+            parent = self.proto.message(outer)
             entry = next(n for n in parent.nested_type if n.name == entry_name)
             value = next(f for f in entry.field if f.name == "value")
             return {"type": "object", "additionalProperties": self.value_schema(value, request)}
@@ -412,7 +475,7 @@ def _upload_body(builder: _Builder, message: str) -> dict[str, Any]:
 
 def _parameters(builder: _Builder, request_type: str, bound: list[str]) -> list[dict[str, Any]]:
     """A bodiless request's fields: those named in the path template, the rest in the query."""
-    index, request = builder.proto.message(request_type)
+    request = builder.proto.message(request_type)
     parameters = []
     for f, field in enumerate(request.field):
         where = "path" if field.name in bound else "query"
@@ -422,11 +485,72 @@ def _parameters(builder: _Builder, request_type: str, bound: list[str]) -> list[
             "required": where == "path",
             "schema": builder.value_schema(field, request=True),
         }
-        described = builder.proto.comments.get((4, index, 2, f))
+        described = builder.proto.comment(request_type, f)
         if described:
             parameter["description"] = described
         parameters.append(parameter)
     return parameters
+
+
+def _bindings(rule: http_pb2.HttpRule) -> Iterator[tuple[str, str, str]]:
+    """A method's REST bindings, its own and its additional ones: (verb, path template, body)."""
+    for binding in (rule, *rule.additional_bindings):
+        verb = binding.WhichOneof("pattern")
+        assert verb is not None and verb != "custom", "every binding is one of get/post/patch/delete"
+        yield verb, getattr(binding, verb), binding.body
+
+
+def _operation(
+    builder: _Builder,
+    service: str,
+    method: descriptor_pb2.MethodDescriptorProto,
+    comment: str,
+    template: str,
+    body: str,
+) -> dict[str, Any]:
+    bound = _path(template)[1]
+    name = method.name
+    operation: dict[str, Any] = {"operationId": name, "tags": [service]}
+    if comment:
+        operation["summary"] = comment.split(". ")[0].rstrip(".")
+        operation["description"] = comment
+    parameters: list[dict[str, Any]] = []
+    if name in UPLOADS:
+        operation["requestBody"] = _upload_body(builder, UPLOADS[name])
+    elif method.input_type.startswith(f".{PACKAGE}."):
+        request_type = _local_name(method.input_type)
+        if body == "*":
+            schema = builder.ref(request_type, request=True)
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            parameters = [p for p in _parameters(builder, request_type, bound) if p["in"] == "path"]
+        else:
+            parameters = _parameters(builder, request_type, bound)
+    if name in CSRF_CHECKED:
+        parameters.append(CSRF_PARAMETER)
+    if parameters:
+        operation["parameters"] = parameters
+    if name in HTTP_BODY_ANSWERS:
+        description, content = HTTP_BODY_ANSWERS[name]
+    else:
+        description, content = (
+            "OK",
+            {"application/json": {"schema": builder.ref(_local_name(method.output_type))}},
+        )
+    headers: dict[str, Any] = {h: {"$ref": "#/components/headers/" + h} for h in HEADERS}
+    if ERROR_STATUSES[name] is _MAKES_IMAGES:
+        headers[SERVED_BY_HEADER] = SERVED_BY
+    responses: dict[str, Any] = {"200": {"description": description, "headers": headers, "content": content}}
+    statuses = set(ERROR_STATUSES[name]) | (set() if name in CREDENTIAL_FREE else {401})
+    for status in sorted(statuses):
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
+    operation["responses"] = responses
+    if name in CREDENTIAL_FREE:
+        operation["security"] = []
+    elif name in ADMIN_TOKEN_ONLY:
+        operation["security"] = [{"adminToken": []}]
+    elif name in ADMIN_CREDENTIALS:
+        operation["security"] = [{"adminToken": []}, {"adminSession": []}]
+    return operation
 
 
 def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
@@ -436,47 +560,12 @@ def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
     for service, method, comment in proto.methods():
         if not method.options.HasExtension(annotations_pb2.http):
             continue
-        rule = method.options.Extensions[annotations_pb2.http]
-        verb = rule.WhichOneof("pattern")
-        assert verb is not None
-        path, bound = _path(getattr(rule, verb))
-        name = method.name
-        operation: dict[str, Any] = {"operationId": name, "tags": [service]}
-        if comment:
-            operation["summary"] = comment.split(". ")[0].rstrip(".")
-            operation["description"] = comment
-        if name in UPLOADS:
-            operation["requestBody"] = _upload_body(builder, UPLOADS[name])
-        elif method.input_type.startswith(f".{PACKAGE}."):
-            request_type = _local_name(method.input_type)
-            if rule.body == "*":
-                schema = builder.ref(request_type, request=True)
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": schema}},
-                }
-            elif parameters := _parameters(builder, request_type, bound):
-                operation["parameters"] = parameters
-        if name in HTTP_BODY_ANSWERS:
-            description, content = HTTP_BODY_ANSWERS[name]
-        else:
-            description, content = (
-                "OK",
-                {"application/json": {"schema": builder.ref(_local_name(method.output_type))}},
-            )
-        headers: dict[str, Any] = {h: {"$ref": "#/components/headers/" + h} for h in HEADERS}
-        if name in ERROR_STATUSES and ERROR_STATUSES[name] is _MAKES_IMAGES:
-            headers[SERVED_BY_HEADER] = SERVED_BY
-        responses: dict[str, Any] = {
-            "200": {"description": description, "headers": headers, "content": content}
-        }
-        statuses = set(ERROR_STATUSES[name]) | (set() if name in PUBLIC else {401})
-        for status in sorted(statuses):
-            responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
-        operation["responses"] = responses
-        if name in PUBLIC:
-            operation["security"] = []
-        paths.setdefault(path, {})[verb] = operation
+        bindings = _bindings(method.options.Extensions[annotations_pb2.http])
+        for n, (verb, template, body) in enumerate(bindings):
+            operation = _operation(builder, service, method, comment, template, body)
+            if n:  # (an operation id names one binding)
+                operation["operationId"] += str(n + 1)
+            paths.setdefault(_path(template)[0], {})[verb] = operation
     for name in HTTP_BODY_MESSAGES:
         builder.ref(name)
     schemas = {**dict(sorted(builder.schemas.items())), **_error_schemas()}
@@ -486,8 +575,9 @@ def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
             "title": "mg",
             "version": mg_version,
             "summary": "A self-hosted, OpenAI-compatible image-generation gateway.",
-            "description": "The OpenAI Images API's shape in front of every image provider. Generated "
-            "from proto/mg/v1/image_generation.proto; docs/api.md is the reference.",
+            "description": "The OpenAI Images API's shape in front of every image provider, and the "
+            "admin API and console beside it. Generated from proto/mg/v1/ (image_generation, admin, "
+            "console); docs/api.md is the reference.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "/"}],
@@ -499,7 +589,20 @@ def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "An mg API key (mg_live_...).",
-                }
+                },
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (MG_ADMIN_TOKEN; docs/api.md#admin-api). API keys "
+                    "are refused on the admin routes, and the admin token on the image routes.",
+                },
+                "adminSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": COOKIE_NAME,
+                    "description": "The console's session, made by POST /v1/admin/session. A change "
+                    f"made with it also sends the session's CSRF value in `{CSRF_HEADER}`.",
+                },
             },
             "headers": HEADERS,
             "schemas": schemas,

@@ -25,11 +25,9 @@ from service.hosting.thumbnails import Thumbnails
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE = pb.DESCRIPTOR.services_by_name["Console"].full_name
-# No API key: the files hold no data, and a thumbnail is checked against the admin's session by
-# `require_admin` (the auth interceptor knows API keys only).
-PUBLIC_METHODS = frozenset(
-    {f"/{SERVICE}/GetConsoleFile", f"/{SERVICE}/GetThumbnail", f"/{SERVICE}/ListCatalog"}
-)
+# The console's data (thumbnails, the catalog) is the admin's: these calls need no API key (the
+# auth interceptor's PUBLIC_METHODS) and are checked against the admin's session by `require_admin`.
+ADMIN_READ_METHODS = frozenset({f"/{SERVICE}/GetThumbnail", f"/{SERVICE}/ListCatalog"})
 OFF = "The console is turned off on this gateway (MG_CONSOLE=false)."
 
 # Raises Unauthenticated unless the call carries the admin's console session (or admin token).

@@ -74,7 +74,42 @@ def test_every_http_binding_of_the_proto_is_an_operation(document: dict[str, Any
         ("/healthz", "get"): "Liveness",
         ("/readyz", "get"): "Readiness",
         ("/openapi.json", "get"): "ApiDocument",
+        ("/v1/admin/session", "post"): "CreateSession",
+        ("/v1/admin/session", "delete"): "DeleteSession",
+        ("/v1/admin/projects", "get"): "ListProjects",
+        ("/v1/admin/projects", "post"): "CreateProject",
+        ("/v1/admin/projects/{name}", "get"): "GetProject",
+        ("/v1/admin/projects/{name}", "patch"): "UpdateProject",
+        ("/v1/admin/keys", "get"): "ListKeys",
+        ("/v1/admin/keys", "post"): "CreateKey",
+        ("/v1/admin/keys/{id}/revoke", "post"): "RevokeKey",
+        ("/v1/admin/usage", "get"): "GetUsage",
+        ("/v1/admin/ledger", "get"): "ListLedger",
+        ("/v1/admin/inflight", "get"): "ListInFlight",
+        ("/v1/admin/audit", "get"): "ListAudit",
+        ("/v1/admin/catalog", "get"): "ListCatalog",
+        ("/v1/admin/thumbnails/{request_id}/{index}", "get"): "GetThumbnail",
+        ("/console", "get"): "GetConsoleFile",
+        ("/console/{path}", "get"): "GetConsoleFile2",
     }
+
+
+def test_admin_routes_take_the_admin_credentials_and_say_so(document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    either: list[dict[str, list[str]]] = [{"adminToken": []}, {"adminSession": []}]
+    assert paths["/v1/admin/projects"]["get"]["security"] == either
+    assert paths["/v1/admin/catalog"]["get"]["security"] == either  # (the console's reads too)
+    assert paths["/v1/admin/session"]["post"]["security"] == [{"adminToken": []}]
+    assert paths["/console"]["get"]["security"] == []
+    session = document["components"]["securitySchemes"]["adminSession"]
+    assert (session["in"], session["name"]) == ("cookie", "mg_admin_session")
+    # A change made with the session needs the CSRF header (403 without); reads do not.
+    patch = paths["/v1/admin/projects/{name}"]["patch"]
+    assert [p["name"] for p in patch["parameters"]] == ["name", "x-mg-csrf"]
+    assert {"401", "403", "404"} <= set(patch["responses"])
+    listing = paths["/v1/admin/projects"]["get"]
+    assert "403" not in listing["responses"] and "parameters" not in listing
+    assert "401" not in paths["/console"]["get"]["responses"]
 
 
 def test_what_the_proto_cannot_say_is_stated(document: dict[str, Any]) -> None:
