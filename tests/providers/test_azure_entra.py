@@ -174,17 +174,23 @@ def test_the_authority_must_be_https(fake: FakeAzureOpenAI, entra: FakeEntraToke
         AzureOpenAIProvider.create(ProviderConfig("azure", "", fake.url, settings=settings), Settings())
 
 
-ENDPOINT = {"AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com"}
+# The endpoint alone makes the gateway ask IMDS for a managed identity: here a closed loopback port.
+ENDPOINT = {
+    "AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:1",
+}
 
 
-def test_the_client_id_turns_azure_on_and_needs_its_tenant_and_secret() -> None:
+def test_an_app_registration_needs_its_client_id_tenant_and_secret_together() -> None:
     assert "azure" not in load_provider_configs(ENDPOINT)
+    app_service = {**ENDPOINT, "IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token", "IDENTITY_HEADER": "h"}
     with pytest.raises(
-        SettingsError, match=r"AZURE_CLIENT_ID is set .* AZURE_TENANT_ID and AZURE_CLIENT_SECRET"
+        SettingsError, match=r"AZURE_TENANT_ID is set .* AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are not"
     ):
-        load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID})
+        load_provider_configs({**app_service, "AZURE_TENANT_ID": TENANT})
     with pytest.raises(SettingsError, match=r"but AZURE_CLIENT_SECRET is not$"):
         load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT})
+    assert "azure" in load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID})  # user-assigned
     complete = {
         **ENDPOINT,
         "AZURE_CLIENT_ID": CLIENT_ID,

@@ -80,6 +80,8 @@ def provider_table() -> str:
             variables += either + ", ".join(f"`{variable}`" for variable in spec.enabled_by)
         if spec.base_url_env:
             default = f" (default `{spec.default_base_url}`)" if spec.default_base_url else " (required)"
+            if spec.base_url_env in spec.probe_by:
+                default = default.replace(")", f"{PROBED})")
             variables += f"; `{spec.base_url_env}`{default}"
         variables += "".join(
             f"; `{variable}` (optional{PROBED if variable in spec.probe_by else ''})"
