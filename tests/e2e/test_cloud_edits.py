@@ -84,7 +84,7 @@ def test_a_nova_canvas_variation_is_an_image_variation(fakes: Stack) -> None:
         result = sdk.images.create_variation(
             model="bedrock/amazon.nova-canvas-v1:0",
             image=("in.png", png(64, 64), "image/png"),
-            size="1024x1024",  # type: ignore[arg-type]
+            size="1024x1024",
         )
     assert result.data is not None and len(result.data) == 1
     (sent,) = bedrock.generation_requests()

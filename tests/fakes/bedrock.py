@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import re
 import time
 from datetime import UTC, datetime
@@ -31,10 +30,18 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import quote, unquote
 
-from PIL import Image
 from PIL.Image import Image as PILImage
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, json_reply, png
+from tests.fakes.base import (
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    decoded_picture,
+    json_reply,
+    png,
+)
 
 NOVA = "amazon.nova-canvas-v1:0"
 TITAN = "amazon.titan-image-generator-v2:0"
@@ -59,19 +66,6 @@ TASKS = {
     "OUTPAINTING": ("AmazonOutPaintingRequest", "outPaintingParams"),
 }
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
-
-
-def _picture(encoded: object) -> PILImage | None:
-    """A base64 PNG or JPEG, decoded; None for anything else."""
-    try:
-        data = base64.b64decode(str(encoded), validate=True)
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("PNG", "JPEG"):
-                return None
-            image.load()
-            return image.copy()
-    except (ValueError, OSError):
-        return None
 
 
 def _transparent(picture: PILImage) -> bool:
@@ -205,7 +199,7 @@ class FakeBedrock(FakeProvider):
         check_body("bedrock.json", schema, body)
         params = body[key]
         pictures = params.get("images") or [params.get("image")] if task != "TEXT_IMAGE" else []
-        decoded = [_picture(image) for image in pictures]
+        decoded = [decoded_picture(image) for image in pictures]
         if any(picture is None for picture in decoded):
             return aws_error("ValidationException", "Invalid image: only PNG and JPEG are supported.", 400)
         if any(_transparent(picture) for picture in decoded if picture is not None):
@@ -263,7 +257,7 @@ class FakeBedrock(FakeProvider):
 
     def _mask(self, task: str, image: PILImage | None, encoded: str) -> Reply | None:
         """A mask image the size of the image, of pure black and white only (black inside the mask)."""
-        mask = _picture(encoded)
+        mask = decoded_picture(encoded)
         if mask is None or image is None or mask.size != image.size:
             return aws_error(
                 "ValidationException", "Mask image must be a PNG or JPEG the size of the input image.", 400

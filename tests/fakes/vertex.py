@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import itertools
 import json
 import re
@@ -36,10 +35,9 @@ from urllib.parse import parse_qs
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from PIL import Image
 from PIL.Image import Image as PILImage
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, json_reply, png
+from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, decoded_picture, json_reply, png
 from tests.fakes.google import GEMINI_MODELS, IMAGEN_MODELS, RAI_REASON, FakeGoogle, b64, error
 
 PATH = re.compile(
@@ -58,17 +56,6 @@ UNAUTHENTICATED = (
 
 CAPABILITY = "imagen-3.0-capability-001"
 MASKED_MODES = {"EDIT_MODE_INPAINT_INSERTION", "EDIT_MODE_INPAINT_REMOVAL", "EDIT_MODE_OUTPAINT"}
-
-
-def _picture(encoded: object) -> PILImage | None:
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(str(encoded), validate=True))) as image:
-            if image.format not in ("PNG", "JPEG"):
-                return None
-            image.load()
-            return image.copy()
-    except (ValueError, OSError):
-        return None
 
 
 def _unb64(text: str) -> bytes:
@@ -175,14 +162,14 @@ class FakeVertex(FakeGoogle):
             return error("Exactly one raw reference image and at most one mask reference image are allowed.")
         if len({r["referenceId"] for r in references}) != len(references):
             return error("Reference ids must be unique within a request.")
-        raw = _picture(raws[0].get("referenceImage", {}).get("bytesBase64Encoded"))
+        raw = decoded_picture(raws[0].get("referenceImage", {}).get("bytesBase64Encoded"))
         if raw is None:
             return error("The raw reference image must be a PNG or JPEG image.")
         mask = None
         if masks:
             config = masks[0].get("maskImageConfig", {})
             if config.get("maskMode") == "MASK_MODE_USER_PROVIDED":
-                mask = _picture(masks[0].get("referenceImage", {}).get("bytesBase64Encoded"))
+                mask = decoded_picture(masks[0].get("referenceImage", {}).get("bytesBase64Encoded"))
                 if mask is None or mask.size != raw.size:
                     return error("The mask image must be an image the size of the raw reference image.")
         if parameters["editMode"] in MASKED_MODES and not masks:

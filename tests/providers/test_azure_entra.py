@@ -18,6 +18,7 @@ from service.providers.entra import RENEW_AHEAD_S
 from tests.fakes.azure import FakeAzureOpenAI
 from tests.fakes.entra import CLIENT_ID, CLIENT_SECRET, TENANT, FakeEntraTokenEndpoint
 from tests.providers.conftest import call, run, shared_fake
+from tests.providers.conftest import generate_times as calls
 from tests.support.tls import LoopbackCertificate, loopback_certificate
 
 server, fake = shared_fake(FakeAzureOpenAI)
@@ -58,15 +59,7 @@ def entra_config(
 
 
 def generate_times(config: ProviderConfig, times: int) -> None:
-    async def go() -> None:
-        provider = AzureOpenAIProvider.create(config, Settings())
-        try:
-            for _ in range(times):
-                await provider.generate(call("gpt-image-1"))
-        finally:
-            await provider.aclose()
-
-    run(go())
+    calls(AzureOpenAIProvider.create, config, "gpt-image-1", times)
 
 
 def test_a_bearer_token_from_entra_id_replaces_the_api_key(

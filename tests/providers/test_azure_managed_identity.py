@@ -18,6 +18,7 @@ from service.providers.entra import RENEW_AHEAD_S
 from tests.fakes.azure import FakeAzureOpenAI
 from tests.fakes.managed_identity import APP_SERVICE_PATH, IMDS_PATH, USER_ASSIGNED, FakeManagedIdentity
 from tests.providers.conftest import call, run, shared_fake
+from tests.providers.conftest import generate_times as calls
 
 server, fake = shared_fake(FakeAzureOpenAI)
 RESOURCE = "https://cognitiveservices.azure.com"
@@ -50,16 +51,7 @@ def app_service(identity: FakeManagedIdentity, header: str | None = None) -> dic
 
 def generate_times(fake: FakeAzureOpenAI, settings: dict[str, Any], times: int) -> None:
     config = ProviderConfig("azure", "", fake.url, {"AZURE_OPENAI_API_KEY": ""}, settings=settings)
-
-    async def go() -> None:
-        provider = AzureOpenAIProvider.create(config, Settings())
-        try:
-            for _ in range(times):
-                await provider.generate(call("gpt-image-1"))
-        finally:
-            await provider.aclose()
-
-    run(go())
+    calls(AzureOpenAIProvider.create, config, "gpt-image-1", times)
 
 
 def test_the_system_assigned_identity_from_imds_signs_every_call_with_one_token(
