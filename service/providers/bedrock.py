@@ -34,7 +34,9 @@ Bodies:
   that changes them. Their mask is black and white: black is what inpainting changes (white is
   kept), and outpainting changes the white area outside the black one, so the gateway's mask
   (transparent = change) becomes black-where-transparent for INPAINTING and white-where-transparent
-  for OUTPAINTING (masks.py). Input pictures go as JPEG or RGB PNG: both refuse transparent pixels.
+  for OUTPAINTING (masks.py). Input pictures go as JPEG or RGB PNG: both refuse transparent pixels;
+  a variation's input outside Nova's bounds (320-4096 a side, 4.19 MP, 1:4 to 4:1) is scaled to the
+  asked size, with a warning.
   imageGenerationConfig {numberOfImages (1-5), width and height (not for in/outpainting), quality
   (hd/high -> premium, else standard), cfgScale, seed}. Answer {images: [base64], error}.
 - stability.*: {prompt, aspect_ratio (the size's exact ratio), negative_prompt, seed, output_format},
@@ -114,6 +116,7 @@ NOVA_CANVAS = "amazon.nova-canvas-v1:0"
 SD35_LARGE = "stability.sd3-5-large-v1:0"
 HIGH_QUALITIES = frozenset({"hd", "high", "premium"})
 MAX_SEED = 858_993_459
+MIN_SIDE, MAX_SIDE, MAX_PIXELS = 320, 4096, 4_194_304  # Nova's bounds for input pictures
 DEFAULT_STRENGTH = 0.5
 INPUT_TYPES = ("image/png", "image/jpeg")
 STABILITY_OUTPUTS = {"png": "png", "jpeg": "jpeg"}
@@ -196,6 +199,31 @@ async def _opaque(picture: ReferenceImage, size: Size | None = None) -> str:
     return pybase64.b64encode(await asyncio.to_thread(encode)).decode()
 
 
+def within_limits(width: int, height: int) -> bool:
+    """Nova's bounds for an input picture: 320 to 4096 a side, at most 4,194,304 pixels, 1:4 to 4:1."""
+    return (
+        min(width, height) >= MIN_SIDE
+        and max(width, height) <= MAX_SIDE
+        and width * height <= MAX_PIXELS
+        and max(width, height) <= 4 * min(width, height)
+    )
+
+
+async def _variation_input(call: ImageCall, picture: ReferenceImage, warnings: list[CallWarning]) -> str:
+    """An IMAGE_VARIATION input as it came when Nova's bounds hold it, else scaled to the asked size
+    (a size Nova and Titan generate, so one they take), with a warning."""
+    if within_limits(picture.width, picture.height):
+        return await _opaque(picture)
+    warnings.append(
+        adjusted(
+            "image",
+            f"an input image of {picture.width}x{picture.height} is outside Bedrock's bounds "
+            f"(320-4096 a side, 1:4 to 4:1); it was scaled to {call.size}",
+        )
+    )
+    return await _opaque(picture, call.size)
+
+
 def amazon_task(call: ImageCall, options: dict[str, Any]) -> str:
     """The taskType a call is: an edit with a mask INPAINTING (OUTPAINTING when the caller chose an
     outPaintingMode), any other input image IMAGE_VARIATION, else TEXT_IMAGE."""
@@ -233,6 +261,7 @@ async def _masked_params(
 async def amazon_body(
     call: ImageCall, options: dict[str, Any], warnings: list[CallWarning] | None = None
 ) -> dict[str, Any]:
+    warnings = warnings if warnings is not None else []
     task = amazon_task(call, options)
     config: dict[str, Any] = {"numberOfImages": call.n}
     if task in ("TEXT_IMAGE", "IMAGE_VARIATION"):  # an in/outpainting keeps the input's size
@@ -247,11 +276,11 @@ async def amazon_body(
         if "style" in options:
             params["style"] = options["style"]
     elif task == "IMAGE_VARIATION":
-        params["images"] = [await _opaque(picture) for picture in call.input_images]
+        params["images"] = [await _variation_input(call, picture, warnings) for picture in call.input_images]
         if "similarityStrength" in options:
             params["similarityStrength"] = options["similarityStrength"]
     else:
-        params = await _masked_params(call, task, options, warnings if warnings is not None else [])
+        params = await _masked_params(call, task, options, warnings)
     if "negativeText" in options:
         params["negativeText"] = options["negativeText"]
     return {"taskType": task, TASK_PARAMS[task]: params, "imageGenerationConfig": config}

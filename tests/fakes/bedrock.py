@@ -10,7 +10,8 @@
 - Bodies are checked against schemas/bedrock.json (transcribed from AWS's prose; nested objects
   closed, as Bedrock refuses extraneous keys), plus the rules the prose states: Nova sizes (multiples
   of 16, at most 4,194,304 pixels, 1:4 to 4:1), Titan's fixed sizes and 512-character text and no style.
-  Per taskType: input pictures must be PNG or JPEG without transparent pixels; INPAINTING and
+  Per taskType: input pictures must be PNG or JPEG without transparent pixels, 320 to 4096 pixels a
+  side, at most 4,194,304 pixels, 1:4 to 4:1 (Nova's bounds, held for Titan too); INPAINTING and
   OUTPAINTING take one image and exactly one of maskImage / maskPrompt, a maskImage being the image's
   size in pure black and white, and no width or height (the output keeps the input's size).
 - Errors as Bedrock sends them: `x-amzn-ErrorType` and {"message"}. BLOCKME: 400 ValidationException
@@ -66,6 +67,16 @@ TASKS = {
     "OUTPAINTING": ("AmazonOutPaintingRequest", "outPaintingParams"),
 }
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
+
+
+def _within_bounds(width: int, height: int) -> bool:
+    """Nova's bounds for input pictures (the sides need not be multiples of 16)."""
+    return (
+        min(width, height) >= 320
+        and max(width, height) <= 4096
+        and width * height <= 4_194_304
+        and Fraction(1, 4) <= Fraction(width, height) <= 4
+    )
 
 
 def _transparent(picture: PILImage) -> bool:
@@ -219,6 +230,13 @@ class FakeBedrock(FakeProvider):
             width, height = decoded[0].size
         else:
             width, height = config.get("width", 1024), config.get("height", 1024)
+        if any(not _within_bounds(*picture.size) for picture in decoded if picture is not None):
+            return aws_error(
+                "ValidationException",
+                "Input image dimensions must be between 320 and 4096 pixels a side, at most 4,194,304 "
+                "pixels, with an aspect ratio between 1:4 and 4:1.",
+                400,
+            )
         self.inputs += [picture for picture in decoded if picture is not None]
         if model == TITAN:
             if (width, height) not in TITAN_SIZES:

@@ -257,15 +257,18 @@ def test_out_painting_mode_makes_it_outpainting_with_a_white_where_to_change_mas
 
 
 def test_an_edit_without_a_mask_is_an_image_variation_of_every_input_image(fake: FakeBedrock) -> None:
-    pictures = (rgba_picture(40, 40), ReferenceImage(png(16, 16), "image/png", 16, 16))
+    pictures = (rgba_picture(400, 320), ReferenceImage(png(16, 16), "image/png", 16, 16))
     result = generate(fake, NOVA, input_images=pictures, options={"outPaintingMode": "DEFAULT"})
     body = fake.generation_requests()[0].json
     assert body["taskType"] == "IMAGE_VARIATION"
     assert body["imageVariationParams"]["text"] == "a red fox in snow"
-    assert [picture.size for picture in fake.inputs] == [(40, 40), (16, 16)]  # as they came, opaque
+    # the first as it came (made opaque), the second, too small for Bedrock, scaled to the asked size
+    assert [picture.size for picture in fake.inputs] == [(400, 320), (1024, 1024)]
     assert body["imageGenerationConfig"]["width"] == 1024
     assert rendered(result) == [
-        "providerOptions.bedrock.outPaintingMode ignored: it applies only to an edit with a mask"
+        "providerOptions.bedrock.outPaintingMode ignored: it applies only to an edit with a mask",
+        "image adjusted: an input image of 16x16 is outside Bedrock's bounds (320-4096 a side, 1:4 to "
+        "4:1); it was scaled to 1024x1024",
     ]
 
 
