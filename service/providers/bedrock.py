@@ -259,9 +259,8 @@ async def _masked_params(
 
 
 async def amazon_body(
-    call: ImageCall, options: dict[str, Any], warnings: list[CallWarning] | None = None
+    call: ImageCall, options: dict[str, Any], warnings: list[CallWarning]
 ) -> dict[str, Any]:
-    warnings = warnings if warnings is not None else []
     task = amazon_task(call, options)
     config: dict[str, Any] = {"numberOfImages": call.n}
     if task in ("TEXT_IMAGE", "IMAGE_VARIATION"):  # an in/outpainting keeps the input's size
