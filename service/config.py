@@ -99,6 +99,11 @@ def provider_declarations() -> Sequence[ProviderSpec]:
     return DECLARATIONS
 
 
+def _probed(spec: ProviderSpec, environ: Mapping[str, str]) -> bool:
+    """Whether the provider's probe, run when one of its probe_by variables is set, finds credentials."""
+    return spec.probe is not None and any(environ.get(name) for name in spec.probe_by) and spec.probe(environ)
+
+
 def load_provider_configs(
     environ: Mapping[str, str] | None = None,
     config: ConfigFile | None = None,
@@ -114,7 +119,11 @@ def load_provider_configs(
         credentials = {variable: environ.get(variable, "") for variable in spec.credentials}
         if spec.credentials and not credentials[spec.credentials[0]]:
             credentials[spec.credentials[0]] = file_key
-        if not all(credentials.values()) and not any(environ.get(name) for name in spec.enabled_by):
+        if (
+            not all(credentials.values())
+            and not any(environ.get(name) for name in spec.enabled_by)
+            and not _probed(spec, environ)
+        ):
             continue
         base_url = (environ.get(spec.base_url_env, "") if spec.base_url_env else "") or file_url
         base_url = (base_url or spec.default_base_url).rstrip("/")

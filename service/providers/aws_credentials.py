@@ -54,6 +54,20 @@ def resolve(credentials: Mapping[str, str], settings: Mapping[str, Any], region:
     return found
 
 
+def chain_finds_credentials(region: str) -> bool:
+    """Whether botocore's default chain finds credentials in this process's environment (static keys,
+    the default profile's files, web identity, the container endpoint, the EC2 instance role through
+    IMDS). Blocking, and on a host that is not on EC2 it waits for IMDS's timeouts (about a second;
+    AWS_EC2_METADATA_DISABLED=true skips it): only run when settings load, before any event loop."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return resolve({}, {}, region) is not None
+    except (BotoCoreError, ClientError, RuntimeError, ValueError, OSError) as exc:
+        log.warning("AWS's credential chain failed while looking for credentials: %r", exc)
+        return False
+
+
 class AwsCredentials:
     """The current credentials for a request, as botocore's immutable ReadOnlyCredentials."""
 

@@ -8,12 +8,16 @@ Answers are OpenAI's too (base64 images, GPT image token usage), plus per-image 
 annotations the gateway does not pass on.
 
 Auth: the resource key in `api-key` (AZURE_OPENAI_API_KEY) when it is set; else Microsoft Entra ID,
-`Authorization: Bearer <token>` for the Cognitive Services scope, the token got with a service
-principal's client secret or a workload identity's federated token (entra.py), named by
-azure-identity's variables: AZURE_CLIENT_ID (which turns this on), AZURE_TENANT_ID (then required),
-AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE (one of them required), AZURE_AUTHORITY_HOST
-(optional). The principal needs the "Cognitive Services OpenAI User" role on
-the resource.
+`Authorization: Bearer <token>` for the Cognitive Services scope (entra.py), named by azure-identity's
+variables:
+- an app registration: AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET, or instead of the
+  secret a workload identity's AZURE_FEDERATED_TOKEN_FILE; AZURE_AUTHORITY_HOST (optional);
+- else the host's managed identity (managed_identity.py): App Service's endpoint (IDENTITY_ENDPOINT
+  and IDENTITY_HEADER, which turn the provider on), or IMDS; AZURE_CLIENT_ID alone (which turns the
+  provider on) names a user-assigned identity. With only AZURE_OPENAI_ENDPOINT set, the provider is
+  on if IMDS gives the system-assigned identity a token when settings load (off Azure that waits at
+  most a second, and leaves Azure off).
+The identity needs the "Cognitive Services OpenAI User" role on the resource.
 
 Settings use the official SDK's names: AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT (the resource,
 e.g. https://contoso.openai.azure.com) and OPENAI_API_VERSION (default DEFAULT_API_VERSION, the
@@ -41,12 +45,13 @@ from service.errors import EditNotSupported
 from service.providers import openai
 from service.providers.adapter import HttpAdapter
 from service.providers.base import ImageCall, ImageCallResult
+from service.providers.managed_identity import APP_SERVICE_ENDPOINT, APP_SERVICE_HEADER, IMDS_HOST_ENV
 from service.providers.options import OptionsSchema
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import Upstream
 
 if TYPE_CHECKING:
-    from service.providers.entra import EntraTokens
+    from service.providers.entra import BearerTokens
 
 NAME = "azure"
 API_VERSION_ENV = "OPENAI_API_VERSION"
@@ -55,7 +60,8 @@ REFUSAL_CODES = frozenset(
     {"content_policy_violation", "moderation_blocked", "contentFilter", "content_filter"}
 )
 RESPONSIBLE_AI = "ResponsibleAIPolicyViolation"
-ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+ENTRA_RESOURCE = "https://cognitiveservices.azure.com"
+ENTRA_SCOPE = f"{ENTRA_RESOURCE}/.default"
 ENTRA_CLIENT = "AZURE_CLIENT_ID"
 ENTRA_REQUIRED = ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET")
 AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
@@ -86,27 +92,42 @@ def check_file_settings(entry: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _service_principal(settings: Mapping[str, Any]) -> bool:
+    """Whether the settings describe an app registration (a tenant, a secret or a federated token);
+    without any, the app's identity is the host's managed identity."""
+    return any(settings.get(name) for name in (*ENTRA_REQUIRED, FEDERATED_TOKEN_ENV))
+
+
 def check_credentials(credentials: Mapping[str, str], settings: Mapping[str, Any]) -> str | None:
-    """Without a resource key, Entra ID needs its tenant and a secret or federated token file besides
-    the client id."""
-    if credentials.get("AZURE_OPENAI_API_KEY"):
+    """Without a resource key, an app registration needs its client id, tenant and a secret or
+    federated token file together; a managed identity needs nothing (AZURE_CLIENT_ID alone names a
+    user-assigned one)."""
+    if credentials.get("AZURE_OPENAI_API_KEY") or not _service_principal(settings):
         return None
-    missing = [name for name in ENTRA_REQUIRED if not settings.get(name)]
+    missing = [name for name in (ENTRA_CLIENT, *ENTRA_REQUIRED) if not settings.get(name)]
     if FEDERATED_TOKEN_ENV in settings:
         missing = [name for name in missing if name != "AZURE_CLIENT_SECRET"]
     if missing:
+        given = next(
+            name for name in (ENTRA_CLIENT, *ENTRA_REQUIRED, FEDERATED_TOKEN_ENV) if settings.get(name)
+        )
         verb = "is" if len(missing) == 1 else "are"
-        return f"{ENTRA_CLIENT} is set for Microsoft Entra ID but {' and '.join(missing)} {verb} not"
+        return f"{given} is set for Microsoft Entra ID but {' and '.join(missing)} {verb} not"
     return None
 
 
-def entra_tokens(config: ProviderConfig) -> EntraTokens | None:
-    """Entra ID tokens when the provider has no resource key (check_credentials held the rest)."""
+def entra_tokens(config: ProviderConfig) -> BearerTokens | None:
+    """Entra ID tokens when the provider has no resource key: an app registration's when its settings
+    describe one (check_credentials held them complete), else the host's managed identity's."""
     if config.api_key:
         return None
-    from service.providers.entra import ClientProof, EntraTokens  # loads its HTTP client: on first use
+    # loads its HTTP client: on first use
+    from service.providers.entra import ClientProof, EntraTokens, ManagedIdentityTokens
+    from service.providers.managed_identity import ManagedIdentity
 
     settings = config.settings
+    if not _service_principal(settings):
+        return ManagedIdentityTokens(NAME, ManagedIdentity.from_settings(settings), ENTRA_RESOURCE)
     proof = ClientProof(
         str(settings.get("AZURE_CLIENT_SECRET") or ""), str(settings.get(FEDERATED_TOKEN_ENV) or "")
     )
@@ -118,6 +139,13 @@ def entra_tokens(config: ProviderConfig) -> EntraTokens | None:
         proof,
         ENTRA_SCOPE,
     )
+
+
+def managed_identity_found(environ: Mapping[str, str]) -> bool:
+    """An endpoint and no credential: on if this host's managed identity gives a token."""
+    from service.providers.managed_identity import managed_identity_answers
+
+    return managed_identity_answers(environ, ENTRA_RESOURCE)
 
 
 def deployments(config: ProviderConfig) -> dict[str, str]:
@@ -136,7 +164,7 @@ class AzureOpenAIProvider(HttpAdapter):
         upstream: Upstream,
         api_version: str,
         deployments: dict[str, str],
-        tokens: EntraTokens | None = None,
+        tokens: BearerTokens | None = None,
     ) -> None:
         super().__init__(upstream)
         self._query = urlencode({"api-version": api_version})
@@ -198,8 +226,17 @@ PROVIDER = ProviderSpec(
     base_url_env="AZURE_OPENAI_ENDPOINT",
     default_base_url="",  # each resource has its own endpoint
     summary="Azure OpenAI (deployments of OpenAI's image models)",
-    enabled_by=(ENTRA_CLIENT,),
-    settings=(API_VERSION_ENV, *ENTRA_REQUIRED, FEDERATED_TOKEN_ENV, AUTHORITY_ENV),
+    enabled_by=(ENTRA_CLIENT, APP_SERVICE_ENDPOINT),
+    settings=(
+        API_VERSION_ENV,
+        *ENTRA_REQUIRED,
+        FEDERATED_TOKEN_ENV,
+        AUTHORITY_ENV,
+        APP_SERVICE_HEADER,
+        IMDS_HOST_ENV,
+    ),
+    probe_by=("AZURE_OPENAI_ENDPOINT",),
+    probe=managed_identity_found,
     check_credentials=check_credentials,
     file_settings=("deployments",),
     check_file_settings=check_file_settings,

@@ -1,5 +1,5 @@
-"""Microsoft Entra ID access tokens for an app registration: OAuth 2.0 client credentials, cached and
-renewed off the request path.
+"""Microsoft Entra ID access tokens, cached and renewed off the request path: an app registration's
+(OAuth 2.0 client credentials), or a managed identity's.
 
 POST {authority}/{tenant}/oauth2/v2.0/token with grant_type=client_credentials, client_id, scope and
 the app's proof (form-encoded): client_secret, or for workload identity (AKS) client_assertion_type
@@ -14,10 +14,14 @@ credentials flow goes through MSAL, whose releases cap `cryptography` below the 
 pins, and through a blocking `requests` transport that would need a thread per refresh; the request
 itself is one documented form POST.
 
-The token endpoint must be https. Its certificate is checked against the system's CAs, which
-OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR replace (read when the adapter is made). A token is renewed in
-the background from RENEW_AHEAD_S before it expires (azure-identity's own margin), and a call waits
-for one only when none is held or it expires within WAIT_AHEAD_S (renewing.py).
+Without a client secret or federated token, the token is the host's managed identity's
+(managed_identity.py says where it answers); it is held and renewed the same way.
+
+The client-credentials token endpoint must be https. Its certificate is checked against the
+system's CAs, which OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR replace (read when the adapter is made).
+Either kind of token is renewed in the background from RENEW_AHEAD_S before it expires
+(azure-identity's own margin), and a call waits for one only when none is held or it expires within
+WAIT_AHEAD_S (renewing.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from service.errors import UpstreamError
 from service.providers.http import HttpClient, TransportError
+from service.providers.managed_identity import AccessToken, ManagedIdentity, managed_token
 from service.providers.renewing import Renewing
 from service.providers.upstream import provider_message
 
@@ -60,12 +65,6 @@ class ClientProof:
         return {"client_assertion_type": JWT_BEARER, "client_assertion": assertion}
 
 
-@dataclass(frozen=True)
-class AccessToken:
-    value: str
-    expires_at: float  # time.time()
-
-
 def renew_due(token: AccessToken) -> bool:
     return token.expires_at - time.time() < RENEW_AHEAD_S
 
@@ -74,8 +73,37 @@ def expiring(token: AccessToken) -> bool:
     return token.expires_at - time.time() < WAIT_AHEAD_S
 
 
-class EntraTokens:
-    """`Authorization: Bearer` headers for `scope`, from a tenant's token endpoint."""
+class BearerTokens:
+    """`Authorization: Bearer` headers from tokens a subclass fetches, renewed off the request path."""
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+        self._client = HttpClient({}, follow_redirects=False, verify=ssl.create_default_context())
+        self._token = Renewing(provider, self._fetch, renew_due, expiring)
+
+    async def header(self) -> dict[str, str]:
+        token = await self._token.get()
+        return {"Authorization": f"Bearer {token.value}"}
+
+    async def _fetch(self) -> AccessToken:
+        raise NotImplementedError
+
+    def _failed(self, detail: str, reason: str = "") -> UpstreamError:
+        """Logged in full for the operator; the caller's error names only the kind of failure (the
+        token endpoint's description may name the tenant and the app)."""
+        log.warning("%s: no Microsoft Entra ID token: %s", self._provider, detail)
+        suffix = f" ({reason})" if reason else ""
+        return UpstreamError(
+            f"{self._provider} could not get a Microsoft Entra ID token{suffix}; see the log."
+        )
+
+    async def aclose(self) -> None:
+        await self._token.aclose()
+        await self._client.aclose()
+
+
+class EntraTokens(BearerTokens):
+    """Tokens for `scope` from a tenant's token endpoint (client credentials)."""
 
     def __init__(
         self, provider: str, authority: str, tenant: str, client_id: str, proof: ClientProof, scope: str
@@ -83,16 +111,10 @@ class EntraTokens:
         authority = authority.rstrip("/") or DEFAULT_AUTHORITY
         if urlsplit(authority).scheme != "https":
             raise ValueError(f"AZURE_AUTHORITY_HOST must be an https URL, not {authority!r}")
-        self._provider = provider
+        super().__init__(provider)
         self._url = f"{authority}/{quote(tenant, safe='')}/oauth2/v2.0/token"
         self._fields = {"grant_type": "client_credentials", "client_id": client_id, "scope": scope}
         self._proof = proof
-        self._client = HttpClient({}, follow_redirects=False, verify=ssl.create_default_context())
-        self._token = Renewing(provider, self._fetch, renew_due, expiring)
-
-    async def header(self) -> dict[str, str]:
-        token = await self._token.get()
-        return {"Authorization": f"Bearer {token.value}"}
 
     async def _fetch(self) -> AccessToken:
         requested_at = time.time()
@@ -128,15 +150,35 @@ class EntraTokens:
             raise self._failed(f"answered no token lifetime: {expires_in!r}", "malformed answer") from None
         return AccessToken(token, requested_at + lifetime)
 
-    def _failed(self, detail: str, reason: str = "") -> UpstreamError:
-        """Logged in full for the operator; the caller's error names only the kind of failure (the
-        token endpoint's description may name the tenant and the app)."""
-        log.warning("%s: no Microsoft Entra ID token: %s", self._provider, detail)
-        suffix = f" ({reason})" if reason else ""
-        return UpstreamError(
-            f"{self._provider} could not get a Microsoft Entra ID token{suffix}; see the log."
-        )
 
-    async def aclose(self) -> None:
-        await self._token.aclose()
-        await self._client.aclose()
+class ManagedIdentityTokens(BearerTokens):
+    """Tokens for `resource` from this host's managed identity."""
+
+    def __init__(self, provider: str, identity: ManagedIdentity, resource: str) -> None:
+        super().__init__(provider)
+        self._url, self._headers = identity.request(resource)
+
+    async def _fetch(self) -> AccessToken:
+        requested_at = time.time()
+        endpoint = self._url.partition("?")[0]
+        try:
+            response = await self._client.request("GET", self._url, TIMEOUT_S, headers=self._headers)
+        except (TransportError, TimeoutError) as exc:
+            raise self._failed(
+                f"cannot reach the managed identity at {endpoint} ({exc!r})", "unreachable"
+            ) from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not response.is_success:
+            detail = provider_message(payload, response.text)
+            raise self._failed(
+                f"the managed identity refused ({response.status}): {detail}", str(response.status)
+            )
+        token = managed_token(payload, requested_at)
+        if token is None:
+            raise self._failed(
+                f"the managed identity answered no token: {response.text[:200]}", "malformed answer"
+            )
+        return token

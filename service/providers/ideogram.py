@@ -43,7 +43,6 @@ providerOptions.ideogram (anything else is dropped with a warning):
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import TYPE_CHECKING, Any
 
 from service.catalog.sizes import Size
@@ -61,6 +60,7 @@ from service.providers.base import (
     other,
     unsupported,
 )
+from service.providers.masks import BLACK, black_and_white
 from service.providers.options import OptionsSchema, integer, string
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import data_items, malformed, provider_message
@@ -180,14 +180,7 @@ def _image_part(picture: ReferenceImage) -> FilePart:
 
 async def _black_and_white_mask(mask: ReferenceImage) -> FilePart:
     """Ideogram's mask from the gateway's: black where the mask is (mostly) transparent, else white."""
-    alpha = await mask.scaled_alpha(mask.width, mask.height)
-
-    def encode() -> bytes:
-        out = io.BytesIO()
-        alpha.point(lambda value: 255 if value >= 128 else 0).save(out, format="PNG")
-        return out.getvalue()
-
-    return "mask.png", await asyncio.to_thread(encode), "image/png"
+    return "mask.png", await black_and_white(mask, BLACK), "image/png"
 
 
 def revised(item: dict[str, Any], prompt: str) -> str | None:

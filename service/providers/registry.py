@@ -117,4 +117,9 @@ def setup_hint(provider: str) -> str:
     if not spec.credentials:
         return "always on"
     either = f", or {' or '.join(spec.enabled_by)}" if spec.enabled_by else ""
-    return "set " + " and ".join(spec.credentials) + either
+    probed = (
+        f", or {' or '.join(spec.probe_by)} where the cloud's credential chain finds credentials"
+        if spec.probe_by
+        else ""
+    )
+    return "set " + " and ".join(spec.credentials) + either + probed

@@ -45,6 +45,11 @@ class ProviderSpec:
     # credentials the way the cloud's own SDK does (AWS's credential chain for a profile or a role).
     # Those set reach it in ProviderConfig.settings, by name, as `settings` do.
     enabled_by: tuple[str, ...] = ()
+    # Variables that, set when nothing above is, make the provider worth a `probe`: whether the cloud
+    # SDK's own credential chain finds credentials no variable names (an instance role found through
+    # a region). Run once when settings load, before any event loop; True turns the provider on.
+    probe_by: tuple[str, ...] = ()
+    probe: Callable[[Mapping[str, str]], bool] | None = None
     # Optional environment variables the adapter also takes (an API version, a region): those set
     # reach it in ProviderConfig.settings, by name.
     settings: tuple[str, ...] = ()

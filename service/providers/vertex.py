@@ -19,10 +19,25 @@ asks for with includeRaiReason): none left is a ContentPolicyViolation, fewer a 
 promptFeedback.blockReason and safety finishReasons are refusals (google.py). Imagen's enhanced prompt
 (`prompt` in a prediction) is the revised prompt.
 
+Edits: imagen-3.0-capability-001 (Imagen's editing and customization model) edits one image through
+:predict: instances[0] = {prompt, referenceImages: [{referenceType REFERENCE_TYPE_RAW, referenceId 1,
+referenceImage {bytesBase64Encoded}}, and with a mask {referenceType REFERENCE_TYPE_MASK, referenceId
+2, referenceImage, maskImageConfig {maskMode MASK_MODE_USER_PROVIDED, dilation}}]}, parameters
+{editMode, sampleCount, editConfig {baseSteps}, ...}. Imagen's mask is edited where it is non-zero,
+so the gateway's mask (transparent = change) goes as white where transparent, black elsewhere
+(masks.py). With a mask the mode is EDIT_MODE_INPAINT_INSERTION unless providerOptions.vertex
+.editMode names EDIT_MODE_INPAINT_REMOVAL or EDIT_MODE_OUTPAINT; without one EDIT_MODE_DEFAULT (a
+mask-free edit). baseSteps goes under parameters.editConfig as the google-genai SDK sends it (the
+REST reference page lists it as a top-level parameter). The output keeps the input image's size:
+another asked size is ignored with a warning (the price is per image, whatever its size). Gemini
+image models take every input image as an inlineData part (google.py).
+
 providerOptions.vertex: the keys providerOptions.google takes, with `seed` for Imagen too (it needs
 addWatermark false, which the adapter then sends), and for Imagen: addWatermark (boolean),
 safetySetting (block_low_and_above, block_medium_and_above, block_only_high, block_none; sent upper
-case as the SDK does), enhancePrompt (boolean).
+case as the SDK does), enhancePrompt (boolean; not for edits); for an Imagen edit with a mask:
+editMode (EDIT_MODE_INPAINT_INSERTION, EDIT_MODE_INPAINT_REMOVAL, EDIT_MODE_OUTPAINT), baseSteps
+(integer 1-100, sampling steps), maskDilation (number 0-1).
 """
 
 from __future__ import annotations
@@ -35,12 +50,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import pybase64
+
 from service.config import ProviderConfig, Settings, SettingsError
 from service.errors import ModelNotAllowed, UpstreamError
 from service.providers import google
 from service.providers.adapter import HttpAdapter
-from service.providers.base import CallWarning, ImageCall, ImageCallResult
-from service.providers.options import BOOLEAN, OptionsSchema, integer, string
+from service.providers.base import CallWarning, ImageCall, ImageCallResult, ignored_fields, unsupported
+from service.providers.masks import WHITE, black_and_white
+from service.providers.options import BOOLEAN, OptionsSchema, integer, number, string
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import Upstream
 
@@ -54,22 +72,39 @@ DEFAULT_LOCATION = "us-central1"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 REGIONAL_BASE = "https://{location}-aiplatform.googleapis.com"
 GLOBAL_BASE = "https://aiplatform.googleapis.com"
+CAPABILITY = "imagen-3.0-capability-001"  # Imagen's editing model
+MASKED_EDIT_MODES = ("EDIT_MODE_INPAINT_INSERTION", "EDIT_MODE_INPAINT_REMOVAL", "EDIT_MODE_OUTPAINT")
+EDIT_TYPES = ("image/png", "image/jpeg")
 
 
 def _imagen_only(call: ImageCall) -> str | None:
     return None if call.upstream_model.startswith("imagen-") else f"{call.upstream_model} does not take it"
 
 
+def _editing(call: ImageCall) -> str | None:
+    if call.upstream_model != CAPABILITY:
+        return f"{call.upstream_model} does not take it"
+    return None if call.mask is not None else "it applies only to an edit with a mask"
+
+
+def _not_editing(call: ImageCall) -> str | None:
+    return "an edit does not take it" if call.upstream_model == CAPABILITY else None
+
+
 OPTIONS = OptionsSchema(
     NAME,
     {
         **google.OPTIONS.options,
+        "imageSize": google.OPTIONS.options["imageSize"].where(_not_editing),
         "seed": integer(0, 2**32 - 1),
         "addWatermark": BOOLEAN.where(_imagen_only),
         "safetySetting": string(
             "block_low_and_above", "block_medium_and_above", "block_only_high", "block_none", fold_case=True
         ).where(_imagen_only),
-        "enhancePrompt": BOOLEAN.where(_imagen_only),
+        "enhancePrompt": BOOLEAN.where(_imagen_only, _not_editing),
+        "editMode": string(*MASKED_EDIT_MODES, fold_case=True).where(_editing),
+        "baseSteps": integer(1, 100).where(_editing),
+        "maskDilation": number(0, 1).where(_editing),
     },
 )
 
@@ -89,6 +124,53 @@ def imagen_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
     if "safetySetting" in options:
         parameters["safetySetting"] = options["safetySetting"].upper()
     return body, warnings
+
+
+def _reference(kind: str, reference_id: int, data: bytes, **config: Any) -> dict[str, Any]:
+    image = {"bytesBase64Encoded": pybase64.b64encode(data).decode()}
+    return {"referenceType": kind, "referenceId": reference_id, "referenceImage": image, **config}
+
+
+async def edit_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
+    """The :predict body of an Imagen edit (imagen-3.0-capability-001): the input image as the RAW
+    reference and, with a mask, the mask as a user-provided MASK reference (white where to change:
+    non-zero pixels are edited), editMode inpaint-insertion unless providerOptions.vertex.editMode
+    says otherwise; without a mask EDIT_MODE_DEFAULT, a mask-free edit the prompt describes. The
+    output keeps the input's size."""
+    assert call.reference_image is not None
+    options, warnings = OPTIONS.parse(call)
+    warnings += ignored_fields(call, NAME, ("style", "background", "moderation", "output_compression"))
+    if call.quality is not None:
+        warnings.append(unsupported("quality", f"{CAPABILITY} has a single resolution"))
+    picture = call.reference_image
+    if (picture.width, picture.height) != (call.size.width, call.size.height):
+        warnings.append(
+            unsupported("size", f"{call.size} asked; an Imagen edit keeps the input image's size")
+        )
+    data, _ = await asyncio.to_thread(picture.in_formats, EDIT_TYPES)
+    references = [_reference("REFERENCE_TYPE_RAW", 1, data)]
+    parameters: dict[str, Any] = {"sampleCount": min(max(call.n, 1), 4), "includeRaiReason": True}
+    if call.mask is not None:
+        mask = await black_and_white(call.mask, WHITE, (picture.width, picture.height))
+        mask_config: dict[str, Any] = {"maskMode": "MASK_MODE_USER_PROVIDED"}
+        if "maskDilation" in options:
+            mask_config["dilation"] = options["maskDilation"]
+        references.append(_reference("REFERENCE_TYPE_MASK", 2, mask, maskImageConfig=mask_config))
+        parameters["editMode"] = options.get("editMode", "EDIT_MODE_INPAINT_INSERTION")
+        if "baseSteps" in options:
+            parameters["editConfig"] = {"baseSteps": options["baseSteps"]}
+    else:
+        parameters["editMode"] = "EDIT_MODE_DEFAULT"
+    if "personGeneration" in options:
+        parameters["personGeneration"] = options["personGeneration"].upper()
+    if "seed" in options:
+        parameters.update(seed=options["seed"], addWatermark=False)  # a seed needs no watermark
+    elif "addWatermark" in options:
+        parameters["addWatermark"] = options["addWatermark"]
+    if "safetySetting" in options:
+        parameters["safetySetting"] = options["safetySetting"].upper()
+    instance = {"prompt": call.prompt, "referenceImages": references}
+    return {"instances": [instance], "parameters": parameters}, warnings
 
 
 class AccessTokens:
@@ -176,6 +258,12 @@ class VertexProvider(HttpAdapter):
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         model = call.upstream_model
+        if model == CAPABILITY:
+            if call.reference_image is None:
+                raise ModelNotAllowed(f"{model} only edits images: send an image.", param="image")
+            body, warnings = await edit_body(call)
+            payload = await self._post(model, "predict", body, call.deadline)
+            return google.read_imagen(self.name, payload, body["parameters"]["sampleCount"], warnings)
         if model.startswith("imagen-"):
             if call.reference_image is not None:  # the catalog keeps reference_image false for Imagen
                 raise ModelNotAllowed(f"{model} cannot edit images.", param="reference_image")

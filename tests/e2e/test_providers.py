@@ -14,7 +14,7 @@ import pytest
 
 from service.providers.media import sniff_media_type
 from tests.fakes import all_fakes, environment
-from tests.fakes.base import FakeProvider, png
+from tests.fakes.base import FakeProvider, jpeg
 from tests.support.gateway import GatewayProcess
 from tests.support.sdk import openai_client
 
@@ -89,7 +89,7 @@ def test_the_sdk_edits_through_the_cloud_providers(
     stack: tuple[GatewayProcess, dict[str, FakeProvider]], provider: str
 ) -> None:
     gateway, fakes = stack
-    picture = png(64, 64, (10, 200, 90))
+    picture = jpeg(320, 320)  # as it came to each: in Nova's bounds, and a JPEG needs no flattening
     result = client(gateway).images.generate(
         model=EDIT_MODELS[provider],
         prompt="the same, in blue",

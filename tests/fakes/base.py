@@ -19,6 +19,7 @@ And settings a test sets on one fake (whatever the prompt), to fail one provider
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
 import io
@@ -37,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 from PIL import Image
+from PIL.Image import Image as PILImage
 
 SCHEMAS = Path(__file__).with_name("schemas")
 
@@ -70,6 +72,18 @@ def png(width: int = 8, height: int = 8, color: tuple[int, int, int] = (200, 30,
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, format="PNG")
     return out.getvalue()
+
+
+def decoded_picture(encoded: object) -> PILImage | None:
+    """A base64 PNG or JPEG, decoded (as providers that take only those check it); None otherwise."""
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(str(encoded), validate=True))) as image:
+            if image.format not in ("PNG", "JPEG"):
+                return None
+            image.load()
+            return image.copy()
+    except (ValueError, OSError):
+        return None
 
 
 def jpeg(width: int = 8, height: int = 8) -> bytes:

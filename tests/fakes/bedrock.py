@@ -10,6 +10,10 @@
 - Bodies are checked against schemas/bedrock.json (transcribed from AWS's prose; nested objects
   closed, as Bedrock refuses extraneous keys), plus the rules the prose states: Nova sizes (multiples
   of 16, at most 4,194,304 pixels, 1:4 to 4:1), Titan's fixed sizes and 512-character text and no style.
+  Per taskType: input pictures must be PNG or JPEG without transparent pixels, 320 to 4096 pixels a
+  side, at most 4,194,304 pixels, 1:4 to 4:1 (Nova's bounds, held for Titan too); INPAINTING and
+  OUTPAINTING take one image and exactly one of maskImage / maskPrompt, a maskImage being the image's
+  size in pure black and white, and no width or height (the output keeps the input's size).
 - Errors as Bedrock sends them: `x-amzn-ErrorType` and {"message"}. BLOCKME: 400 ValidationException
   from the content filters; BLOCKOUTPUT: a 200 whose Nova `error` / Stability finish reason says the
   output was filtered; RATELIMIT: 429 ThrottlingException (no Retry-After, as Bedrock).
@@ -27,7 +31,18 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import quote, unquote
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, json_reply, png
+from PIL.Image import Image as PILImage
+
+from tests.fakes.base import (
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    decoded_picture,
+    json_reply,
+    png,
+)
 
 NOVA = "amazon.nova-canvas-v1:0"
 TITAN = "amazon.titan-image-generator-v2:0"
@@ -43,6 +58,32 @@ AUTH = re.compile(
 )
 PATH = re.compile(r"^/model/([^/]+)/invoke$")
 SKEW_S = 300
+
+
+TASKS = {
+    "TEXT_IMAGE": ("AmazonTextImageRequest", "textToImageParams"),
+    "IMAGE_VARIATION": ("AmazonImageVariationRequest", "imageVariationParams"),
+    "INPAINTING": ("AmazonInPaintingRequest", "inPaintingParams"),
+    "OUTPAINTING": ("AmazonOutPaintingRequest", "outPaintingParams"),
+}
+BLACK, WHITE = (0, 0, 0), (255, 255, 255)
+
+
+def _within_bounds(width: int, height: int) -> bool:
+    """Nova's bounds for input pictures (the sides need not be multiples of 16)."""
+    return (
+        min(width, height) >= 320
+        and max(width, height) <= 4096
+        and width * height <= 4_194_304
+        and Fraction(1, 4) <= Fraction(width, height) <= 4
+    )
+
+
+def _transparent(picture: PILImage) -> bool:
+    if picture.mode not in ("RGBA", "LA", "PA") and "transparency" not in picture.info:
+        return False
+    lowest, _ = picture.convert("RGBA").getchannel("A").getextrema()
+    return isinstance(lowest, int) and lowest < 255
 
 
 def aws_error(kind: str, message: str, status: int) -> Reply:
@@ -65,6 +106,16 @@ class FakeBedrock(FakeProvider):
     secret = "AKIDFAKEBEDROCKTEST"
     region = "us-east-1"
     session_token: str | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[PILImage] = []  # the input pictures of accepted amazon bodies
+        self.masks: list[tuple[str, PILImage]] = []  # (taskType, mask) of accepted masks
+
+    def reset(self) -> None:
+        super().reset()
+        self.inputs.clear()
+        self.masks.clear()
 
     def handle(self, request: Recorded) -> Reply:
         if problem := self._check_signature(request):
@@ -150,23 +201,43 @@ class FakeBedrock(FakeProvider):
 
     def _amazon(self, model: str, body: dict[str, Any]) -> Reply:
         task = body.get("taskType")
-        if task == "TEXT_IMAGE":
-            check_body("bedrock.json", "AmazonTextImageRequest", body)
-            params = body["textToImageParams"]
-        elif task == "IMAGE_VARIATION":
-            check_body("bedrock.json", "AmazonImageVariationRequest", body)
-            params = body["imageVariationParams"]
-            for image in params["images"]:
-                if base64.b64decode(image)[:4] not in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb"):
-                    return aws_error(
-                        "ValidationException", "Invalid image: only PNG and JPEG are supported.", 400
-                    )
-        else:
+        config = body.get("imageGenerationConfig", {})
+        if task not in TASKS:
             return aws_error(
                 "ValidationException", f"Malformed input request: taskType {task!r} is not supported.", 400
             )
-        config = body.get("imageGenerationConfig", {})
-        width, height = config.get("width", 1024), config.get("height", 1024)
+        schema, key = TASKS[task]
+        check_body("bedrock.json", schema, body)
+        params = body[key]
+        pictures = params.get("images") or [params.get("image")] if task != "TEXT_IMAGE" else []
+        decoded = [decoded_picture(image) for image in pictures]
+        if any(picture is None for picture in decoded):
+            return aws_error("ValidationException", "Invalid image: only PNG and JPEG are supported.", 400)
+        if any(_transparent(picture) for picture in decoded if picture is not None):
+            return aws_error(
+                "ValidationException", "Input image must not contain transparent or translucent pixels.", 400
+            )
+        if "maskImage" in params:
+            if problem := self._mask(task, decoded[0], params["maskImage"]):
+                return problem
+            if "width" in config or "height" in config:  # the output keeps the input's size
+                return aws_error(
+                    "ValidationException",
+                    "Malformed input request: extraneous key [width] is not permitted.",
+                    400,
+                )
+            assert decoded[0] is not None
+            width, height = decoded[0].size
+        else:
+            width, height = config.get("width", 1024), config.get("height", 1024)
+        if any(not _within_bounds(*picture.size) for picture in decoded if picture is not None):
+            return aws_error(
+                "ValidationException",
+                "Input image dimensions must be between 320 and 4096 pixels a side, at most 4,194,304 "
+                "pixels, with an aspect ratio between 1:4 and 4:1.",
+                400,
+            )
+        self.inputs += [picture for picture in decoded if picture is not None]
         if model == TITAN:
             if (width, height) not in TITAN_SIZES:
                 return aws_error("ValidationException", "Malformed input request: Invalid image size.", 400)
@@ -201,6 +272,20 @@ class FakeBedrock(FakeProvider):
             {"images": [base64.b64encode(png()).decode()] * n, "error": None},
             **{"x-amzn-RequestId": "bedrock-req-1"},
         )
+
+    def _mask(self, task: str, image: PILImage | None, encoded: str) -> Reply | None:
+        """A mask image the size of the image, of pure black and white only (black inside the mask)."""
+        mask = decoded_picture(encoded)
+        if mask is None or image is None or mask.size != image.size:
+            return aws_error(
+                "ValidationException", "Mask image must be a PNG or JPEG the size of the input image.", 400
+            )
+        if not {color for _, color in mask.convert("RGB").getcolors(1 << 16) or []} <= {BLACK, WHITE}:
+            return aws_error(
+                "ValidationException", "Mask image must contain only black and white pixels.", 400
+            )
+        self.masks.append((task, mask))
+        return None
 
     def _stability(self, model: str, body: dict[str, Any]) -> Reply:
         if model == SD35:

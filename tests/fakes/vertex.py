@@ -11,6 +11,10 @@
   the fake's project (`api_key`: GOOGLE_CLOUD_PROJECT) and location. Bodies and answers are the
   Gemini fake's (tests/fakes/google.py), with Vertex's Imagen parameters (schemas/vertex.json): seed
   only with addWatermark false, `prompt` (the enhanced prompt) in predictions with enhancePrompt.
+- imagen-3.0-capability-001 :predict is Imagen's edit (VertexEditRequest): exactly one RAW reference
+  image, at most one MASK (a user-provided one the RAW image's size), a mask for the masked edit
+  modes, no generation-only parameters; the answer's images are the RAW image's size. `edits` keeps
+  (raw, mask, parameters) of each accepted edit.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from urllib.parse import parse_qs
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from PIL.Image import Image as PILImage
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, json_reply
-from tests.fakes.google import GEMINI_MODELS, IMAGEN_MODELS, FakeGoogle, error
+from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, decoded_picture, json_reply, png
+from tests.fakes.google import GEMINI_MODELS, IMAGEN_MODELS, RAI_REASON, FakeGoogle, b64, error
 
 PATH = re.compile(
     r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/google/models/([^/:]+):(predict|generateContent)$"
@@ -47,6 +52,10 @@ UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
     "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
+
+
+CAPABILITY = "imagen-3.0-capability-001"
+MASKED_MODES = {"EDIT_MODE_INPAINT_INSERTION", "EDIT_MODE_INPAINT_REMOVAL", "EDIT_MODE_OUTPAINT"}
 
 
 def _unb64(text: str) -> bytes:
@@ -73,12 +82,14 @@ class FakeVertex(FakeGoogle):
         self._credentials_file = self._dir / "service-account.json"
         self.issued: set[str] = set()
         self.token_requests = 0
+        self.edits: list[tuple[PILImage, PILImage | None, dict[str, Any]]] = []  # (raw, mask, parameters)
         self._tokens = itertools.count(1)
 
     def reset(self) -> None:
         super().reset()
         self.issued.clear()
         self.token_requests = 0
+        self.edits.clear()
 
     @property
     def credentials_file(self) -> Path:
@@ -125,14 +136,55 @@ class FakeVertex(FakeGoogle):
         if location != self.location:
             return error(f"Publisher Model `projects/{project}/locations/{location}/publishers/google/models/"
                          f"{model}` not found.", 404)  # fmt: skip
-        if model not in (GEMINI_MODELS if method == "generateContent" else IMAGEN_MODELS):
+        if model not in (GEMINI_MODELS if method == "generateContent" else {*IMAGEN_MODELS, CAPABILITY}):
             return error(f"Publisher Model `projects/{project}/locations/{location}/publishers/google/models/"
                          f"{model}` not found.", 404)  # fmt: skip
         if not isinstance(request.json, dict):
             return error("Invalid JSON payload received.")
+        if method == "predict" and model == CAPABILITY:
+            return self._edit(request.json)
         if method == "predict":
             return self._predict(model, request.json)
         return self._generate_content(model, request.json)
+
+    def _edit(self, body: dict[str, Any]) -> Reply:
+        """An Imagen edit: one RAW reference image, at most one MASK (the RAW image's size when the
+        user provides it), and the mask a masked editMode needs."""
+        check_body("vertex.json", "VertexEditRequest", body)
+        (instance,) = body["instances"]
+        parameters = body["parameters"]
+        if "seed" in parameters and parameters.get("addWatermark", True):
+            return error("Seed is not supported when watermark is enabled. Set addWatermark to false.")
+        references = instance["referenceImages"]
+        raws = [r for r in references if r["referenceType"] == "REFERENCE_TYPE_RAW"]
+        masks = [r for r in references if r["referenceType"] == "REFERENCE_TYPE_MASK"]
+        if len(raws) != 1 or len(masks) > 1:
+            return error("Exactly one raw reference image and at most one mask reference image are allowed.")
+        if len({r["referenceId"] for r in references}) != len(references):
+            return error("Reference ids must be unique within a request.")
+        raw = decoded_picture(raws[0].get("referenceImage", {}).get("bytesBase64Encoded"))
+        if raw is None:
+            return error("The raw reference image must be a PNG or JPEG image.")
+        mask = None
+        if masks:
+            config = masks[0].get("maskImageConfig", {})
+            if config.get("maskMode") == "MASK_MODE_USER_PROVIDED":
+                mask = decoded_picture(masks[0].get("referenceImage", {}).get("bytesBase64Encoded"))
+                if mask is None or mask.size != raw.size:
+                    return error("The mask image must be an image the size of the raw reference image.")
+        if parameters["editMode"] in MASKED_MODES and not masks:
+            return error(f"{parameters['editMode']} requires a mask reference image.")
+        count = parameters.get("sampleCount", 4)
+        prompt = instance.get("prompt", "")
+        if reply := self._trigger(prompt):
+            return reply
+        self.edits.append((raw, mask, parameters))
+        filtered = count if "BLOCKME" in prompt else 0
+        image = {"bytesBase64Encoded": b64(png(*raw.size, color=self.final_color)), "mimeType": "image/png"}
+        predictions: list[dict[str, Any]] = [image] * (count - filtered)
+        if parameters.get("includeRaiReason"):
+            predictions += [{"raiFilteredReason": RAI_REASON}] * filtered
+        return json_reply({"predictions": predictions} if predictions else {})
 
     def _check_imagen_parameters(self, parameters: dict[str, Any]) -> Reply | None:
         check_body("vertex.json", "VertexImagenParameters", parameters)

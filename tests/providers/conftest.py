@@ -72,3 +72,22 @@ def generate_with(
             await provider.aclose()
 
     return run(go())
+
+
+def generate_times(
+    create: Callable[[ProviderConfig, Settings], ImageProvider],
+    config: ProviderConfig,
+    model: str,
+    times: int,
+) -> None:
+    """`times` calls, one after another, through one adapter (so it keeps what it caches), then closed."""
+
+    async def go() -> None:
+        provider = create(config, Settings())
+        try:
+            for _ in range(times):
+                await provider.generate(call(model))
+        finally:
+            await provider.aclose()
+
+    run(go())

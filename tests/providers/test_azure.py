@@ -3,6 +3,7 @@ bodies as Azure does; and the settings that configure it, as the official SDK na
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,38 @@ def test_an_edit_goes_to_the_deployments_edits_as_a_form(fake: FakeAzureOpenAI) 
     }  # fmt: skip
     assert fake.edited == [reference.data] and len(result.images) == 1
     assert rendered(result) == ["moderation ignored: gpt-image-1.5 edits do not take it"]
+
+
+def mask_png(side: int) -> bytes:
+    """An OpenAI-style mask: opaque, with a transparent top half (what to change)."""
+    from PIL import Image
+
+    mask = Image.new("RGBA", (side, side), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, side, side // 2))
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_edit_forwards_every_input_image_and_the_mask(fake: FakeAzureOpenAI) -> None:
+    pictures = tuple(ReferenceImage(png(8, 8, (i, 0, 0)), "image/png", 8, 8) for i in range(3))
+    mask = ReferenceImage(mask_png(8), "image/png", 8, 8)
+    generate(fake, "gpt-image-1", input_images=pictures, mask=mask)
+    (sent,) = fake.generation_requests()
+    parts = [(name, kind) for name, _, kind, _ in form_parts(sent) if kind != "text/plain"]
+    assert parts == [("image[]", "image/png")] * 3 + [("mask", "image/png")]
+    assert fake.edited == [picture.data for picture in pictures]
+    assert [data for name, _, _, data in form_parts(sent) if name == "mask"] == [mask.data]
+
+
+def test_the_catalog_offers_gpt_image_edits_of_16_images_with_a_mask() -> None:
+    from service.catalog.catalog import load_catalog
+
+    catalog = load_catalog()
+    for model in ("azure/gpt-image-1", "azure/gpt-image-1.5", "azure/gpt-image-1-mini"):
+        capabilities = catalog.resolve(model).capabilities
+        assert (capabilities.max_input_images, capabilities.mask) == (16, True)
+    assert catalog.resolve("azure/dall-e-3").capabilities.max_input_images == 0
 
 
 def test_dalle3_edits_are_refused_before_any_call(fake: FakeAzureOpenAI) -> None:

@@ -18,6 +18,7 @@ from service.providers.entra import RENEW_AHEAD_S
 from tests.fakes.azure import FakeAzureOpenAI
 from tests.fakes.entra import CLIENT_ID, CLIENT_SECRET, TENANT, FakeEntraTokenEndpoint
 from tests.providers.conftest import call, run, shared_fake
+from tests.providers.conftest import generate_times as calls
 from tests.support.tls import LoopbackCertificate, loopback_certificate
 
 server, fake = shared_fake(FakeAzureOpenAI)
@@ -58,15 +59,7 @@ def entra_config(
 
 
 def generate_times(config: ProviderConfig, times: int) -> None:
-    async def go() -> None:
-        provider = AzureOpenAIProvider.create(config, Settings())
-        try:
-            for _ in range(times):
-                await provider.generate(call("gpt-image-1"))
-        finally:
-            await provider.aclose()
-
-    run(go())
+    calls(AzureOpenAIProvider.create, config, "gpt-image-1", times)
 
 
 def test_a_bearer_token_from_entra_id_replaces_the_api_key(
@@ -174,17 +167,23 @@ def test_the_authority_must_be_https(fake: FakeAzureOpenAI, entra: FakeEntraToke
         AzureOpenAIProvider.create(ProviderConfig("azure", "", fake.url, settings=settings), Settings())
 
 
-ENDPOINT = {"AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com"}
+# The endpoint alone makes the gateway ask IMDS for a managed identity: here a closed loopback port.
+ENDPOINT = {
+    "AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:1",
+}
 
 
-def test_the_client_id_turns_azure_on_and_needs_its_tenant_and_secret() -> None:
+def test_an_app_registration_needs_its_client_id_tenant_and_secret_together() -> None:
     assert "azure" not in load_provider_configs(ENDPOINT)
+    app_service = {**ENDPOINT, "IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token", "IDENTITY_HEADER": "h"}
     with pytest.raises(
-        SettingsError, match=r"AZURE_CLIENT_ID is set .* AZURE_TENANT_ID and AZURE_CLIENT_SECRET"
+        SettingsError, match=r"AZURE_TENANT_ID is set .* AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are not"
     ):
-        load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID})
+        load_provider_configs({**app_service, "AZURE_TENANT_ID": TENANT})
     with pytest.raises(SettingsError, match=r"but AZURE_CLIENT_SECRET is not$"):
         load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT})
+    assert "azure" in load_provider_configs({**ENDPOINT, "AZURE_CLIENT_ID": CLIENT_ID})  # user-assigned
     complete = {
         **ENDPOINT,
         "AZURE_CLIENT_ID": CLIENT_ID,

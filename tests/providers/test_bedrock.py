@@ -198,3 +198,103 @@ def test_settings_use_the_aws_sdks_variables() -> None:
     assert provider.base_url == "https://bedrock-runtime.{region}.amazonaws.com"
     assert provider.settings == {"AWS_REGION": "eu-west-1"}
     assert "bedrock" not in load_settings({"AWS_ACCESS_KEY_ID": "AKID"}).providers
+
+
+def openai_mask(width: int, height: int) -> bytes:
+    """An OpenAI-style mask: opaque, its left half transparent (what to change)."""
+    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, width // 2, height))
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def rgba_picture(width: int, height: int) -> ReferenceImage:
+    """A PNG with transparent pixels (Nova and Titan refuse those)."""
+    picture = Image.new("RGBA", (width, height), (10, 200, 10, 0))
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return ReferenceImage(out.getvalue(), "image/png", width, height)
+
+
+@pytest.mark.parametrize("model", [NOVA, TITAN])
+def test_an_edit_with_a_mask_is_inpainting_with_a_black_where_to_change_mask(
+    fake: FakeBedrock, model: str
+) -> None:
+    mask = ReferenceImage(openai_mask(64, 32), "image/png", 64, 32)
+    result = generate(fake, model, size=Size(512, 512), input_images=(rgba_picture(64, 32),), mask=mask,
+                      n=2, options={"negativeText": "text", "similarityStrength": 0.5})  # fmt: skip
+    body = fake.generation_requests()[0].json
+    assert body["taskType"] == "INPAINTING" and set(body) == {"taskType", "inPaintingParams",
+                                                              "imageGenerationConfig"}  # fmt: skip
+    params = body["inPaintingParams"]
+    assert set(params) == {"image", "maskImage", "text", "negativeText"}
+    assert (params["text"], params["negativeText"]) == ("a red fox in snow", "text")
+    assert body["imageGenerationConfig"] == {"numberOfImages": 2, "quality": "standard"}  # no size
+    ((task, sent_mask),) = fake.masks
+    assert task == "INPAINTING" and sent_mask.size == (512, 512) == fake.inputs[0].size
+    assert sent_mask.convert("RGB").getpixel((10, 256)) == (0, 0, 0)  # transparent: black, changed
+    assert sent_mask.convert("RGB").getpixel((500, 256)) == (255, 255, 255)  # opaque: white, kept
+    assert len(result.images) == 2
+    assert rendered(result) == [
+        "providerOptions.bedrock.similarityStrength ignored: an edit with a mask does not take it",
+        "size adjusted: the input image was scaled from 64x32 to 512x512",
+    ]
+
+
+def test_out_painting_mode_makes_it_outpainting_with_a_white_where_to_change_mask(fake: FakeBedrock) -> None:
+    mask = ReferenceImage(openai_mask(512, 512), "image/png", 512, 512)
+    picture = ReferenceImage(png(512, 512), "image/png", 512, 512)
+    result = generate(fake, NOVA, size=Size(512, 512), input_images=(picture,), mask=mask,
+                      options={"outPaintingMode": "precise"})  # fmt: skip
+    body = fake.generation_requests()[0].json
+    assert body["taskType"] == "OUTPAINTING" and body["outPaintingParams"]["outPaintingMode"] == "PRECISE"
+    ((task, sent_mask),) = fake.masks
+    assert task == "OUTPAINTING"
+    assert sent_mask.convert("RGB").getpixel((10, 256)) == (255, 255, 255)  # transparent: white, changed
+    assert sent_mask.convert("RGB").getpixel((500, 256)) == (0, 0, 0)
+    assert rendered(result) == []  # the same size: nothing scaled
+
+
+def test_an_edit_without_a_mask_is_an_image_variation_of_every_input_image(fake: FakeBedrock) -> None:
+    pictures = (rgba_picture(400, 320), ReferenceImage(png(16, 16), "image/png", 16, 16))
+    result = generate(fake, NOVA, input_images=pictures, options={"outPaintingMode": "DEFAULT"})
+    body = fake.generation_requests()[0].json
+    assert body["taskType"] == "IMAGE_VARIATION"
+    assert body["imageVariationParams"]["text"] == "a red fox in snow"
+    # the first as it came (made opaque), the second, too small for Bedrock, scaled to the asked size
+    assert [picture.size for picture in fake.inputs] == [(400, 320), (1024, 1024)]
+    assert body["imageGenerationConfig"]["width"] == 1024
+    assert rendered(result) == [
+        "providerOptions.bedrock.outPaintingMode ignored: it applies only to an edit with a mask",
+        "image adjusted: an input image of 16x16 is outside Bedrock's bounds (320-4096 a side, 1:4 to "
+        "4:1); it was scaled to 1024x1024",
+    ]
+
+
+def test_a_variation_is_an_image_variation_without_text(fake: FakeBedrock) -> None:
+    picture = ReferenceImage(png(), "image/png", 8, 8)
+    generate(fake, TITAN, prompt="", reference_image=picture, variation=True)
+    params = fake.generation_requests()[0].json["imageVariationParams"]
+    assert set(params) == {"images"}
+
+
+def test_the_fake_refuses_a_mask_that_is_not_black_and_white(
+    fake: FakeBedrock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bedrock's ValidationException for a grey mask (the adapter never sends one: this holds the
+    fake to the rule)."""
+    from service.providers import bedrock
+
+    picture = ReferenceImage(png(512, 512), "image/png", 512, 512)
+    mask = ReferenceImage(openai_mask(512, 512), "image/png", 512, 512)
+
+    async def grey_mask(*_: object, **__: object) -> bytes:
+        out = io.BytesIO()
+        Image.new("L", (512, 512), 128).save(out, format="PNG")
+        return out.getvalue()
+
+    monkeypatch.setattr(bedrock, "black_and_white", grey_mask)
+    with pytest.raises(ProviderRejectedRequest, match="only black and white"):
+        generate(fake, NOVA, size=Size(512, 512), input_images=(picture,), mask=mask)
+    assert fake.masks == []

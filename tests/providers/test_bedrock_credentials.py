@@ -242,7 +242,7 @@ def test_no_credentials_anywhere_is_a_clear_upstream_error(fake: FakeBedrock) ->
         ({"AWS_ACCESS_KEY_ID": "AKID"}, False),  # half a static key
         ({"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s"}, True),
         ({"AWS_PROFILE": "images"}, True),
-        ({"AWS_REGION": "eu-west-1"}, True),  # on EC2: the instance role
+        ({"AWS_REGION": "eu-west-1"}, False),  # a region, and no credentials the chain finds
         ({"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:1/creds"}, True),
         ({"AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token"}, True),
     ],
@@ -254,3 +254,28 @@ def test_what_turns_bedrock_on(environ: dict[str, str], configured: bool) -> Non
         assert {k: v for k, v in environ.items() if k.startswith("AWS_P") or k == "AWS_REGION"} == {
             k: v for k, v in configs["bedrock"].settings.items() if k in ("AWS_PROFILE", "AWS_REGION")
         }
+
+
+def test_a_region_turns_bedrock_on_when_the_instance_role_answers(
+    source: FakeAwsCredentialSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", source.url + "/")
+    configs = load_provider_configs({"AWS_REGION": "eu-west-1"})
+    assert configs["bedrock"].settings == {"AWS_REGION": "eu-west-1"}
+    assert any(r.path.startswith("/latest/meta-data/iam/security-credentials/") for r in source.requests)
+
+
+def test_a_region_turns_bedrock_on_with_the_default_profiles_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = s\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    assert "bedrock" in load_provider_configs({"AWS_DEFAULT_REGION": "eu-west-1"})
+
+
+def test_a_region_with_no_instance_role_answering_leaves_bedrock_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1/")  # refused at once
+    assert "bedrock" not in load_provider_configs({"AWS_REGION": "eu-west-1"})

@@ -4,6 +4,7 @@ google-auth's real JWT-bearer flow runs on loopback, and every model call needs 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,83 @@ def test_a_credentials_file_of_another_kind_is_a_settings_error(fake: FakeVertex
     with pytest.raises(SettingsError, match="'external_account' credentials"):
         generate(fake, IMAGEN, settings={"GOOGLE_APPLICATION_CREDENTIALS": str(source)})
     assert fake.requests == []
+
+
+CAPABILITY = "imagen-3.0-capability-001"
+
+
+def openai_mask(width: int, height: int) -> bytes:
+    """An OpenAI-style mask: opaque, its top half transparent (what to change)."""
+    import io
+
+    from PIL import Image
+
+    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, width, height // 2))
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_imagen_edit_with_a_mask_sends_raw_and_mask_references(fake: FakeVertex) -> None:
+    picture = ReferenceImage(png(64, 48), "image/png", 64, 48)
+    mask = ReferenceImage(openai_mask(64, 48), "image/png", 64, 48)
+    options = {"baseSteps": 35, "maskDilation": 0.03, "seed": 5, "imageSize": "2K", "enhancePrompt": True}
+    result = generate(fake, CAPABILITY, n=2, input_images=(picture,), mask=mask, options=options)
+    sent = fake.generation_requests()[-1]
+    assert sent.path == f"{PREFIX}/{CAPABILITY}:predict"
+    (instance,) = sent.json["instances"]
+    raw, masked = instance["referenceImages"]
+    assert instance["prompt"] == "a red fox in snow"
+    assert (raw["referenceType"], raw["referenceId"]) == ("REFERENCE_TYPE_RAW", 1)
+    assert raw["referenceImage"]["bytesBase64Encoded"] == base64.b64encode(picture.data).decode()
+    assert (masked["referenceType"], masked["referenceId"]) == ("REFERENCE_TYPE_MASK", 2)
+    assert masked["maskImageConfig"] == {"maskMode": "MASK_MODE_USER_PROVIDED", "dilation": 0.03}
+    assert sent.json["parameters"] == {
+        "sampleCount": 2, "includeRaiReason": True, "editMode": "EDIT_MODE_INPAINT_INSERTION",
+        "editConfig": {"baseSteps": 35}, "seed": 5, "addWatermark": False,
+    }  # fmt: skip
+    ((_, sent_mask, _),) = fake.edits
+    assert sent_mask is not None and sent_mask.size == (64, 48)
+    assert sent_mask.getpixel((5, 5)) == 255 and sent_mask.getpixel((5, 40)) == 0  # white: edited
+    assert [image.data for image in result.images] == [png(64, 48, (30, 160, 60))] * 2
+    assert rendered(result) == [
+        "providerOptions.vertex.imageSize ignored: an edit does not take it",
+        "providerOptions.vertex.enhancePrompt ignored: an edit does not take it",
+        "size ignored: 1024x1024 asked; an Imagen edit keeps the input image's size",
+    ]
+
+
+def test_an_imagen_edit_mode_and_a_maskless_edit(fake: FakeVertex) -> None:
+    picture = ReferenceImage(png(32, 32), "image/png", 32, 32)
+    mask = ReferenceImage(openai_mask(32, 32), "image/png", 32, 32)
+    generate(fake, CAPABILITY, size=Size(32, 32), input_images=(picture,), mask=mask,
+             options={"editMode": "edit_mode_outpaint"})  # fmt: skip
+    assert fake.generation_requests()[-1].json["parameters"]["editMode"] == "EDIT_MODE_OUTPAINT"
+    result = generate(fake, CAPABILITY, size=Size(32, 32), input_images=(picture,), options={"baseSteps": 9})
+    body = fake.generation_requests()[-1].json
+    assert [r["referenceType"] for r in body["instances"][0]["referenceImages"]] == ["REFERENCE_TYPE_RAW"]
+    assert body["parameters"] == {"sampleCount": 1, "includeRaiReason": True, "editMode": "EDIT_MODE_DEFAULT"}
+    assert rendered(result) == [
+        "providerOptions.vertex.baseSteps ignored: it applies only to an edit with a mask"
+    ]
+
+
+def test_an_imagen_edit_refused_by_the_filter_is_a_refusal(fake: FakeVertex) -> None:
+    picture = ReferenceImage(png(32, 32), "image/png", 32, 32)
+    with pytest.raises(ContentPolicyViolation):
+        generate(fake, CAPABILITY, prompt="BLOCKME", size=Size(32, 32), input_images=(picture,))
+
+
+def test_the_editing_model_does_not_generate_without_an_image(fake: FakeVertex) -> None:
+    with pytest.raises(ModelNotAllowed, match="only edits"):
+        generate(fake, CAPABILITY)
+    assert fake.generation_requests() == []
+
+
+def test_gemini_on_vertex_takes_every_input_image(fake: FakeVertex) -> None:
+    pictures = tuple(ReferenceImage(png(8, 8, (i, 9, 9)), "image/png", 8, 8) for i in range(3))
+    generate(fake, GEMINI, input_images=pictures)
+    parts = fake.generation_requests()[-1].json["contents"][0]["parts"]
+    inline = [part["inlineData"]["data"] for part in parts if "inlineData" in part]
+    assert inline == [base64.b64encode(picture.data).decode() for picture in pictures]

@@ -61,6 +61,9 @@ def test_every_provider_has_a_test_module() -> None:
     assert not missing, f"no tests/providers/test_<name>.py for {missing}"
 
 
+PROBED = "; set alone, on when the cloud's credential chain finds credentials"
+
+
 def provider_table() -> str:
     """docs/providers.md's provider table, as the declarations and the shipped catalog make it."""
     catalog = list(load_catalog())
@@ -77,8 +80,13 @@ def provider_table() -> str:
             variables += either + ", ".join(f"`{variable}`" for variable in spec.enabled_by)
         if spec.base_url_env:
             default = f" (default `{spec.default_base_url}`)" if spec.default_base_url else " (required)"
+            if spec.base_url_env in spec.probe_by:
+                default = default.replace(")", f"{PROBED})")
             variables += f"; `{spec.base_url_env}`{default}"
-        variables += "".join(f"; `{variable}` (optional)" for variable in spec.settings)
+        variables += "".join(
+            f"; `{variable}` (optional{PROBED if variable in spec.probe_by else ''})"
+            for variable in spec.settings
+        )
         options = ", ".join(f"`{key}`" for key in spec.options.options) or "none"
         rows.append(f"| `{spec.name}` | {spec.summary}: {models} | {variables} | {options} |")
     return "\n".join(rows)

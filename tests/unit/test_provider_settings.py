@@ -89,8 +89,14 @@ def test_config_check_says_what_turns_each_provider_on() -> None:
     )
     assert "bytedance (set ARK_API_KEY)" in summary and "google (" not in summary
     assert setup_hint("local") == "always on" and setup_hint("nobody") == "no adapter is named 'nobody'"
-    assert setup_hint("azure") == "set AZURE_OPENAI_API_KEY, or AZURE_CLIENT_ID"
+    assert setup_hint("azure") == (
+        "set AZURE_OPENAI_API_KEY, or AZURE_CLIENT_ID or IDENTITY_ENDPOINT, or AZURE_OPENAI_ENDPOINT "
+        "where the cloud's credential chain finds credentials"
+    )
     assert setup_hint("bedrock").startswith(
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE or "
+    )
+    assert setup_hint("bedrock").endswith(
+        ", or AWS_REGION or AWS_DEFAULT_REGION where the cloud's credential chain finds credentials"
     )
     assert "bedrock" in load_settings({"AWS_PROFILE": "images"}).providers
