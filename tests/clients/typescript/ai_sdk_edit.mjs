@@ -28,7 +28,7 @@ try {
   await generateImage({
     model: openai.image("openai/dall-e-3"), // (no edits; refused before its provider is looked for)
     prompt: { images: [png], text: "x" },
-    size: "256x256",
+    size: "1024x1024",
     maxRetries: 0,
   });
 } catch (error) {
