@@ -23,6 +23,7 @@ from tests.fakes.bfl import FakeBFL
 from tests.fakes.stability import FakeStability
 from tests.support.checks import decode_png
 from tests.support.gateway import GatewayProcess
+from tests.support.pictures import transparent_right_half
 from tests.support.sdk import openai_client
 
 PARTIAL, COMPLETED = "image_edit.partial_image", "image_edit.completed"
@@ -33,15 +34,6 @@ Stack = tuple[GatewayProcess, FakeStability, FakeBFL]
 def picture(width: int, height: int, color: tuple[int, int, int, int] = (10, 200, 10, 255)) -> bytes:
     out = io.BytesIO()
     Image.new("RGBA", (width, height), color).save(out, format="PNG")
-    return out.getvalue()
-
-
-def right_half_transparent(width: int, height: int) -> bytes:
-    """An OpenAI mask: the left half opaque (kept), the right half transparent (changed)."""
-    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (width // 2, 0, width, height))
-    out = io.BytesIO()
-    mask.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -62,17 +54,27 @@ def price_micros(model_id: str) -> int:
     return CATALOG.resolve(model_id).price.per_image(None)
 
 
+def project_client(gateway: GatewayProcess, prefix: str) -> tuple[openai.OpenAI, str]:
+    """An SDK client with a key of a new project of its own, and the project's name."""
+    project = f"{prefix}-{ULID()}"
+    return openai_client(f"{gateway.http_url}/v1", gateway.new_key(project)), project
+
+
+def masked_edit(sdk: openai.OpenAI, model: str, width: int, height: int, **fields: Any) -> Any:
+    """images.edit of a green width x height picture whose right half the mask marks to change."""
+    return sdk.images.edit(
+        model=model,
+        image=png_file("in.png", picture(width, height)),
+        mask=png_file("mask.png", transparent_right_half(width, height)),
+        **fields,
+    )
+
+
 # --- local/sketch: edits offline, with the OpenAI SDK
 
 
 def test_sketch_edit_with_a_mask_renders_only_where_the_mask_is_transparent(client: openai.OpenAI) -> None:
-    result = client.images.edit(
-        model="local/sketch",
-        image=png_file("in.png", picture(64, 64)),
-        mask=png_file("mask.png", right_half_transparent(64, 64)),
-        prompt="a red sun",
-        size="256x256",
-    )
+    result = masked_edit(client, "local/sketch", 64, 64, prompt="a red sun", size="256x256")
     image = first_image(result).convert("RGB")
     assert image.size == (256, 256)  # the input, scaled to the asked size
     assert image.getpixel((10, 100)) == (10, 200, 10)  # kept: the mask is opaque there
@@ -100,7 +102,7 @@ def test_sketch_edit_streams_partial_images_then_the_masked_edit(client: openai.
     fields: dict[str, Any] = {
         "model": "local/sketch",
         "image": png_file("in.png", picture(64, 64)),
-        "mask": png_file("mask.png", right_half_transparent(64, 64)),
+        "mask": png_file("mask.png", transparent_right_half(64, 64)),
         "prompt": "streamed sketch edit",
         "size": "256x256",
     }
@@ -145,14 +147,10 @@ def white_where_changed(mask_png: bytes, width: int, height: int) -> None:
 
 def test_stability_inpaint_through_the_sdk(fakes: Stack) -> None:
     gateway, stability, _ = fakes
-    sdk = openai_client(f"{gateway.http_url}/v1", gateway.new_key(project := f"inpaint-{ULID()}"))
-    result = sdk.images.edit(
-        model="stability/inpaint",
-        image=png_file("in.png", picture(96, 64)),
-        mask=png_file("mask.png", right_half_transparent(96, 64)),
-        prompt="a boat on the water",
-        size="1024x1024",
-        extra_body={"providerOptions": json.dumps({"stability": {"grow_mask": 3}})},
+    sdk, project = project_client(gateway, "inpaint")
+    options = {"providerOptions": json.dumps({"stability": {"grow_mask": 3}})}
+    result = masked_edit(
+        sdk, "stability/inpaint", 96, 64, prompt="a boat", size="1024x1024", extra_body=options
     )
     assert first_image(result).size == (96, 64)  # the input's size, whatever was asked
     (sent,) = stability.generation_requests()
@@ -163,50 +161,37 @@ def test_stability_inpaint_through_the_sdk(fakes: Stack) -> None:
     assert row["cost_micros"] == price_micros("stability/inpaint") == MICROS_PER_USD * 5 // 100
 
 
-def test_a_stability_moderation_refusal_is_a_400_and_costs_nothing(
-    fakes: Stack,
-) -> None:
+def test_a_stability_moderation_refusal_is_a_400_and_costs_nothing(fakes: Stack) -> None:
     gateway, stability, _ = fakes
-    sdk = openai_client(f"{gateway.http_url}/v1", gateway.new_key(project := f"inpaint-blocked-{ULID()}"))
+    sdk, project = project_client(gateway, "inpaint-blocked")
     with pytest.raises(openai.BadRequestError) as caught:
-        sdk.images.edit(model="stability/inpaint", image=png_file("in.png", picture(64, 64)),
-                        mask=png_file("m.png", right_half_transparent(64, 64)), prompt="BLOCKME")  # fmt: skip
+        masked_edit(sdk, "stability/inpaint", 64, 64, prompt="BLOCKME")
     assert caught.value.body["code"] == "CONTENT_POLICY_VIOLATION"  # type: ignore[index]
     assert len(stability.generation_requests()) == 1
     assert sum(row["cost_micros"] for row in usage_rows(gateway, project)) == 0
 
 
-def test_bfl_fill_through_the_sdk_with_the_images_own_transparency(
-    fakes: Stack,
-) -> None:
+def test_bfl_fill_through_the_sdk_with_the_images_own_transparency(fakes: Stack) -> None:
     gateway, _, bfl = fakes
-    sdk = openai_client(f"{gateway.http_url}/v1", gateway.new_key(project := f"fill-{ULID()}"))
+    sdk, project = project_client(gateway, "fill")
     # No mask: the image's own transparent half is what to fill (OpenAI's rule for dall-e-2).
     result = sdk.images.edit(
-        model="bfl/flux-pro-1.0-fill", image=png_file("in.png", right_half_transparent(32, 32)), prompt="p"
+        model="bfl/flux-pro-1.0-fill", image=png_file("in.png", transparent_right_half(32, 32)), prompt="p"
     )
     assert result.data is not None and len(result.data) == 1
     (task,) = bfl.tasks.values()
-    assert task.endpoint == "flux-pro-1.0-fill" and task.inputs["image"] == right_half_transparent(32, 32)
+    assert task.endpoint == "flux-pro-1.0-fill" and task.inputs["image"] == transparent_right_half(32, 32)
     white_where_changed(task.inputs["mask"], 32, 32)
     (row,) = usage_rows(gateway, project)
     assert row["cost_micros"] == price_micros("bfl/flux-pro-1.0-fill") == MICROS_PER_USD * 5 // 100
 
 
-def test_bfl_fill_with_a_mask_streams_its_completed_event(
-    fakes: Stack,
-) -> None:
+def test_bfl_fill_with_a_mask_streams_its_completed_event(fakes: Stack) -> None:
     gateway, _, bfl = fakes
     sdk = openai_client(f"{gateway.http_url}/v1", gateway.key)
-    stream = sdk.images.edit(
-        model="bfl/flux-pro-1.0-fill",
-        image=png_file("in.png", picture(32, 32)),
-        mask=png_file("m.png", right_half_transparent(32, 32)),
-        prompt="p",
-        stream=True,
-        partial_images=2,
+    events = list(
+        masked_edit(sdk, "bfl/flux-pro-1.0-fill", 32, 32, prompt="p", stream=True, partial_images=2)
     )
-    events = list(stream)
     assert [event.type for event in events] == [COMPLETED]  # BFL makes no partial images
     (task,) = bfl.tasks.values()
     white_where_changed(task.inputs["mask"], 32, 32)
@@ -214,8 +199,8 @@ def test_bfl_fill_with_a_mask_streams_its_completed_event(
 
 def test_inpainting_refusals_before_any_call(fakes: Stack) -> None:
     gateway, stability, bfl = fakes
-    sdk = openai_client(f"{gateway.http_url}/v1", gateway.new_key(project := f"inpaint-refused-{ULID()}"))
-    image, mask = png_file("a.png", picture(64, 64)), png_file("m.png", right_half_transparent(64, 64))
+    sdk, project = project_client(gateway, "inpaint-refused")
+    image, mask = png_file("a.png", picture(64, 64)), png_file("m.png", transparent_right_half(64, 64))
     cases: list[tuple[Any, int, str, str]] = [
         # an edit-only model asked to generate
         (lambda: sdk.images.generate(model="stability/inpaint", prompt="p"), 403, "MODEL_NOT_ALLOWED",

@@ -29,6 +29,7 @@ from service.providers.bfl import BFLProvider, request_body
 from tests.fakes.base import Reply, check_body, jpeg, png
 from tests.fakes.bfl import FakeBFL
 from tests.providers.conftest import call, generate_with, run, shared_fake
+from tests.support.pictures import transparent_right_half
 
 
 @pytest.fixture(autouse=True)
@@ -415,18 +416,9 @@ def test_the_fake_reports_input_megapixels(fake: FakeBFL) -> None:
 # --- FLUX.1 Fill [pro]: image + a black-and-white mask (white = fill) made from the gateway's
 
 
-def alpha_right_half(width: int, height: int) -> bytes:
-    """Opaque, with the right half transparent: an OpenAI-style mask, or a picture marking itself."""
-    picture = Image.new("RGBA", (width, height), (200, 40, 40, 255))
-    picture.paste((0, 0, 0, 0), (width // 2, 0, width, height))
-    out = io.BytesIO()
-    picture.save(out, format="PNG")
-    return out.getvalue()
-
-
 def test_fill_sends_the_image_and_a_white_where_transparent_mask(fake: FakeBFL) -> None:
     photo = ReferenceImage(jpeg(32, 16), "image/jpeg", 32, 16)
-    mask = ReferenceImage(alpha_right_half(32, 16), "image/png", 32, 16)
+    mask = ReferenceImage(transparent_right_half(32, 16), "image/png", 32, 16)
     result = generate(fake, "flux-pro-1.0-fill", size=Size(32, 16), input_images=(photo,), mask=mask,
                       output_format="png", options={"steps": 30, "guidance": 42.5, "seed": 5})  # fmt: skip
     (sent,) = fake.generation_requests()
@@ -446,7 +438,7 @@ def test_fill_sends_the_image_and_a_white_where_transparent_mask(fake: FakeBFL) 
 
 
 def test_fill_without_a_mask_uses_the_images_transparency_and_keeps_its_size(fake: FakeBFL) -> None:
-    picture = ReferenceImage(alpha_right_half(16, 16), "image/png", 16, 16)
+    picture = ReferenceImage(transparent_right_half(16, 16), "image/png", 16, 16)
     result = generate(fake, "flux-pro-1.0-fill", input_images=(picture,), options={"raw": True})
     (task,) = fake.tasks.values()
     with Image.open(io.BytesIO(task.inputs["mask"])) as converted:
@@ -475,7 +467,7 @@ def test_fill_refusals_before_calling(fake: FakeBFL) -> None:
 
 
 def test_a_fill_bfl_moderates_is_a_content_policy_violation(fake: FakeBFL) -> None:
-    mask = ReferenceImage(alpha_right_half(8, 8), "image/png", 8, 8)
+    mask = ReferenceImage(transparent_right_half(8, 8), "image/png", 8, 8)
     with pytest.raises(ContentPolicyViolation, match="Request Moderated"):
         generate(fake, "flux-pro-1.0-fill", prompt="BLOCKME", input_images=(PNG_REF,), mask=mask)
     assert len(fake.generation_requests()) == 1
@@ -494,5 +486,7 @@ def test_the_fake_checks_fill_masks(fake: FakeBFL) -> None:
         reply = httpx.post(url, headers=auth, json=body)
         assert reply.status_code == 422, (body.keys(), reply.text)
     assert fake.tasks == {}
-    ok = httpx.post(url, headers=auth, json={"prompt": "x", "image": b64(alpha_right_half(8, 8))})
-    assert ok.status_code == 200 and fake.tasks[ok.json()["id"]].inputs == {"image": alpha_right_half(8, 8)}
+    ok = httpx.post(url, headers=auth, json={"prompt": "x", "image": b64(transparent_right_half(8, 8))})
+    assert ok.status_code == 200 and fake.tasks[ok.json()["id"]].inputs == {
+        "image": transparent_right_half(8, 8)
+    }

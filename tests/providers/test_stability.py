@@ -28,6 +28,7 @@ from service.providers.stability import StabilityProvider
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.stability import FakeStability, webp
 from tests.providers.conftest import generate_with, rendered, shared_fake
+from tests.support.pictures import transparent_right_half
 
 server, fake = shared_fake(FakeStability)
 
@@ -301,23 +302,9 @@ def test_catalog_reference_image_flags() -> None:
 # --- inpainting: /edit/inpaint, with the gateway's mask (transparent = change) made black and white
 
 
-def openai_mask(width: int, height: int) -> bytes:
-    """An OpenAI-style mask: opaque, with the right half transparent (what to change)."""
-    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (width // 2, 0, width, height))
-    out = io.BytesIO()
-    mask.save(out, format="PNG")
-    return out.getvalue()
-
-
-def transparent_right_half(width: int, height: int) -> bytes:
-    """A picture whose own alpha marks its right half (an edit sent without a mask)."""
-    return openai_mask(width, height)
-
-
 def test_inpaint_sends_the_image_and_a_white_where_transparent_mask(fake: FakeStability) -> None:
     photo = ReferenceImage(jpeg(96, 64), "image/jpeg", 96, 64)
-    mask = ReferenceImage(openai_mask(96, 64), "image/png", 96, 64)
+    mask = ReferenceImage(transparent_right_half(96, 64), "image/png", 96, 64)
     options = {"grow_mask": 7.5, "seed": 3, "negative_prompt": "blur"}
     result = generate(fake, "inpaint", size=Size(96, 64), input_images=(photo,), mask=mask,
                       output_format="webp", user="u-2", options=options)  # fmt: skip
@@ -370,7 +357,7 @@ def test_inpaint_refusals_before_calling(fake: FakeStability) -> None:
         generate(fake, "inpaint", input_images=(tiny,))
     assert small.value.param == "image"
     with pytest.raises(BadRequest, match="grow_mask"):
-        mask = ReferenceImage(openai_mask(64, 64), "image/png", 64, 64)
+        mask = ReferenceImage(transparent_right_half(64, 64), "image/png", 64, 64)
         generate(fake, "inpaint", input_images=(SQUARE,), mask=mask, options={"grow_mask": 101})
     with pytest.raises(ModelNotAllowed):
         generate(fake, "inpaint")  # no image at all
@@ -378,7 +365,7 @@ def test_inpaint_refusals_before_calling(fake: FakeStability) -> None:
 
 
 def test_inpaint_refusals_from_stability_are_content_policy_violations(fake: FakeStability) -> None:
-    mask = ReferenceImage(openai_mask(64, 64), "image/png", 64, 64)
+    mask = ReferenceImage(transparent_right_half(64, 64), "image/png", 64, 64)
     with pytest.raises(ContentPolicyViolation, match="flagged by our content moderation"):
         generate(fake, "inpaint", prompt="BLOCKME", input_images=(SQUARE,), mask=mask)
     with pytest.raises(ContentPolicyViolation, match="CONTENT_FILTERED"):
