@@ -142,6 +142,7 @@ def _capabilities(model: ModelSpec) -> pb.ModelCapabilities:
         max_input_images=caps.max_input_images,
         mask=caps.mask,
         variations=caps.variations,
+        generations=caps.generations,
     )
 
 

@@ -16,6 +16,8 @@ File format (`models:` maps public ids "provider/model-id" to entries; optional 
   max_input_images      the most input images one edit takes (POST /v1/images/edits); default 1
                         with reference_image, else 0 (no edits)
   mask                  whether edits take a mask (default false)
+  generations           false for a model that only edits (an inpainting endpoint): a generation
+                        without a reference_image is refused; default true
   variations            whether the model makes variations (POST /v1/images/variations)
   price                 USD per image: "default", and overrides by "<quality>", "@<size>" or
                         "<quality>@<size>" (most specific wins); held as integer micro-dollars
@@ -128,6 +130,8 @@ class Capabilities:
     max_input_images: int = 0
     mask: bool = False
     variations: bool = False
+    # False: the model only edits (it needs an input image), as inpainting endpoints do.
+    generations: bool = True
 
     def offers(self, size: Size) -> bool:
         if self.size_rule is not None:
@@ -334,9 +338,12 @@ def _model_from_entry(model_id: str, entry: Mapping[str, Any]) -> ModelSpec:
             max_input_images=int(entry.get("max_input_images", 1 if reference_image else 0)),
             mask=bool(entry.get("mask", False)),
             variations=bool(entry.get("variations", False)),
+            generations=bool(entry.get("generations", True)),
         )
         if (capabilities.mask or capabilities.max_input_images) and not reference_image:
             raise CatalogError(f"{model_id}: max_input_images and mask need reference_image: true")
+        if not capabilities.generations and not capabilities.max_input_images:
+            raise CatalogError(f"{model_id}: a model that makes no generations must edit (max_input_images)")
         if not capabilities.offers(capabilities.default_size):
             raise CatalogError(f"{model_id}: default_size {capabilities.default_size} is not offered")
         return ModelSpec(

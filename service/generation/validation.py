@@ -204,11 +204,16 @@ def _whole_numbers(value: Any) -> Any:
     return value
 
 
-def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec) -> None:
+def _check_reference_image(request: pb.GenerateImagesRequest, model: ModelSpec, operation: str) -> None:
     if request.reference_image and not model.capabilities.reference_image:
         raise ModelNotAllowed(
             f"{model.id} cannot take a reference_image (no edit / image-to-image support).",
             param="reference_image",
+        )
+    if operation == GENERATE and not request.reference_image and not model.capabilities.generations:
+        raise ModelNotAllowed(
+            f"{model.id} only edits images: send the image (and a mask) to POST /v1/images/edits.",
+            param="model",
         )
 
 
@@ -226,7 +231,7 @@ def validate(
     if style is not None and style not in model.capabilities.styles:
         warnings.append(unsupported("style", f"{style!r} asked; {model.id} has no styles"))
         style = None
-    _check_reference_image(request, model)
+    _check_reference_image(request, model, operation)
     n = _n(request, model)
     partial_images = _partial_images(request, streamed)
     return GenerationRequest(

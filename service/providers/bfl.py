@@ -13,7 +13,8 @@ quality, background, moderation and output_compression have no BFL equivalent an
 a warning; output_format (jpeg/png/webp) is passed through.
 providerOptions.bfl: seed (int), safety_tolerance (int 0-6), prompt_upsampling (bool), raw (bool,
 flux-pro-1.1-ultra only), image_prompt_strength (number 0-1, flux-pro-1.1-ultra with a reference image
-only: how far the output follows the image prompt; BFL's default 0.1). Other keys, and
+only: how far the output follows the image prompt; BFL's default 0.1), steps and guidance (Fill
+only, below). Other keys, and
 image_prompt_strength without a reference image, are dropped with a warning. The submit `cost`
 (credits, 1 = $0.01) has no place in ImageCallResult and is not returned; the task id is the upstream
 request id.
@@ -24,6 +25,12 @@ BFL's experimental multi-reference), flux-pro-1.1 and ultra as `image_prompt` (a
 prompt: a remix / variation, not a pixel-preserving edit). Kontext still gets the requested size's
 `aspect_ratio` (without it, it would follow the input's). GIFs are sent as PNG of their first frame
 (BFL names no GIF support; unconfirmed either way).
+
+FLUX.1 Fill [pro] (flux-pro-1.0-fill, edits only) inpaints: `image` and `mask` (base64 in the same
+JSON body, the mask black and white, white where to change: inpainting.py converts the gateway's
+mask, or makes one from the image's transparent pixels when the edit has none). It takes no size
+(the answer keeps the input's; another size asked gets a warning) and two options of its own:
+steps (integer 15-50, BFL's default 50) and guidance (number 1.5-100, default 60).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from service.errors import BadRequest, ContentPolicyViolation, InvalidSize, Upst
 from service.providers.adapter import HttpAdapter
 from service.providers.base import CallWarning, GeneratedImage, ImageCall, ImageCallResult, ignored_fields
 from service.providers.jobs import read_job
+from service.providers.masks import WHITE, kept_size, provider_mask
 from service.providers.options import BOOLEAN, OptionsSchema, integer, models, number, with_reference
 from service.providers.request_fields import exact_ratio, offered_format
 from service.providers.spec import ProviderSpec
@@ -50,6 +58,8 @@ ASPECT_RATIOS = ["21:9", "16:9", "3:2", "4:3", "1:1", "3:4", "2:3", "9:16", "9:2
 MIN_SIDE, MAX_SIDE, MULTIPLE = 256, 1440, 32
 OUTPUT_FORMATS = frozenset({"jpeg", "png", "webp"})
 ULTRA = models("flux-pro-1.1-ultra")
+FILL_MODELS = frozenset({"flux-pro-1.0-fill"})
+FILL = models(*FILL_MODELS)
 OPTIONS = OptionsSchema(
     NAME,
     {
@@ -58,6 +68,8 @@ OPTIONS = OptionsSchema(
         "prompt_upsampling": BOOLEAN,
         "raw": BOOLEAN.where(ULTRA),
         "image_prompt_strength": number().where(ULTRA, with_reference),  # 0-1, checked by BFL
+        "steps": integer(15, 50).where(FILL),
+        "guidance": number(1.5, 100).where(FILL),
     },
 )
 # endpoint -> the body field that carries the reference image (base64)
@@ -66,6 +78,7 @@ IMAGE_FIELDS = {
     "flux-kontext-max": "input_image",
     "flux-pro-1.1": "image_prompt",
     "flux-pro-1.1-ultra": "image_prompt",
+    "flux-pro-1.0-fill": "image",
 }
 MODERATED = frozenset({"Request Moderated", "Content Moderated"})
 FAILED = frozenset({"Error", "Failed", "Task not found"})
@@ -110,9 +123,16 @@ def _image_field(call: ImageCall) -> dict[str, str]:
 
 
 def request_body(call: ImageCall) -> tuple[dict[str, Any], list[CallWarning]]:
-    """(JSON body, warnings) for POST /<model>."""
+    """(JSON body, warnings) for POST /<model>; a Fill call's mask is added by the adapter."""
     options, warnings = OPTIONS.parse(call)
-    body: dict[str, Any] = {"prompt": call.prompt, **_size_fields(call), **_image_field(call)}
+    if call.upstream_model in FILL_MODELS:
+        if call.reference_image is None:
+            raise BadRequest(f"{call.upstream_model} inpaints an input image: send one.", param="image")
+        size_fields: dict[str, Any] = {}
+        warnings += kept_size(call, "BFL Fill")
+    else:
+        size_fields = _size_fields(call)
+    body: dict[str, Any] = {"prompt": call.prompt, **size_fields, **_image_field(call)}
     if output_format := offered_format(call, OUTPUT_FORMATS):
         body["output_format"] = output_format
     warnings += ignored_fields(call, "BFL")
@@ -134,6 +154,9 @@ class BFLProvider(HttpAdapter):
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
         body, warnings = request_body(call)
+        if call.upstream_model in FILL_MODELS:
+            mask = await provider_mask(call, WHITE, self.name)
+            body["mask"] = base64.b64encode(mask).decode("ascii")
         tasks = [asyncio.ensure_future(self._one(call, body)) for _ in range(call.n)]
         try:
             outcomes = await asyncio.gather(*tasks)
@@ -201,5 +224,5 @@ PROVIDER = ProviderSpec(
     credentials=("BFL_API_KEY",),
     base_url_env="BFL_BASE_URL",
     default_base_url="https://api.bfl.ai/v1",
-    summary="Black Forest Labs FLUX API (submit + poll)",
+    summary="Black Forest Labs FLUX API (submit + poll; Fill inpaints)",
 )

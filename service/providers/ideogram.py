@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from service.catalog.sizes import Size
 from service.config import ProviderConfig
 from service.errors import ContentPolicyViolation, InvalidSize
 from service.generation.reference_images import ReferenceImage, refused
@@ -60,7 +59,7 @@ from service.providers.base import (
     other,
     unsupported,
 )
-from service.providers.masks import BLACK, black_and_white
+from service.providers.masks import BLACK, black_and_white, kept_size
 from service.providers.options import OptionsSchema, integer, string
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import data_items, malformed, provider_message
@@ -158,11 +157,7 @@ def request_fields(call: ImageCall) -> tuple[dict[str, str], list[CallWarning]]:
     if call.mask is None:
         fields["resolution"] = _resolution(call)
     else:
-        reference = call.reference_image
-        if reference is not None and Size(reference.width, reference.height) != call.size:
-            warnings.append(
-                unsupported("size", f"{call.size} asked; an Ideogram edit keeps the input image's size")
-            )
+        warnings += kept_size(call, "Ideogram")
     if call.output_format not in (None, "png"):
         warnings.append(unsupported("output_format", f"{call.output_format!r} asked; Ideogram answers PNG"))
     warnings += ignored_fields(call, "Ideogram", ("style", "background", "moderation", "output_compression"))
@@ -176,11 +171,6 @@ def _image_part(picture: ReferenceImage) -> FilePart:
     if len(data) > MAX_INPUT_BYTES:
         raise refused(f"Ideogram takes input images of at most 10 MB; this one is {len(data)} bytes.")
     return f"image.{INPUT_TYPES[media_type]}", data, media_type
-
-
-async def _black_and_white_mask(mask: ReferenceImage) -> FilePart:
-    """Ideogram's mask from the gateway's: black where the mask is (mostly) transparent, else white."""
-    return "mask.png", await black_and_white(mask, BLACK), "image/png"
 
 
 def revised(item: dict[str, Any], prompt: str) -> str | None:
@@ -204,7 +194,8 @@ class IdeogramProvider(HttpAdapter):
             endpoint = "remix" if call.mask is None else "edit"
             files["image"] = _image_part(call.reference_image)
         if call.mask is not None:
-            files["mask"] = await _black_and_white_mask(call.mask)
+            # Ideogram's mask is black where to change (inpainting.py)
+            files["mask"] = ("mask.png", await black_and_white(call.mask, BLACK), "image/png")
         payload, _ = await self._upstream.json_object(
             "POST", f"/v1/{call.upstream_model}/{endpoint}", call.deadline, data=fields, files=files
         )

@@ -7,9 +7,10 @@ palette, gradient, shapes, and the prompt as a caption). Options (providerOption
   delay_ms  0 to MG_LOCAL_MAX_DELAY_MS (60000 by default): wait this long before answering, to try
             slow-provider behaviour (timeouts, retries) without a real provider. Any key may ask for
             it, and it holds a worker's slot that long, so the cap sits well below the max duration.
-local/canvas also takes a reference_image (image-to-image: the picture shows through), and edits:
-every input image shows through (blended in equal parts), and with a mask the first image is kept
-where the mask is opaque and the render shows only where it is transparent. A variation renders
+Both models take a reference_image (image-to-image: the picture shows through) and edits (local/sketch
+up to 4 input images, local/canvas up to 16): every input image, scaled to the asked size, shows
+through (blended in equal parts), and with a mask the first image is kept where the mask is opaque
+and the render shows only where it is transparent. local/canvas also makes variations: it renders
 from its image alone (no prompt: an empty caption band).
 
 Streamed calls get real partial images: the picture rendered coarser (in blocks of 2^(k+1) pixels,

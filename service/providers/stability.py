@@ -19,7 +19,9 @@ providerOptions.stability:
   strength         number 0..1, with a reference image only (ultra, sd3): how far to move away from
                    it (0 = the input, 1 = as if no image). The provider requires it with `image`; when
                    absent the gateway sends 0.5 (its own default, not the provider's).
-Other keys (e.g. mask: /edit/inpaint is not wired) are dropped with a warning.
+  grow_mask        number 0..100, inpaint only: pixels the mask grows by on every side, softening
+                   its edge (Stability's default 5)
+Other keys are dropped with a warning.
 
 Reference images (image-to-image) go into the same multipart request as the file part `image`, with
 `strength`; sd3 also gets `mode=image-to-image` and no `aspect_ratio` (text-to-image only), and ultra
@@ -27,6 +29,17 @@ gets no `aspect_ratio` either (ignored there): the output follows the input's sh
 another ratio gets a warning. The provider takes JPEG, PNG and WebP of at least 64 px a side (and at
 most 16,384); a GIF is converted to PNG (first frame) first. stable-image-core has no image input: a
 reference image for it is refused before calling (the catalog keeps reference_image false there).
+
+Inpainting is the model `inpaint` (stability/inpaint, edits only): POST
+{base}/v2beta/stable-image/edit/inpaint with the file parts `image` and `mask` and the fields prompt,
+negative_prompt, seed, grow_mask, output_format (no aspect_ratio: the answer keeps the input's size;
+another size asked gets a warning). Stability's mask is black and white, white where to change; the
+gateway's (OpenAI's: transparent where to change) is converted by inpainting.py, and an edit sent
+without a mask gets one made from the image's transparent pixels (Stability would otherwise read
+the image's alpha itself; the gateway's rule is then the same whatever the provider). The input must
+be 64 px a side at least and 4,096 to 9,437,184 pixels; another is refused before calling. The
+answer is the generate endpoints' ({image, finish_reason, seed}), and its refusals are theirs (403
+content_moderation, finish_reason CONTENT_FILTERED).
 """
 
 from __future__ import annotations
@@ -47,12 +60,15 @@ from service.providers.base import (
     ignored_fields,
     unsupported,
 )
+from service.providers.masks import WHITE, kept_size, provider_mask
 from service.providers.options import OptionsSchema, integer, number, string, with_reference
 from service.providers.spec import ProviderSpec
 from service.providers.upstream import decode_image, malformed
 
 NAME = "stability"
 GENERATE = "/v2beta/stable-image/generate"
+INPAINT = "inpaint"  # the upstream model id of /edit/inpaint
+INPAINT_PATH = "/v2beta/stable-image/edit/inpaint"
 # upstream model id -> endpoint; any other id is an sd3-family model sent to /sd3 with `model=`.
 ENDPOINTS = {"stable-image-ultra": "ultra", "stable-image-core": "core"}
 SD3_PREFIX = "sd3"
@@ -64,6 +80,7 @@ REFUSAL_NAMES = frozenset({"content_moderation", "public_figure"})
 DEFAULT_STRENGTH = 0.5  # gateway choice (stability.md section 4); the provider has no default
 INPUT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 MIN_SIDE, MAX_SIDE = 64, 16384
+INPAINT_PIXELS = (4096, 9_437_184)  # what /edit/inpaint's input image may hold
 
 
 def _endpoint(model: str) -> str | None:
@@ -75,14 +92,23 @@ def _sd3_only(call: ImageCall) -> str | None:
     return None if _endpoint(call.upstream_model) == "sd3" else f"{call.upstream_model} does not take it"
 
 
+def _inpaint_only(call: ImageCall) -> str | None:
+    return None if call.upstream_model == INPAINT else f"{call.upstream_model} does not take it"
+
+
+def _not_inpaint(call: ImageCall) -> str | None:
+    return "inpaint does not take it" if call.upstream_model == INPAINT else None
+
+
 OPTIONS = OptionsSchema(
     NAME,
     {
         "negative_prompt": string(),
         "seed": integer(0, MAX_SEED),
-        "style_preset": string(),
+        "style_preset": string().where(_not_inpaint),
         "cfg_scale": number().where(_sd3_only),  # 1-10, checked by Stability
-        "strength": number(0, 1).where(with_reference),
+        "strength": number(0, 1).where(with_reference, _not_inpaint),
+        "grow_mask": number(0, 100).where(_inpaint_only),
     },
 )
 
@@ -142,17 +168,35 @@ def image_part(reference: ReferenceImage) -> tuple[str, bytes, str]:
     return f"reference.{INPUT_TYPES[media_type]}", data, media_type
 
 
+def _inpaint_input(call: ImageCall) -> None:
+    """The input image /edit/inpaint takes, or a 400 before calling."""
+    reference = call.reference_image
+    if reference is None:
+        raise ModelNotAllowed("stability inpaint edits an input image: send one to /v1/images/edits.",
+                              param="image")  # fmt: skip
+    width, height = reference.width, reference.height
+    if min(width, height) < MIN_SIDE or not INPAINT_PIXELS[0] <= width * height <= INPAINT_PIXELS[1]:
+        raise BadRequest(
+            f"stability inpaint needs an image of at least {MIN_SIDE} px a side and {INPAINT_PIXELS[0]} "
+            f"to {INPAINT_PIXELS[1]} pixels, not {width}x{height}.",
+            param="image",
+        )
+
+
 def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[CallWarning]]:
-    """(path, form fields, warnings) for one generate call."""
+    """(path, form fields, warnings) for one generate or inpaint call (the file parts aside)."""
     model = call.upstream_model
-    endpoint = _endpoint(model)
+    endpoint = INPAINT if model == INPAINT else _endpoint(model)
     if endpoint is None:
         raise BadRequest(f"stability has no generate endpoint for the model {model!r}.", param="model")
     options, warnings = OPTIONS.parse(call)
     form = {"prompt": call.prompt}
     if endpoint == "sd3":
         form["model"] = model
-    if call.reference_image is None:
+    if endpoint == INPAINT:
+        _inpaint_input(call)
+        warnings += kept_size(call, "Stability")
+    elif call.reference_image is None:
         form["aspect_ratio"] = aspect_ratio(call)
     else:
         _image_to_image(call, endpoint, options.pop("strength", DEFAULT_STRENGTH), form, warnings)
@@ -163,7 +207,7 @@ def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[CallWarning
     for key, value in options.items():
         if key == "seed":
             form[key] = _seed(value, call.first_index)
-        elif key == "cfg_scale":
+        elif key in ("cfg_scale", "grow_mask"):
             form[key] = f"{value:g}"
         else:
             form[key] = value
@@ -172,7 +216,7 @@ def request_form(call: ImageCall) -> tuple[str, dict[str, str], list[CallWarning
             unsupported("n", f"stability returns one image per call; {call.n - 1} of {call.n} not requested")
         )
     warnings += ignored_fields(call, "stability")
-    return f"{GENERATE}/{endpoint}", form, warnings
+    return (INPAINT_PATH if endpoint == INPAINT else f"{GENERATE}/{endpoint}"), form, warnings
 
 
 class StabilityProvider(HttpAdapter):
@@ -188,6 +232,8 @@ class StabilityProvider(HttpAdapter):
         files = {}
         if call.reference_image is not None:
             files["image"] = await asyncio.to_thread(image_part, call.reference_image)
+        if call.upstream_model == INPAINT:
+            files["mask"] = ("mask.png", await provider_mask(call, WHITE, self.name), "image/png")
         payload, response = await self._upstream.json_object(
             "POST", path, call.deadline, data=form, files=files, headers=headers
         )
@@ -214,5 +260,5 @@ PROVIDER = ProviderSpec(
     credentials=("STABILITY_API_KEY",),
     base_url_env="STABILITY_BASE_URL",
     default_base_url="https://api.stability.ai",
-    summary="Stability AI Stable Image (Ultra, Core, SD 3.5)",
+    summary="Stability AI Stable Image (Ultra, Core, SD 3.5, inpaint)",
 )

@@ -126,7 +126,11 @@ def test_json_edit_with_image_urls(gateway: GatewayProcess) -> None:
 @pytest.mark.parametrize(
     ("model", "kwargs", "status", "code", "param"),
     [
-        ("local/sketch", {"size": "256x256"}, 403, "MODEL_NOT_ALLOWED", "model"),
+        ("openai/dall-e-3", {"size": "1024x1024"}, 403, "MODEL_NOT_ALLOWED", "model"),  # no edits
+        ("local/sketch", {"size": "256x256", "image": [("a.png", png(), "image/png")] * 5}, 403,
+         "MODEL_NOT_ALLOWED", "image"),  # at most 4
+        ("stability/stable-image-ultra", {"size": "1024x1024", "mask": ("m.png", mask_png(), "image/png")},
+         403, "MODEL_NOT_ALLOWED", "mask"),  # an image, but no mask
         ("local/canvas", {"image": [("a.png", png(), "image/png")] * 17}, 400, "BAD_REQUEST", "image"),
         ("local/canvas", {"image": ("a.txt", b"not an image", "text/plain")}, 400, "INVALID_REFERENCE_IMAGE",
          "image"),
@@ -374,7 +378,10 @@ def test_models_say_what_each_model_takes_for_edits(client: openai.OpenAI) -> No
     models = {model.id: model.model_dump() for model in client.models.list()}
     canvas, sketch = models["local/canvas"]["capabilities"], models["local/sketch"]["capabilities"]
     assert (canvas["max_input_images"], canvas["mask"], canvas["variations"]) == (16, True, True)
-    assert "max_input_images" in sketch and sketch["max_input_images"] == 0
+    assert (sketch["max_input_images"], sketch["mask"], sketch["variations"]) == (4, True, False)
+    inpaint = models["stability/inpaint"]["capabilities"]
+    assert (inpaint["max_input_images"], inpaint["mask"], inpaint["generations"]) == (1, True, False)
+    assert canvas["generations"] is True
     gpt = models["openai/gpt-image-1.5"]
     assert gpt["capabilities"]["max_input_images"] == 16 and gpt["price"]["per_input_image_micros"] == 52_000
     assert models["openai/dall-e-2"]["capabilities"]["variations"] is True

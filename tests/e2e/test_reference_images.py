@@ -50,7 +50,8 @@ def test_refused_references_are_400_and_charge_nothing(gateway: GatewayProcess) 
 
 
 def test_a_model_without_edit_support_is_403(gateway: GatewayProcess) -> None:
-    body = {**BODY, "model": "local/sketch", "reference_image": base64.b64encode(png()).decode()}
+    reference = base64.b64encode(png()).decode()
+    body = {**BODY, "model": "stability/stable-image-core", "reference_image": reference}
     assert_error(post(gateway, gateway.key, body), 403, "MODEL_NOT_ALLOWED", "reference_image")
 
 

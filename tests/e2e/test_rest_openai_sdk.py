@@ -221,7 +221,8 @@ def test_prompt_of_exactly_the_limit_is_accepted(gateway: GatewayProcess) -> Non
 
 
 def test_reference_image_to_a_model_without_edit_is_forbidden(gateway: GatewayProcess) -> None:
-    response = generate_raw(gateway, {"model": "local/sketch", "prompt": "x", "reference_image": "aGVsbG8="})
+    body = {"model": "stability/stable-image-core", "prompt": "x", "reference_image": "aGVsbG8="}
+    response = generate_raw(gateway, body)
     assert_error(response, 403, "MODEL_NOT_ALLOWED", "reference_image")
 
 

@@ -11,6 +11,11 @@ decoded bytes are kept on the task (`Task.inputs`) so tests can compare them wit
 `input_mp` reports their megapixels. The triggers below apply to edits alike (BLOCKME on an edit is
 the input moderation BFL applies to prompt and image).
 
+FLUX.1 Fill [pro] (/v1/flux-pro-1.0-fill) takes `image` and an optional `mask` (base64 like the
+above); the mask must be the image's size (BFL checks the dimensions), and without one the image's
+alpha channel is the mask, so an image without transparent pixels is a 422. Both are kept on the
+task (`inputs["image"]`, `inputs["mask"]`).
+
 Triggers (shared ones in tests/fakes/base.py): BLOCKME -> poll status "Request Moderated" (with
 details); BLOCKME_OUTPUT -> "Content Moderated"; TASKERROR -> poll status "Error"; RATELIMIT(_ONCE) ->
 429 active-task limit; FAILME -> 500; FLAKY -> 503 once; GARBAGE -> HTML 200 on submit; EMPTY ->
@@ -49,12 +54,14 @@ ENDPOINTS = {
     "flux-pro-1.1-ultra": "FluxUltraInput",
     "flux-kontext-pro": "FluxKontextProInputs",
     "flux-kontext-max": "FluxKontextProInputs",
+    "flux-pro-1.0-fill": "FluxProFillInputs",
 }
 COST = {"flux-pro-1.1": 4.0, "flux-dev": 2.5, "flux-pro-1.1-ultra": 6.0, "flux-kontext-pro": 4.0,
-        "flux-kontext-max": 8.0}  # fmt: skip
+        "flux-kontext-max": 8.0, "flux-pro-1.0-fill": 5.0}  # fmt: skip
 DEFAULT_FORMAT = {"flux-kontext-pro": "png", "flux-kontext-max": "png"}  # others: jpeg
 RATIO = re.compile(r"^([1-9][0-9]*):([1-9][0-9]*)$")
-IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4", "image_prompt")
+IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4", "image_prompt", "image",
+                "mask")  # fmt: skip
 INPUT_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 
 
@@ -133,7 +140,25 @@ class FakeBFL(FakeProvider):
                 if isinstance(decoded, Reply):
                     return decoded
                 inputs[name] = decoded
+        if endpoint == "flux-pro-1.0-fill" and (problem := self._check_fill(inputs)):
+            return problem
         return self._submit(endpoint, request.json, inputs)
+
+    @staticmethod
+    def _check_fill(inputs: dict[str, bytes]) -> Reply | None:
+        """Fill's mask: the image's size, or (without one) the image's alpha marking what to fill."""
+        with Image.open(io.BytesIO(inputs["image"])) as image:
+            size, alpha = image.size, image.convert("RGBA").getchannel("A")
+            if "mask" in inputs:
+                with Image.open(io.BytesIO(inputs["mask"])) as mask:
+                    if mask.size != size:
+                        return invalid(["mask"], "Mask dimensions must match the image", "value_error")
+                return None
+            if alpha.point(lambda value: 255 if value < 255 else 0).getbbox() is None:
+                return invalid(
+                    ["mask"], "A mask is required unless the image has an alpha mask", "value_error"
+                )
+        return None
 
     @staticmethod
     def _decode_input(name: str, value: str) -> bytes | Reply:

@@ -8,6 +8,11 @@ Image-to-image (ultra, sd3): `image` must be a file part that decodes as JPEG, P
 16,384 px a side (ultra: at least 4,096 pixels); `received` keeps the bytes that arrived. The answer
 then has the input's dimensions (the output follows the input's shape).
 
+Inpainting (/v2beta/stable-image/edit/inpaint): `image` (JPEG, PNG or WebP, 64 px a side at least,
+4,096 to 9,437,184 pixels) and an optional `mask` that must decode as an image; without one the
+image's alpha channel is the mask, and an image without transparent pixels is a 400 (nothing to
+inpaint). `masks` keeps the mask parts that arrived. The answer has the input's size.
+
 Triggers: the shared ones (BLOCKME is the 403 `content_moderation` answer), plus FILTERME: a 200 whose
 finish_reason is CONTENT_FILTERED (the call "succeeded" but the image is blurred)."""
 
@@ -27,9 +32,11 @@ ENDPOINTS = {
     "/v2beta/stable-image/generate/ultra": "GenerateUltraRequest",
     "/v2beta/stable-image/generate/core": "GenerateCoreRequest",
     "/v2beta/stable-image/generate/sd3": "GenerateSD3Request",
+    "/v2beta/stable-image/edit/inpaint": "InpaintRequest",
 }
-NUMBER_FIELDS = ("seed", "strength", "cfg_scale")
-FILE_FIELDS = ("image",)
+NUMBER_FIELDS = ("seed", "strength", "cfg_scale", "grow_mask")
+FILE_FIELDS = ("image", "mask")
+INPAINT_PIXELS = (4096, 9_437_184)
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MODERATION_MESSAGE = (
     "Your request was flagged by our content moderation system, as a result your request was denied and "
@@ -66,7 +73,25 @@ def input_image(data: bytes, definition: str) -> tuple[int, int] | str:
         return f"image: width and height must be between 64 and 16384 px, got {width}x{height}"
     if definition == "GenerateUltraRequest" and width * height < 4096:
         return "image: must have at least 4096 pixels"
+    if definition == "InpaintRequest" and not INPAINT_PIXELS[0] <= width * height <= INPAINT_PIXELS[1]:
+        return f"image: total pixel count must be between 4,096 and 9,437,184, got {width * height}"
     return width, height
+
+
+def inpaint_mask(form: dict[str, Any]) -> str | None:
+    """The complaint about an inpainting's mask (or the image's alpha, without one), if any."""
+    if "mask" in form:
+        try:
+            with Image.open(io.BytesIO(form["mask"])) as mask:
+                mask.load()
+        except (OSError, ValueError):
+            return "mask: could not be decoded as an image"
+        return None
+    with Image.open(io.BytesIO(form["image"])) as image:
+        transparent = image.convert("RGBA").getchannel("A").point(lambda value: 255 if value < 255 else 0)
+    if transparent.getbbox() is None:
+        return "mask: required unless image has an alpha channel marking what to inpaint"
+    return None
 
 
 class FakeStability(FakeProvider):
@@ -78,10 +103,12 @@ class FakeStability(FakeProvider):
     def __init__(self) -> None:
         super().__init__()
         self.received: list[bytes] = []  # `image` parts that passed the checks, in arrival order
+        self.masks: list[bytes] = []  # inpainting `mask` parts that passed, in arrival order
 
     def reset(self) -> None:
         super().reset()
         self.received.clear()
+        self.masks.clear()
 
     def handle(self, request: Recorded) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -104,7 +131,11 @@ class FakeStability(FakeProvider):
             if isinstance(checked, str):
                 return error(400, "bad_request", checked)
             size = checked
+            if definition == "InpaintRequest" and (problem := inpaint_mask(request.form)):
+                return error(400, "bad_request", problem)
             self.received.append(request.form["image"])
+            if "mask" in request.form:
+                self.masks.append(request.form["mask"])
         if reply := self._trigger(form["prompt"]):
             return reply
         finish = "CONTENT_FILTERED" if "FILTERME" in form["prompt"] else "SUCCESS"

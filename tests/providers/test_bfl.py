@@ -14,7 +14,14 @@ from PIL import Image
 from service.catalog.catalog import load_catalog
 from service.catalog.sizes import Size
 from service.config import ProviderConfig, Settings
-from service.errors import BadRequest, ContentPolicyViolation, RateLimited, UpstreamError, UpstreamTimeout
+from service.errors import (
+    BadRequest,
+    ContentPolicyViolation,
+    InvalidMask,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from service.generation.reference_images import ReferenceImage
 from service.providers import bfl, upstream
 from service.providers.base import ImageCallResult, unsupported
@@ -22,6 +29,7 @@ from service.providers.bfl import BFLProvider, request_body
 from tests.fakes.base import Reply, check_body, jpeg, png
 from tests.fakes.bfl import FakeBFL
 from tests.providers.conftest import call, generate_with, run, shared_fake
+from tests.support.pictures import transparent_right_half
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +92,7 @@ def test_kontext_text_to_image_drops_what_it_cannot_honour(fake: FakeBFL) -> Non
         unsupported(
             "providerOptions.bfl.webhook_url",
             "not an option of bfl (it takes seed, safety_tolerance, prompt_upsampling, raw, "
-            "image_prompt_strength)",
+            "image_prompt_strength, steps, guidance)",
         ),
         unsupported("quality", "BFL has no equivalent"),
         unsupported("background", "BFL has no equivalent"),
@@ -374,7 +382,12 @@ def test_a_model_without_image_input_refuses_a_reference_before_any_call(fake: F
 
 def test_the_catalog_offers_reference_images_on_every_bfl_model() -> None:
     catalog = load_catalog()
-    for model_id in ("bfl/flux-pro-1.1", "bfl/flux-pro-1.1-ultra", "bfl/flux-kontext-pro"):
+    for model_id in (
+        "bfl/flux-pro-1.1",
+        "bfl/flux-pro-1.1-ultra",
+        "bfl/flux-kontext-pro",
+        "bfl/flux-pro-1.0-fill",
+    ):
         model = catalog.resolve(model_id)
         assert model.capabilities.reference_image and model.upstream_id in bfl.IMAGE_FIELDS
 
@@ -398,3 +411,82 @@ def test_the_fake_reports_input_megapixels(fake: FakeBFL) -> None:
     )
     check_body("bfl-flux.json", "AsyncResponse", submitted, closed=True)
     assert submitted["input_mp"] == 0.5
+
+
+# --- FLUX.1 Fill [pro]: image + a black-and-white mask (white = fill) made from the gateway's
+
+
+def test_fill_sends_the_image_and_a_white_where_transparent_mask(fake: FakeBFL) -> None:
+    photo = ReferenceImage(jpeg(32, 16), "image/jpeg", 32, 16)
+    mask = ReferenceImage(transparent_right_half(32, 16), "image/png", 32, 16)
+    result = generate(fake, "flux-pro-1.0-fill", size=Size(32, 16), input_images=(photo,), mask=mask,
+                      output_format="png", options={"steps": 30, "guidance": 42.5, "seed": 5})  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v1/flux-pro-1.0-fill"
+    check_body("bfl-flux.json", "FluxProFillInputs", sent.json, closed=True)
+    assert {key: value for key, value in sent.json.items() if key != "mask"} == {
+        "prompt": "a red fox in snow", "image": b64(jpeg(32, 16)), "output_format": "png", "steps": 30,
+        "guidance": 42.5, "seed": 5,
+    }  # fmt: skip
+    (task,) = fake.tasks.values()
+    assert task.inputs["image"] == jpeg(32, 16)
+    with Image.open(io.BytesIO(task.inputs["mask"])) as converted:
+        assert (converted.mode, converted.size) == ("L", (32, 16))
+        assert converted.getpixel((30, 8)) == 255 and converted.getpixel((2, 8)) == 0  # white: fill
+        assert {value for _, value in converted.getcolors() or []} == {0, 255}
+    assert result.images[0].media_type == "image/png" and list(result.warnings) == []
+
+
+def test_fill_without_a_mask_uses_the_images_transparency_and_keeps_its_size(fake: FakeBFL) -> None:
+    picture = ReferenceImage(transparent_right_half(16, 16), "image/png", 16, 16)
+    result = generate(fake, "flux-pro-1.0-fill", input_images=(picture,), options={"raw": True})
+    (task,) = fake.tasks.values()
+    with Image.open(io.BytesIO(task.inputs["mask"])) as converted:
+        assert converted.getpixel((12, 3)) == 255 and converted.getpixel((3, 3)) == 0
+    assert [str(warning) for warning in result.warnings] == [
+        "providerOptions.bfl.raw ignored: flux-pro-1.0-fill does not take it",
+        "size ignored: 1024x1024 asked; the BFL Fill edit keeps the input image's size",
+    ]
+    assert not {"width", "height", "aspect_ratio"} & set(fake.generation_requests()[0].json)
+
+
+def test_fill_refusals_before_calling(fake: FakeBFL) -> None:
+    with pytest.raises(InvalidMask, match="no transparent pixels"):
+        generate(fake, "flux-pro-1.0-fill", input_images=(PNG_REF,))
+    with pytest.raises(BadRequest) as caught:
+        generate(fake, "flux-pro-1.0-fill", input_images=(PNG_REF,), options={"steps": 10})
+    assert caught.value.param == "providerOptions.bfl.steps"
+    with pytest.raises(BadRequest, match="inpaints an input image"):
+        generate(fake, "flux-pro-1.0-fill")
+    steps = request_body(call("flux-pro-1.1", options={"steps": 20, "guidance": 3}))[1]
+    assert [str(w) for w in steps] == [
+        "providerOptions.bfl.steps ignored: flux-pro-1.1 does not take it",
+        "providerOptions.bfl.guidance ignored: flux-pro-1.1 does not take it",
+    ]
+    assert fake.requests == []
+
+
+def test_a_fill_bfl_moderates_is_a_content_policy_violation(fake: FakeBFL) -> None:
+    mask = ReferenceImage(transparent_right_half(8, 8), "image/png", 8, 8)
+    with pytest.raises(ContentPolicyViolation, match="Request Moderated"):
+        generate(fake, "flux-pro-1.0-fill", prompt="BLOCKME", input_images=(PNG_REF,), mask=mask)
+    assert len(fake.generation_requests()) == 1
+
+
+def test_the_fake_checks_fill_masks(fake: FakeBFL) -> None:
+    """The fake's own fidelity: the mask must match the image, and an opaque image needs one."""
+    url, auth = f"{fake.url}/v1/flux-pro-1.0-fill", {"x-key": FakeBFL.api_key}
+    cases: list[dict[str, object]] = [
+        {"prompt": "x", "image": b64(png(8, 8)), "mask": b64(png(4, 4))},
+        {"prompt": "x", "image": b64(png(8, 8))},
+        {"prompt": "x", "image": b64(png(8, 8)), "mask": b64(png(8, 8)), "steps": 5},
+        {"prompt": "x", "image": b64(png(8, 8)), "width": 8},
+    ]
+    for body in cases:
+        reply = httpx.post(url, headers=auth, json=body)
+        assert reply.status_code == 422, (body.keys(), reply.text)
+    assert fake.tasks == {}
+    ok = httpx.post(url, headers=auth, json={"prompt": "x", "image": b64(transparent_right_half(8, 8))})
+    assert ok.status_code == 200 and fake.tasks[ok.json()["id"]].inputs == {
+        "image": transparent_right_half(8, 8)
+    }

@@ -299,7 +299,7 @@ def test_an_edit_with_a_mask_goes_to_edit_with_ideograms_black_and_white_mask(fa
     assert result.warnings == [
         unsupported("providerOptions.ideogram.negative_prompt", "an edit (a mask) does not take it"),
         unsupported("providerOptions.ideogram.image_weight", "an edit (a mask) does not take it"),
-        unsupported("size", "1024x1024 asked; an Ideogram edit keeps the input image's size"),
+        unsupported("size", "1024x1024 asked; the Ideogram edit keeps the input image's size"),
     ]
 
 

@@ -16,6 +16,7 @@ from service.config import ProviderConfig
 from service.errors import (
     BadRequest,
     ContentPolicyViolation,
+    InvalidMask,
     ModelNotAllowed,
     RateLimited,
     UpstreamError,
@@ -26,7 +27,8 @@ from service.providers.base import ImageCallResult, unsupported
 from service.providers.stability import StabilityProvider
 from tests.fakes.base import file_parts, jpeg, png
 from tests.fakes.stability import FakeStability, webp
-from tests.providers.conftest import generate_with, shared_fake
+from tests.providers.conftest import generate_with, rendered, shared_fake
+from tests.support.pictures import transparent_right_half
 
 server, fake = shared_fake(FakeStability)
 
@@ -294,4 +296,100 @@ def test_catalog_reference_image_flags() -> None:
     flags = {m.id: m.capabilities.reference_image for m in load_catalog([SHIPPED_MODELS / "stability.yaml"])}
     assert flags == {"stability/stable-image-ultra": True, "stability/stable-image-core": False,
                      "stability/sd3.5-large": True, "stability/sd3.5-large-turbo": True,
-                     "stability/sd3.5-medium": True}  # fmt: skip
+                     "stability/sd3.5-medium": True, "stability/inpaint": True}  # fmt: skip
+
+
+# --- inpainting: /edit/inpaint, with the gateway's mask (transparent = change) made black and white
+
+
+def test_inpaint_sends_the_image_and_a_white_where_transparent_mask(fake: FakeStability) -> None:
+    photo = ReferenceImage(jpeg(96, 64), "image/jpeg", 96, 64)
+    mask = ReferenceImage(transparent_right_half(96, 64), "image/png", 96, 64)
+    options = {"grow_mask": 7.5, "seed": 3, "negative_prompt": "blur"}
+    result = generate(fake, "inpaint", size=Size(96, 64), input_images=(photo,), mask=mask,
+                      output_format="webp", user="u-2", options=options)  # fmt: skip
+    (sent,) = fake.generation_requests()
+    assert sent.path == "/v2beta/stable-image/edit/inpaint"
+    assert sent.headers["accept"] == "application/json" and sent.headers["stability-client-user-id"] == "u-2"
+    assert {name: value for name, value in sent.form.items() if name != "mask"} == {
+        "prompt": "a red fox in snow", "output_format": "webp", "grow_mask": "7.5", "seed": "3",
+        "negative_prompt": "blur", "image": photo.data,
+    }  # fmt: skip
+    assert file_parts(sent.headers["content-type"], sent.body) == {
+        "image": ("reference.jpeg", "image/jpeg"), "mask": ("mask.png", "image/png")
+    }  # fmt: skip
+    assert fake.received == [photo.data]
+    (sent_mask,) = fake.masks
+    with Image.open(io.BytesIO(sent_mask)) as converted:
+        assert (converted.mode, converted.size) == ("L", (96, 64))
+        # white (inpaint) where the gateway's mask is transparent, black (keep) where it is opaque
+        assert converted.getpixel((80, 30)) == 255 and converted.getpixel((10, 30)) == 0
+        assert {value for _, value in converted.getcolors() or []} == {0, 255}
+    assert [(i.data, i.media_type) for i in result.images] == [(webp(96, 64), "image/webp")]
+    assert result.warnings == []
+
+
+def test_inpaint_without_a_mask_derives_it_from_the_images_transparency(fake: FakeStability) -> None:
+    picture = ReferenceImage(transparent_right_half(64, 64), "image/png", 64, 64)
+    result = generate(
+        fake, "inpaint", input_images=(picture,), options={"strength": 0.4, "style_preset": "anime"}
+    )
+    (sent_mask,) = fake.masks
+    with Image.open(io.BytesIO(sent_mask)) as converted:
+        assert converted.getpixel((60, 5)) == 255 and converted.getpixel((5, 5)) == 0
+    assert rendered(result) == [
+        "providerOptions.stability.strength ignored: inpaint does not take it",
+        "providerOptions.stability.style_preset ignored: inpaint does not take it",
+        "size ignored: 1024x1024 asked; the Stability edit keeps the input image's size",
+    ]
+
+
+def test_inpaint_refusals_before_calling(fake: FakeStability) -> None:
+    opaque = ReferenceImage(png(64, 64), "image/png", 64, 64)
+    with pytest.raises(InvalidMask, match="no transparent pixels") as caught:
+        generate(fake, "inpaint", input_images=(opaque,))  # nothing marks what to change
+    assert caught.value.param == "image"
+    with pytest.raises(InvalidMask) as caught:
+        generate(fake, "inpaint", input_images=(SQUARE,), mask=opaque)
+    assert caught.value.param == "mask"
+    with pytest.raises(BadRequest, match="4096 to 9437184 pixels") as small:
+        tiny = ReferenceImage(transparent_right_half(64, 63), "image/png", 64, 63)
+        generate(fake, "inpaint", input_images=(tiny,))
+    assert small.value.param == "image"
+    with pytest.raises(BadRequest, match="grow_mask"):
+        mask = ReferenceImage(transparent_right_half(64, 64), "image/png", 64, 64)
+        generate(fake, "inpaint", input_images=(SQUARE,), mask=mask, options={"grow_mask": 101})
+    with pytest.raises(ModelNotAllowed):
+        generate(fake, "inpaint")  # no image at all
+    assert fake.requests == []
+
+
+def test_inpaint_refusals_from_stability_are_content_policy_violations(fake: FakeStability) -> None:
+    mask = ReferenceImage(transparent_right_half(64, 64), "image/png", 64, 64)
+    with pytest.raises(ContentPolicyViolation, match="flagged by our content moderation"):
+        generate(fake, "inpaint", prompt="BLOCKME", input_images=(SQUARE,), mask=mask)
+    with pytest.raises(ContentPolicyViolation, match="CONTENT_FILTERED"):
+        generate(fake, "inpaint", prompt="FILTERME", input_images=(SQUARE,), mask=mask)
+    assert len(fake.generation_requests()) == 2
+
+
+def test_the_fake_checks_inpaint_forms(fake: FakeStability) -> None:
+    """The fake's own fidelity: image required, an opaque image needs a mask, the mask must decode."""
+    auth = {"authorization": f"Bearer {FakeStability.api_key}"}
+    url = f"{fake.url}/v2beta/stable-image/edit/inpaint"
+    image, mask = ("in.png", png(64, 64), "image/png"), ("m.png", png(64, 64))
+    cases = [
+        ({"prompt": (None, "fox")}, "image"),
+        ({"prompt": (None, "fox"), "image": image}, "mask: required"),
+        ({"prompt": (None, "fox"), "image": image, "mask": ("m.png", b"nope")}, "mask: could not"),
+        ({"prompt": (None, "fox"), "image": image, "mask": mask, "grow_mask": (None, "200")},
+         "maximum of 100"),
+        ({"prompt": (None, "fox"), "image": image, "mask": mask, "aspect_ratio": (None, "1:1")},
+         "aspect_ratio"),
+    ]  # fmt: skip
+    for files, match in cases:
+        answer = httpx.post(url, headers=auth, files=cast(Any, files))
+        assert answer.status_code == 400 and match in answer.json()["errors"][0], answer.text
+    raw = httpx.post(url, headers={**auth, "accept": "image/*"},
+                     files={"prompt": (None, "fox"), "image": image, "mask": mask})  # fmt: skip
+    assert (raw.status_code, raw.content, raw.headers["finish-reason"]) == (200, png(64, 64), "SUCCESS")

@@ -58,6 +58,7 @@ def test_unknown_models_are_not_found(tmp_path: Path) -> None:
         (("    max_images: 4\n", ""), "max_images"),
         (("    max_images: 4\n", "    max_images: 4\n    mask: true\n"), "need reference_image"),
         (("    max_images: 4\n", "    max_images: 4\n    max_input_images: 2\n"), "need reference_image"),
+        (("    max_images: 4\n", "    max_images: 4\n    generations: false\n"), "must edit"),
     ],
 )
 def test_malformed_entries_are_refused_with_the_model_named(

@@ -62,7 +62,7 @@ def test_edit_capabilities_are_checked_against_the_model() -> None:
         check_edit(pb.EditImagesRequest(images=[image] * 2), sketch)
     assert caught.value.param == "image"
     with pytest.raises(ModelNotAllowed, match="cannot edit"):
-        check_edit(pb.EditImagesRequest(images=[image]), CATALOG.resolve("local/sketch"))
+        check_edit(pb.EditImagesRequest(images=[image]), CATALOG.resolve("stability/stable-image-core"))
     with pytest.raises(ModelNotAllowed, match="mask"):
         check_edit(
             pb.EditImagesRequest(images=[image], mask=image), CATALOG.resolve("bytedance/seedream-4.0")

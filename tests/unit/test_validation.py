@@ -73,7 +73,13 @@ def test_size_rule_models_take_any_size_inside_the_rule() -> None:
         ({"output_compression": 101}, BadRequest, "output_compression"),
         ({"stream": True}, BadRequest, "stream"),
         ({"partial_images": 4}, BadRequest, "partial_images"),
-        ({"reference_image": "aGk="}, ModelNotAllowed, "reference_image"),
+        (
+            {"model": "stability/stable-image-core", "reference_image": "aGk="},
+            ModelNotAllowed,
+            "reference_image",
+        ),
+        ({"model": "stability/inpaint"}, ModelNotAllowed, "model"),  # edits only: it needs an image
+        ({"model": "bfl/flux-pro-1.0-fill", "size": "64x64"}, ModelNotAllowed, "model"),
         ({"provider_options": {"local": "fast"}}, BadRequest, "providerOptions.local"),
     ],
 )
@@ -81,6 +87,11 @@ def test_bad_input_names_the_field(fields: dict[str, object], error: type[MgErro
     with pytest.raises(error) as caught:
         admitted(request(**fields))
     assert caught.value.param == param
+
+
+def test_an_edit_only_model_takes_a_generation_with_a_reference_image() -> None:
+    message = request(model="stability/inpaint", reference_image="aGk=", size="64x64")
+    assert admitted(message, configured=("stability",)).model.id == "stability/inpaint"
 
 
 def test_style_is_dropped_with_a_warning_for_models_without_styles() -> None:

@@ -26,9 +26,9 @@ const several = await generateImage({
 let refused = null;
 try {
   await generateImage({
-    model: openai.image("local/sketch"),
+    model: openai.image("openai/dall-e-3"), // (no edits; refused before its provider is looked for)
     prompt: { images: [png], text: "x" },
-    size: "256x256",
+    size: "1024x1024",
     maxRetries: 0,
   });
 } catch (error) {

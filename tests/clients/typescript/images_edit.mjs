@@ -33,7 +33,7 @@ for await (const event of stream) {
 }
 let refused = null;
 try {
-  await client.images.edit({ model: "local/sketch", image: await file("a.png"), prompt: "x", size: "256x256" });
+  await client.images.edit({ model: "openai/dall-e-3", image: await file("a.png"), prompt: "x", size: "1024x1024" });
 } catch (error) {
   refused = { status: error.status, code: error.code, param: error.param };
 }
