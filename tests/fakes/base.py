@@ -52,6 +52,9 @@ class Recorded:
     body: bytes
     json: Any = None
     form: dict[str, Any] = field(default_factory=dict)  # multipart: name -> str or bytes (files)
+    # When it arrived (time.monotonic()): what a test of waits between calls measures, free of the
+    # client's own set-up time.
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass

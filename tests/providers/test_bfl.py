@@ -230,7 +230,7 @@ def test_the_deadline_bounds_the_polling(fake: FakeBFL) -> None:
     with pytest.raises(UpstreamTimeout):  # "still Pending", or "did not answer" when a poll is cut off
         generate(fake, "flux-pro-1.1", prompt="SLOW", deadline=time.monotonic() + 0.5)
     assert time.monotonic() - started < 1.2
-    assert len(polls(fake)) > 3
+    assert len(polls(fake)) >= 2  # (it kept polling until the deadline; how often depends on the load)
 
 
 def test_the_key_only_travels_to_bfl_hosts() -> None:
