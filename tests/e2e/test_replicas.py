@@ -128,7 +128,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         gateways = [GatewayProcess(root / f"replica-{n}", dict(shared)) for n in range(3)]
         for gateway in gateways:
             running.callback(gateway.stop)
-        with ThreadPoolExecutor(3) as pool:
+        with ThreadPoolExecutor(3) as pool:  # at once, as an orchestrator starts replicas
             list(pool.map(lambda gateway: gateway.start(), gateways))
         fake.released.set()  # only the test that holds a call clears it
         yield Replicas(gateways, fake, env["MG_POSTGRES_URL"])
