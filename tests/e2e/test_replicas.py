@@ -31,22 +31,24 @@ from tests.support.stores import store_env
 
 ADMIN_TOKEN = "mg_admin_replicas-test-token"
 MODEL, PRICE_MICROS = "openai/dall-e-2", 16_000  # at 256x256, catalog
-LEASE_S = 3.0  # MG_RESERVATION_LEASE_S and MG_IDEMPOTENCY_LEASE_S, short so a dead replica's lapse soon
+LEASE_S = 3.0  # MG_RESERVATION_LEASE_S and MG_IDEMPOTENCY_LEASE_S: a dead replica's leases lapse soon
 UPSTREAM_DELAY_S = 0.4  # every fake answer: long enough that concurrent requests overlap
-HOLD = "HOLD"  # a prompt with it is answered only once the test releases it
+HOLD = "HOLD"  # a prompt with it is answered only once `released` is set
 
 
 class HeldOpenAI(FakeOpenAI):
-    """The OpenAI fake, holding its answer to prompts with HOLD until `released` is set: a
-    generation the test knows to be in flight upstream for as long as it needs."""
+    """The OpenAI fake, holding its answer to prompts with HOLD while `released` is clear: a
+    generation the test knows to be in flight upstream for as long as it needs. Set (nothing held)
+    until a test clears it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.released = threading.Event()
+        self.released.set()
 
     def reset(self) -> None:
         super().reset()
-        self.released.clear()
+        self.released.set()
 
     def handle(self, request: Recorded) -> Reply:
         if isinstance(request.json, dict) and HOLD in str(request.json.get("prompt", "")):
@@ -130,7 +132,6 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
             running.callback(gateway.stop)
         with ThreadPoolExecutor(3) as pool:  # at once, as an orchestrator starts replicas
             list(pool.map(lambda gateway: gateway.start(), gateways))
-        fake.released.set()  # only the test that holds a call clears it
         yield Replicas(gateways, fake, env["MG_POSTGRES_URL"])
         fake.released.set()  # nothing held past the module
 
