@@ -362,9 +362,16 @@ async def dev_key(store: Store, saved: str | None) -> tuple[str, Project | None]
     project `dev` and a new key for it; later, the `saved` key while it is still valid. None when
     there is none."""
     if not await store.list_projects():
-        project = await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None, actor=MG_SERVE_ACTOR)
-        token, _ = await create_key(store, DEV_PROJECT, actor=MG_SERVE_ACTOR)
-        return token, project
+        try:
+            project = await create_project(store, DEV_PROJECT, DEV_BUDGET_USD, [], None, actor=MG_SERVE_ACTOR)
+        except AdminError:
+            # Replicas starting together on a new shared store: another one made it between the
+            # look and the create. That was its first start, not this one's.
+            if await store.get_project(DEV_PROJECT) is None:
+                raise
+        else:
+            token, _ = await create_key(store, DEV_PROJECT, actor=MG_SERVE_ACTOR)
+            return token, project
     if saved is None:
         return None
     key = await store.find_key(hash_key(saved))

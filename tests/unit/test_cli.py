@@ -117,3 +117,28 @@ async def test_the_dev_key_comes_with_its_project_on_the_first_start_and_later(t
         assert await admin.dev_key(store, key) is None
     finally:
         await store.close()
+
+
+async def test_a_gateway_that_loses_the_race_for_the_dev_project_starts_without_a_key(tmp_path: Path) -> None:
+    """Replicas starting together on a new shared store all find no project; the one whose `dev`
+    lands first prints its key, the others start with none rather than fail."""
+    from service import admin
+    from service.stores.base import Project
+    from service.stores.sqlite import SqliteStore
+
+    class SeenEmpty(SqliteStore):
+        """Its list of projects is read before another gateway's `dev` lands."""
+
+        async def list_projects(self) -> list[Project]:
+            return []
+
+    store = SqliteStore(tmp_path / "mg.sqlite3")
+    late = SeenEmpty(tmp_path / "mg.sqlite3")
+    try:
+        won = await admin.dev_key(store, None)
+        assert won is not None and won[1] is not None and won[1].name == "dev"
+        assert await admin.dev_key(late, None) is None
+        assert [k.project_id for k in await store.list_keys()] == [won[1].id]  # no second key made
+    finally:
+        await store.close()
+        await late.close()
