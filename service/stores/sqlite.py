@@ -147,6 +147,11 @@ class SqliteStore:
             self._conn = conn
         return self._conn
 
+    async def migrate(self) -> int:
+        """Open the file (creating it), which migrates it; the number of migrations that applied."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._connection)
+        return self.migrations_applied
+
     async def _inline_connection(self) -> sqlite3.Connection:
         if self._inline is None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._connection)  # schema, WAL
