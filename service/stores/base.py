@@ -20,6 +20,7 @@ returned and the caller decides (join, replay, or refuse a different request und
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -165,6 +166,7 @@ def day_number(timestamp: float) -> int:
     return math.floor(timestamp / DAY_S)
 
 
+@functools.lru_cache(maxsize=4096)
 def day_name(day: int) -> str:
     """YYYY-MM-DD of a day_number."""
     return datetime.fromtimestamp(day * DAY_S, UTC).strftime("%Y-%m-%d")
@@ -212,8 +214,11 @@ def total_usage(entries: Iterable[LedgerEntry], query: UsageQuery) -> list[Usage
 
 def usage_total(row: Sequence[Any]) -> UsageTotal:
     """A UsageTotal from a row of project id, model, day number (-1: not by day), then the sums."""
-    project_id, model, day, *sums = row
-    return UsageTotal(project_id, model, day_name(int(day)) if day >= 0 else "", *(int(v) for v in sums))
+    project_id, model, day, requests, failed, images, cost, tokens = row
+    name = day_name(int(day)) if day >= 0 else ""
+    return UsageTotal(
+        project_id, model, name, int(requests), int(failed), int(images), int(cost), int(tokens)
+    )
 
 
 def usage_order(total: UsageTotal) -> tuple[str, str, str]:

@@ -397,7 +397,7 @@ class SqliteStore:
 
     async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
         """Newest first by seq; the cursor is the last entry's seq."""
-        statement, params = sql.ledger_page(_param, query, _cursor_int(query.cursor))
+        statement, params = sql.ledger_page(param, query, _cursor_int(query.cursor))
 
         def op(conn: sqlite3.Connection) -> LedgerPage:
             rows = conn.execute(statement, params).fetchall()
@@ -409,7 +409,7 @@ class SqliteStore:
 
     async def usage(self, query: UsageQuery) -> list[UsageTotal]:
         """Totalled in the database, from the ledger_usage index (it holds every column summed)."""
-        statement, params = sql.usage(_param, lambda column: f"CAST({column} / 86400 AS INTEGER)", query)
+        statement, params = sql.usage(param, day_of, query)
         return await self._run(
             lambda conn: [usage_total(tuple(row)) for row in conn.execute(statement, params)]
         )
@@ -570,8 +570,14 @@ def _cursor_int(cursor: str) -> int | None:
     return int(cursor)
 
 
-def _param(name: str) -> str:
+def param(name: str) -> str:
     return f":{name}"
+
+
+def day_of(column: str) -> str:
+    """day_number (base.py) in SQLite: exactly as the ledger_usage index has it (0004), or the
+    totals by day are sorted rather than read in order from the index."""
+    return f"CAST({column} / 86400 AS INTEGER)"
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
