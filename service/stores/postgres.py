@@ -464,7 +464,7 @@ class PostgresStore:
 
     async def usage(self, query: UsageQuery) -> list[UsageTotal]:
         """Totalled in the database (GROUP BY), from the ledger_usage index."""
-        statement, params = sql.usage(_param, lambda column: f"floor({column} / 86400)::bigint", query)
+        statement, params = sql.usage(_param, _day_of, query)
 
         async def op(conn: Connection) -> list[UsageTotal]:
             async with conn.cursor(row_factory=tuple_row) as cursor:
@@ -598,6 +598,12 @@ class PostgresStore:
 
 def _param(name: str) -> str:
     return f"%({name})s"
+
+
+def _day_of(column: str) -> str:
+    """day_number (base.py) in PostgreSQL: exactly as the ledger_usage index and its statistics
+    have it (migration 0006), or the planner knows nothing of the groups."""
+    return f"floor({column} / 86400)::bigint"
 
 
 def _idempotency_record(row: Row) -> IdempotencyRecord:
