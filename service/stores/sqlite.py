@@ -100,6 +100,10 @@ WAL_SIZE_LIMIT = 16 << 20
 LOCK_WAIT_MS = 10_000
 # How long a checkpoint may hold writers off while it waits for readers to leave the WAL.
 CHECKPOINT_WAIT_MS = 100
+# Every this many operations, the store thread deletes every project's lapsed reservations and the
+# idempotency records past their retention (see _sweep), at most this many rows per transaction.
+SWEEP_EVERY = 1000
+SWEEP_BATCH = 10_000
 
 
 class SqliteStore:
@@ -176,6 +180,8 @@ class SqliteStore:
         self._operations += 1
         if self._operations % CHECKPOINT_EVERY == 0:
             loop.run_in_executor(self._thread, self._checkpoint)
+        if self._operations % SWEEP_EVERY == 0:
+            loop.run_in_executor(self._thread, self._sweep)
         return result
 
     def _checkpoint(self) -> None:
@@ -193,6 +199,23 @@ class SqliteStore:
                 conn.execute("PRAGMA wal_checkpoint(RESTART)")
             finally:
                 conn.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+
+    def _sweep(self) -> None:
+        """Rows nothing will read again, deleted in the database: every project's lapsed
+        reservations (a reservation deletes only its own project's, and spend leaves them out) and
+        idempotency records past their retention (a claim deletes them too, but only when one
+        comes). A batch per transaction, so writers wait for no long delete."""
+        with contextlib.suppress(sqlite3.OperationalError):  # busy, or a full disk: the next one will do
+            conn, now = self._connection(), time.time()
+            for table in ("reservations", "idempotency"):
+                deleted = SWEEP_BATCH
+                while deleted == SWEEP_BATCH:
+                    with _write(conn):
+                        deleted = conn.execute(
+                            f"DELETE FROM {table} WHERE rowid IN "
+                            f"(SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
+                            (now, SWEEP_BATCH),
+                        ).rowcount
 
     # --- projects
 

@@ -530,6 +530,39 @@ async def test_sqlite_wal_starts_over_under_steady_writes(
         await worker.close()
 
 
+async def test_sqlite_sweeps_lapsed_reservations_and_expired_records_in_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of projects and keys nothing touches again are deleted all the same, a batch at a time."""
+    import service.stores.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "SWEEP_EVERY", 40)
+    monkeypatch.setattr(sqlite_store, "SWEEP_BATCH", 3)
+    path = tmp_path / "swept.sqlite3"
+    store = SqliteStore(path)
+    done = IdempotencyRecord("fp", IdempotencyState.SUCCEEDED, "req", 0, response=b"img")
+    assert await store.reserve("proj_live", "live", 5_000, None, lease_s=60)
+    assert (await store.claim_idempotency("p", "kept", "fp", "req", lease_s=60)).claimed
+    for i in range(7):  # (no claim after these: a claim deletes expired records itself)
+        assert await store.reserve(f"proj_gone_{i}", f"lapsing-{i}", 5_000, None, lease_s=0.05)
+        assert (await store.claim_idempotency("p", f"k{i}", "fp", "req", lease_s=30)).claimed
+        await store.finish_idempotency("p", f"k{i}", "req", done, keep_s=0.05)
+    await asyncio.sleep(0.1)
+
+    def rows() -> tuple[int, int]:
+        with sqlite3.connect(path) as conn:
+            return (
+                conn.execute("SELECT count(*) FROM reservations").fetchone()[0],
+                conn.execute("SELECT count(*) FROM idempotency").fetchone()[0],
+            )
+
+    assert rows() == (8, 8)  # nothing has deleted them yet
+    while store._operations < 40:
+        await store.spend("proj_live")
+    await store.close()  # (waits for the store thread's sweep)
+    assert rows() == (1, 1)
+
+
 # --- upstream slots (a provider's max_in_flight)
 
 
