@@ -15,6 +15,9 @@ so a write that finds no space fails with SQLITE_FULL. The WAL index (-shm) is m
 writes a byte into every page of it before mapping the page (unixShmMap), so its pages have their
 space before they are touched. SQLITE_FULL and I/O errors become 503 UNAVAILABLE naming the store;
 readiness (`ping`) writes, so it says so too.
+
+The schema is versioned (sqlite_schema.py): the first connection migrates the file, and a file
+migrated by a newer mg is refused with a 503 saying so.
 """
 
 from __future__ import annotations
@@ -145,9 +148,11 @@ class SqliteStore:
             _enable_wal(conn)
             try:
                 self.migrations_applied = migrate(conn, lambda line: log.info("SQLite store: %s", line))
-            except SchemaTooNew as exc:
+            except BaseException as exc:
                 conn.close()
-                raise Unavailable(str(exc)) from None
+                if isinstance(exc, SchemaTooNew):  # a file from a newer mg: a 503 saying so
+                    raise Unavailable(str(exc)) from None
+                raise
             self._conn = conn
         return self._conn
 
