@@ -52,7 +52,7 @@ def migrate_postgres(url: str) -> None:
         raise admin.AdminError(f"cannot reach PostgreSQL: {exc}") from None
     except RuntimeError as exc:  # a database newer than this mg
         raise admin.AdminError(str(exc)) from None
-    print(f"PostgreSQL schema at version {EXPECTED_VERSION} ({applied} migration(s) applied)")
+    print(f"schema at version {EXPECTED_VERSION} ({applied} migration(s) applied)")
 
 
 def cmd_store_copy(settings: Settings, args: argparse.Namespace) -> int:

@@ -101,6 +101,20 @@ def test_mg_migrate_brings_the_sqlite_store_to_this_version_once(mg, tmp_path: P
     assert mg("migrate")[1].endswith("(0 migration(s) applied)\n")
 
 
+def test_a_store_from_a_newer_mg_is_refused_with_what_to_do(mg, tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.stores.sqlite_schema import EXPECTED_VERSION
+
+    assert mg("migrate")[0] == 0
+    with sqlite3.connect(tmp_path / "data" / "mg.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version = {EXPECTED_VERSION + 1}")
+    for command in (("projects", "create", "acme"), ("migrate",)):
+        code, out, err = mg(*command)
+        assert code == 1 and out == "", command
+        assert f"schema is at version {EXPECTED_VERSION + 1}, newer than this mg knows" in err
+
+
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "/tmp/other.sqlite3", ""])
 def test_mg_store_copy_takes_only_a_postgresql_url(mg, url: str) -> None:
     assert mg("projects", "create", "acme")[0] == 0
