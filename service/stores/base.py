@@ -196,20 +196,30 @@ class UsageTotal:
     input_tokens: int
 
 
-def total_usage(entries: Iterable[LedgerEntry], query: UsageQuery) -> list[UsageTotal]:
-    """UsageTotals computed here, from entries already read (what the SQL stores do in the database;
-    the Redis store, whose ledger is a stream, does this). Sorted by project id, model, day."""
-    totals: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for entry in entries:
-        if not _in_usage(entry, query):
-            continue
-        row = totals[(entry.project_id, entry.model, day_number(entry.created_at) if query.by_day else -1)]
-        row[0] += 1
-        row[1] += entry.outcome not in SUCCESS_OUTCOMES
-        row[2] += entry.images_returned
-        row[3] += entry.cost_micros
-        row[4] += entry.input_tokens
-    return sorted((usage_total(key + tuple(values)) for key, values in totals.items()), key=usage_order)
+class UsageTally:
+    """UsageTotals added up here, entries read a batch at a time (what the SQL stores do in the
+    database; the Redis store, whose ledger is a stream, does this)."""
+
+    def __init__(self, query: UsageQuery) -> None:
+        self._query = query
+        self._totals: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+
+    def add(self, entries: Iterable[LedgerEntry]) -> None:
+        for entry in entries:
+            if not _in_usage(entry, self._query):
+                continue
+            day = day_number(entry.created_at) if self._query.by_day else -1
+            row = self._totals[(entry.project_id, entry.model, day)]
+            row[0] += 1
+            row[1] += entry.outcome not in SUCCESS_OUTCOMES
+            row[2] += entry.images_returned
+            row[3] += entry.cost_micros
+            row[4] += entry.input_tokens
+
+    def totals(self) -> list[UsageTotal]:
+        """Sorted by project id, model, day."""
+        made = (usage_total(key + tuple(values)) for key, values in self._totals.items())
+        return sorted(made, key=usage_order)
 
 
 def usage_total(row: Sequence[Any]) -> UsageTotal:

@@ -45,8 +45,8 @@ from service.stores.base import (
     Spend,
     UnknownProject,
     UsageQuery,
+    UsageTally,
     UsageTotal,
-    total_usage,
 )
 
 T = TypeVar("T")
@@ -445,14 +445,14 @@ class RedisStore:
         """Totalled here, over the stream read back from `since` on: Redis cannot aggregate a
         stream, so this reads every entry in the range (a large ledger belongs in PostgreSQL)."""
         oldest = "-" if query.since is None else _stream_time(query.since - 60)
-        entries: list[LedgerEntry] = []
+        tally = UsageTally(query)
         while True:
             chunk = await self._call(
                 functools.partial(self._redis.xrange, self._k("ledger"), min=oldest, count=LEDGER_CHUNK)
             )
-            entries += (LedgerEntry(**json.loads(values["entry"])) for _, values in chunk)
+            tally.add(LedgerEntry(**json.loads(values["entry"])) for _, values in chunk)
             if len(chunk) < LEDGER_CHUNK:
-                return total_usage(entries, query)
+                return tally.totals()
             oldest = f"({chunk[-1][0]}"
 
     async def ledger_batch(self, after: str, limit: int) -> LedgerPage:
