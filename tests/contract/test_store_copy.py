@@ -4,7 +4,7 @@ is there afterwards, as it was, and keys still authenticate; a database in use i
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -112,3 +112,17 @@ async def test_a_target_with_projects_or_ledger_entries_is_refused_untouched(
         await copy_store(source, target, lambda *_: None)
     assert [p.name for p in await target.list_projects()] == ["there"]
     assert await target.usage(UsageQuery()) == []
+
+
+async def test_a_copy_that_does_not_match_its_source_fails_naming_what_differs(
+    source: Store, target: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fill(source, 3)
+    write = target.append_ledger
+
+    async def losing_one(entries: Sequence[LedgerEntry]) -> None:
+        await write(entries[1:])
+
+    monkeypatch.setattr(target, "append_ledger", losing_one)
+    with pytest.raises(CopyError, match=r"\(ledger differ\)"):
+        await copy_store(source, target, lambda *_: None)
