@@ -8,7 +8,7 @@ INSTALLED = $(VENV)/.installed
 GENERATED = $(GEN)/.generated
 CONSTRAINTS = .ci/constraints.txt
 
-.PHONY: install lock proto run test check lint typecheck proto-ts bench console-screenshot clean
+.PHONY: install lock proto run test check lint typecheck proto-ts bench bench-usage console-screenshot clean
 
 install: $(INSTALLED)
 
@@ -56,6 +56,11 @@ test: proto check
 bench: proto
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python tests/bench/bench.py
+
+# Not part of `make test`: `mg usage` and `mg ledger` over 1,000,000 generated ledger rows in SQLite and
+# in PostgreSQL (127.0.0.1:5432, a database of its own, dropped after); see tests/bench/ledger_scale.py.
+bench-usage: proto
+	$(BIN)/python tests/bench/ledger_scale.py
 
 # The README's picture of the console (docs/console.png): the browser test's screenshot of the overview.
 console-screenshot: proto

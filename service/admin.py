@@ -8,9 +8,8 @@ from __future__ import annotations
 import getpass
 import re
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ulid import ULID
 
@@ -27,6 +26,7 @@ from service.stores.base import (
     Spend,
     Store,
     UnknownProject,
+    UsageQuery,
 )
 
 DEV_PROJECT = "dev"
@@ -268,29 +268,20 @@ class UsageRow:
     day: str = ""  # YYYY-MM-DD (UTC) when counted per day
 
 
-def utc_day(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-
-
 async def usage(
     store: Store, project_name: str | None, since: float | None, *, by_day: bool = False
 ) -> list[UsageRow]:
-    """Requests, failures, images, spend and input tokens per project and model (and UTC day)."""
+    """Requests, failures, images, spend and input tokens per project and model (and UTC day),
+    totalled by the store (in the database, for the SQL stores)."""
     project_id = (await project_named(store, project_name)).id if project_name else None
     names = {p.id: p.name for p in await store.list_projects()}
-    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for entry in await store.ledger(project_id, since):
-        day = utc_day(entry.created_at) if by_day else ""
-        row = totals[(names.get(entry.project_id, entry.project_id), entry.model, day)]
-        row[0] += 1
-        row[1] += entry.outcome not in ("ok", "partial")
-        row[2] += entry.images_returned
-        row[3] += entry.cost_micros
-        row[4] += entry.input_tokens
-    return [
-        UsageRow(project, model, v[0], v[1], v[2], v[3], v[4], day)
-        for (project, model, day), v in sorted(totals.items())
-    ]
+    totals = await store.usage(UsageQuery(project_id=project_id, since=since, by_day=by_day))
+    rows = [
+        UsageRow(names.get(t.project_id, t.project_id), t.model, t.requests, t.failed, t.images,
+                 t.cost_micros, t.input_tokens, t.day)
+        for t in totals
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: (r.project, r.model, r.day))
 
 
 def page_size(requested: int) -> int:

@@ -8,7 +8,8 @@ mg keys create|list|revoke            API keys (`create` prints the new key alon
 mg usage [--project P] [--since 24h]  spend and images per model, from the ledger
 mg ledger [--project P] [--model M]   the latest ledger entries
 mg audit                              the latest admin changes (through the admin API or mg)
-mg migrate                            bring the PostgreSQL store's schema to this version's
+mg migrate                            bring the store's schema to this version's
+mg store copy --to postgresql://...   copy the store into a new PostgreSQL database, verified
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service import admin
+from service import admin, store_commands
 from service.admin_token import configured_admin_token, dev_admin_token_path, ensure_dev_admin_token
 from service.catalog.catalog import CatalogError, catalog_for, usd
 from service.config import Settings, SettingsError, load_settings, provider_declarations
@@ -377,28 +378,6 @@ def _cmd_files_sweep(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# --- migrate
-
-
-def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    """Apply the PostgreSQL store's missing schema migrations (the other stores need none)."""
-    if not settings.postgres_url:
-        print("nothing to migrate: only the PostgreSQL store (MG_POSTGRES_URL) has a versioned schema")
-        return 0
-    import psycopg
-
-    from service.stores.postgres_schema import EXPECTED_VERSION, migrate
-
-    try:
-        applied = asyncio.run(migrate(settings.postgres_url, lambda line: print(line, file=sys.stderr)))
-    except psycopg.OperationalError as exc:
-        raise admin.AdminError(f"cannot reach PostgreSQL: {exc}") from None
-    except RuntimeError as exc:  # a database newer than this mg
-        raise admin.AdminError(str(exc)) from None
-    print(f"schema at version {EXPECTED_VERSION} ({applied} migration(s) applied)")
-    return 0
-
-
 # --- usage
 
 
@@ -578,7 +557,14 @@ def _parser() -> argparse.ArgumentParser:
     sweep = files.add_parser("sweep", help="delete files past the retention now (with progress)")
     sweep.add_argument("--older-than", help="e.g. 24h, 7d (default: MG_FILE_RETENTION_S)")
 
-    commands.add_parser("migrate", help="bring the PostgreSQL store's schema to this mg's version")
+    commands.add_parser(
+        "migrate", help="bring the store's schema (PostgreSQL or SQLite) to this mg's version"
+    )
+    store = commands.add_parser("store", help="the store itself").add_subparsers(dest="action", required=True)
+    copy = store.add_parser("copy", help="copy this store into a new PostgreSQL database, verified")
+    copy.add_argument(
+        "--to", required=True, metavar="POSTGRESQL_URL", help="an empty database (migrated first)"
+    )
 
     ledger = commands.add_parser("ledger", help="the latest ledger entries, newest first")
     for option in ("--project", "--model", "--outcome"):
@@ -610,7 +596,8 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "audit": _cmd_audit,
     "config": _cmd_config_check,
     "files": _cmd_files_sweep,
-    "migrate": _cmd_migrate,
+    "migrate": store_commands.cmd_migrate,
+    "store": store_commands.cmd_store_copy,
 }
 
 

@@ -20,9 +20,13 @@ returned and the caller decides (join, replay, or refuse a different request und
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 
 class StoreError(Exception):
@@ -151,6 +155,94 @@ class LedgerPage:
     next_cursor: str  # "" on the last page
 
 
+# Outcomes that are not failures (anything else is an error code).
+SUCCESS_OUTCOMES = ("ok", "partial")
+DAY_S = 86400
+
+
+def day_number(timestamp: float) -> int:
+    """The UTC day a time falls on, as days since the epoch: the one formula every store computes
+    (`floor(t / 86400)` in IEEE doubles, as SQLite and PostgreSQL do it)."""
+    return math.floor(timestamp / DAY_S)
+
+
+@functools.lru_cache(maxsize=4096)
+def day_name(day: int) -> str:
+    """YYYY-MM-DD of a day_number."""
+    return datetime.fromtimestamp(day * DAY_S, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """Which ledger entries to total; every filter optional. `since` inclusive, `until` exclusive."""
+
+    project_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    by_day: bool = False  # one total per UTC day too
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    """The ledger entries of one project and model (and UTC day, when asked), totalled."""
+
+    project_id: str
+    model: str
+    day: str  # YYYY-MM-DD (UTC) when totalled by day, else ""
+    requests: int
+    failed: int  # entries whose outcome is an error code
+    images: int
+    cost_micros: int
+    input_tokens: int
+
+
+class UsageTally:
+    """UsageTotals added up here, entries read a batch at a time (what the SQL stores do in the
+    database; the Redis store, whose ledger is a stream, does this)."""
+
+    def __init__(self, query: UsageQuery) -> None:
+        self._query = query
+        self._totals: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+
+    def add(self, entries: Iterable[LedgerEntry]) -> None:
+        for entry in entries:
+            if not _in_usage(entry, self._query):
+                continue
+            day = day_number(entry.created_at) if self._query.by_day else -1
+            row = self._totals[(entry.project_id, entry.model, day)]
+            row[0] += 1
+            row[1] += entry.outcome not in SUCCESS_OUTCOMES
+            row[2] += entry.images_returned
+            row[3] += entry.cost_micros
+            row[4] += entry.input_tokens
+
+    def totals(self) -> list[UsageTotal]:
+        """Sorted by project id, model, day."""
+        made = (usage_total(key + tuple(values)) for key, values in self._totals.items())
+        return sorted(made, key=usage_order)
+
+
+def usage_total(row: Sequence[Any]) -> UsageTotal:
+    """A UsageTotal from a row of project id, model, day number (-1: not by day), then the sums."""
+    project_id, model, day, requests, failed, images, cost, tokens = row
+    name = day_name(int(day)) if day >= 0 else ""
+    return UsageTotal(
+        project_id, model, name, int(requests), int(failed), int(images), int(cost), int(tokens)
+    )
+
+
+def usage_order(total: UsageTotal) -> tuple[str, str, str]:
+    return total.project_id, total.model, total.day
+
+
+def _in_usage(entry: LedgerEntry, query: UsageQuery) -> bool:
+    return (
+        (query.project_id is None or entry.project_id == query.project_id)
+        and (query.since is None or entry.created_at >= query.since)
+        and (query.until is None or entry.created_at < query.until)
+    )
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One change made by an admin: who (the actor), what (action, target, the values set), when."""
@@ -232,6 +324,11 @@ class Store(Protocol):
         self, project_id: str | None = None, since: float | None = None
     ) -> list[LedgerEntry]: ...
     async def ledger_page(self, query: LedgerQuery) -> LedgerPage: ...
+    # totals per project and model (and day), computed where the ledger is, sorted as total_usage's
+    async def usage(self, query: UsageQuery) -> list[UsageTotal]: ...
+    # every entry, oldest first, `limit` at a time (`after`: the previous batch's next_cursor), for
+    # copying a store; the cursor is the store's own, as ledger_page's
+    async def ledger_batch(self, after: str, limit: int) -> LedgerPage: ...
 
     # audit log: appended by admin operations, read newest first (`before`: an entry id, exclusive)
     async def append_audit(self, entry: AuditEntry) -> None: ...

@@ -44,6 +44,9 @@ from service.stores.base import (
     ReservationHolder,
     Spend,
     UnknownProject,
+    UsageQuery,
+    UsageTally,
+    UsageTotal,
 )
 
 T = TypeVar("T")
@@ -420,7 +423,7 @@ class RedisStore:
         newest = f"({query.cursor}" if query.cursor else "+"
         # Stream ids are Redis's clock at the write, entries' times the gateway's: `since` bounds the
         # read a minute early, and each entry is checked by its own time.
-        oldest = "-" if query.since is None else str(max(0, int((query.since - 60) * 1000)))
+        oldest = "-" if query.since is None else _stream_time(query.since - 60)
         matched: list[tuple[str, LedgerEntry]] = []
         while len(matched) <= query.limit:
             read = functools.partial(
@@ -437,6 +440,32 @@ class RedisStore:
         page = matched[: query.limit]
         more = len(matched) > query.limit
         return LedgerPage([entry for _, entry in page], page[-1][0] if more else "")
+
+    async def usage(self, query: UsageQuery) -> list[UsageTotal]:
+        """Totalled here, over the stream read back from `since` on: Redis cannot aggregate a
+        stream, so this reads every entry in the range (a large ledger belongs in PostgreSQL)."""
+        oldest = "-" if query.since is None else _stream_time(query.since - 60)
+        tally = UsageTally(query)
+        while True:
+            chunk = await self._call(
+                functools.partial(self._redis.xrange, self._k("ledger"), min=oldest, count=LEDGER_CHUNK)
+            )
+            tally.add(LedgerEntry(**json.loads(values["entry"])) for _, values in chunk)
+            if len(chunk) < LEDGER_CHUNK:
+                return tally.totals()
+            oldest = f"({chunk[-1][0]}"
+
+    async def ledger_batch(self, after: str, limit: int) -> LedgerPage:
+        if after and not _STREAM_ID.fullmatch(after):
+            raise ValueError(after)
+        chunk = await self._call(
+            functools.partial(
+                self._redis.xrange, self._k("ledger"), min=f"({after}" if after else "-", count=limit
+            )
+        )
+        return LedgerPage(
+            [LedgerEntry(**json.loads(values["entry"])) for _, values in chunk], chunk[-1][0] if chunk else ""
+        )
 
     # --- audit
 
@@ -510,6 +539,11 @@ class RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
         await self._raw.aclose()
+
+
+def _stream_time(at: float) -> str:
+    """The first stream id at or after a time (a range bound)."""
+    return str(max(0, int(at * 1000)))
 
 
 def _matches(entry: LedgerEntry, query: LedgerQuery) -> bool:

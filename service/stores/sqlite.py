@@ -15,6 +15,9 @@ so a write that finds no space fails with SQLITE_FULL. The WAL index (-shm) is m
 writes a byte into every page of it before mapping the page (unixShmMap), so its pages have their
 space before they are touched. SQLITE_FULL and I/O errors become 503 UNAVAILABLE naming the store;
 readiness (`ping`) writes, so it says so too.
+
+The schema is versioned (sqlite_schema.py): the first connection migrates the file, and a file
+migrated by a newer mg is refused with a 503 saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -33,6 +37,7 @@ from typing import Any, TypeVar
 
 from service.data_dir import open_private, private_dir
 from service.errors import Unavailable
+from service.stores import sql
 from service.stores.base import (
     ApiKey,
     AuditEntry,
@@ -50,69 +55,16 @@ from service.stores.base import (
     ReservationHolder,
     Spend,
     UnknownProject,
+    UsageQuery,
+    UsageTotal,
+    usage_total,
 )
 from service.stores.gcra import gcra
+from service.stores.migrations import SchemaTooNew
+from service.stores.sqlite_schema import migrate
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS projects (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
-    budget_micros INTEGER, allow TEXT NOT NULL, rpm INTEGER, archived_at REAL
-);
-CREATE TABLE IF NOT EXISTS keys (
-    id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), key_hash TEXT NOT NULL UNIQUE,
-    prefix TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS rate_limits (bucket TEXT PRIMARY KEY, tat REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS spend (project_id TEXT PRIMARY KEY, spent_micros INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, amount_micros INTEGER NOT NULL, expires_at REAL NOT NULL,
-    key_id TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', started_at REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS reservations_by_project ON reservations(project_id, expires_at);
-CREATE TABLE IF NOT EXISTS ledger (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL, project_id TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
-    provider TEXT NOT NULL, n_requested INTEGER NOT NULL, images_returned INTEGER NOT NULL,
-    size TEXT NOT NULL, quality TEXT NOT NULL, cost_micros INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
-    upstream_latency_ms INTEGER NOT NULL, outcome TEXT NOT NULL, created_at REAL NOT NULL,
-    idempotency_key TEXT NOT NULL, upstream_request_id TEXT NOT NULL, extra TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_by_project ON ledger(project_id, created_at);
-CREATE TABLE IF NOT EXISTS idempotency (
-    project_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, state TEXT NOT NULL,
-    owner TEXT NOT NULL, lease_expires_at REAL NOT NULL, response BLOB NOT NULL, error TEXT NOT NULL,
-    expires_at REAL NOT NULL, PRIMARY KEY (project_id, key)
-);
-CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
-CREATE TABLE IF NOT EXISTS audit (
-    id TEXT PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS upstream_slots (
-    pool TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL,
-    PRIMARY KEY (pool, slot)
-);
-"""
-
-# Columns added since a table was first created: a store file made by an earlier mg gets them when
-# it is opened (ALTER TABLE ADD COLUMN; rows already there take the default). (table, column, definition)
-ADDED_COLUMNS = (
-    ("reservations", "key_id", "TEXT NOT NULL DEFAULT ''"),
-    ("reservations", "model", "TEXT NOT NULL DEFAULT ''"),
-    ("reservations", "started_at", "REAL NOT NULL DEFAULT 0"),
-    ("projects", "archived_at", "REAL"),
-)
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    for table, column, declaration in ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-
+log = logging.getLogger(__name__)
 
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
 _INSERT_LEDGER = "INSERT INTO ledger ({}) VALUES ({})".format(
@@ -151,6 +103,10 @@ WAL_SIZE_LIMIT = 16 << 20
 LOCK_WAIT_MS = 10_000
 # How long a checkpoint may hold writers off while it waits for readers to leave the WAL.
 CHECKPOINT_WAIT_MS = 100
+# Every this many operations, the store thread deletes every project's lapsed reservations and the
+# idempotency records past their retention (see _sweep), at most this many rows per transaction.
+SWEEP_EVERY = 1000
+SWEEP_BATCH = 10_000
 
 
 class SqliteStore:
@@ -167,6 +123,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None
         self._operations = 0
+        self.migrations_applied = 0  # by this store object, when it opened the file
 
     def _open(self, lock_wait_s: float) -> sqlite3.Connection:
         """A connection as the store uses them all: rows by column name, this store's durability,
@@ -189,14 +146,20 @@ class SqliteStore:
             os.close(open_private(self._path, os.O_RDONLY | os.O_CREAT))
             conn = self._open(LOCK_WAIT_MS / 1000)
             _enable_wal(conn)
-            # (statement by statement: executescript would commit behind the transaction's back)
-            with _write(conn):
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                _add_missing_columns(conn)
+            try:
+                self.migrations_applied = migrate(conn, lambda line: log.info("SQLite store: %s", line))
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, SchemaTooNew):  # a file from a newer mg: a 503 saying so
+                    raise Unavailable(str(exc)) from None
+                raise
             self._conn = conn
         return self._conn
+
+    async def migrate(self) -> int:
+        """Open the file (creating it), which migrates it; the number of migrations that applied."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._connection)
+        return self.migrations_applied
 
     async def _inline_connection(self) -> sqlite3.Connection:
         if self._inline is None:
@@ -222,6 +185,8 @@ class SqliteStore:
         self._operations += 1
         if self._operations % CHECKPOINT_EVERY == 0:
             loop.run_in_executor(self._thread, self._checkpoint)
+        if self._operations % SWEEP_EVERY == 0:
+            loop.run_in_executor(self._thread, self._sweep)
         return result
 
     def _checkpoint(self) -> None:
@@ -239,6 +204,23 @@ class SqliteStore:
                 conn.execute("PRAGMA wal_checkpoint(RESTART)")
             finally:
                 conn.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+
+    def _sweep(self) -> None:
+        """Rows nothing will read again, deleted in the database: every project's lapsed
+        reservations (a reservation deletes only its own project's, and spend leaves them out) and
+        idempotency records past their retention (a claim deletes them too, but only when one
+        comes). A batch per transaction, so writers wait for no long delete."""
+        with contextlib.suppress(sqlite3.OperationalError):  # busy, or a full disk: the next one will do
+            conn, now = self._connection(), time.time()
+            for table in ("reservations", "idempotency"):
+                deleted = SWEEP_BATCH
+                while deleted == SWEEP_BATCH:
+                    with _write(conn):
+                        deleted = conn.execute(
+                            f"DELETE FROM {table} WHERE rowid IN "
+                            f"(SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
+                            (now, SWEEP_BATCH),
+                        ).rowcount
 
     # --- projects
 
@@ -398,11 +380,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> None:
             with _write(conn):
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-                conn.execute(
-                    "INSERT INTO spend VALUES (?, ?) ON CONFLICT(project_id) "
-                    "DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros",
-                    (entry.project_id, entry.cost_micros),
-                )
+                _charge(conn, entry.project_id, entry.cost_micros)
                 _append(conn, entry)
 
         await self._run(op)
@@ -447,30 +425,46 @@ class SqliteStore:
 
     async def ledger_page(self, query: LedgerQuery) -> LedgerPage:
         """Newest first by seq; the cursor is the last entry's seq."""
-        before = _cursor_int(query.cursor)
+        statement, params = sql.ledger_page(param, query, _cursor_int(query.cursor))
 
         def op(conn: sqlite3.Connection) -> LedgerPage:
-            conditions, args = ["1 = 1"], []
-            for column, value in (
-                ("project_id = ?", query.project_id),
-                ("model = ?", query.model),
-                ("outcome = ?", query.outcome),
-                ("created_at >= ?", query.since),
-                ("created_at < ?", query.until),
-                ("seq < ?", before),
-            ):
-                if value is not None:
-                    conditions.append(column)
-                    args.append(value)
-            rows = conn.execute(
-                f"SELECT * FROM ledger WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT ?",
-                [*args, query.limit + 1],
-            ).fetchall()
+            rows = conn.execute(statement, params).fetchall()
             more = len(rows) > query.limit
             rows = rows[: query.limit]
             return LedgerPage([_ledger_entry(r) for r in rows], str(rows[-1]["seq"]) if more else "")
 
         return await self._run(op)
+
+    async def usage(self, query: UsageQuery) -> list[UsageTotal]:
+        """Totalled in the database, from the ledger_usage index (it holds every column summed)."""
+        statement, params = sql.usage(param, day_of, query)
+        return await self._run(
+            lambda conn: [usage_total(tuple(row)) for row in conn.execute(statement, params)]
+        )
+
+    async def ledger_batch(self, after: str, limit: int) -> LedgerPage:
+        start = _cursor_int(after) or 0
+
+        def op(conn: sqlite3.Connection) -> LedgerPage:
+            rows = conn.execute("SELECT * FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?", (start, limit))
+            entries = rows.fetchall()
+            return LedgerPage([_ledger_entry(r) for r in entries], str(entries[-1]["seq"]) if entries else "")
+
+        return await self._run(op)
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Entries as they are, in their order, with no charge (copying a store: copy.py), in one
+        transaction."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.executemany(_INSERT_LEDGER, (_ledger_values(entry) for entry in entries))
+
+        await self._run(op)
+
+    async def add_spent(self, project_id: str, spent_micros: int) -> None:
+        """Spend charged without a ledger entry (copying a store: its ledger is copied apart)."""
+        await self._run(lambda conn: _charge(conn, project_id, spent_micros))
 
     # --- audit
 
@@ -604,6 +598,16 @@ def _cursor_int(cursor: str) -> int | None:
     return int(cursor)
 
 
+def param(name: str) -> str:
+    return f":{name}"
+
+
+def day_of(column: str) -> str:
+    """day_number (base.py) in SQLite: exactly as the ledger_usage index has it (0004), or the
+    totals by day are sorted rather than read in order from the index."""
+    return f"CAST({column} / 86400 AS INTEGER)"
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
@@ -683,8 +687,20 @@ def _spend(conn: sqlite3.Connection, project_id: str, now: float | None = None) 
     return Spend(spent["spent_micros"] if spent else 0, reserved["total"])
 
 
+def _charge(conn: sqlite3.Connection, project_id: str, micros: int) -> None:
+    conn.execute(
+        "INSERT INTO spend VALUES (?, ?) ON CONFLICT(project_id) "
+        "DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros",
+        (project_id, micros),
+    )
+
+
 def _append(conn: sqlite3.Connection, entry: LedgerEntry) -> None:
+    conn.execute(_INSERT_LEDGER, _ledger_values(entry))
+
+
+def _ledger_values(entry: LedgerEntry) -> dict[str, Any]:
     # Attribute by attribute: dataclasses.asdict deep-copies every field (~50 us a request).
     values = {name: getattr(entry, name) for name in _LEDGER_COLUMNS}
     values["extra"] = json.dumps(entry.extra)
-    conn.execute(_INSERT_LEDGER, values)
+    return values

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ from service.stores.base import (
     ReservationHolder,
     Store,
     UnknownProject,
+    UsageQuery,
+    UsageTotal,
 )
 from service.stores.postgres import PostgresStore
 from service.stores.redis import RedisStore
@@ -526,6 +530,39 @@ async def test_sqlite_wal_starts_over_under_steady_writes(
         await worker.close()
 
 
+async def test_sqlite_sweeps_lapsed_reservations_and_expired_records_in_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of projects and keys nothing touches again are deleted all the same, a batch at a time."""
+    import service.stores.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "SWEEP_EVERY", 40)
+    monkeypatch.setattr(sqlite_store, "SWEEP_BATCH", 3)
+    path = tmp_path / "swept.sqlite3"
+    store = SqliteStore(path)
+    done = IdempotencyRecord("fp", IdempotencyState.SUCCEEDED, "req", 0, response=b"img")
+    assert await store.reserve("proj_live", "live", 5_000, None, lease_s=60)
+    assert (await store.claim_idempotency("p", "kept", "fp", "req", lease_s=60)).claimed
+    for i in range(7):  # (no claim after these: a claim deletes expired records itself)
+        assert await store.reserve(f"proj_gone_{i}", f"lapsing-{i}", 5_000, None, lease_s=0.05)
+        assert (await store.claim_idempotency("p", f"k{i}", "fp", "req", lease_s=30)).claimed
+        await store.finish_idempotency("p", f"k{i}", "req", done, keep_s=0.05)
+    await asyncio.sleep(0.1)
+
+    def rows() -> tuple[int, int]:
+        with sqlite3.connect(path) as conn:
+            return (
+                conn.execute("SELECT count(*) FROM reservations").fetchone()[0],
+                conn.execute("SELECT count(*) FROM idempotency").fetchone()[0],
+            )
+
+    assert rows() == (8, 8)  # nothing has deleted them yet
+    while store._operations < 40:
+        await store.spend("proj_live")
+    await store.close()  # (waits for the store thread's sweep)
+    assert rows() == (1, 1)
+
+
 # --- upstream slots (a provider's max_in_flight)
 
 
@@ -553,3 +590,80 @@ async def test_a_slot_whose_lease_lapsed_is_taken_over(store: Store) -> None:
 async def test_concurrent_acquirers_never_exceed_the_limit(store: Store) -> None:
     taken = await asyncio.gather(*(store.acquire_slot("pool", f"h{i}", 3, lease_s=60) for i in range(20)))
     assert sorted(slot for slot in taken if slot is not None) == [0, 1, 2]
+
+
+def usage_as_mg_totalled_it_in_python(entries: list[LedgerEntry], query: UsageQuery) -> list[UsageTotal]:
+    """The totals `mg usage` computed in Python over every ledger entry before stores totalled them."""
+    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for one in entries:
+        if query.project_id not in (None, one.project_id):
+            continue
+        if (query.since is not None and one.created_at < query.since) or (
+            query.until is not None and one.created_at >= query.until
+        ):
+            continue
+        day = datetime.fromtimestamp(one.created_at, UTC).strftime("%Y-%m-%d") if query.by_day else ""
+        row = totals[(one.project_id, one.model, day)]
+        row[0] += 1
+        row[1] += one.outcome not in ("ok", "partial")
+        row[2] += one.images_returned
+        row[3] += one.cost_micros
+        row[4] += one.input_tokens
+    return [UsageTotal(p, m, d, *values) for (p, m, d), values in sorted(totals.items())]
+
+
+async def test_usage_totals_are_what_the_ledger_adds_up_to(store: Store) -> None:
+    a, b = project("a"), project("b")
+    await store.create_project(a)
+    await store.create_project(b)
+    noon = (time.time() // 86400 - 1) * 86400 + 43200  # yesterday, 12:00 UTC
+    day = 86400.0
+    for i, (owner, model, cost, outcome, at) in enumerate(
+        [
+            (a, "openai/gpt-image-1", 100, "ok", noon - 2 * day),
+            (a, "openai/gpt-image-1", 0, "UPSTREAM_ERROR", noon - 2 * day + 60),
+            (a, "local/sketch", 7, "partial", noon - day),
+            (b, "openai/gpt-image-1", 3, "ok", noon - day + 1),
+            (a, "openai/gpt-image-1", 11, "ok", noon),
+            (a, "openai/gpt-image-1", 13, "RATE_LIMITED", noon + 3600),
+            (b, "local/sketch", 17, "ok", noon + 7200),
+        ]
+    ):
+        assert await store.reserve(owner.id, f"r{i}", cost, None, lease_s=60)
+        fields = {"model": model, "created_at": at, "input_tokens": i, "images_returned": i % 3}
+        await store.settle(f"r{i}", entry(owner.id, cost, outcome, **fields))
+    entries = await store.ledger()
+    queries = [
+        UsageQuery(),
+        UsageQuery(by_day=True),
+        UsageQuery(project_id=a.id),
+        UsageQuery(project_id=b.id, by_day=True),
+        UsageQuery(since=noon - day, by_day=True),
+        UsageQuery(project_id=a.id, since=noon - 2 * day + 60, until=noon),
+        UsageQuery(since=time.time() + 60),
+    ]
+    for query in queries:
+        assert await store.usage(query) == usage_as_mg_totalled_it_in_python(entries, query), query
+    everything = await store.usage(UsageQuery())
+    assert sum(t.requests for t in everything) == 7 and sum(t.failed for t in everything) == 2
+    assert sum(t.cost_micros for t in everything) == 151
+
+
+async def test_the_whole_ledger_is_read_back_in_order_a_batch_at_a_time(store: Store) -> None:
+    owner = project()
+    await store.create_project(owner)
+    for i in range(7):
+        assert await store.reserve(owner.id, f"r{i}", i, None, lease_s=60)
+        await store.settle(f"r{i}", entry(owner.id, i))
+    read, cursor = [], ""
+    while True:
+        batch = await store.ledger_batch(cursor, 3)
+        if not batch.entries:
+            break
+        assert len(batch.entries) <= 3
+        read += batch.entries
+        cursor = batch.next_cursor
+    assert read == await store.ledger()
+    assert [e.cost_micros for e in read] == list(range(7))
+    with pytest.raises(ValueError):
+        await store.ledger_batch("not-a-cursor", 3)

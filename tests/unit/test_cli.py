@@ -76,12 +76,50 @@ def test_archived_projects_are_listed_only_with_all_and_get_no_keys(mg) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [("projects", "list"), ("projects", "show", "dev"), ("keys", "list"), ("usage",)]
+    "command",
+    [
+        ("projects", "list"),
+        ("projects", "show", "dev"),
+        ("keys", "list"),
+        ("usage",),
+        ("store", "copy", "--to", "postgresql://postgres@127.0.0.1:5432/never_made"),
+    ],
 )
 def test_reading_commands_never_create_a_store(mg, tmp_path: Path, command: tuple[str, ...]) -> None:
     code, out, err = mg(*command)
     assert code == 1 and f"no store at {tmp_path / 'data' / 'mg.sqlite3'}" in err and out == ""
     assert not (tmp_path / "data").exists()
+
+
+def test_mg_migrate_brings_the_sqlite_store_to_this_version_once(mg, tmp_path: Path) -> None:
+    from service.stores.sqlite_schema import EXPECTED_VERSION
+
+    path = tmp_path / "data" / "mg.sqlite3"
+    code, out, _ = mg("migrate")
+    assert code == 0 and out == f"SQLite store {path}: schema at version {EXPECTED_VERSION} " \
+        f"({EXPECTED_VERSION} migration(s) applied)\n"  # fmt: skip
+    assert mg("migrate")[1].endswith("(0 migration(s) applied)\n")
+
+
+def test_a_store_from_a_newer_mg_is_refused_with_what_to_do(mg, tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.stores.sqlite_schema import EXPECTED_VERSION
+
+    assert mg("migrate")[0] == 0
+    with sqlite3.connect(tmp_path / "data" / "mg.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version = {EXPECTED_VERSION + 1}")
+    for command in (("projects", "create", "acme"), ("migrate",)):
+        code, out, err = mg(*command)
+        assert code == 1 and out == "", command
+        assert f"schema is at version {EXPECTED_VERSION + 1}, newer than this mg knows" in err
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "/tmp/other.sqlite3", ""])
+def test_mg_store_copy_takes_only_a_postgresql_url(mg, url: str) -> None:
+    assert mg("projects", "create", "acme")[0] == 0
+    code, out, err = mg("store", "copy", "--to", url)
+    assert code == 1 and "--to takes a PostgreSQL URL" in err and out == ""
 
 
 def test_every_command_says_which_store_it_opened(mg, tmp_path: Path) -> None:
