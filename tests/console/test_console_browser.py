@@ -135,7 +135,7 @@ def test_a_cap_that_renews_shows_its_period_spend_and_renewal(
     row = page.locator('.spend-row[data-project="monthly"]')
     expect(row).to_contain_text("$0.001 of $0.01 a month")
     expect(row).to_contain_text(renews)
-    signed_in(page, gw, "#/projects")
+    page.goto(f"{gw.http_url}/console#/projects")
     card = page.locator('article.project[data-project="monthly"]')
     expect(card.locator("p.hint").first).to_contain_text(f"Spent $0.001 of $0.01 a month · {renews}")
     card.locator('input[name="period"]').fill("7d")
