@@ -148,23 +148,29 @@ for _, id in ipairs(expired) do
   redis.call('HDEL', KEYS[3], id) redis.call('HDEL', KEYS[4], id) redis.call('HDEL', KEYS[5], id)
 end
 if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
-local reserved = 0  -- (the lifetime cap's reservations: those not taken in a period)
-local amounts = redis.call('HGETALL', KEYS[3])
-for i = 1, #amounts, 2 do
-  if redis.call('HEXISTS', KEYS[5], amounts[i]) == 0 then reserved = reserved + tonumber(amounts[i + 1]) end
+local spent, reserved = 0, 0
+-- Of a lifetime cap: everything spent, and the reservations not taken in a period.
+local function count_lifetime()
+  spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local amounts = redis.call('HGETALL', KEYS[3])
+  for i = 1, #amounts, 2 do
+    if redis.call('HEXISTS', KEYS[5], amounts[i]) == 0 then reserved = reserved + tonumber(amounts[i + 1]) end
+  end
 end
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 """
 
-# Of a periodic cap (ARGV at `at`: kind ('' = lifetime), days, anchor, carry): spent and reserved
-# become the period in force's, with the carry in its first period (the one holding the anchor).
+# Of a periodic cap (ARGV at `at`: kind, days, anchor, carry): the period in force (name_period),
+# and what it spent, with the carry in its first period (the one holding the anchor), and holds.
 _IN_PERIOD = """
 local taken_in, period_start_s, ends = '', 0, 0
-local function count_period(at)
-  if ARGV[at] == '' then return end
+local function name_period(at)
   local name
   name, period_start_s, ends = period_in_force(at)
   taken_in = name .. '/' .. ends
+  return name
+end
+local function count_period(at)
+  local name = name_period(at)
   spent = tonumber(redis.call('GET', KEYS[6] .. ':' .. name) or '0')
   if period_start_s <= tonumber(ARGV[at + 2]) then spent = spent + tonumber(ARGV[at + 3]) end
   reserved = 0
@@ -184,9 +190,14 @@ _SPEND_PRELUDE = _CLOCK + _PERIODS + _DROP_EXPIRED + _IN_PERIOD
 RESERVE = (
     _SPEND_PRELUDE
     + """
-count_period(7)
+local capped = ARGV[4] ~= ''
+if ARGV[7] ~= '' then
+  if capped then count_period(7) else name_period(7) end
+elseif capped then
+  count_lifetime()
+end
 local amount = tonumber(ARGV[3])
-if ARGV[4] ~= '' and spent + reserved + amount > tonumber(ARGV[4]) then return 0 end
+if capped and spent + reserved + amount > tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], amount)
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[6])
@@ -214,7 +225,11 @@ return renewed
 
 # KEYS: the spend keys. ARGV: now, then the period (2..5). Returns {spent, reserved, period start}.
 SPEND = (
-    _SPEND_PRELUDE + "count_period(2) return {tostring(spent), tostring(reserved), tostring(period_start_s)}"
+    _SPEND_PRELUDE
+    + """
+if ARGV[2] ~= '' then count_period(2) else count_lifetime() end
+return {tostring(spent), tostring(reserved), tostring(period_start_s)}
+"""
 )
 
 # KEYS: the spend keys, then the ledger stream. ARGV: now, id, cost, entry JSON ('' = none), then the

@@ -404,13 +404,12 @@ class SqliteStore:
                 conn.execute(
                     "DELETE FROM reservations WHERE project_id = ? AND expires_at <= ?", (project_id, now)
                 )
-                # The period in force, read from the clock inside the transaction that checks it.
-                spend = _spend(conn, project_id, now, period)
-                if cap_micros is not None and (
-                    spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros
-                ):
-                    return False
-                in_period = (period.anchor, spend.period_start) if period else (None, None)
+                if cap_micros is not None:
+                    spend = _spend(conn, project_id, now, period)
+                    if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
+                        return False
+                # The period in force, read from the clock inside the transaction that checked it.
+                in_period = (period.anchor, period_start(period, now)) if period else (None, None)
                 conn.execute(
                     "INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, "
                     "started_at, period_anchor, period_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
