@@ -42,7 +42,7 @@ from service.runtime.observability import configure_logging
 from service.runtime.supervisor import serve
 from service.stores import SQLITE_FILE, open_store
 from service.stores.base import Project, Store
-from service.stores.periods import iso
+from service.stores.periods import describe, iso
 
 T = TypeVar("T")
 DEV_KEY_FILE = "dev-api-key"
@@ -132,6 +132,8 @@ def _print_ready(
     project_line = ""
     if key is not None and project is not None:
         cap = "no spend cap" if project.budget_micros is None else f"spend cap {usd(project.budget_micros)}"
+        if project.budget_period:
+            cap += f" for {describe(project.budget_period)}"
         change = f"{mg} projects update {project.name} --budget-usd N"
         project_line = f"  Project:                  {project.name} ({cap}; change it: {change})\n"
     admin_line = _admin_line(settings, base, dev_admin_token) + _console_line(settings, base)

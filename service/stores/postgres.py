@@ -12,6 +12,9 @@ READ COMMITTED, however many workers and replicas run it at once:
 - a rate-limit hit is one upsert of the bucket's GCRA state (stores/gcra.py's arithmetic);
 - an idempotency claim is one upsert that replaces only a record that no longer holds the key.
 
+Under a cap that renews, the same upsert takes the row of the period in force (`period_spend`),
+derived from the database's clock in the same statement (`mg_period_start`, migration 0005).
+
 A reservation whose lease lapsed (its worker died) still counts in `reserved_micros` until it is
 reclaimed; a reservation refused against the cap reclaims the project's lapsed ones and tries once
 more, so a lapsed lease never refuses a request, and `spend` leaves lapsed reservations out.

@@ -1,7 +1,9 @@
 """The shared store: Redis, for any number of gateway replicas.
 
 Every operation that must be atomic is one Lua script, and scripts read the clock from Redis
-(`TIME`), so replicas with skewed clocks still agree on rate limits and reservation leases.
+(`TIME`), so replicas with skewed clocks still agree on rate limits, reservation leases and the
+boundaries of budget periods (the period in force is derived in the script that checks the cap).
+A period's spend is a key of its own, which expires 35 days after the period ends.
 Keys live under a prefix (MG_REDIS_PREFIX) so several gateways can share one Redis.
 
 Durability: the ledger and spend are only as durable as Redis is configured to be. Run Redis with
@@ -131,11 +133,12 @@ local function period_in_force(at)
   local start = period_start(kind, days, anchor, now)
   return string.format('%d:%d', anchor, start), start, period_end(kind, days, start)
 end
--- A period's spend is a key of its own (KEYS[6]..':'..name) that expires PERIOD_KEEP_S past its end.
+-- A period's spend is a key of its own (KEYS[6]..':'..name) that expires PERIOD_KEEP_S past its end
+-- (by the clock the script reads: a TTL, not a time, so that a test clock holds too).
 local function charge_period(name, ends, cost)
   local key = KEYS[6] .. ':' .. name
   redis.call('INCRBY', key, cost)
-  redis.call('EXPIREAT', key, ends + PERIOD_KEEP_S)
+  redis.call('EXPIRE', key, math.max(1, math.ceil(ends + PERIOD_KEEP_S - now)))
 end
 """
 )
