@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis_client
 from ulid import ULID
 
 from service.stores.base import (
@@ -731,3 +732,24 @@ async def test_a_period_change_is_seen_by_the_next_reservation_and_keeps_its_set
     await second.update_project(changed)
     assert await first.get_project_by_id(owner.id) == changed
     assert [p.budget_period for p in await first.list_projects()] == ["30d"]
+
+
+async def test_redis_keeps_a_periods_spend_until_well_past_its_end() -> None:
+    prefix = f"mg-test:{ULID()}:"
+    store = RedisStore(SHARED_URL, prefix, clock=Clock("2027-02-27T12:00:00"))
+    try:
+        owner = await _periodic(store, "month", 1_000)
+        assert owner.period is not None
+        assert await store.reserve(owner.id, "r1", 500, 1_000, 60, period=owner.period)
+        await store.settle("r1", entry(owner.id, 300), owner.period)
+        key = f"{prefix}period-spent:{owner.id}:{owner.budget_anchor}:{_utc('2027-02-01')}"
+        raw = redis_client.Redis.from_url(SHARED_URL, decode_responses=True)
+        try:
+            assert await raw.get(key) == "300"
+            # the month ends a day and a half later; its spend is kept 35 days past that
+            assert await raw.ttl(key) == pytest.approx(36.5 * 86_400, abs=5)
+        finally:
+            await raw.aclose()
+    finally:
+        await store.close()
+        clear_prefix(SHARED_URL, prefix)
