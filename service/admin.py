@@ -28,6 +28,7 @@ from service.stores.base import (
     UnknownProject,
     UsageQuery,
 )
+from service.stores.periods import PeriodError, check_period
 
 DEV_PROJECT = "dev"
 # The first start's project: enough to try every provider, small enough that a leaked dev key cannot
@@ -96,6 +97,21 @@ def parse_since(text: str, now: float | None = None) -> float:
     return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
 
 
+def budget_period(text: str) -> str:
+    """A budget period as given (`none` for a lifetime cap) as stored, or AdminError."""
+    try:
+        return check_period("" if text == "none" else text)
+    except PeriodError as exc:
+        raise AdminError(str(exc)) from None
+
+
+def _check_period_has_cap(period: str, budget: int | None) -> None:
+    if period and budget is None:
+        raise AdminError(
+            f"budget period {period!r} renews a spend cap, and there is none: give one (--budget-usd)"
+        )
+
+
 def _check_rpm(rpm: int | None) -> None:
     if rpm is not None and rpm <= 0:
         raise AdminError("rpm (requests per minute per key) must be positive")
@@ -115,30 +131,47 @@ class ProjectSpend:
 
 
 async def projects_with_spend(store: Store, name: str | None = None) -> list[ProjectSpend]:
-    """Every project (or the one named) with what it has spent and holds reserved."""
+    """Every project (or the one named) with what it has spent and holds reserved: in the period in
+    force, for a cap that renews."""
     projects = [await project_named(store, name)] if name is not None else await store.list_projects()
-    return [ProjectSpend(p, await store.spend(p.id)) for p in projects]
+    return [ProjectSpend(p, await store.spend(p.id, p.period)) for p in projects]
 
 
 async def create_project(
-    store: Store, name: str, budget_usd: str | None, allow: list[str], rpm: int | None, *, actor: str
+    store: Store,
+    name: str,
+    budget_usd: str | None,
+    allow: list[str],
+    rpm: int | None,
+    *,
+    actor: str,
+    period: str = "",
 ) -> Project:
     if not name or len(name) > 100:
         raise AdminError("a project name is 1-100 characters")
     _check_rpm(rpm)
+    budget = usd_to_micros(budget_usd) if budget_usd is not None else None
+    period = budget_period(period)
+    _check_period_has_cap(period, budget)
+    now = time.time()
     project = Project(
         id=f"proj_{ULID()}",
         name=name,
-        created_at=time.time(),
-        budget_micros=usd_to_micros(budget_usd) if budget_usd is not None else None,
+        created_at=now,
+        budget_micros=budget,
         allow=tuple(allow),
         rpm=rpm,
+        budget_period=period,
+        budget_anchor=int(now) if period else 0,
     )
     try:
         await store.create_project(project)
     except ProjectExists:
         raise AdminError(f"a project named {name!r} exists") from None
-    await _audit(store, actor, "project.create", name, budget_usd=budget_usd, allow=",".join(allow), rpm=rpm)
+    await _audit(
+        store, actor, "project.create", name, budget_usd=budget_usd, budget_period=period or "none",
+        allow=",".join(allow), rpm=rpm,
+    )  # fmt: skip
     return project
 
 
@@ -151,8 +184,13 @@ async def update_project(
     allow: list[str] | None = None,
     allow_all: bool = False,
     rpm: int | None = None,
+    period: str | None = None,
     actor: str,
 ) -> Project:
+    """A changed cap or period holds from the next reservation on. A changed period starts anew
+    from now (its anchor) and carries what the period in force had spent into its first period, so a
+    change never hands out a fresh allowance; reservations in flight settle into the period they
+    were taken in (docs/configuration.md#budget-periods)."""
     project = await project_named(store, name)
     _check_rpm(rpm)
     budget = project.budget_micros
@@ -160,14 +198,27 @@ async def update_project(
         budget = None
     elif budget_usd is not None:
         budget = usd_to_micros(budget_usd)
+    new_period = project.budget_period if period is None else budget_period(period)
+    if no_budget and period is None:
+        new_period = ""  # no cap, nothing to renew
+    _check_period_has_cap(new_period, budget)
     patterns = () if allow_all else tuple(allow) if allow is not None else project.allow
     updated = replace(project, budget_micros=budget, allow=patterns, rpm=rpm or project.rpm)
+    if new_period != project.budget_period:
+        carried = (await store.spend(project.id, project.period)).spent_micros if new_period else 0
+        updated = replace(
+            updated,
+            budget_period=new_period,
+            budget_anchor=int(time.time()) if new_period else 0,
+            budget_carry_micros=carried,
+        )
     try:
         await store.update_project(updated)
     except UnknownProject as exc:
         raise NotFoundError(f"no project named {name!r}") from exc
     changes = {
         "budget_usd": "none" if budget is None else f"{budget / 1_000_000:g}",
+        "budget_period": updated.budget_period or "none",
         "allow": ",".join(patterns),
         "rpm": updated.rpm,
     }

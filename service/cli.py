@@ -43,6 +43,7 @@ from service.runtime.observability import configure_logging
 from service.runtime.supervisor import serve
 from service.stores import SQLITE_FILE, open_store
 from service.stores.base import Project, Store
+from service.stores.periods import describe, iso
 
 T = TypeVar("T")
 DEV_KEY_FILE = "dev-api-key"
@@ -132,6 +133,8 @@ def _print_ready(
     project_line = ""
     if key is not None and project is not None:
         cap = "no spend cap" if project.budget_micros is None else f"spend cap {usd(project.budget_micros)}"
+        if project.budget_period:
+            cap += f" for {describe(project.budget_period)}"
         change = f"{mg} projects update {project.name} --budget-usd N"
         project_line = f"  Project:                  {project.name} ({cap}; change it: {change})\n"
     admin_line = _admin_line(settings, base, dev_admin_token) + _console_line(settings, base)
@@ -237,13 +240,22 @@ def _cmd_envoy_config(settings: Settings, args: argparse.Namespace) -> int:
 # --- projects
 
 
+PERIOD_HELP = (
+    "when the cap renews: day, week (ISO, from Monday), month (calendar months; all UTC) or a rolling "
+    "Nd such as 30d, counted from now (default: never, a lifetime cap)"
+)
+
+
 def _project_dict(project: Any, spend: Any | None = None) -> dict[str, Any]:
     data = asdict(project)
     data["allow"] = list(project.allow)
     data["budget_usd"] = None if project.budget_micros is None else project.budget_micros / 1_000_000
     if spend is not None:
+        # Of a cap that renews: in the period in force, which started and renews at these times.
         data["spent_usd"] = spend.spent_micros / 1_000_000
         data["reserved_usd"] = spend.reserved_micros / 1_000_000
+        data["period_start"] = iso(spend.period_start) if project.budget_period else None
+        data["renews_at"] = iso(spend.renews_at) if project.budget_period else None
     return data
 
 
@@ -265,7 +277,13 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         if args.action == "create":
             project = await admin.create_project(
-                store, args.name, args.budget_usd, args.allow, args.rpm, actor=admin.cli_actor()
+                store,
+                args.name,
+                args.budget_usd,
+                args.allow,
+                args.rpm,
+                actor=admin.cli_actor(),
+                period=args.budget_period or "",
             )
             print(project.name)
             return 0
@@ -278,6 +296,7 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
                 allow=args.allow,
                 allow_all=args.allow_all,
                 rpm=args.rpm,
+                period=args.budget_period,
                 actor=admin.cli_actor(),
             )
             print(args.name)
@@ -297,14 +316,16 @@ def _cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
             data if args.action == "list" else data[0],
             args.json,
             lambda: _table(
-                ["name", "id", "budget", "spent", "reserved", "rpm", "allow", "archived"],
+                ["name", "id", "budget", "period", "spent", "reserved", "renews", "rpm", "allow", "archived"],
                 [
                     (
                         p.name,
                         p.id,
                         "none" if p.budget_micros is None else usd(p.budget_micros),
+                        p.budget_period or "lifetime",
                         usd(s.spent_micros),
                         usd(s.reserved_micros),
+                        iso(s.renews_at) if p.budget_period else "never",
                         p.rpm or f"default ({settings.default_rpm})",
                         ", ".join(p.allow) or "*",
                         _when(p.archived_at),
@@ -514,6 +535,7 @@ def _parser() -> argparse.ArgumentParser:
     create = projects.add_parser("create", help="create a project")
     create.add_argument("name")
     create.add_argument("--budget-usd", help="hard spend cap in USD (default: none)")
+    create.add_argument("--budget-period", help=PERIOD_HELP)
     create.add_argument("--allow", action="append", default=[], metavar="PATTERN", help="allowed model glob")
     create.add_argument("--rpm", type=int, help="requests per minute per key")
     for action in ("list", "show"):
@@ -526,7 +548,8 @@ def _parser() -> argparse.ArgumentParser:
     update = projects.add_parser("update", help="change a project's cap, allowlist or rpm")
     update.add_argument("name")
     update.add_argument("--budget-usd")
-    update.add_argument("--no-budget", action="store_true", help="remove the spend cap")
+    update.add_argument("--no-budget", action="store_true", help="remove the spend cap (and its period)")
+    update.add_argument("--budget-period", help=PERIOD_HELP + "; none: a lifetime cap again")
     update.add_argument("--allow", action="append", metavar="PATTERN", help="replace the allowlist")
     update.add_argument("--allow-all", action="store_true", help="clear the allowlist")
     update.add_argument("--rpm", type=int)

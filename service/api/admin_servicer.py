@@ -89,6 +89,10 @@ class AdminServicer(pb_grpc.AdminServicer):
             message.budget_usd = _usd(p.budget_micros)
         if p.rpm is not None:
             message.rpm = p.rpm
+        if p.budget_period:
+            message.budget_period = p.budget_period
+            message.period_start = spend.period_start
+            message.renews_at = spend.renews_at
         return message
 
     async def ListProjects(
@@ -110,6 +114,7 @@ class AdminServicer(pb_grpc.AdminServicer):
                 list(request.allow),
                 request.rpm if request.HasField("rpm") else None,
                 actor=_actor(),
+                period=request.budget_period,
             )
         )
         return await self.GetProject(pb.GetProjectRequest(name=project.name), context)
@@ -127,6 +132,7 @@ class AdminServicer(pb_grpc.AdminServicer):
                 allow=allow,
                 allow_all=allow == [],
                 rpm=request.rpm if request.HasField("rpm") else None,
+                period=request.budget_period if request.HasField("budget_period") else None,
                 actor=_actor(),
             )
         )

@@ -29,6 +29,7 @@ from service.generation.fanout import GenerationSummary
 from service.generation.validation import GenerationRequest
 from service.runtime.observability import record_charge
 from service.stores.base import HeldReservation, LedgerEntry, Project, ReservationHolder, Store
+from service.stores.periods import describe, iso
 from service.stores.retry import release_until_landed, write_until_landed
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,13 @@ class SpendLedger:
         # Held for this key and model, so every worker's generations in flight can be listed.
         holder = ReservationHolder(attempt.key_id, attempt.generation.model.id, time.time())
         if not await self._store.reserve(
-            project.id, attempt.reservation_id, estimate, project.budget_micros, self._lease_s, holder
+            project.id,
+            attempt.reservation_id,
+            estimate,
+            project.budget_micros,
+            self._lease_s,
+            holder,
+            period=project.period,
         ):
             return False
         self._held[attempt.reservation_id] = (attempt, time.monotonic())
@@ -166,6 +173,7 @@ class SpendLedger:
             self._store.settle,
             attempt.reservation_id,
             ledger_entry(attempt, settlement, keep_prompt=self._keep_prompts),
+            attempt.project.period,
         )
         what = f"charge of {usd(settlement.cost_micros)} to {attempt.project.name} ({attempt.request_id})"
         await write_until_landed(what, charge, until=time.monotonic() + SETTLE_RETRY_S)
@@ -193,11 +201,13 @@ class SpendLedger:
 
     async def _budget_exceeded(self, project: Project, estimate: int) -> BudgetExceeded:
         cap = project.budget_micros or 0
-        spend = await self._store.spend(project.id)
+        spend = await self._store.spend(project.id, project.period)
         left = max(0, cap - spend.spent_micros - spend.reserved_micros)
+        period = describe(project.budget_period)
+        renews = f" for {period}; it renews at {iso(spend.renews_at)}" if period else ""
         return BudgetExceeded(
             f"This request may cost up to {usd(estimate)}; project {project.name!r} has {usd(left)} "
-            f"of its {usd(cap)} spend cap left. An admin raises the cap with "
+            f"of its {usd(cap)} spend cap left{renews}. An admin raises the cap with "
             f"`mg projects update {project.name} --budget-usd AMOUNT`.",
         )
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from service.stores.periods import BudgetPeriod
+
 
 class StoreError(Exception):
     """Base of the store's own errors."""
@@ -55,6 +57,16 @@ class Project:
     # When the project was archived (its keys stop working; its ledger and spend are kept); None
     # while it is active. Only set_project_archived changes it.
     archived_at: float | None = None
+    # When the cap renews: "" (never: a lifetime cap), "day", "week", "month" or a rolling "Nd"
+    # (stores/periods.py); the anchor is when it was set (whole seconds since the epoch), and the
+    # carry what the period in force before had spent, counted in the first period of this one.
+    budget_period: str = ""
+    budget_anchor: int = 0
+    budget_carry_micros: int = 0
+
+    @property
+    def period(self) -> BudgetPeriod | None:
+        return BudgetPeriod.of(self.budget_period, self.budget_anchor, self.budget_carry_micros)
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,13 @@ class HeldReservation:
 
 @dataclass(frozen=True)
 class Spend:
+    """Of a lifetime cap: everything spent and held. Of a periodic one: what the period in force
+    has spent (with what was carried into it) and holds, when it started and when it renews."""
+
     spent_micros: int
     reserved_micros: int
+    period_start: int = 0
+    renews_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -300,7 +317,11 @@ class Store(Protocol):
     # rate limiting: one request against `limit` per minute for `bucket`
     async def hit_rate_limit(self, bucket: str, limit: int) -> RateDecision: ...
 
-    # spend: reserve before the upstream call, then settle (with its ledger entry) or release
+    # spend: reserve before the upstream call, then settle (with its ledger entry) or release.
+    # With a `period`, the cap holds for the period in force at the store's clock, counting what it
+    # spent and the reservations taken in it; a reservation is charged to the period it was taken in
+    # however late it settles (one whose lapsed reservation was given back before it settled: to the
+    # period in force then).
     async def reserve(
         self,
         project_id: str,
@@ -309,13 +330,16 @@ class Store(Protocol):
         cap_micros: int | None,
         lease_s: float,
         holder: ReservationHolder | None = None,
+        period: BudgetPeriod | None = None,
     ) -> bool: ...
     # the live ones among `held` get their lease extended to `lease_s` from now, in one round trip;
     # returns their ids (one gone or lapsed is not among them)
     async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]: ...
-    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None: ...
+    async def settle(
+        self, reservation_id: str, entry: LedgerEntry, period: BudgetPeriod | None = None
+    ) -> None: ...
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None: ...
-    async def spend(self, project_id: str) -> Spend: ...
+    async def spend(self, project_id: str, period: BudgetPeriod | None = None) -> Spend: ...
     # every project's live reservations (lapsed ones left out), oldest first
     async def in_flight(self) -> list[InFlight]: ...
 

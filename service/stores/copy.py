@@ -1,8 +1,10 @@
 """Copying a store into a new, empty one (`mg store copy`): from the embedded SQLite store (or any
 store) to PostgreSQL, when a gateway moves on to replicas.
 
-What is copied: projects (archived ones too), keys (their hashes: every key keeps working), what each
-project has spent, the whole ledger (every entry, in its order, in batches) and the audit log. What
+What is copied: projects (archived ones too, with their budget periods), keys (their hashes: every key
+keeps working), what each project has spent (in all, and in the period in force of a cap that
+renews: earlier periods no longer count against any cap), the whole ledger (every entry, in its
+order, in batches) and the audit log. What
 is not: rate-limit state (it refills within a minute), reservations (generations in flight: stop
 the gateway before copying, or they settle in the old store) and idempotency records (short-lived;
 a retry after the move runs as a new request). After the copy, both stores are read back and
@@ -16,7 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.stores.base import AuditEntry, LedgerEntry, Store, UsageQuery
+from service.stores.base import AuditEntry, LedgerEntry, Project, Store, UsageQuery
+from service.stores.periods import carries
 
 # Ledger entries per read and per write.
 BATCH = 5000
@@ -33,7 +36,13 @@ class CopyTarget(Store, Protocol):
     """A store that can be copied into: it takes ledger entries and spend as they are."""
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None: ...
-    async def add_spent(self, project_id: str, spent_micros: int) -> None: ...
+    async def add_spent(
+        self,
+        project_id: str,
+        spent_micros: int,
+        period: tuple[int, int] | None = None,
+        period_micros: int = 0,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,25 @@ async def copy_store(source: Store, target: CopyTarget, progress: Progress) -> C
         await target.create_key(key)
         progress("keys", done, len(keys))
     spent = {p.id: (await source.spend(p.id)).spent_micros for p in projects}
-    for done, (project_id, micros) in enumerate(spent.items(), 1):
-        await target.add_spent(project_id, micros)
-        progress("spend", done, len(spent))
+    for done, project in enumerate(projects, 1):
+        await target.add_spent(project.id, spent[project.id], *await _period_spent(source, project))
+        progress("spend", done, len(projects))
     entries = await _copy_ledger(source, target, progress)
     audit = await _copy_audit(source, target, progress)
     summary = CopySummary(len(projects), len(keys), entries, audit, sum(spent.values()))
     await _verify(source, target, summary, spent)
     return summary
+
+
+async def _period_spent(source: Store, project: Project) -> tuple[tuple[int, int], int] | tuple[()]:
+    """The period in force of a cap that renews, `(anchor, start)`, and what it has spent itself (the
+    spend carried into it from the period before is the project's own, copied with it)."""
+    period = project.period
+    if period is None:
+        return ()
+    spend = await source.spend(project.id, period)
+    carried = period.carry_micros if carries(period, spend.period_start) else 0
+    return (period.anchor, spend.period_start), spend.spent_micros - carried
 
 
 async def _copy_ledger(source: Store, target: CopyTarget, progress: Progress) -> int:
@@ -111,6 +131,11 @@ async def _verify(source: Store, target: CopyTarget, summary: CopySummary, spent
         problems.append("keys")
     if {p: (await target.spend(p)).spent_micros for p in spent} != spent:
         problems.append("spend")
+    for project in await source.list_projects():
+        if project.period and await target.spend(project.id, project.period) != await source.spend(
+            project.id, project.period
+        ):
+            problems.append(f"the spend of {project.name}'s period")
     everything = UsageQuery(by_day=True)
     if await target.usage(everything) != await source.usage(everything):
         problems.append("ledger")

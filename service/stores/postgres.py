@@ -12,6 +12,9 @@ READ COMMITTED, however many workers and replicas run it at once:
 - a rate-limit hit is one upsert of the bucket's GCRA state (stores/gcra.py's arithmetic);
 - an idempotency claim is one upsert that replaces only a record that no longer holds the key.
 
+Under a cap that renews, the same upsert takes the row of the period in force (`period_spend`),
+derived from the database's clock in the same statement (`mg_period_start`, migration 0005).
+
 A reservation whose lease lapsed (its worker died) still counts in `reserved_micros` until it is
 reclaimed; a reservation refused against the cap reclaims the project's lapsed ones and tries once
 more, so a lapsed lease never refuses a request, and `spend` leaves lapsed reservations out.
@@ -61,6 +64,7 @@ from service.stores.base import (
     usage_total,
 )
 from service.stores.gcra import WINDOW_S, gcra
+from service.stores.periods import BudgetPeriod, period_end
 from service.stores.postgres_schema import mismatch, schema_version
 
 if TYPE_CHECKING:
@@ -71,6 +75,13 @@ Row = dict[str, Any]
 Connection = psycopg.AsyncConnection[Row]
 
 NOW = "extract(epoch FROM statement_timestamp())::float8"
+# Spend statements read the clock the store was given (%(now)s, tests only) or, when it is NULL
+# (every deployment), the database's.
+CLOCK = f"COALESCE(%(now)s::float8, {NOW})"
+# The period in force of the periodic cap in %(kind)s, %(days)s, %(anchor)s (migration 0005).
+PERIOD_START = f"mg_period_start(%(kind)s::text, %(days)s::integer, %(anchor)s::bigint, {CLOCK})"
+# What a period's first period (the one holding the anchor) carries from the period before it.
+CARRIED = "CASE WHEN {start} <= %(anchor)s::bigint THEN %(carry)s::bigint ELSE 0 END"
 # How long an operation waits for a pooled connection before it is a 503.
 CONNECT_TIMEOUT_S = 5.0
 # How long, after a failure, the idle connections' check may take (a dead one fails at once).
@@ -82,20 +93,29 @@ SWEEP_EVERY = 1000
 _LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
 
 # %(project)s's lapsed reservations (or every project's, with %(project)s NULL) deleted and taken
-# off their spend rows. SKIP LOCKED: a reservation being settled or renewed right now is that
-# statement's business, and two sweeps never wait on each other.
+# off their spend rows (the lifetime row, or their period's). SKIP LOCKED: a reservation being
+# settled or renewed right now is that statement's business, and two sweeps never wait on each other.
 RECLAIM = f"""
 WITH lapsed AS (
     DELETE FROM reservations WHERE id IN (
         SELECT id FROM reservations
-        WHERE (%(project)s::text IS NULL OR project_id = %(project)s) AND expires_at <= {NOW}
+        WHERE (%(project)s::text IS NULL OR project_id = %(project)s) AND expires_at <= {CLOCK}
         FOR UPDATE SKIP LOCKED
-    ) RETURNING project_id, amount_micros
+    ) RETURNING project_id, amount_micros, period_anchor, period_start
 ), freed AS (
-    SELECT project_id, SUM(amount_micros) AS amount FROM lapsed GROUP BY project_id
+    SELECT project_id, SUM(amount_micros) AS amount FROM lapsed
+    WHERE period_anchor IS NULL GROUP BY project_id
+), freed_in_period AS (
+    SELECT project_id, period_anchor, period_start, SUM(amount_micros) AS amount FROM lapsed
+    WHERE period_anchor IS NOT NULL GROUP BY project_id, period_anchor, period_start
+), lifetime AS (
+    UPDATE spend SET reserved_micros = spend.reserved_micros - freed.amount
+    FROM freed WHERE spend.project_id = freed.project_id
+), periods AS (
+    UPDATE period_spend p SET reserved_micros = p.reserved_micros - f.amount FROM freed_in_period f
+    WHERE p.project_id = f.project_id AND p.anchor = f.period_anchor AND p.start = f.period_start
 )
-UPDATE spend SET reserved_micros = spend.reserved_micros - freed.amount
-FROM freed WHERE spend.project_id = freed.project_id
+SELECT count(*) AS reclaimed FROM lapsed
 """
 
 RESERVE = f"""
@@ -107,7 +127,30 @@ WITH taken AS (
     RETURNING 1
 )
 INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, started_at)
-SELECT %(id)s, %(project)s, %(amount)s, {NOW} + %(lease)s, %(key_id)s, %(model)s, %(started_at)s FROM taken
+SELECT %(id)s, %(project)s, %(amount)s, {CLOCK} + %(lease)s, %(key_id)s, %(model)s, %(started_at)s FROM taken
+RETURNING 1
+"""
+
+# Under a periodic cap: the same upsert on the row of the period in force, derived from the clock in
+# this statement, with what was carried into it.
+RESERVE_IN_PERIOD = f"""
+WITH period AS (
+    SELECT {PERIOD_START} AS start
+), taken AS (
+    INSERT INTO period_spend AS s (project_id, anchor, start, spent_micros, reserved_micros)
+    SELECT %(project)s, %(anchor)s, period.start, 0, %(amount)s FROM period
+    WHERE %(cap)s::bigint IS NULL OR {CARRIED.format(start="period.start")} + %(amount)s <= %(cap)s
+    ON CONFLICT (project_id, anchor, start) DO UPDATE
+    SET reserved_micros = s.reserved_micros + excluded.reserved_micros
+    WHERE %(cap)s::bigint IS NULL
+       OR s.spent_micros + s.reserved_micros + excluded.reserved_micros + {CARRIED.format(start="s.start")}
+          <= %(cap)s
+    RETURNING s.start
+)
+INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, started_at, period_anchor,
+                          period_start)
+SELECT %(id)s, %(project)s, %(amount)s, {CLOCK} + %(lease)s, %(key_id)s, %(model)s, %(started_at)s,
+       %(anchor)s, taken.start FROM taken
 RETURNING 1
 """
 
@@ -119,22 +162,37 @@ WHERE s.expires_at <= {NOW}
 """
 
 RENEW_RESERVATIONS = f"""
-UPDATE reservations r SET expires_at = {NOW} + %(lease)s
+UPDATE reservations r SET expires_at = {CLOCK} + %(lease)s
 FROM unnest(%(projects)s::text[], %(ids)s::text[]) AS held(project_id, id)
-WHERE r.id = held.id AND r.project_id = held.project_id AND r.expires_at > {NOW}
+WHERE r.id = held.id AND r.project_id = held.project_id AND r.expires_at > {CLOCK}
 RETURNING r.id
 """
 
-# The reservation (if still there) leaves `reserved` and the cost joins `spent`; then the ledger row
-# is written, in the same statement (FINISH_WITH_LEDGER), or nothing more is (FINISH_WITHOUT_LEDGER).
-_FINISH = """
+# The reservation (if still there) leaves `reserved` and the cost joins `spent`, of the lifetime row
+# and of the period it was taken in (one that lapsed before this: the period in force now, when the
+# cap is periodic); then the ledger row is written, in the same statement (FINISH_WITH_LEDGER), or
+# nothing more is (FINISH_WITHOUT_LEDGER).
+_FINISH = f"""
 WITH released AS (
-    DELETE FROM reservations WHERE id = %(id)s RETURNING amount_micros
+    DELETE FROM reservations WHERE id = %(id)s RETURNING amount_micros, period_anchor, period_start
 ), charged AS (
     INSERT INTO spend AS s (project_id, spent_micros, reserved_micros) VALUES (%(project_id)s, %(cost)s, 0)
     ON CONFLICT (project_id) DO UPDATE SET
         spent_micros = s.spent_micros + excluded.spent_micros,
-        reserved_micros = s.reserved_micros - (SELECT COALESCE(SUM(amount_micros), 0) FROM released)
+        reserved_micros = s.reserved_micros
+            - (SELECT COALESCE(SUM(amount_micros), 0) FROM released WHERE period_anchor IS NULL)
+), in_period AS (
+    SELECT period_anchor AS anchor, period_start AS start, amount_micros FROM released
+    WHERE period_anchor IS NOT NULL
+    UNION ALL
+    SELECT %(anchor)s::bigint, {PERIOD_START}, 0
+    WHERE %(kind)s::text IS NOT NULL AND %(cost)s <> 0 AND NOT EXISTS (SELECT 1 FROM released)
+), period_charged AS (
+    INSERT INTO period_spend AS p (project_id, anchor, start, spent_micros, reserved_micros)
+    SELECT %(project_id)s, anchor, start, %(cost)s, 0 FROM in_period
+    ON CONFLICT (project_id, anchor, start) DO UPDATE SET
+        spent_micros = p.spent_micros + excluded.spent_micros,
+        reserved_micros = p.reserved_micros - (SELECT COALESCE(SUM(amount_micros), 0) FROM in_period)
 )
 """
 FINISH_WITH_LEDGER = _FINISH + "INSERT INTO ledger ({}) VALUES ({})".format(
@@ -148,7 +206,24 @@ SELECT
     COALESCE((SELECT spent_micros FROM spend WHERE project_id = %(project)s), 0) AS spent,
     COALESCE((SELECT reserved_micros FROM spend WHERE project_id = %(project)s), 0)
     - COALESCE((SELECT SUM(amount_micros) FROM reservations
-                WHERE project_id = %(project)s AND expires_at <= {NOW}), 0) AS reserved
+                WHERE project_id = %(project)s AND period_anchor IS NULL AND expires_at <= {CLOCK}), 0)
+    AS reserved,
+    0 AS start
+"""
+
+SPEND_IN_PERIOD = f"""
+WITH period AS (SELECT {PERIOD_START} AS start), row AS (
+    SELECT spent_micros, reserved_micros FROM period_spend, period
+    WHERE project_id = %(project)s AND anchor = %(anchor)s AND period_spend.start = period.start
+)
+SELECT
+    COALESCE((SELECT spent_micros FROM row), 0) + {CARRIED.format(start="period.start")} AS spent,
+    COALESCE((SELECT reserved_micros FROM row), 0)
+    - COALESCE((SELECT SUM(amount_micros) FROM reservations
+                WHERE project_id = %(project)s AND period_anchor = %(anchor)s AND period_start = period.start
+                  AND expires_at <= {CLOCK}), 0) AS reserved,
+    period.start AS start
+FROM period
 """
 
 # One hit: the bucket's TAT moves on by one interval if that stays within the window (allowed),
@@ -200,6 +275,9 @@ def _project(row: Row) -> Project:
         allow=tuple(row["allow"]),
         rpm=row["rpm"],
         archived_at=row["archived_at"],
+        budget_period=row["budget_period"],
+        budget_anchor=int(row["budget_anchor"]),
+        budget_carry_micros=int(row["budget_carry_micros"]),
     )
 
 
@@ -221,7 +299,15 @@ class PostgresStore:
     script in memory rather than a row written to disk, and the database sees only what it must
     keep."""
 
-    def __init__(self, url: str, pool_size: int = 10, rate_limits: RedisStore | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 10,
+        rate_limits: RedisStore | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """`clock`: for tests only, the time spend statements use instead of the database's."""
+        self._clock = clock
         self._url = url
         self._pool_size = pool_size
         self._rate_limits = rate_limits
@@ -300,8 +386,10 @@ class PostgresStore:
     async def create_project(self, project: Project) -> None:
         try:
             await self._count(
-                "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) VALUES "
-                "(%(id)s, %(name)s, %(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s, %(archived_at)s)",
+                "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at, "
+                "budget_period, budget_anchor, budget_carry_micros) VALUES (%(id)s, %(name)s, "
+                "%(created_at)s, %(budget_micros)s, %(allow)s, %(rpm)s, %(archived_at)s, %(budget_period)s, "
+                "%(budget_anchor)s, %(budget_carry_micros)s)",
                 _project_params(project),
             )
         except psycopg.errors.UniqueViolation as exc:
@@ -320,8 +408,9 @@ class PostgresStore:
 
     async def update_project(self, project: Project) -> None:
         changed = await self._count(
-            "UPDATE projects SET budget_micros = %(budget_micros)s, allow = %(allow)s, rpm = %(rpm)s "
-            "WHERE id = %(id)s",
+            "UPDATE projects SET budget_micros = %(budget_micros)s, allow = %(allow)s, rpm = %(rpm)s, "
+            "budget_period = %(budget_period)s, budget_anchor = %(budget_anchor)s, "
+            "budget_carry_micros = %(budget_carry_micros)s WHERE id = %(id)s",
             _project_params(project),
         )
         if changed == 0:
@@ -376,6 +465,18 @@ class PostgresStore:
 
     # --- spend
 
+    def _clock_params(self, period: BudgetPeriod | None = None) -> dict[str, Any]:
+        """The clock (None: the database's) and the period (None: a lifetime cap) a statement uses."""
+        now = None if self._clock is None else self._clock()
+        if period is None:
+            return {"now": now, "kind": None, "days": None, "anchor": None, "carry": 0}
+        return {"now": now, "kind": period.kind, "days": period.days, "anchor": period.anchor,
+                "carry": period.carry_micros}  # fmt: skip
+
+    async def _reclaim(self, project_id: str | None) -> int:
+        row = await self._one(RECLAIM, {"project": project_id, **self._clock_params()})
+        return int(row["reclaimed"]) if row else 0
+
     async def reserve(
         self,
         project_id: str,
@@ -384,20 +485,23 @@ class PostgresStore:
         cap_micros: int | None,
         lease_s: float,
         holder: ReservationHolder | None = None,
+        period: BudgetPeriod | None = None,
     ) -> bool:
         held = holder or ReservationHolder("", "", 0.0)
         params = {
             "project": project_id, "id": reservation_id, "amount": amount_micros, "cap": cap_micros,
             "lease": lease_s, "key_id": held.key_id, "model": held.model, "started_at": held.started_at,
+            **self._clock_params(period),
         }  # fmt: skip
-        if await self._count(RESERVE, params):
+        statement = RESERVE if period is None else RESERVE_IN_PERIOD
+        if await self._count(statement, params):
             return True
         if cap_micros is None:
             return False
         # Refused: lapsed reservations may be what fills the cap. Give them back, then try again.
-        if not await self._count(RECLAIM, {"project": project_id}):
+        if not await self._reclaim(project_id):
             return False
-        return bool(await self._count(RESERVE, params))
+        return bool(await self._count(statement, params))
 
     async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
         if not held:
@@ -406,19 +510,29 @@ class PostgresStore:
             "projects": [one.project_id for one in held],
             "ids": [one.reservation_id for one in held],
             "lease": lease_s,
+            **self._clock_params(),
         }
         return {str(row["id"]) for row in await self._all(RENEW_RESERVATIONS, params)}
 
-    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
-        await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
+    async def settle(
+        self, reservation_id: str, entry: LedgerEntry, period: BudgetPeriod | None = None
+    ) -> None:
+        await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry, period)
 
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None:
-        await self._finish(reservation_id, project_id, 0, entry)
+        await self._finish(reservation_id, project_id, 0, entry, None)
 
     async def _finish(
-        self, reservation_id: str, project_id: str, cost: int, entry: LedgerEntry | None
+        self,
+        reservation_id: str,
+        project_id: str,
+        cost: int,
+        entry: LedgerEntry | None,
+        period: BudgetPeriod | None,
     ) -> None:
-        params: dict[str, Any] = {"id": reservation_id, "project_id": project_id, "cost": cost}
+        params: dict[str, Any] = {
+            "id": reservation_id, "project_id": project_id, "cost": cost, **self._clock_params(period)
+        }  # fmt: skip
         if entry is None:
             await self._count(FINISH_WITHOUT_LEDGER, params)
             return
@@ -427,15 +541,20 @@ class PostgresStore:
         values["extra"] = Jsonb(entry.extra)
         await self._count(FINISH_WITH_LEDGER, {**values, **params})
 
-    async def spend(self, project_id: str) -> Spend:
-        row = await self._one(SPEND, {"project": project_id})
+    async def spend(self, project_id: str, period: BudgetPeriod | None = None) -> Spend:
+        statement = SPEND if period is None else SPEND_IN_PERIOD
+        row = await self._one(statement, {"project": project_id, **self._clock_params(period)})
         assert row is not None
-        return Spend(int(row["spent"]), int(row["reserved"]))
+        if period is None:
+            return Spend(int(row["spent"]), int(row["reserved"]))
+        start = int(row["start"])
+        return Spend(int(row["spent"]), int(row["reserved"]), start, period_end(period, start))
 
     async def in_flight(self) -> list[InFlight]:
         rows = await self._all(
             f"SELECT id, project_id, amount_micros, expires_at, key_id, model, started_at FROM reservations "
-            f"WHERE expires_at > {NOW} ORDER BY started_at, id"
+            f"WHERE expires_at > {CLOCK} ORDER BY started_at, id",
+            self._clock_params(),
         )
         return [
             InFlight(r["id"], r["project_id"], int(r["amount_micros"]), r["expires_at"], r["key_id"],
@@ -496,13 +615,27 @@ class PostgresStore:
 
         await self._run(op)
 
-    async def add_spent(self, project_id: str, spent_micros: int) -> None:
-        """Spend charged without a ledger entry (copying a store: its ledger is copied apart)."""
+    async def add_spent(
+        self,
+        project_id: str,
+        spent_micros: int,
+        period: tuple[int, int] | None = None,
+        period_micros: int = 0,
+    ) -> None:
+        """Spend charged without a ledger entry (copying a store: its ledger is copied apart), and what
+        the period `(anchor, start)` of a cap that renews has spent of it."""
         await self._count(
             "INSERT INTO spend AS s (project_id, spent_micros, reserved_micros) VALUES (%(p)s, %(m)s, 0) "
             "ON CONFLICT (project_id) DO UPDATE SET spent_micros = s.spent_micros + excluded.spent_micros",
             {"p": project_id, "m": spent_micros},
         )
+        if period is not None:
+            await self._count(
+                "INSERT INTO period_spend AS s (project_id, anchor, start, spent_micros, reserved_micros) "
+                "VALUES (%(p)s, %(a)s, %(s)s, %(m)s, 0) ON CONFLICT (project_id, anchor, start) "
+                "DO UPDATE SET spent_micros = s.spent_micros + excluded.spent_micros",
+                {"p": project_id, "a": period[0], "s": period[1], "m": period_micros},
+            )
 
     # --- audit
 
@@ -558,7 +691,7 @@ class PostgresStore:
     async def _sweep(self) -> None:
         """Records past their retention and every project's lapsed reservations, in the database."""
         await self._count(f"DELETE FROM idempotency WHERE expires_at <= {NOW}", {})
-        await self._count(RECLAIM, {"project": None})
+        await self._reclaim(None)
 
     # --- upstream slots (in Redis when it is set, as rate limits are)
 

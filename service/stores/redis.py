@@ -1,7 +1,9 @@
 """The shared store: Redis, for any number of gateway replicas.
 
 Every operation that must be atomic is one Lua script, and scripts read the clock from Redis
-(`TIME`), so replicas with skewed clocks still agree on rate limits and reservation leases.
+(`TIME`), so replicas with skewed clocks still agree on rate limits, reservation leases and the
+boundaries of budget periods (the period in force is derived in the script that checks the cap).
+A period's spend is a key of its own, which expires 35 days after the period ends.
 Keys live under a prefix (MG_REDIS_PREFIX) so several gateways can share one Redis.
 
 Durability: the ledger and spend are only as durable as Redis is configured to be. Run Redis with
@@ -48,8 +50,12 @@ from service.stores.base import (
     UsageTally,
     UsageTotal,
 )
+from service.stores.periods import BudgetPeriod, period_end
 
 T = TypeVar("T")
+# How long a period's spend is kept past its end: far past the last reservation of it that could
+# settle (a charge is retried for an hour at most), long enough to be read back for a month's report.
+PERIOD_KEEP_S = 35 * 86_400
 # Ledger entries read back at once while a filtered page is gathered.
 LEDGER_CHUNK = 500
 _STREAM_ID = re.compile(r"\d+-\d+")
@@ -87,42 +93,135 @@ return {1, math.floor((60 - (new_tat - now)) / interval + 1e-9), tostring(new_ta
 """
 )
 
-# Reservations: zset id -> lease expiry, hash id -> amount. Expired leases are dropped first.
-_DROP_EXPIRED = """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, id in ipairs(expired) do redis.call('HDEL', KEYS[3], id) end
-if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
-local reserved = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[3])) do reserved = reserved + tonumber(v) end
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+# Spend operations read the clock the caller passes (ARGV[1], tests only) or, when it is '' (every
+# deployment), Redis's TIME: one clock for every replica, read inside the script that checks the cap.
+_CLOCK = """
+local now
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+  local t = redis.call('TIME') now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 """
 
-# KEYS: spent, reservation zset, amount hash, holder hash. ARGV: id, amount, cap ('' = none), lease
-# seconds, holder JSON (what the reservation is for: the list of generations in flight).
-RESERVE = (
-    _NOW
-    + _DROP_EXPIRED
+# Budget periods (stores/periods.py's arithmetic): the start of the period holding `now`, and its end.
+# A month's start is found from the day of the month (H. Hinnant's days-to-civil).
+_PERIODS = (
+    f"local PERIOD_KEEP_S = {PERIOD_KEEP_S}\n"
     + """
-for _, id in ipairs(expired) do redis.call('HDEL', KEYS[4], id) end
-local amount = tonumber(ARGV[2])
-if ARGV[3] ~= '' and spent + reserved + amount > tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], amount)
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+local function period_start(kind, days, anchor, now)
+  local t = math.floor(now)
+  if kind == 'rolling' then
+    local length = days * 86400
+    return anchor + math.floor((t - anchor) / length) * length
+  end
+  local day = math.floor(t / 86400)
+  if kind == 'day' then return day * 86400 end
+  if kind == 'week' then return (day - (day + 3) % 7) * 86400 end
+  local doe = (day + 719468) % 146097
+  local yoe = math.floor(
+    (doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local mday = doy - math.floor((153 * mp + 2) / 5) + 1
+  return (day - mday + 1) * 86400
+end
+local function period_end(kind, days, start)
+  if kind == 'rolling' then return start + days * 86400 end
+  if kind == 'day' then return start + 86400 end
+  if kind == 'week' then return start + 7 * 86400 end
+  return period_start('month', 0, 0, start + 31 * 86400)
+end
+-- The period in force for the period ARGV (kind, days, anchor): {its name 'anchor:start', start, end}.
+local function period_in_force(at)
+  local kind, days, anchor = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local start = period_start(kind, days, anchor, now)
+  return string.format('%d:%d', anchor, start), start, period_end(kind, days, start)
+end
+-- A period's spend is a key of its own (KEYS[6]..':'..name) that expires PERIOD_KEEP_S past its end
+-- (by the clock the script reads: a TTL, not a time, so that a test clock holds too).
+local function charge_period(name, ends, cost)
+  local key = KEYS[6] .. ':' .. name
+  redis.call('INCRBY', key, cost)
+  redis.call('EXPIRE', key, math.max(1, math.ceil(ends + PERIOD_KEEP_S - now)))
+end
+"""
+)
+
+# Reservations: zset id -> lease expiry, hash id -> amount, hash id -> holder, hash id -> the period
+# it was taken in ('anchor:start/end', periodic caps only). Expired leases are dropped first.
+_DROP_EXPIRED = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(expired) do
+  redis.call('HDEL', KEYS[3], id) redis.call('HDEL', KEYS[4], id) redis.call('HDEL', KEYS[5], id)
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+local spent, reserved = 0, 0
+-- Of a lifetime cap: everything spent, and the reservations not taken in a period.
+local function count_lifetime()
+  spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local amounts = redis.call('HGETALL', KEYS[3])
+  for i = 1, #amounts, 2 do
+    if redis.call('HEXISTS', KEYS[5], amounts[i]) == 0 then reserved = reserved + tonumber(amounts[i + 1]) end
+  end
+end
+"""
+
+# Of a periodic cap (ARGV at `at`: kind, days, anchor, carry): the period in force (name_period),
+# and what it spent, with the carry in its first period (the one holding the anchor), and holds.
+_IN_PERIOD = """
+local taken_in, period_start_s, ends = '', 0, 0
+local function name_period(at)
+  local name
+  name, period_start_s, ends = period_in_force(at)
+  taken_in = name .. '/' .. ends
+  return name
+end
+local function count_period(at)
+  local name = name_period(at)
+  spent = tonumber(redis.call('GET', KEYS[6] .. ':' .. name) or '0')
+  if period_start_s <= tonumber(ARGV[at + 2]) then spent = spent + tonumber(ARGV[at + 3]) end
+  reserved = 0
+  local held = redis.call('HGETALL', KEYS[5])
+  for i = 1, #held, 2 do
+    if held[i + 1] == taken_in then
+      reserved = reserved + tonumber(redis.call('HGET', KEYS[3], held[i]) or '0')
+    end
+  end
+end
+"""
+
+_SPEND_PRELUDE = _CLOCK + _PERIODS + _DROP_EXPIRED + _IN_PERIOD
+
+# KEYS: the spend keys (_spend_keys). ARGV: now, id, amount, cap ('' = none), lease seconds, holder
+# JSON (what the reservation is for: the list of generations in flight), then the period (7..10).
+RESERVE = (
+    _SPEND_PRELUDE
+    + """
+local capped = ARGV[4] ~= ''
+if ARGV[7] ~= '' then
+  if capped then count_period(7) else name_period(7) end
+elseif capped then
+  count_lifetime()
+end
+local amount = tonumber(ARGV[3])
+if capped and spent + reserved + amount > tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], amount)
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[6])
+if taken_in ~= '' then redis.call('HSET', KEYS[5], ARGV[2], taken_in) end
 return 1
 """
 )
 
-# KEYS: reservation zset. ARGV: id, lease seconds. A lapsed lease is not renewed (its budget may
-# already be given to another request).
+# KEYS: reservation zsets. ARGV: now, lease seconds, the ids. A lapsed lease is not renewed (its
+# budget may already be given to another request).
 RENEW_RESERVATIONS = (
-    _NOW
+    _CLOCK
     + """
 local renewed = {}
 for i, key in ipairs(KEYS) do
-  local id = ARGV[i + 1]
+  local id = ARGV[i + 2]
   if tonumber(redis.call('ZSCORE', key, id) or '0') > now then
-    redis.call('ZADD', key, 'XX', now + tonumber(ARGV[1]), id)
+    redis.call('ZADD', key, 'XX', now + tonumber(ARGV[2]), id)
     renewed[#renewed + 1] = id
   end
 end
@@ -130,19 +229,44 @@ return renewed
 """
 )
 
-# KEYS: spent, reservation zset, amount hash. Returns {spent, reserved} as strings.
-SPEND = _NOW + _DROP_EXPIRED + "return {tostring(spent), tostring(reserved)}"
+# KEYS: the spend keys. ARGV: now, then the period (2..5). Returns {spent, reserved, period start}.
+SPEND = (
+    _SPEND_PRELUDE
+    + """
+if ARGV[2] ~= '' then count_period(2) else count_lifetime() end
+return {tostring(spent), tostring(reserved), tostring(period_start_s)}
+"""
+)
 
-# KEYS: spent, reservation zset, amount hash, ledger stream, holder hash. ARGV: id, cost, entry JSON
-# ('' = none).
-SETTLE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[5], ARGV[1])
-if tonumber(ARGV[2]) ~= 0 then redis.call('INCRBY', KEYS[1], ARGV[2]) end
-if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3]) end
+# KEYS: the spend keys, then the ledger stream. ARGV: now, id, cost, entry JSON ('' = none), then the
+# period in force (5..7, kind '' = lifetime). The cost joins the lifetime total and the period the
+# reservation was taken in; one that lapsed before this (gone from the amounts) joins the period in
+# force now.
+SETTLE = (
+    _CLOCK
+    + _PERIODS
+    + """
+local taken_in = redis.call('HGET', KEYS[5], ARGV[2])
+local held = redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[2])
+local cost = tonumber(ARGV[3])
+if cost ~= 0 then
+  redis.call('INCRBY', KEYS[1], cost)
+  if taken_in then
+    local name, ends = string.match(taken_in, '^(.*)/(%d+)$')
+    charge_period(name, tonumber(ends), cost)
+  elseif not held and ARGV[5] ~= '' then
+    local name, _, ends = period_in_force(5)
+    charge_period(name, ends, cost)
+  end
+end
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[7], '*', 'entry', ARGV[4]) end
 return 1
 """
+)
 
 # Upstream slots: a key per slot, holding its holder, that expires with its lease. KEYS: the pool's
 # slot keys. ARGV: holder, lease ms. Returns the slot taken, or -1.
@@ -222,7 +346,9 @@ def _key_from(raw: dict[str, str]) -> ApiKey:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "mg:") -> None:
+    def __init__(self, url: str, prefix: str = "mg:", clock: Callable[[], float] | None = None) -> None:
+        """`clock`: for tests only, the time spend operations use instead of Redis's TIME."""
+        self._clock = clock
         # Typed as Any: redis-py's stubs type every reply as bytes | str whatever decode_responses says.
         self._redis: Any = aioredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True
@@ -247,7 +373,17 @@ class RedisStore:
         return self._prefix + ":".join(parts)
 
     def _spend_keys(self, project_id: str) -> list[str]:
-        return [self._k("spent", project_id), self._k("resv", project_id), self._k("resv-amount", project_id)]
+        return [
+            self._k("spent", project_id),
+            self._k("resv", project_id),
+            self._k("resv-amount", project_id),
+            self._k("resv-holder", project_id),
+            self._k("resv-period", project_id),
+            self._k("period-spent", project_id),  # the scripts add ':anchor:start'
+        ]
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -286,7 +422,15 @@ class RedisStore:
         if not await self._call(lambda: self._redis.exists(key)):
             raise UnknownProject(project.name)
         mapping = {
-            name: _encode(_plain(getattr(project, name))) for name in ("budget_micros", "allow", "rpm")
+            name: _encode(_plain(getattr(project, name)))
+            for name in (
+                "budget_micros",
+                "allow",
+                "rpm",
+                "budget_period",
+                "budget_anchor",
+                "budget_carry_micros",
+            )
         }
         await self._call(lambda: self._redis.hset(key, mapping=mapping))
 
@@ -345,52 +489,77 @@ class RedisStore:
         cap_micros: int | None,
         lease_s: float,
         holder: ReservationHolder | None = None,
+        period: BudgetPeriod | None = None,
     ) -> bool:
         args: list[str | int | float] = [
+            self._now(),
             reservation_id,
             amount_micros,
             "" if cap_micros is None else cap_micros,
             lease_s,
             json.dumps(asdict(holder or ReservationHolder("", "", 0.0))),
+            *_period_args(period),
         ]
-        keys = [*self._spend_keys(project_id), self._k("resv-holder", project_id)]
+        keys = self._spend_keys(project_id)
         return bool(await self._call(lambda: self._reserve(keys=keys, args=args)))
 
     async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
         if not held:
             return set()
         keys = [self._k("resv", one.project_id) for one in held]
-        args: list[str | float] = [lease_s, *(one.reservation_id for one in held)]
+        args: list[str | float] = [self._now(), lease_s, *(one.reservation_id for one in held)]
         renewed = await self._call(lambda: self._renew_reservations(keys=keys, args=args))
         return {str(reservation_id) for reservation_id in renewed}
 
-    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
-        await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry)
+    async def settle(
+        self, reservation_id: str, entry: LedgerEntry, period: BudgetPeriod | None = None
+    ) -> None:
+        await self._finish(reservation_id, entry.project_id, entry.cost_micros, entry, period)
 
     async def release(self, reservation_id: str, project_id: str, entry: LedgerEntry | None) -> None:
-        await self._finish(reservation_id, project_id, 0, entry)
+        await self._finish(reservation_id, project_id, 0, entry, None)
 
     async def _finish(
-        self, reservation_id: str, project_id: str, cost: int, entry: LedgerEntry | None
+        self,
+        reservation_id: str,
+        project_id: str,
+        cost: int,
+        entry: LedgerEntry | None,
+        period: BudgetPeriod | None,
     ) -> None:
-        keys = [*self._spend_keys(project_id), self._k("ledger"), self._k("resv-holder", project_id)]
-        args: list[str | int] = [reservation_id, cost, "" if entry is None else json.dumps(asdict(entry))]
+        keys = [*self._spend_keys(project_id), self._k("ledger")]
+        args: list[str | int] = [
+            self._now(),
+            reservation_id,
+            cost,
+            "" if entry is None else json.dumps(asdict(entry)),
+            *_period_args(period)[:3],
+        ]
         await self._call(lambda: self._settle(keys=keys, args=args))
 
-    async def spend(self, project_id: str) -> Spend:
-        spent, reserved = await self._call(lambda: self._spend(keys=self._spend_keys(project_id)))
-        return Spend(int(float(spent)), int(float(reserved)))
+    async def spend(self, project_id: str, period: BudgetPeriod | None = None) -> Spend:
+        args = [self._now(), *_period_args(period)]
+        spent, reserved, start = await self._call(
+            lambda: self._spend(keys=self._spend_keys(project_id), args=args)
+        )
+        if period is None:
+            return Spend(int(float(spent)), int(float(reserved)))
+        begun = int(float(start))
+        return Spend(int(float(spent)), int(float(reserved)), begun, period_end(period, begun))
 
     async def in_flight(self) -> list[InFlight]:
-        seconds, micros = await self._call(self._redis.time)
-        now = seconds + micros / 1_000_000  # the clock the leases were set by
+        if self._clock is not None:
+            now = self._clock()
+        else:
+            seconds, micros = await self._call(self._redis.time)
+            now = seconds + micros / 1_000_000  # the clock the leases were set by
         found = []
         for project_id in await self._call(lambda: self._redis.hvals(self._k("project-names"))):
             found += await self._project_in_flight(project_id, now)
         return sorted(found, key=lambda g: (g.started_at, g.reservation_id))
 
     async def _project_in_flight(self, project_id: str, now: float) -> list[InFlight]:
-        _, zset, amounts = self._spend_keys(project_id)
+        _, zset, amounts, *_ = self._spend_keys(project_id)
         live = await self._call(lambda: self._redis.zrangebyscore(zset, f"({now}", "+inf", withscores=True))
         if not live:
             return []
@@ -554,6 +723,13 @@ def _matches(entry: LedgerEntry, query: LedgerQuery) -> bool:
         and (query.since is None or entry.created_at >= query.since)
         and (query.until is None or entry.created_at < query.until)
     )
+
+
+def _period_args(period: BudgetPeriod | None) -> list[str | int]:
+    """A period as the scripts take it: kind ('' for a lifetime cap), days, anchor, carry."""
+    if period is None:
+        return ["", 0, 0, 0]
+    return [period.kind, period.days, period.anchor, period.carry_micros]
 
 
 def _plain(value: Any) -> Any:

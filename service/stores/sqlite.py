@@ -61,6 +61,7 @@ from service.stores.base import (
 )
 from service.stores.gcra import gcra
 from service.stores.migrations import SchemaTooNew
+from service.stores.periods import BudgetPeriod, carries, period_end, period_start
 from service.stores.sqlite_schema import migrate
 
 T = TypeVar("T")
@@ -81,6 +82,9 @@ def _project(row: sqlite3.Row) -> Project:
         allow=tuple(json.loads(row["allow"])),
         rpm=row["rpm"],
         archived_at=row["archived_at"],
+        budget_period=row["budget_period"],
+        budget_anchor=row["budget_anchor"],
+        budget_carry_micros=row["budget_carry_micros"],
     )
 
 
@@ -116,7 +120,11 @@ class SqliteStore:
     waits (up to 10 s) without blocking the loop. Operations are single transactions, so a
     refused first attempt has done nothing."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "NORMAL", clock: Callable[[], float] | None = None
+    ) -> None:
+        """`clock`: for tests only, the time spend operations read instead of the host's clock."""
+        self._now = clock or time.time
         self._path = path
         self._synchronous = synchronous
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mg-sqlite")
@@ -228,10 +236,12 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO projects (id, name, created_at, budget_micros, allow, rpm, archived_at, "
+                    "budget_period, budget_anchor, budget_carry_micros) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (project.id, project.name, project.created_at, project.budget_micros,
-                     json.dumps(list(project.allow)), project.rpm, project.archived_at),
+                     json.dumps(list(project.allow)), project.rpm, project.archived_at, project.budget_period,
+                     project.budget_anchor, project.budget_carry_micros),
                 )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 raise ProjectExists(project.name) from exc
@@ -256,8 +266,17 @@ class SqliteStore:
     async def update_project(self, project: Project) -> None:
         def op(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
-                "UPDATE projects SET budget_micros = ?, allow = ?, rpm = ? WHERE id = ?",
-                (project.budget_micros, json.dumps(list(project.allow)), project.rpm, project.id),
+                "UPDATE projects SET budget_micros = ?, allow = ?, rpm = ?, budget_period = ?, "
+                "budget_anchor = ?, budget_carry_micros = ? WHERE id = ?",
+                (
+                    project.budget_micros,
+                    json.dumps(list(project.allow)),
+                    project.rpm,
+                    project.budget_period,
+                    project.budget_anchor,
+                    project.budget_carry_micros,
+                    project.id,
+                ),
             )
             if cursor.rowcount == 0:
                 raise UnknownProject(project.name)
@@ -336,24 +355,27 @@ class SqliteStore:
         cap_micros: int | None,
         lease_s: float,
         holder: ReservationHolder | None = None,
+        period: BudgetPeriod | None = None,
     ) -> bool:
         held = holder or ReservationHolder("", "", 0.0)
 
         def op(conn: sqlite3.Connection) -> bool:
-            now = time.time()
+            now = self._now()
             with _write(conn):
                 conn.execute(
                     "DELETE FROM reservations WHERE project_id = ? AND expires_at <= ?", (project_id, now)
                 )
                 if cap_micros is not None:
-                    spend = _spend(conn, project_id)
+                    spend = _spend(conn, project_id, now, period)
                     if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
                         return False
+                # The period in force, read from the clock inside the transaction that checked it.
+                in_period = (period.anchor, period_start(period, now)) if period else (None, None)
                 conn.execute(
                     "INSERT INTO reservations (id, project_id, amount_micros, expires_at, key_id, model, "
-                    "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "started_at, period_anchor, period_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (reservation_id, project_id, amount_micros, now + lease_s, held.key_id, held.model,
-                     held.started_at),
+                     held.started_at, *in_period),
                 )  # fmt: skip
                 return True
 
@@ -361,7 +383,7 @@ class SqliteStore:
 
     async def renew_reservations(self, held: Sequence[HeldReservation], lease_s: float) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
-            now = time.time()
+            now = self._now()
             renewed = set()
             with _write(conn):  # one transaction: one commit for all
                 for one in held:
@@ -376,11 +398,31 @@ class SqliteStore:
 
         return await self._run(op)
 
-    async def settle(self, reservation_id: str, entry: LedgerEntry) -> None:
+    async def settle(
+        self, reservation_id: str, entry: LedgerEntry, period: BudgetPeriod | None = None
+    ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+                # (fetchall: a RETURNING statement left unfinished would hold the transaction open)
+                deleted = conn.execute(
+                    "DELETE FROM reservations WHERE id = ? RETURNING period_anchor, period_start",
+                    (reservation_id,),
+                ).fetchall()
+                taken_in = deleted[0] if deleted else None
                 _charge(conn, entry.project_id, entry.cost_micros)
+                if taken_in is not None and taken_in["period_anchor"] is not None:
+                    charged: tuple[int, int] | None = (taken_in["period_anchor"], taken_in["period_start"])
+                elif taken_in is None and period is not None:  # lapsed: the period in force now
+                    charged = (period.anchor, period_start(period, self._now()))
+                else:
+                    charged = None
+                if charged is not None:
+                    conn.execute(
+                        "INSERT INTO period_spend VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (project_id, anchor, start) "
+                        "DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros",
+                        (entry.project_id, *charged, entry.cost_micros),
+                    )
                 _append(conn, entry)
 
         await self._run(op)
@@ -394,13 +436,13 @@ class SqliteStore:
 
         await self._run(op)
 
-    async def spend(self, project_id: str) -> Spend:
-        return await self._run(lambda conn: _spend(conn, project_id, now=time.time()))
+    async def spend(self, project_id: str, period: BudgetPeriod | None = None) -> Spend:
+        return await self._run(lambda conn: _spend(conn, project_id, self._now(), period))
 
     async def in_flight(self) -> list[InFlight]:
         def op(conn: sqlite3.Connection) -> list[InFlight]:
             rows = conn.execute(
-                "SELECT * FROM reservations WHERE expires_at > ? ORDER BY started_at, id", (time.time(),)
+                "SELECT * FROM reservations WHERE expires_at > ? ORDER BY started_at, id", (self._now(),)
             )
             return [
                 InFlight(r["id"], r["project_id"], r["amount_micros"], r["expires_at"], r["key_id"],
@@ -676,15 +718,29 @@ def _one(
     return make(row) if row is not None else None
 
 
-def _spend(conn: sqlite3.Connection, project_id: str, now: float | None = None) -> Spend:
-    now = time.time() if now is None else now
-    spent = conn.execute("SELECT spent_micros FROM spend WHERE project_id = ?", (project_id,)).fetchone()
+def _spend(conn: sqlite3.Connection, project_id: str, now: float, period: BudgetPeriod | None) -> Spend:
+    if period is None:
+        spent = conn.execute("SELECT spent_micros FROM spend WHERE project_id = ?", (project_id,)).fetchone()
+        reserved = conn.execute(
+            "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM reservations "
+            "WHERE project_id = ? AND period_anchor IS NULL AND expires_at > ?",
+            (project_id, now),
+        ).fetchone()
+        return Spend(spent["spent_micros"] if spent else 0, reserved["total"])
+    start = period_start(period, now)
+    spent = conn.execute(
+        "SELECT spent_micros FROM period_spend WHERE project_id = ? AND anchor = ? AND start = ?",
+        (project_id, period.anchor, start),
+    ).fetchone()
     reserved = conn.execute(
         "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM reservations "
-        "WHERE project_id = ? AND expires_at > ?",
-        (project_id, now),
+        "WHERE project_id = ? AND period_anchor = ? AND period_start = ? AND expires_at > ?",
+        (project_id, period.anchor, start, now),
     ).fetchone()
-    return Spend(spent["spent_micros"] if spent else 0, reserved["total"])
+    carried = period.carry_micros if carries(period, start) else 0
+    return Spend(
+        (spent["spent_micros"] if spent else 0) + carried, reserved["total"], start, period_end(period, start)
+    )
 
 
 def _charge(conn: sqlite3.Connection, project_id: str, micros: int) -> None:

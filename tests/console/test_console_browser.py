@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -120,6 +121,32 @@ def test_the_overview_shows_the_spend_bar_of_a_project_that_spent(
     path = shot(page, tmp_path, "overview")
     if target := os.environ.get("MG_CONSOLE_SCREENSHOT"):
         Path(target).write_bytes(path.read_bytes())
+
+
+def test_a_cap_that_renews_shows_its_period_spend_and_renewal(
+    page: Page, gw: GatewayProcess, tmp_path: Path
+) -> None:
+    key = gw.new_key("monthly", "--budget-usd", "0.01", "--budget-period", "month")
+    assert gw.generate(local_body(), key).status_code == 200  # $0.001
+    now = datetime.now(UTC)
+    following = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
+    renews = f"renews {following:%Y-%m}-01 00:00 UTC"
+    signed_in(page, gw)
+    row = page.locator('.spend-row[data-project="monthly"]')
+    expect(row).to_contain_text("$0.001 of $0.01 a month")
+    expect(row).to_contain_text(renews)
+    page.goto(f"{gw.http_url}/console#/projects")
+    card = page.locator('article.project[data-project="monthly"]')
+    expect(card.locator("p.hint").first).to_contain_text(f"Spent $0.001 of $0.01 a month · {renews}")
+    card.locator('input[name="period"]').fill("7d")
+    card.locator("form.settings button[type=submit]").click()
+    card = page.locator('article.project[data-project="monthly"]')
+    # A new period carries what the month had spent into its first seven days.
+    expect(card.locator("p.hint").first).to_contain_text("Spent $0.001 of $0.01 per 7 days · renews ")
+    card.locator('input[name="period"]').fill("fortnight")
+    card.locator("form.settings button[type=submit]").click()
+    expect(page.locator("#toast")).to_contain_text("'fortnight' is not a budget period")
+    shot(page, tmp_path, "periodic-project")
 
 
 def test_the_gallery_shows_a_generated_image_and_a_prompt_with_html_as_text(

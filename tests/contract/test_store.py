@@ -9,10 +9,12 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis_client
 from ulid import ULID
 
 from service.stores.base import (
@@ -27,6 +29,7 @@ from service.stores.base import (
     Project,
     ProjectExists,
     ReservationHolder,
+    Spend,
     Store,
     UnknownProject,
     UsageQuery,
@@ -40,22 +43,23 @@ from tests.support.redis_server import SHARED_URL, clear_prefix
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres", "postgres+redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Store]]:
-    """Opens stores on one backend: like separate worker processes (or replicas) sharing it."""
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[..., Store]]:
+    """Opens stores on one backend: like separate worker processes (or replicas) sharing it. With
+    `clock`, the store's spend operations read that clock instead of the store's own."""
     prefix = f"mg-test:{ULID()}:"
     database = await create_database() if request.param.startswith("postgres") else ""
     opened: list[Store] = []
 
-    def open_one() -> Store:
+    def open_one(clock: Callable[[], float] | None = None) -> Store:
         one: Store
         if request.param == "sqlite":
-            one = SqliteStore(tmp_path / "store.sqlite3")
+            one = SqliteStore(tmp_path / "store.sqlite3", clock=clock)
         elif request.param == "redis":
-            one = RedisStore(SHARED_URL, prefix)
+            one = RedisStore(SHARED_URL, prefix, clock=clock)
         elif request.param == "postgres":
-            one = PostgresStore(database)
+            one = PostgresStore(database, clock=clock)
         else:
-            one = PostgresStore(database, rate_limits=RedisStore(SHARED_URL, prefix))
+            one = PostgresStore(database, rate_limits=RedisStore(SHARED_URL, prefix), clock=clock)
         opened.append(one)
         return one
 
@@ -667,3 +671,198 @@ async def test_the_whole_ledger_is_read_back_in_order_a_batch_at_a_time(store: S
     assert [e.cost_micros for e in read] == list(range(7))
     with pytest.raises(ValueError):
         await store.ledger_batch("not-a-cursor", 3)
+
+
+# --- budget periods: every store derives the period from its clock (here a test clock) in the same
+# atomic step as the cap check, with the same arithmetic as service/stores/periods.py.
+
+
+class Clock:
+    """A clock a test sets: what the store's spend operations read as now."""
+
+    def __init__(self, at: str) -> None:
+        self.set(at)
+
+    def set(self, at: str) -> None:
+        self.at = datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def _utc(at: str) -> int:
+    return int(datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp())
+
+
+async def _periodic(
+    store: Store, period: str, cap: int, anchor: str = "2026-01-01", carry: int = 0
+) -> Project:
+    owner = project(
+        budget_micros=cap, budget_period=period, budget_anchor=_utc(anchor), budget_carry_micros=carry
+    )
+    await store.create_project(owner)
+    return owner
+
+
+async def test_a_periodic_cap_renews_at_the_month_boundary(open_store: Callable[..., Store]) -> None:
+    clock = Clock("2026-12-31T23:59:58")
+    store = open_store(clock)
+    owner = await _periodic(store, "month", 1_000)
+    assert owner.period is not None
+    assert await store.reserve(owner.id, "r1", 1_000, 1_000, 60, period=owner.period)
+    await store.settle("r1", entry(owner.id, 1_000), owner.period)
+    assert not await store.reserve(owner.id, "r2", 1, 1_000, 60, period=owner.period)
+    assert await store.spend(owner.id, owner.period) == Spend(
+        1_000, 0, _utc("2026-12-01"), _utc("2027-01-01")
+    )
+    clock.set("2027-01-01T00:00:00")
+    assert await store.spend(owner.id, owner.period) == Spend(0, 0, _utc("2027-01-01"), _utc("2027-02-01"))
+    assert await store.reserve(owner.id, "r3", 1_000, 1_000, 60, period=owner.period)
+    assert not await store.reserve(owner.id, "r4", 1, 1_000, 60, period=owner.period)
+    # The lifetime total has every charge, whatever the period.
+    assert (await store.spend(owner.id)).spent_micros == 1_000
+    await store.settle("r3", entry(owner.id, 400), owner.period)
+    assert (await store.spend(owner.id)).spent_micros == 1_400
+
+
+async def test_a_reservation_made_before_the_boundary_settles_into_its_own_period(
+    open_store: Callable[..., Store],
+) -> None:
+    clock = Clock("2027-03-09T23:59:59.900")
+    store = open_store(clock)
+    owner = await _periodic(store, "day", 1_000)
+    assert await store.reserve(owner.id, "late", 800, 1_000, 60, period=owner.period)
+    clock.set("2027-03-10T00:00:00.100")
+    # Not counted against the new day: all of it is there to reserve.
+    assert (await store.spend(owner.id, owner.period)).reserved_micros == 0
+    assert await store.reserve(owner.id, "early", 1_000, 1_000, 60, period=owner.period)
+    await store.settle("late", entry(owner.id, 700), owner.period)
+    assert await store.spend(owner.id, owner.period) == Spend(
+        0, 1_000, _utc("2027-03-10"), _utc("2027-03-11")
+    )
+    await store.settle("early", entry(owner.id, 900), owner.period)
+    assert (await store.spend(owner.id, owner.period)).spent_micros == 900
+    clock.set("2027-03-09T12:00:00")  # the day before, read back: charged what was reserved in it
+    assert await store.spend(owner.id, owner.period) == Spend(700, 0, _utc("2027-03-09"), _utc("2027-03-10"))
+    assert (await store.spend(owner.id)).spent_micros == 1_600
+
+
+async def test_rolling_periods_count_from_their_anchor(open_store: Callable[..., Store]) -> None:
+    clock = Clock("2027-04-02T08:00:00")
+    store = open_store(clock)
+    owner = await _periodic(store, "30d", 1_000, anchor="2027-03-10T13:45:07")
+    first = (_utc("2027-03-10T13:45:07"), _utc("2027-04-09T13:45:07"))
+    spend = await store.spend(owner.id, owner.period)
+    assert (spend.period_start, spend.renews_at) == first
+    assert await store.reserve(owner.id, "r1", 1_000, 1_000, 60, period=owner.period)
+    await store.settle("r1", entry(owner.id, 1_000), owner.period)
+    clock.set("2027-04-09T13:45:06.999")
+    assert not await store.reserve(owner.id, "r2", 1, 1_000, 60, period=owner.period)
+    clock.set("2027-04-09T13:45:07")
+    spend = await store.spend(owner.id, owner.period)
+    assert (spend.spent_micros, spend.period_start, spend.renews_at) == (
+        0,
+        first[1],
+        _utc("2027-05-09T13:45:07"),
+    )
+    assert await store.reserve(owner.id, "r3", 1_000, 1_000, 60, period=owner.period)
+
+
+@pytest.mark.parametrize(
+    ("period", "at", "start", "renews"),
+    [
+        ("month", "2027-02-14T10:00:00", "2027-02-01", "2027-03-01"),  # 28 days
+        ("month", "2028-02-29T23:59:59", "2028-02-01", "2028-03-01"),  # 29 days, a leap year
+        ("month", "2028-03-01T00:00:00", "2028-03-01", "2028-04-01"),
+        ("month", "2026-12-31T23:59:59", "2026-12-01", "2027-01-01"),
+        ("week", "2027-01-01T12:00:00", "2026-12-28", "2027-01-04"),  # a Friday; ISO week from Monday
+        ("week", "2027-01-04T00:00:00", "2027-01-04", "2027-01-11"),  # a Monday
+        ("week", "2027-01-03T23:59:59", "2026-12-28", "2027-01-04"),  # a Sunday
+        ("day", "2028-02-29T23:59:59", "2028-02-29", "2028-03-01"),
+    ],
+)
+async def test_calendar_periods_are_utc_days_iso_weeks_and_months(
+    open_store: Callable[..., Store], period: str, at: str, start: str, renews: str
+) -> None:
+    store = open_store(Clock(at))
+    owner = await _periodic(store, period, 1_000)
+    assert await store.reserve(owner.id, "r1", 600, 1_000, 60, period=owner.period)
+    assert await store.spend(owner.id, owner.period) == Spend(0, 600, _utc(start), _utc(renews))
+
+
+async def test_concurrent_reservations_at_a_boundary_hold_the_cap_in_both_periods(
+    open_store: Callable[..., Store],
+) -> None:
+    # Four workers, two whose clock is just before midnight and two just after: whichever order the
+    # reservations meet the store in, each day holds exactly its cap.
+    before, after = Clock("2027-06-30T23:59:59.999"), Clock("2027-07-01T00:00:00")
+    stores = [open_store(before), open_store(after), open_store(before), open_store(after)]
+    owner = await _periodic(stores[0], "month", 10_000)
+    results = await asyncio.gather(
+        *(stores[i % 4].reserve(owner.id, f"r{i}", 1_000, 10_000, 60, period=owner.period) for i in range(60))
+    )
+    assert sum(results[0::2]) == 10 and sum(results[1::2]) == 10
+    assert (await stores[0].spend(owner.id, owner.period)).reserved_micros == 10_000
+    assert (await stores[1].spend(owner.id, owner.period)).reserved_micros == 10_000
+
+
+async def test_what_was_carried_in_counts_in_the_first_period_only(open_store: Callable[..., Store]) -> None:
+    clock = Clock("2027-05-20T09:00:00")
+    store = open_store(clock)
+    owner = await _periodic(store, "month", 1_000, anchor="2027-05-20T08:00:00", carry=600)
+    assert not await store.reserve(owner.id, "r1", 401, 1_000, 60, period=owner.period)
+    assert await store.reserve(owner.id, "r2", 400, 1_000, 60, period=owner.period)
+    assert (await store.spend(owner.id, owner.period)).spent_micros == 600
+    clock.set("2027-06-01T00:00:00")
+    assert await store.spend(owner.id, owner.period) == Spend(0, 0, _utc("2027-06-01"), _utc("2027-07-01"))
+    assert await store.reserve(owner.id, "r3", 1_000, 1_000, 60, period=owner.period)
+
+
+async def test_a_charge_whose_reservation_lapsed_joins_the_period_in_force(
+    open_store: Callable[..., Store],
+) -> None:
+    clock = Clock("2027-08-01T10:00:00")
+    store = open_store(clock)
+    owner = await _periodic(store, "day", 1_000)
+    assert await store.reserve(owner.id, "slow", 500, 1_000, 60, period=owner.period)
+    clock.set("2027-08-01T10:05:00")  # its lease lapsed, and the next reservation gave it back
+    assert await store.reserve(owner.id, "other", 1_000, 1_000, 60, period=owner.period)
+    await store.release("other", owner.id, None)
+    await store.settle("slow", entry(owner.id, 300), owner.period)
+    assert (await store.spend(owner.id, owner.period)).spent_micros == 300
+    assert (await store.spend(owner.id)).spent_micros == 300
+    assert not await store.reserve(owner.id, "more", 701, 1_000, 60, period=owner.period)
+
+
+async def test_a_period_change_is_seen_by_the_next_reservation_and_keeps_its_settings(
+    open_store: Callable[..., Store],
+) -> None:
+    first, second = open_store(), open_store()
+    owner = await _periodic(first, "week", 5_000, carry=0)
+    changed = replace(
+        owner, budget_period="30d", budget_anchor=_utc("2027-02-03T04:05:06"), budget_carry_micros=7
+    )
+    await second.update_project(changed)
+    assert await first.get_project_by_id(owner.id) == changed
+    assert [p.budget_period for p in await first.list_projects()] == ["30d"]
+
+
+async def test_redis_keeps_a_periods_spend_until_well_past_its_end() -> None:
+    prefix = f"mg-test:{ULID()}:"
+    store = RedisStore(SHARED_URL, prefix, clock=Clock("2027-02-27T12:00:00"))
+    try:
+        owner = await _periodic(store, "month", 1_000)
+        assert owner.period is not None
+        assert await store.reserve(owner.id, "r1", 500, 1_000, 60, period=owner.period)
+        await store.settle("r1", entry(owner.id, 300), owner.period)
+        key = f"{prefix}period-spent:{owner.id}:{owner.budget_anchor}:{_utc('2027-02-01')}"
+        raw = redis_client.Redis.from_url(SHARED_URL, decode_responses=True)
+        try:
+            assert await raw.get(key) == "300"
+            # the month ends a day and a half later; its spend is kept 35 days past that
+            assert await raw.ttl(key) == pytest.approx(36.5 * 86_400, abs=5)
+        finally:
+            await raw.aclose()
+    finally:
+        await store.close()
+        clear_prefix(SHARED_URL, prefix)

@@ -126,3 +126,32 @@ async def test_a_copy_that_does_not_match_its_source_fails_naming_what_differs(
     monkeypatch.setattr(target, "append_ledger", losing_one)
     with pytest.raises(CopyError, match=r"\(ledger differ\)"):
         await copy_store(source, target, lambda *_: None)
+
+
+async def test_a_cap_that_renews_keeps_what_its_period_has_spent(
+    source: Store, target: PostgresStore
+) -> None:
+    """Spent in the period in force counts against the cap after the move too: the copy must not
+    hand a project a fresh allowance. (Earlier periods count against nothing; the ledger keeps them.)"""
+    await admin.create_project(source, "monthly", "0.05", [], None, actor=ACTOR)
+    _, key = await admin.create_key(source, "monthly", actor=ACTOR)
+    assert await source.reserve(key.project_id, "before", 20_000, None, lease_s=60)
+    await source.settle("before", ledger_entry(key.project_id, key.id, 1))  # lifetime spend, carried
+    await admin.update_project(source, "monthly", period="month", actor=ACTOR)
+    project = await source.get_project("monthly")
+    assert project is not None and project.period is not None
+    assert await source.reserve(
+        project.id, "in-period", 30_000, project.budget_micros, 60, period=project.period
+    )
+    await source.settle("in-period", ledger_entry(project.id, key.id, 2), project.period)
+    await copy_store(source, target, lambda *_: None)
+    moved = await target.get_project("monthly")
+    assert moved == project
+    assert await target.spend(project.id, project.period) == await source.spend(project.id, project.period)
+    assert (await target.spend(project.id, project.period)).spent_micros == 1001 + 1002  # carried + its own
+    # What is left of the cap after the move is what was left before it.
+    left = 50_000 - 1001 - 1002
+    assert not await target.reserve(
+        project.id, "too-much", left + 1, project.budget_micros, 60, period=project.period
+    )
+    assert await target.reserve(project.id, "fits", left, project.budget_micros, 60, period=project.period)

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,37 @@ def test_updates_change_only_what_they_name_and_hold_at_once(gw: GatewayProcess)
     assert gw.generate(local_body(), key).status_code == 200
 
 
+def test_a_budget_period_is_set_shown_and_changed_through_the_api(gw: GatewayProcess) -> None:
+    name = unique("period")
+    created = ok(
+        call(
+            gw, "POST", "/v1/admin/projects", {"name": name, "budget_usd": "0.002", "budget_period": "month"}
+        )
+    )
+    now = datetime.now(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    renews = (start + timedelta(days=32)).replace(day=1)
+    assert created["budget_period"] == "month"
+    assert (created["period_start"], created["renews_at"]) == (start.timestamp(), renews.timestamp())
+    key = ok(call(gw, "POST", "/v1/admin/keys", {"project": name}))["key"]
+    assert gw.generate(local_body(), key).status_code == 200
+    shown = ok(call(gw, "GET", f"/v1/admin/projects/{name}"))
+    assert (shown["spent_micros"], shown["budget_period"]) == ("1000", "month")
+    # A new period starts now and carries what the month spent: no fresh allowance.
+    before = time.time()
+    changed = ok(call(gw, "PATCH", f"/v1/admin/projects/{name}", {"budget_period": "7d"}))
+    assert changed["budget_period"] == "7d" and changed["spent_micros"] == "1000"
+    assert int(before) <= changed["period_start"] <= time.time()
+    assert changed["renews_at"] == changed["period_start"] + 7 * 86_400
+    assert gw.generate(local_body(), key).status_code == 200
+    refused = gw.generate(local_body(), key)
+    assert_error(refused, 402, "BUDGET_EXCEEDED")
+    assert "left for the rolling 7-day period; it renews at " in refused.json()["error"]["message"]
+    lifetime = ok(call(gw, "PATCH", f"/v1/admin/projects/{name}", {"budget_period": "none"}))
+    assert "budget_period" not in lifetime and "renews_at" not in lifetime
+    assert lifetime["spent_micros"] == "2000"  # the lifetime total: every charge
+
+
 def test_bad_admin_input_is_a_clear_4xx_that_changes_nothing(gw: GatewayProcess) -> None:
     name = unique("bad")
     ok(call(gw, "POST", "/v1/admin/projects", {"name": name}))
@@ -221,6 +253,29 @@ def test_bad_admin_input_is_a_clear_4xx_that_changes_nothing(gw: GatewayProcess)
         ("POST", "/v1/admin/projects", {"name": unique("n"), "rpm": -1}, 400, "BAD_REQUEST"),
         ("PATCH", f"/v1/admin/projects/{name}", {"budget_usd": "-1"}, 400, "BAD_REQUEST"),
         ("PATCH", f"/v1/admin/projects/{name}", {"budget_usd": "1", "no_budget": True}, 400, "BAD_REQUEST"),
+        (
+            "POST",
+            "/v1/admin/projects",
+            {"name": unique("n"), "budget_usd": "1", "budget_period": "fortnight"},
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "POST",
+            "/v1/admin/projects",
+            {"name": unique("n"), "budget_usd": "1", "budget_period": "0d"},
+            400,
+            "BAD_REQUEST",
+        ),
+        ("POST", "/v1/admin/projects", {"name": unique("n"), "budget_period": "month"}, 400, "BAD_REQUEST"),
+        ("PATCH", f"/v1/admin/projects/{name}", {"budget_period": "week"}, 400, "BAD_REQUEST"),  # no cap
+        (
+            "PATCH",
+            f"/v1/admin/projects/{name}",
+            {"budget_usd": "1", "budget_period": "367d"},
+            400,
+            "BAD_REQUEST",
+        ),
         ("PATCH", "/v1/admin/projects/no-such-project", {"rpm": 5}, 404, "NOT_FOUND"),
         ("GET", "/v1/admin/projects/no-such-project", None, 404, "NOT_FOUND"),
         ("POST", "/v1/admin/keys", {"project": "no-such-project"}, 404, "NOT_FOUND"),
@@ -532,7 +587,12 @@ def test_every_change_through_the_api_is_audited_with_its_token_id(gw: GatewayPr
     ]
     assert entries[0]["actor"].startswith("mg command (")
     assert {e["actor"] for e in entries[1:]} == {f"admin token {token_id}"}
-    assert entries[4]["detail"] == {"budget_usd": "2", "allow": "local/*", "rpm": "9"}
+    assert entries[4]["detail"] == {
+        "budget_usd": "2",
+        "budget_period": "none",
+        "allow": "local/*",
+        "rpm": "9",
+    }
     assert entries[3]["detail"]["budget_usd"] == "none"
     assert entries[2]["detail"] == {"project": name, "prefix": key["prefix"]}
     assert all(e["at"] > 0 and e["id"].startswith("aud_") for e in entries)

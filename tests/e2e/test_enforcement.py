@@ -4,10 +4,12 @@ limits in Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -15,6 +17,9 @@ import openai
 import pytest
 from ulid import ULID
 
+from service.config import load_settings
+from service.stores import open_store
+from service.stores.periods import iso
 from tests.support.checks import assert_error
 from tests.support.gateway import GatewayProcess, local_body
 from tests.support.sdk import openai_client
@@ -158,6 +163,47 @@ def test_budget_exceeded_is_402_and_the_provider_is_not_called(gw: GatewayProces
     assert (row["requests"], row["images"], row["cost_micros"]) == (2, 2, 2 * SKETCH_PRICE_MICROS)
     shown = project_json(gw, name)
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.002, 0.0)
+
+
+def reanchor(gw: GatewayProcess, name: str, anchor: int) -> None:
+    """Move a rolling period's anchor in the gateway's store, as `mg projects update` would have set
+    it at `anchor`: the boundary comes by the store's own clock, with nothing in the gateway faked."""
+
+    async def move() -> None:
+        store = open_store(load_settings(gw.env))
+        try:
+            project = await store.get_project(name)
+            assert project is not None
+            await store.update_project(replace(project, budget_anchor=anchor))
+        finally:
+            await store.close()
+
+    asyncio.run(move())
+
+
+def test_a_cap_that_renews_refuses_until_its_period_ends_then_serves_again(gw: GatewayProcess) -> None:
+    key = gw.new_key(name := unique("renews"), "--budget-usd", "0.002", "--budget-period", "1d")
+    # A day-long rolling period set almost a day ago: it renews a few seconds from now.
+    renews = int(time.time()) + 15
+    reanchor(gw, name, renews - 86_400)
+    assert [post(gw, key).status_code for _ in range(2)] == [200, 200]
+    refused = post(gw, key)
+    assert_error(refused, 402, "BUDGET_EXCEEDED")
+    message = refused.json()["error"]["message"]
+    assert "$0 of its $0.002 spend cap left for the rolling 1-day period" in message
+    assert f"it renews at {iso(renews)}" in message
+    shown = project_json(gw, name)
+    assert (shown["budget_period"], shown["spent_usd"], shown["renews_at"]) == ("1d", 0.002, iso(renews))
+    time.sleep(max(0.0, renews + 0.5 - time.time()))
+    assert post(gw, key).status_code == 200
+    shown = project_json(gw, name)
+    assert (shown["spent_usd"], shown["period_start"], shown["renews_at"]) == (
+        0.001,
+        iso(renews),
+        iso(renews + 86_400),
+    )
+    (row,) = usage_json(gw, name)  # the ledger has every charge, across periods
+    assert row["cost_micros"] == 3 * SKETCH_PRICE_MICROS
 
 
 def test_the_estimate_covers_every_requested_image(gw: GatewayProcess) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from service.cli import main
+from service.stores.base import LedgerEntry
+from service.stores.sqlite import SqliteStore
 
 
 @pytest.fixture
@@ -180,3 +185,87 @@ async def test_a_gateway_that_loses_the_race_for_the_dev_project_starts_without_
     finally:
         await store.close()
         await late.close()
+
+
+def _next_month(now: datetime) -> datetime:
+    return (now.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def test_projects_show_and_list_say_the_period_what_it_spent_and_when_it_renews(mg) -> None:
+    assert mg("projects", "create", "acme", "--budget-usd", "5", "--budget-period", "month")[0] == 0
+    assert mg("projects", "create", "plain", "--budget-usd", "5")[0] == 0
+    renews = f"{_next_month(datetime.now(UTC)):%Y-%m-%dT%H:%M:%SZ}"
+    shown = json.loads(mg("projects", "show", "acme", "--json")[1])
+    assert (shown["budget_period"], shown["spent_usd"], shown["renews_at"]) == ("month", 0.0, renews)
+    assert shown["period_start"] == f"{datetime.now(UTC):%Y-%m}-01T00:00:00Z"
+    table = mg("projects", "list")[1].splitlines()
+    assert table[0].split()[:7] == ["name", "id", "budget", "period", "spent", "reserved", "renews"]
+    acme, plain = (line.split() for line in table[1:])
+    assert (acme[3], acme[6]) == ("month", renews)
+    assert (plain[3], plain[6]) == ("lifetime", "never")
+    assert json.loads(mg("projects", "show", "plain", "--json")[1])["renews_at"] is None
+
+
+async def _spend(data: Path, name: str, micros: int) -> None:
+    """A charge of `micros` to `name`, as a generation settles it."""
+    store = SqliteStore(data / "mg.sqlite3")
+    try:
+        project = await store.get_project(name)
+        assert project is not None
+        assert await store.reserve(project.id, "r1", micros, None, 60, period=project.period)
+        await store.settle("r1", _charge(project.id, micros), project.period)
+    finally:
+        await store.close()
+
+
+def _charge(project_id: str, micros: int) -> LedgerEntry:
+    return LedgerEntry(
+        "r1",
+        project_id,
+        "key_1",
+        "local/sketch",
+        "local",
+        1,
+        1,
+        "256x256",
+        "",
+        micros,
+        0,
+        1,
+        "ok",
+        time.time(),
+    )
+
+
+def test_a_changed_period_starts_now_and_carries_what_was_spent(mg, tmp_path: Path) -> None:
+    mg("projects", "create", "acme", "--budget-usd", "5", "--budget-period", "week")
+    asyncio.run(_spend(tmp_path / "data", "acme", 1_250_000))
+    before = int(time.time())
+    assert mg("projects", "update", "acme", "--budget-period", "30d")[:2] == (0, "acme\n")
+    shown = json.loads(mg("projects", "show", "acme", "--json")[1])
+    start = datetime.fromisoformat(shown["period_start"]).timestamp()
+    assert before <= start <= time.time()
+    assert datetime.fromisoformat(shown["renews_at"]).timestamp() == start + 30 * 86_400
+    assert (shown["budget_period"], shown["spent_usd"], shown["budget_usd"]) == ("30d", 1.25, 5.0)
+    # A cap change keeps the period; a second change of period carries again, nothing twice.
+    mg("projects", "update", "acme", "--budget-usd", "7")
+    assert json.loads(mg("projects", "show", "acme", "--json")[1])["period_start"] == shown["period_start"]
+    mg("projects", "update", "acme", "--budget-period", "day")
+    assert json.loads(mg("projects", "show", "acme", "--json")[1])["spent_usd"] == 1.25
+    mg("projects", "update", "acme", "--budget-period", "none")
+    lifetime = json.loads(mg("projects", "show", "acme", "--json")[1])
+    assert (lifetime["budget_period"], lifetime["renews_at"], lifetime["spent_usd"]) == ("", None, 1.25)
+
+
+def test_a_bad_budget_period_is_refused_and_changes_nothing(mg) -> None:
+    mg("projects", "create", "acme", "--budget-usd", "5", "--budget-period", "day")
+    for bad in ("fortnight", "0d", "367d", "30", "-1d", "Month"):
+        code, _, err = mg("projects", "update", "acme", f"--budget-period={bad}")
+        assert code == 1 and f"{bad!r} is not a budget period" in err
+    code, _, err = mg("projects", "create", "free", "--budget-period", "month")
+    assert code == 1 and "renews a spend cap, and there is none" in err
+    assert json.loads(mg("projects", "show", "acme", "--json")[1])["budget_period"] == "day"
+    assert [p["name"] for p in json.loads(mg("projects", "list", "--json")[1])] == ["acme"]
+    # Removing the cap removes what renews it.
+    mg("projects", "update", "acme", "--no-budget")
+    assert json.loads(mg("projects", "show", "acme", "--json")[1])["budget_period"] == ""

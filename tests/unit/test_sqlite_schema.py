@@ -136,7 +136,8 @@ async def test_a_file_from_before_versioning_is_adopted_without_loss(
     (total,) = await store.usage(UsageQuery())
     assert (total.requests, total.cost_micros) == (1, 700)
     await store.close()
-    assert columns(path, "reservations")[-3:] == ["key_id", "model", "started_at"]
+    added = ("key_id", "model", "started_at", "period_anchor", "period_start")
+    assert [columns(path, "reservations").count(column) for column in added] == [1] * len(added)
 
 
 async def test_workers_opening_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:

@@ -55,6 +55,22 @@ export function usd(micros) {
   return usdFormat.format(Number(micros || 0) / 1e6);
 }
 
+/** A project's cap as people read it: "$5.00", "$5.00 a month", "$5.00 per 30 days", "no cap". Of a
+ * cap that renews, the API's spent_micros is the period in force's. */
+export function capText(project) {
+  if (project.budget_micros === undefined || project.budget_micros === null) return "no cap";
+  const period = project.budget_period || "";
+  if (!period) return usd(project.budget_micros);
+  return `${usd(project.budget_micros)} ${/^\d+d$/.test(period) ? `per ${period.slice(0, -1)} days` : `a ${period}`}`;
+}
+
+/** When a cap that renews renews, in UTC as the periods are: " · renews 2027-01-01 00:00 UTC"; "" for a
+ * lifetime cap. */
+export function renewsText(project) {
+  if (!project.budget_period || !project.renews_at) return "";
+  return ` · renews ${new Date(Number(project.renews_at) * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
 /** Unix seconds as a short local date and time. */
 export function when(seconds) {
   if (!seconds) return "";

@@ -3,7 +3,7 @@
 
 import uPlot from "../vendor/uPlot.esm.js";
 import * as api from "../api.js";
-import {el, ms, percent, svg, usd} from "../dom.js";
+import {capText, el, ms, percent, renewsText, svg, usd} from "../dom.js";
 import {byProvider, isError, isRefusal, perHour, spendByProject, startOfToday} from "../stats.js";
 
 const DAY_S = 86400;
@@ -47,7 +47,8 @@ function tile(label, value, id) {
 
 const BAR_WIDTH = 480;
 
-/** One row per project: today's spend and the period's spend, as bars against the cap. */
+/** One row per project: today's spend and the period's spend (all time, for a lifetime cap), as bars
+ * against the cap. */
 function spendBars(projects, today) {
   if (!projects.length) return el("p", {class: "hint"}, "No projects yet.");
   const list = el("div", {class: "spend", id: "spend-bars"});
@@ -61,14 +62,14 @@ function spendBars(projects, today) {
     list.append(el("div", {class: "spend-row", "data-project": project.name},
       el("span", {class: "name"}, project.name),
       svg("svg", {class: "spend-bar", viewBox: `0 0 ${BAR_WIDTH} 18`, width: BAR_WIDTH, height: 18, role: "img",
-                  "aria-label": `${project.name}: ${usd(spent)} of ${cap === null ? "no cap" : usd(cap)}`},
+                  "aria-label": `${project.name}: ${usd(spent)} of ${capText(project)}`},
         svg("rect", {class: "track", x: 0, y: 0, width: BAR_WIDTH, height: 18, rx: 3}),
         svg("rect", {class: over ? "spent over" : "spent", x: 0, y: 0, width: width(spent), height: 18, rx: 3}),
         svg("rect", {class: "today", x: 0, y: 12, width: width(spentToday), height: 6}),
       ),
       el("span", {class: "figures"},
-        `${usd(spent)} of ${cap === null ? "no cap" : usd(cap)}`,
-        el("span", {class: "hint"}, ` · today ${usd(spentToday)}`)),
+        `${usd(spent)} of ${capText(project)}`,
+        el("span", {class: "hint"}, ` · today ${usd(spentToday)}${renewsText(project)}`)),
     ));
   }
   return list;

@@ -2,7 +2,7 @@
 // once) and revoke keys. Every change goes through the Admin API, which records it in the audit log.
 
 import * as api from "../api.js";
-import {el, replace, toast, usd, when} from "../dom.js";
+import {capText, el, renewsText, replace, toast, usd, when} from "../dom.js";
 
 export async function showProjects(page) {
   const list = el("div", {id: "projects"});
@@ -56,6 +56,8 @@ function projectFields(prefix, project = {}) {
   const budget = project.budget_micros === undefined || project.budget_micros === null ? "" : String(Number(project.budget_micros) / 1e6);
   return {
     budget: el("input", {id: `${prefix}-budget`, name: "budget", inputmode: "decimal", placeholder: "no cap", value: budget}),
+    period: el("input", {id: `${prefix}-period`, name: "period", placeholder: "never", value: project.budget_period || "",
+                         title: "day, week, month (UTC) or a rolling Nd such as 30d; empty: a lifetime cap"}),
     allow: el("input", {id: `${prefix}-allow`, name: "allow", placeholder: "every model", value: (project.allow || []).join(", ")}),
     rpm: el("input", {id: `${prefix}-rpm`, name: "rpm", inputmode: "numeric", placeholder: "default", value: project.rpm || ""}),
   };
@@ -69,14 +71,19 @@ function rpmOf(fields) {
 /** A new project's fields (CreateProjectRequest). */
 function creation(name, fields) {
   const budget = budgetText(fields.budget.value);
-  return {name, budget_usd: budget ?? undefined, allow: patterns(fields.allow.value), rpm: rpmOf(fields)};
+  const period = fields.period.value.trim();
+  return {name, budget_usd: budget ?? undefined, budget_period: period || undefined, allow: patterns(fields.allow.value),
+          rpm: rpmOf(fields)};
 }
 
-/** A change of a project's settings (UpdateProjectRequest): an empty budget removes the cap. */
-function update(fields) {
+/** A change of a project's settings (UpdateProjectRequest): an empty budget removes the cap, an empty
+ * period makes it a lifetime cap again. */
+function update(project, fields) {
   const budget = budgetText(fields.budget.value);
+  const period = fields.period.value.trim();
   return {
     ...(budget === null ? {no_budget: true} : {budget_usd: budget}),
+    ...(period === (project.budget_period || "") ? {} : {budget_period: period || "none"}),
     allow: {patterns: patterns(fields.allow.value)},
     rpm: rpmOf(fields),
   };
@@ -91,7 +98,7 @@ function createForm(done) {
   const fields = projectFields("new-project");
   const form = el("form", {id: "new-project", class: "card inline-form"},
     el("h2", {}, "New project"),
-    labelled("Name", name), labelled("Budget, USD", fields.budget),
+    labelled("Name", name), labelled("Budget, USD", fields.budget), labelled("Renews every", fields.period),
     labelled("Models allowed (globs)", fields.allow), labelled("Requests / min / key", fields.rpm),
     el("button", {type: "submit"}, "Create project"));
   form.addEventListener("submit", async (event) => {
@@ -113,12 +120,13 @@ function createForm(done) {
 function projectCard(project, keys, redraw, keysChanged) {
   const fields = projectFields(`project-${project.name}`, project);
   const save = el("form", {class: "inline-form settings"},
-    labelled("Budget, USD", fields.budget), labelled("Models allowed (globs)", fields.allow),
-    labelled("Requests / min / key", fields.rpm), el("button", {type: "submit"}, "Save"));
+    labelled("Budget, USD", fields.budget), labelled("Renews every", fields.period),
+    labelled("Models allowed (globs)", fields.allow), labelled("Requests / min / key", fields.rpm),
+    el("button", {type: "submit"}, "Save"));
   save.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await api.projects.update(project.name, update(fields));
+      await api.projects.update(project.name, update(project, fields));
       toast(`Project ${project.name} saved.`);
       await redraw();
     } catch (error) {
@@ -145,10 +153,10 @@ function projectCard(project, keys, redraw, keysChanged) {
     await keysChanged();
   };
   replace(keyTable, keysTable(keys, redrawKeys));
-  const cap = project.budget_micros === undefined || project.budget_micros === null ? "no cap" : usd(project.budget_micros);
   return el("article", {class: "card project", "data-project": project.name},
     el("h2", {}, project.name),
-    el("p", {class: "hint"}, `Spent ${usd(project.spent_micros)} of ${cap} · created ${when(project.created_at)}`),
+    el("p", {class: "hint"},
+      `Spent ${usd(project.spent_micros)} of ${capText(project)}${renewsText(project)} · created ${when(project.created_at)}`),
     save,
     el("h3", {}, "Keys"),
     keyTable,
