@@ -53,7 +53,9 @@ async def provider_mask(call: ImageCall, change: int, provider: str) -> bytes:
     if source is None:
         raise InvalidMask(f"{provider} inpaints an input image: send an image (and a mask).", param="image")
     alpha = await source.scaled_alpha(source.width, source.height)
-    if alpha.point(lambda value: 0 if value >= HALF_OPAQUE else WHITE).getbbox() is None:
+    lowest = alpha.getextrema()[0]  # (one band, "L": the least opaque pixel's alpha)
+    assert isinstance(lowest, int)
+    if lowest >= HALF_OPAQUE:  # even that one is kept: nothing to change
         where = "the mask" if call.mask is not None else "the image (sent without a mask)"
         raise InvalidMask(
             f"{where} has no transparent pixels: nothing marks what to change. Send a mask whose "
