@@ -201,11 +201,16 @@ def _method_names(full_names: frozenset[str]) -> frozenset[str]:
 ADMIN_CREDENTIALS = _method_names(ADMIN_METHODS | ADMIN_READ_METHODS)
 ADMIN_TOKEN_ONLY = _method_names(TOKEN_ONLY_METHODS)
 CSRF_CHECKED = _method_names(ADMIN_METHODS - READ_METHODS - TOKEN_ONLY_METHODS)
-for _name in _method_names(ADMIN_METHODS):
-    ERROR_STATUSES[_name] = (
-        (400, 404, 408, 500, 503) if _name not in CSRF_CHECKED else (400, 403, 404, 408, 413, 500, 503)
-    )
-ERROR_STATUSES["CreateSession"] = (400, 404, 408, 413, 500, 503)
+# An admin read answers these; a call with a body may also be too large (413); a change made with
+# the session's cookie, 403 without its CSRF value.
+_ADMIN_READ = (400, 404, 408, 500, 503)
+ERROR_STATUSES.update(
+    {
+        name: tuple(sorted({*_ADMIN_READ, *((413, 403) if name in CSRF_CHECKED else ())}))
+        for name in _method_names(ADMIN_METHODS - TOKEN_ONLY_METHODS)
+    }
+    | {name: tuple(sorted({*_ADMIN_READ, 413})) for name in ADMIN_TOKEN_ONLY}
+)
 # Routes callable with no credentials at all: what the auth interceptor lets through with no API
 # key, less the console's reads, which need the admin's.
 CREDENTIAL_FREE = _method_names(PUBLIC_METHODS) - ADMIN_CREDENTIALS
@@ -505,10 +510,9 @@ def _operation(
     service: str,
     method: descriptor_pb2.MethodDescriptorProto,
     comment: str,
-    template: str,
+    bound: list[str],
     body: str,
 ) -> dict[str, Any]:
-    bound = _path(template)[1]
     name = method.name
     operation: dict[str, Any] = {"operationId": name, "tags": [service]}
     if comment:
@@ -562,10 +566,11 @@ def build(descriptor_set: bytes, mg_version: str) -> dict[str, Any]:
             continue
         bindings = _bindings(method.options.Extensions[annotations_pb2.http])
         for n, (verb, template, body) in enumerate(bindings):
-            operation = _operation(builder, service, method, comment, template, body)
+            path, bound = _path(template)
+            operation = _operation(builder, service, method, comment, bound, body)
             if n:  # (an operation id names one binding)
                 operation["operationId"] += str(n + 1)
-            paths.setdefault(_path(template)[0], {})[verb] = operation
+            paths.setdefault(path, {})[verb] = operation
     for name in HTTP_BODY_MESSAGES:
         builder.ref(name)
     schemas = {**dict(sorted(builder.schemas.items())), **_error_schemas()}
