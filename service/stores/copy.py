@@ -75,7 +75,7 @@ async def copy_store(source: Store, target: CopyTarget, progress: Progress) -> C
     entries = await _copy_ledger(source, target, progress)
     audit = await _copy_audit(source, target, progress)
     summary = CopySummary(len(projects), len(keys), entries, audit, sum(spent.values()))
-    await _verify(source, target, summary, spent)
+    await _verify(source, target, summary, projects, spent)
     return summary
 
 
@@ -123,7 +123,9 @@ async def _audit_batches(store: Store) -> AsyncIterator[list[AuditEntry]]:
         before = entries[-1].id
 
 
-async def _verify(source: Store, target: CopyTarget, summary: CopySummary, spent: dict[str, int]) -> None:
+async def _verify(
+    source: Store, target: CopyTarget, summary: CopySummary, projects: list[Project], spent: dict[str, int]
+) -> None:
     problems = []
     if len(await target.list_projects()) != summary.projects:
         problems.append("projects")
@@ -131,7 +133,7 @@ async def _verify(source: Store, target: CopyTarget, summary: CopySummary, spent
         problems.append("keys")
     if {p: (await target.spend(p)).spent_micros for p in spent} != spent:
         problems.append("spend")
-    for project in await source.list_projects():
+    for project in projects:
         if project.period and await target.spend(project.id, project.period) != await source.spend(
             project.id, project.period
         ):
