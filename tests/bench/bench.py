@@ -133,13 +133,28 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def parts(pids: list[int]) -> dict[str, list[int]]:
+    """The gateway's processes by what they are: Envoy, the workers, the supervisor."""
+    grouped: dict[str, list[int]] = {}
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        program = command.split(b"\0")[0]
+        part = "envoy" if b"envoy" in program else "workers" if b"runtime.server" in command else "supervisor"
+        grouped.setdefault(part, []).append(pid)
+    return grouped
+
+
 class PeakRss(threading.Thread):
-    """Peak RSS of a process tree, sampled every 100 ms."""
+    """Peak RSS of a process tree (and of each of its parts, see `parts`), sampled every 100 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.peak_mb = 0.0
+        self.peak_by_part: dict[str, float] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -147,6 +162,8 @@ class PeakRss(threading.Thread):
         while not self._halt.wait(0.1):
             pids = tree(self.pid) if len(pids) < 3 else pids
             self.peak_mb = max(self.peak_mb, rss_mb(pids))
+            for part, members in parts(pids).items():
+                self.peak_by_part[part] = max(self.peak_by_part.get(part, 0.0), rss_mb(members))
 
     def stop(self) -> float:
         self._halt.set()
@@ -225,6 +242,17 @@ def wrk(
     }
 
 
+def one_call(url: str, key: str, body: Body, timeout: int) -> None:
+    """One request, waited for to the end of its answer."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, body.data, {"Authorization": f"Bearer {key}", "Content-Type": body.content_type}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        response.read()
+
+
 class Fake:
     def __init__(self, port: int, args: tuple[str, ...], pin: bool) -> None:
         command = [
@@ -273,8 +301,13 @@ def measure(
     duration = scenario.duration_s or int(os.environ.get("BENCH_DURATION", "8"))
     if scenario.concurrency <= 64:
         wrk(url, key, body, scenario.concurrency, 2, scenario.timeout_s, scenario.pin)  # warm-up
+    elif gateway_pid:
+        # One call first, so that what a worker loads once, on its first call (the prompt tokenizer's
+        # ~48 MB vocabulary), is in the idle figure rather than counted as memory held per call.
+        one_call(url, key, body, scenario.timeout_s)
     pids = tree(gateway_pid) if gateway_pid else []
     idle_mb = rss_mb(pids) if pids else None
+    idle_parts = {part: rss_mb(members) for part, members in parts(pids).items()}
     peak = PeakRss(gateway_pid) if gateway_pid else None
     if peak:
         peak.start()
@@ -283,6 +316,8 @@ def measure(
     if peak:
         result["peak_rss_mb"] = round(peak.stop(), 1)
         result["idle_rss_mb"] = round(idle_mb or 0.0, 1)
+        result["peak_rss_mb_by_part"] = {part: round(mb, 1) for part, mb in peak.peak_by_part.items()}
+        result["idle_rss_mb_by_part"] = {part: round(mb, 1) for part, mb in idle_parts.items()}
         result["cpu_ms_per_request"] = round(
             (cpu_s(pids) - cpu_before) * 1000 / max(1, result["requests"]), 3
         )
@@ -379,10 +414,23 @@ def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dic
             if scenario.name.startswith("held")
             else None
         ),
+        "kb_per_call_in_flight_by_part": (
+            per_call_by_part(cells["mg"], scenario.concurrency) if scenario.name.startswith("held") else None
+        ),
         "added_p50_ms": round(mg["p50_ms"] - direct["p50_ms"], 3),
         "p50_ratio": round(mg["p50_ms"] / direct["p50_ms"], 3) if direct["p50_ms"] else None,
         "cells": cells,
     }
+
+
+def per_call_by_part(cells: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
+    """KB each call in flight holds in Envoy, in the workers and in the supervisor (medians)."""
+    found: dict[str, list[float]] = {}
+    for cell in cells:
+        idle = cell.get("idle_rss_mb_by_part", {})
+        for part, peak_mb in cell.get("peak_rss_mb_by_part", {}).items():
+            found.setdefault(part, []).append((peak_mb - idle.get(part, 0.0)) * 1024 / concurrency)
+    return {part: round(statistics.median(values), 1) for part, values in found.items()}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -404,9 +452,18 @@ def table(report: dict[str, Any]) -> str:
             f"| {name} | {mg['rps']} | {direct['rps']} | {s['rps_ratio']} "
             f"| {mg['p50_ms']} / {mg['p99_ms']} | "
             f"{direct['p50_ms']} / {direct['p99_ms']} | {s['added_p50_ms']} | {mg['errors']:g} | "
-            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} | {s['kb_per_call_in_flight'] or ''} |"
+            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} | {in_flight(s)} |"
         )
     return "\n".join(lines)
+
+
+def in_flight(summary: dict[str, Any]) -> str:
+    total = summary["kb_per_call_in_flight"]
+    if total is None:
+        return ""
+    by_part = summary.get("kb_per_call_in_flight_by_part") or {}
+    shown = ", ".join(f"{part} {kb}" for part, kb in by_part.items() if part != "supervisor")
+    return f"{total} ({shown})" if shown else str(total)
 
 
 if __name__ == "__main__":
