@@ -79,7 +79,9 @@ class EventStream:
         self._context = context
         self._ctx = ctx
         self.encoding = encoding
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Made with the writer, by the first message queued: most calls (every unstreamed one) never
+        # queue one, and a queue is ~3 KB held for the whole call.
+        self._queue: asyncio.Queue[bytes | None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -127,21 +129,22 @@ class EventStream:
             self._writer.cancel()
 
     def _put(self, message: bytes) -> None:
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._writer = asyncio.create_task(self._write(self._queue))
             self._writer.add_done_callback(_written)
         self._queue.put_nowait(message)
 
     async def _drain(self) -> None:
         """Until everything queued is written (or the writer stopped: the caller left)."""
         self._closed = True
-        if self._writer is not None:
+        if self._queue is not None and self._writer is not None:
             self._queue.put_nowait(None)
             await asyncio.wait({self._writer})
 
-    async def _write(self) -> None:
+    async def _write(self, queue: asyncio.Queue[bytes | None]) -> None:
         await self._ctx.send_headers(self._context)
-        while (message := await self._queue.get()) is not None:
+        while (message := await queue.get()) is not None:
             await self._context.write(message)
 
 
