@@ -205,13 +205,19 @@ async def update_project(
     patterns = () if allow_all else tuple(allow) if allow is not None else project.allow
     updated = replace(project, budget_micros=budget, allow=patterns, rpm=rpm or project.rpm)
     if new_period != project.budget_period:
-        carried = (await store.spend(project.id, project.period)).spent_micros if new_period else 0
         updated = replace(
             updated,
             budget_period=new_period,
             budget_anchor=int(time.time()) if new_period else 0,
-            budget_carry_micros=carried,
+            budget_carry_micros=0,
         )
+        if new_period:
+            spent = (await store.spend(project.id, project.period)).spent_micros
+            # A period is known by its anchor (whole seconds) and its start, so one set within the
+            # second of an earlier setting can be that same period (`week`, then `day`, on a Monday)
+            # and already hold its spend: only the rest is carried, so nothing counts twice.
+            held = (await store.spend(project.id, updated.period)).spent_micros
+            updated = replace(updated, budget_carry_micros=max(0, spent - held))
     try:
         await store.update_project(updated)
     except UnknownProject as exc:

@@ -7,9 +7,11 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from service import admin
 from service.cli import main
 from service.stores.base import LedgerEntry
 from service.stores.sqlite import SqliteStore
@@ -255,6 +257,22 @@ def test_a_changed_period_starts_now_and_carries_what_was_spent(mg, tmp_path: Pa
     mg("projects", "update", "acme", "--budget-period", "none")
     lifetime = json.loads(mg("projects", "show", "acme", "--json")[1])
     assert (lifetime["budget_period"], lifetime["renews_at"], lifetime["spent_usd"]) == ("", None, 1.25)
+
+
+async def test_periods_set_within_one_second_never_share_spend(tmp_path: Path, monkeypatch) -> None:
+    # A Monday: the week and the day in force start at the same moment.
+    monday = datetime(2026, 12, 7, 10, tzinfo=UTC).timestamp()
+    monkeypatch.setattr(admin, "time", SimpleNamespace(time=lambda: monday))
+    store = SqliteStore(tmp_path / "mg.sqlite3", clock=lambda: monday)
+    try:
+        project = await admin.create_project(store, "acme", "5", [], None, actor="test", period="week")
+        assert await store.reserve(project.id, "r1", 1_250_000, None, 60, period=project.period)
+        await store.settle("r1", _charge(project.id, 1_250_000), project.period)
+        for period in ("30d", "day", "week", "day"):
+            project = await admin.update_project(store, "acme", period=period, actor="test")
+            assert (await store.spend(project.id, project.period)).spent_micros == 1_250_000, period
+    finally:
+        await store.close()
 
 
 def test_a_bad_budget_period_is_refused_and_changes_nothing(mg) -> None:
