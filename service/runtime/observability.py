@@ -36,6 +36,12 @@ REQUESTS = Counter(
 LATENCY = Histogram(
     "mg_request_duration_seconds", "End-to-end request time.", ["method", "model"], buckets=_SECONDS
 )
+EDGE_WAIT = Histogram(
+    "mg_edge_wait_seconds",
+    "Time between the edge receiving a request and a worker taking it in (receiving its body included).",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 UPSTREAM_LATENCY = Histogram(
     "mg_upstream_duration_seconds", "Time spent in provider calls.", ["provider", "model"], buckets=_SECONDS
 )

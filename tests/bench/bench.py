@@ -253,6 +253,29 @@ def one_call(url: str, key: str, body: Body, timeout: int) -> None:
         response.read()
 
 
+def where_time_went(lines: list[str]) -> dict[str, float]:
+    """From the gateway's request log lines: how long calls waited between the edge and a worker
+    (`edge_wait_ms`), and how long the worker took beyond the provider call (latency minus upstream
+    latency), p50 and p99. The rest of the added latency is outside both: the edge's and the
+    caller's side of the connection."""
+    waits, own = [], []
+    for line in lines:
+        if not line.startswith("{") or '"mg.request"' not in line:
+            continue
+        record = json.loads(line)
+        if record.get("edge_wait_ms") is not None:
+            waits.append(record["edge_wait_ms"])
+        if record.get("upstream_latency_ms") is not None:
+            own.append(record["latency_ms"] - record["upstream_latency_ms"])
+    found: dict[str, float] = {}
+    for name, values in (("edge_wait", waits), ("worker_own", own)):
+        if values:
+            values.sort()
+            found[f"{name}_p50_ms"] = values[len(values) // 2]
+            found[f"{name}_p99_ms"] = values[min(len(values) - 1, len(values) * 99 // 100)]
+    return found
+
+
 class Fake:
     def __init__(self, port: int, args: tuple[str, ...], pin: bool) -> None:
         command = [
@@ -285,8 +308,9 @@ class Fake:
 
 
 def measure(
-    target: str, scenario: Scenario, base: str, key: str, gateway_pid: int | None, upload: bytes
+    target: str, scenario: Scenario, base: str, key: str, gateway: GatewayProcess | None, upload: bytes
 ) -> dict[str, Any]:
+    gateway_pid = gateway.process.pid if gateway is not None and gateway.process is not None else None
     model = scenario.model if target == "mg" else scenario.model.split("/", 1)[1]
     fields = {
         "model": model,
@@ -312,7 +336,10 @@ def measure(
     if peak:
         peak.start()
     cpu_before = cpu_s(pids)
+    lines_before = len(gateway.output) if gateway is not None else 0
     result = wrk(url, key, body, scenario.concurrency, duration, scenario.timeout_s, scenario.pin)
+    if gateway is not None:
+        result.update(where_time_went(gateway.output[lines_before:]))
     if peak:
         result["peak_rss_mb"] = round(peak.stop(), 1)
         result["idle_rss_mb"] = round(idle_mb or 0.0, 1)
@@ -373,8 +400,9 @@ def main() -> int:
                 for target in ("mg", "direct") if round_ % 2 == 0 else ("direct", "mg"):
                     base = gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
                     key = bench_key if target == "mg" else UPSTREAM_KEY
-                    pid = gateway.process.pid if target == "mg" else None
-                    cells[target].append(measure(target, scenario, base, key, pid, upload))
+                    cells[target].append(
+                        measure(target, scenario, base, key, gateway if target == "mg" else None, upload)
+                    )
         finally:
             gateway.stop()
             fake.stop()
@@ -406,6 +434,11 @@ def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dic
             **mg,
             "cpu_ms_per_request": median("mg", "cpu_ms_per_request"),
             "peak_rss_mb": median("mg", "peak_rss_mb"),
+            **{
+                f"{part}_{quantile}_ms": median("mg", f"{part}_{quantile}_ms")
+                for part in ("edge_wait", "worker_own")
+                for quantile in ("p50", "p99")
+            },
         },
         "direct": direct,
         "rps_ratio": round(mg["rps"] / direct["rps"], 3) if direct["rps"] else None,
@@ -443,8 +476,8 @@ def table(report: dict[str, Any]) -> str:
         + f"); idle RSS {idle}",
         "",
         "| scenario | mg RPS | direct RPS | ratio | mg p50 / p99 ms | direct p50 / p99 ms | added p50 ms "
-        "| errors | CPU ms/req | peak RSS MB | KB per call in flight |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| errors | CPU ms/req | peak RSS MB | KB per call in flight | edge wait p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in report["scenarios"].items():
         mg, direct = s["mg"], s["direct"]
@@ -452,7 +485,8 @@ def table(report: dict[str, Any]) -> str:
             f"| {name} | {mg['rps']} | {direct['rps']} | {s['rps_ratio']} "
             f"| {mg['p50_ms']} / {mg['p99_ms']} | "
             f"{direct['p50_ms']} / {direct['p99_ms']} | {s['added_p50_ms']} | {mg['errors']:g} | "
-            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} | {in_flight(s)} |"
+            f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} | {in_flight(s)} "
+            f"| {mg['edge_wait_p50_ms']} / {mg['edge_wait_p99_ms']} |"
         )
     return "\n".join(lines)
 

@@ -18,6 +18,8 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mg.v1 import image_generation_pb2 as pb
+from mg.v1 import image_generation_pb2_grpc as pb_grpc
 
 from tests.support.gateway import GatewayProcess
 from tests.support.redis_server import PrivateRedis
@@ -114,6 +116,30 @@ def test_one_json_log_line_per_request_and_no_secrets(gw: GatewayProcess) -> Non
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(record.get("code") == "UNAUTHENTICATED" for record in records)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+
+
+def test_the_log_line_and_a_histogram_say_how_long_the_edge_held_a_call(gw: GatewayProcess) -> None:
+    key = gw.new_key("edge-wait")
+    before = metric(gw, "mg_edge_wait_seconds_count", method="GenerateImagesJson")
+    # A caller's own stamp (here: the epoch) is replaced by the edge's.
+    through_edge = post(gw, key, BODY, **{"x-mg-edge-start": "0"}).headers["x-request-id"]
+    channel = grpc.insecure_channel(gw.grpc_target)
+    stub = pb_grpc.ImageGenerationStub(channel)
+    _, call = stub.GenerateImages.with_call(
+        pb.GenerateImagesRequest(model="local/sketch", prompt="x", size="256x256"),
+        metadata=[("authorization", f"Bearer {key}")],
+    )
+    direct = dict(call.initial_metadata())["x-request-id"]
+    channel.close()
+    time.sleep(0.3)
+    lines = {
+        record["request_id"]: record
+        for record in (json.loads(line) for line in "".join(gw.output).splitlines() if line.startswith("{"))
+        if record.get("project") == "edge-wait"
+    }
+    assert 0 <= lines[through_edge]["edge_wait_ms"] < 5_000
+    assert lines[direct]["edge_wait_ms"] is None  # straight to the gRPC port: no edge, no figure
+    assert metric(gw, "mg_edge_wait_seconds_count", method="GenerateImagesJson") == before + 1
 
 
 def test_the_log_line_words_each_warning_one_way(gw: GatewayProcess) -> None:

@@ -14,6 +14,7 @@ from service.api.interceptors.request_context import RequestContext, current_req
 from service.catalog.catalog import Catalog
 from service.errors import MgError
 from service.runtime.observability import (
+    EDGE_WAIT,
     IDEMPOTENT,
     LATENCY,
     REJECTION_REASONS,
@@ -64,6 +65,8 @@ class ObserveInterceptor(UnaryInterceptor):
         elapsed = time.monotonic() - ctx.started
         REQUESTS.labels(method, model, provider, project, code).inc()
         LATENCY.labels(method, model).observe(elapsed)
+        if ctx.edge_wait_s is not None:
+            EDGE_WAIT.labels(method).observe(ctx.edge_wait_s)
         if report.upstream_latency_ms is not None:
             UPSTREAM_LATENCY.labels(provider, model).observe(report.upstream_latency_ms / 1000)
         if ctx.idempotency_outcome in ("join", "replay"):
@@ -81,6 +84,7 @@ class ObserveInterceptor(UnaryInterceptor):
             "code": code,
             "latency_ms": round(elapsed * 1000),
             "upstream_latency_ms": report.upstream_latency_ms,
+            "edge_wait_ms": None if ctx.edge_wait_s is None else round(ctx.edge_wait_s * 1000, 1),
             "images": report.images,
             "cost_usd": report.cost_micros / 1_000_000,
             "idempotency": ctx.idempotency_outcome,

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from ulid import ULID
 
 from service.admin_session import SessionClaims
+from service.api.edge_wait import edge_wait_s
 from service.api.interceptors.base import Behavior, UnaryInterceptor
 from service.errors import MgError
 from service.generation.report import CallReport
@@ -75,6 +76,8 @@ class RequestContext:
     # A streamed call's messages (set by the event stream interceptor; see service/api/events.py).
     stream: EventStream | None = None
     headers_sent: bool = False
+    # How long the call waited between the edge and this worker (edge_wait.py); None when unknown.
+    edge_wait_s: float | None = None
 
     def require_principal(self) -> Principal:
         if self.principal is None:
@@ -128,6 +131,7 @@ class UndecodableRequest:
 class RequestContextInterceptor(UnaryInterceptor):
     def __init__(self, max_duration_s: float) -> None:
         self._max_duration_s = max_duration_s
+        self._serving_since = time.time()  # no call the edge stamped earlier can reach this worker
 
     def request_deserializer(self, handler: grpc.RpcMethodHandler[Any, Any]) -> Callable[[bytes], Any] | None:
         """Bytes that do not parse become an UndecodableRequest, which error_rendering.py answers with
@@ -158,6 +162,7 @@ class RequestContextInterceptor(UnaryInterceptor):
         if caller_remaining is not None:
             budget = min(budget, caller_remaining)
         ctx = RequestContext(str(ULID()), method, started, started + budget)
+        ctx.edge_wait_s = edge_wait_s(context.invocation_metadata() or (), time.time(), self._serving_since)
         with bound(ctx):
             response = await behavior(request, context)
             # Errors must be raised before any initial metadata is sent (or their trailers are lost),
