@@ -68,8 +68,14 @@ class WorkerProcess:
         self.index = index
         self.metrics_dir = metrics_dir
         self.process: subprocess.Popen[bytes] | None = None
+        self._ready_fd = -1  # the read end of the pipe the worker writes "ready" to
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        self.spawn()
+        self.wait_ready(time.monotonic() + timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process; `wait_ready` waits until it serves."""
         read_fd, write_fd = os.pipe()
         try:
             self.process = subprocess.Popen(
@@ -79,11 +85,18 @@ class WorkerProcess:
                 # prometheus_client's multiprocess mode: each worker writes its values here
                 env={**MALLOC_TUNING, **os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
             )
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
+        self._ready_fd = read_fd
+
+    def wait_ready(self, deadline: float) -> None:
+        read_fd, self._ready_fd = self._ready_fd, -1
         try:
-            if not _read_ready(read_fd, timeout_s):
-                code = self.process.poll()
+            if not _read_ready(read_fd, max(0.0, deadline - time.monotonic())):
+                code = None if self.process is None else self.process.poll()
                 raise StartupError(f"gRPC worker {self.index} did not start (exit code {code})")
         finally:
             os.close(read_fd)
@@ -145,12 +158,19 @@ class Gateway:
         self.metrics_dir.mkdir(parents=True)
         if s.metrics_port:
             ensure_port_free(s.metrics_host, s.metrics_port, "metrics")
+        # Every process starts at once and is then waited for: started one after another, each
+        # waiting for the last, a gateway of two workers took ~2.3 s to be ready instead of ~1.3 s.
+        # A request Envoy relays before the workers serve is refused (503), but nothing is told the
+        # gateway is ready before all of them are.
+        deadline = time.monotonic() + START_TIMEOUT_S
         for worker in self.workers:
-            worker.start()
+            worker.spawn()
         if self.envoy is not None:
             self.envoy.start()
-            if not self.envoy.wait_ready(START_TIMEOUT_S):
-                raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
+        for worker in self.workers:
+            worker.wait_ready(deadline)
+        if self.envoy is not None and not self.envoy.wait_ready(max(0.0, deadline - time.monotonic())):
+            raise StartupError(f"Envoy did not become ready:\n{self.envoy.log_tail()}")
         # Last: its thread must not exist while Envoy is forked (see edge.die_with_parent).
         if s.metrics_port:
             try:
