@@ -5,6 +5,7 @@ command and the system user running it."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import re
 import time
@@ -206,11 +207,15 @@ async def update_project(
     updated = replace(project, budget_micros=budget, allow=patterns, rpm=rpm or project.rpm)
     if new_period != project.budget_period:
         carried = (await store.spend(project.id, project.period)).spent_micros if new_period else 0
+        anchor = int(time.time()) if new_period else 0
+        if new_period and anchor <= project.budget_anchor:
+            # A period's spend is kept under (anchor, start): one set in the same second as the period
+            # in force, whose period starts when that one's did (a day and a week on a Monday), would
+            # share its spend and count it beside the carry. So it waits for the next second.
+            await asyncio.sleep(project.budget_anchor + 1 - time.time())
+            anchor = max(int(time.time()), project.budget_anchor + 1)
         updated = replace(
-            updated,
-            budget_period=new_period,
-            budget_anchor=int(time.time()) if new_period else 0,
-            budget_carry_micros=carried,
+            updated, budget_period=new_period, budget_anchor=anchor, budget_carry_micros=carried
         )
     try:
         await store.update_project(updated)
