@@ -3,6 +3,7 @@ official openai-node SDK and the AI SDK (`ai` with `@ai-sdk/openai`) call the RE
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -20,11 +21,23 @@ CLIENT = ROOT / "tests" / "clients" / "typescript"
 
 
 @pytest.fixture(scope="module")
-def generated() -> Path:
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are needed to check the TypeScript client generation")
-    env = {**os.environ, "TS_OUT": str(CLIENT / "gen")}
-    subprocess.run([str(ROOT / "proto" / "generate.sh"), "typescript"], check=True, env=env, cwd=ROOT)
+    # Once per test run, under a lock: generate.sh runs `npm ci` (which deletes node_modules first)
+    # and rewrites gen/, so under pytest-xdist a second worker generating at the same time would pull
+    # both from under the first one's node scripts. The workers of one run share the parent of their
+    # temporary directories; a run without xdist generates each time, as before.
+    run_dir = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_dir = run_dir.parent
+    with (run_dir / "typescript-client.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = run_dir / "typescript-client.generated"
+        if not done.exists():
+            env = {**os.environ, "TS_OUT": str(CLIENT / "gen")}
+            subprocess.run([str(ROOT / "proto" / "generate.sh"), "typescript"], check=True, env=env, cwd=ROOT)
+            done.touch()
     return CLIENT / "gen"
 
 

@@ -385,19 +385,28 @@ class CountingStore(SqliteStore):
 
 async def test_hundreds_of_held_reservations_are_renewed_in_a_few_round_trips(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "mg.sqlite3")
-    ledger = SpendLedger(store, lease_s=2.0)  # long enough to make them all on a busy machine
+    ledger = SpendLedger(store, lease_s=2.0)  # renewed every third of it
     project = Project("proj_1", "p", 0.0)
     generation = validate(sketch(), CATALOG.resolve("local/sketch"))
     held = 700
     attempts = [Attempt(f"req_{i}", project, "key_1", "", time.monotonic(), generation) for i in range(held)]
     release = asyncio.Event()
 
-    async def hold(attempt: Attempt) -> None:
+    async def hold(attempt: Attempt, made: asyncio.Event) -> None:
         async with ledger.reserved(attempt, 10):
+            made.set()
             await release.wait()
 
     try:
-        holders = [asyncio.create_task(hold(a)) for a in attempts]
+        # Made one after another, as calls arrive: SQLite writes on the event loop, so 700 tasks
+        # started at once make all 700 reservations before the renewer first runs, and on a loaded
+        # machine (a parallel test run) that took longer than the lease: the first ones had lapsed.
+        holders = []
+        for attempt in attempts:
+            made = asyncio.Event()
+            holders.append(asyncio.create_task(hold(attempt, made)))
+            await made.wait()
+        store.renewals.clear()  # the round trips from here on, with all of them held
         await asyncio.sleep(4.5)  # more than two leases
         assert (await store.spend(project.id)).reserved_micros == held * 10  # none lapsed
         # each held reservation renewed at least twice, in round trips of at most RENEW_BATCH
