@@ -90,20 +90,25 @@ SERVING = re.compile(r"worker (\d+) serving gRPC")
 
 def test_a_metrics_port_taken_during_start_up_stops_it_cleanly(tmp_path: Path) -> None:
     # The metrics server binds last (its thread must not exist while Envoy is forked), after the
-    # early check that the port is free: here the port is taken in between, once the workers serve.
+    # early check that the port is free: here the port is taken in between, as soon as the first
+    # worker process exists (the check comes before any), while the workers start.
     gateway = GatewayProcess(tmp_path)
     squatter = socket.socket()
     workers: list[int] = []
 
-    def take_the_port_once_workers_serve() -> None:
+    def take_the_port_once_workers_start() -> None:
         deadline = time.monotonic() + 30
-        while len(workers) < 2 and time.monotonic() < deadline:
-            workers[:] = [int(m[1]) for line in gateway.output if (m := SERVING.search(line))]
-            time.sleep(0.005)
+        while time.monotonic() < deadline:
+            if gateway.process is not None and gateway.process.poll() is None and gateway.children():
+                break
+            time.sleep(0.002)
         squatter.bind(("127.0.0.1", gateway.metrics_port))
         squatter.listen()
+        while len(workers) < 2 and time.monotonic() < deadline:  # they serve, then are stopped
+            workers[:] = [int(m[1]) for line in gateway.output if (m := SERVING.search(line))]
+            time.sleep(0.005)
 
-    squatter_thread = threading.Thread(target=take_the_port_once_workers_serve)
+    squatter_thread = threading.Thread(target=take_the_port_once_workers_start)
     squatter_thread.start()
     try:
         with pytest.raises(RuntimeError, match=r"metrics port .* is in use"):
