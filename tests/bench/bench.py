@@ -159,10 +159,13 @@ class PeakRss(threading.Thread):
 
     def run(self) -> None:
         pids = tree(self.pid)
+        grouped = parts(pids)
         while not self._halt.wait(0.1):
-            pids = tree(self.pid) if len(pids) < 3 else pids
+            if len(pids) < 3:
+                pids = tree(self.pid)
+                grouped = parts(pids)
             self.peak_mb = max(self.peak_mb, rss_mb(pids))
-            for part, members in parts(pids).items():
+            for part, members in grouped.items():
                 self.peak_by_part[part] = max(self.peak_by_part.get(part, 0.0), rss_mb(members))
 
     def stop(self) -> float:
@@ -269,10 +272,9 @@ def where_time_went(lines: list[str]) -> dict[str, float]:
             own.append(record["latency_ms"] - record["upstream_latency_ms"])
     found: dict[str, float] = {}
     for name, values in (("edge_wait", waits), ("worker_own", own)):
-        if values:
-            values.sort()
-            found[f"{name}_p50_ms"] = values[len(values) // 2]
-            found[f"{name}_p99_ms"] = values[min(len(values) - 1, len(values) * 99 // 100)]
+        if len(values) > 1:
+            cuts = statistics.quantiles(values, n=100)
+            found[f"{name}_p50_ms"], found[f"{name}_p99_ms"] = round(cuts[49], 1), round(cuts[98], 1)
     return found
 
 
