@@ -120,6 +120,7 @@ def test_a_metrics_port_taken_during_start_up_stops_it_cleanly(tmp_path: Path) -
             admin_request(gateway.admin_socket, "/ready")
     finally:
         squatter.close()
+        gateway.stop()  # (a gateway that started after all would outlive the test)
 
 
 def test_killing_the_supervisor_takes_workers_and_envoy_with_it(tmp_path: Path) -> None:
