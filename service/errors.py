@@ -50,17 +50,30 @@ def quoted(text: str, limit: int = 100) -> str:
 class MgError(Exception):
     """A failure with a defined meaning for callers. Each subclass fixes its kind, code included: a
     sharper code is a subclass of its general kind (below), never a string passed along, so every
-    code a caller can see is listed in ALL_ERRORS and in docs/api.md's error table."""
+    code a caller can see is listed in ALL_ERRORS and in docs/api.md's error table.
+
+    `billed` marks an upstream failure that came after the provider had the request and was making
+    its images (the answer did not come in time or broke off, a job it accepted did not end in time,
+    the images it answered with could not be downloaded): the provider bills such a call, so the
+    pipeline charges it at its bound, as it does a call that never returned."""
 
     kind: ClassVar[ErrorKind]
 
-    def __init__(self, message: str, *, param: str | None = None, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after_s: int | None = None,
+        billed: bool = False,
+    ) -> None:
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after_s = retry_after_s
+        self.billed = billed
 
     @property
     def code(self) -> str:

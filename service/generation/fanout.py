@@ -185,12 +185,22 @@ class Generator:
             dispatch.sent_calls += 1
             dispatch.sent_images += call.n
             try:
-                return await provider.generate(call)
-            finally:
+                result = await provider.generate(call)
+            except MgError as failure:
+                if not failure.billed:  # (billed: the provider has it, as if it never returned)
+                    returned(call)
+                raise
+            except BaseException:
                 # (not when cancelled at the deadline: that call stays unfinished)
                 if not _cancelling():
-                    dispatch.returned_calls += 1
-                    dispatch.returned_images += call.n
+                    returned(call)
+                raise
+            returned(call)
+            return result
+
+        def returned(call: ImageCall) -> None:
+            dispatch.returned_calls += 1
+            dispatch.returned_images += call.n
 
         async def one(call: ImageCall) -> ImageCallResult:
             async with limit:
@@ -226,7 +236,8 @@ class Generator:
         results = [o for o in outcomes if isinstance(o, ImageCallResult)]
         failures = [o for o in outcomes if not isinstance(o, ImageCallResult)]
         if not results:
-            if dispatch.unfinished_calls or not failures:
+            billed = sum(1 for f in failures if isinstance(f, MgError) and f.billed)
+            if dispatch.unfinished_calls > billed or not failures:  # (some abandoned at the deadline)
                 raise UpstreamTimeout(
                     f"{request.model.id} did not return images within {timeout_s:.3g} seconds."
                 )

@@ -42,6 +42,30 @@ class StreamBroken(Exception):
     was already working on (and billing) the request."""
 
 
+class AnswerTimeout(TimeoutError):
+    """The request went out (its headers were written) and its whole answer did not come in time:
+    unlike a timeout while connecting, the server has it and may be working on (and billing) it."""
+
+
+class _Progress:
+    """Whether a request's headers were written: set by the session's trace (`_SENT_TRACE`)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+async def _headers_sent(_session: object, context: Any, _params: object) -> None:
+    context.trace_request_ctx.sent = True
+
+
+def _sent_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    return trace
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -94,6 +118,7 @@ class HttpClient:
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S, ssl=self._verify),
                 cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
                 json_serialize=lambda value: orjson.dumps(value).decode(),
+                trace_configs=[_sent_trace()],
             )
         return self._session
 
@@ -112,40 +137,48 @@ class HttpClient:
         encoded: bool = False,
         on_event: EventSink | None = None,
     ) -> HttpResponse:
-        """The whole response. Raises TimeoutError, TransportError, or TooLarge past `max_bytes`.
+        """The whole response. Raises TimeoutError (AnswerTimeout once the request went out),
+        TransportError, or TooLarge past `max_bytes`.
         With `on_event`, a 2xx `text/event-stream` answer goes to it event by event as it arrives
         (sse.py), and the response's content is left empty; a break in it is StreamBroken."""
         body = form(data, files) if data is not None or files is not None else content
-        async with self._pool().request(
-            method,
-            yarl.URL(url, encoded=True) if encoded else url,
-            json=json,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            allow_redirects=self._follow_redirects,
-        ) as response:
-            if (
-                on_event is not None
-                and response.status < 300
-                and response.content_type == "text/event-stream"
-            ):
-                try:
-                    await read_events(
-                        response.content.iter_chunked(READ_CHUNK),
-                        on_event,
-                        max_bytes or MAX_EVENT_STREAM_BYTES,
-                    )
-                except (TransportError, TooLong) as exc:
-                    raise StreamBroken(str(exc)) from exc
-                return HttpResponse(response.status, response.headers, b"")
-            if max_bytes is None:
-                content = await response.read()
-            else:
-                length = response.headers.get("content-length")
-                content = await read_capped(response.content.iter_chunked(READ_CHUNK), max_bytes, length)
-            return HttpResponse(response.status, response.headers, content)
+        progress = _Progress()
+        try:
+            async with self._pool().request(
+                method,
+                yarl.URL(url, encoded=True) if encoded else url,
+                json=json,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=self._follow_redirects,
+                trace_request_ctx=progress,
+            ) as response:
+                return await _read(response, max_bytes, on_event)
+        except TimeoutError as exc:
+            if progress.sent:
+                raise AnswerTimeout(str(exc)) from exc
+            raise
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _read(
+    response: aiohttp.ClientResponse, max_bytes: int | None, on_event: EventSink | None
+) -> HttpResponse:
+    if on_event is not None and response.status < 300 and response.content_type == "text/event-stream":
+        try:
+            await read_events(
+                response.content.iter_chunked(READ_CHUNK), on_event, max_bytes or MAX_EVENT_STREAM_BYTES
+            )
+        except (TransportError, TooLong) as exc:
+            raise StreamBroken(str(exc)) from exc
+        return HttpResponse(response.status, response.headers, b"")
+    if max_bytes is None:
+        content = await response.read()
+    else:
+        length = response.headers.get("content-length")
+        content = await read_capped(response.content.iter_chunked(READ_CHUNK), max_bytes, length)
+    return HttpResponse(response.status, response.headers, content)

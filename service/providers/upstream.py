@@ -115,8 +115,8 @@ def json_object_of(provider: str, response: HttpResponse) -> dict[str, Any]:
     return payload
 
 
-def malformed(provider: str, detail: str) -> UpstreamError:
-    return UpstreamError(f"{provider} answered with something unusable: {detail}")
+def malformed(provider: str, detail: str, *, billed: bool = False) -> UpstreamError:
+    return UpstreamError(f"{provider} answered with something unusable: {detail}", billed=billed)
 
 
 def _retry_after(response: HttpResponse) -> float | None:
@@ -157,6 +157,7 @@ class Upstream:
 
         self._transport_error = http.TransportError
         self._stream_broken = http.StreamBroken
+        self._answer_timeout = http.AnswerTimeout
         self._client = http.HttpClient(headers, follow_redirects=False)
         # Image URLs are other hosts (CDNs, signed storage) and redirect; they get no credentials.
         self._downloads = http.HttpClient({}, follow_redirects=True)
@@ -205,9 +206,12 @@ class Upstream:
             try:
                 response = await self._client.request(method, self.url(path), remaining, **kwargs)
             except TimeoutError as exc:
-                raise UpstreamTimeout(f"{self.provider} did not answer in time.") from exc
+                # (sent: the provider has it; not sent: the connection was not even made in time)
+                sent = isinstance(exc, self._answer_timeout)
+                raise UpstreamTimeout(f"{self.provider} did not answer in time.", billed=sent) from exc
             except self._stream_broken as exc:
-                raise self._unreachable(exc, f"The answer from {self.provider} broke off.") from None
+                message = f"The answer from {self.provider} broke off."
+                raise self._unreachable(exc, message, billed=True) from None
             except self._transport_error as exc:
                 error: MgError = self._unreachable(exc, f"Could not reach {self.provider}.")
                 pause = self._backoff(attempt, None)
@@ -225,12 +229,12 @@ class Upstream:
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _unreachable(self, exc: Exception, message: str) -> UpstreamError:
+    def _unreachable(self, exc: Exception, message: str, *, billed: bool = False) -> UpstreamError:
         """A connection failure as the caller sees it: which provider, not where it lives. The
         exception names the provider's (or its CDN's) host, port and addresses, which are the
         operator's business: they go to the log only."""
         log.warning("%s (%r)", message, exc)
-        return UpstreamError(message)
+        return UpstreamError(message, billed=billed)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -253,27 +257,31 @@ class Upstream:
         return json_object_of(self.provider, response), response
 
     async def download(self, url: str, deadline: float) -> tuple[bytes, str]:
-        """(bytes, media type) of an image at a provider URL; size-limited, time-limited, sniffed."""
+        """(bytes, media type) of an image at a provider URL; size-limited, time-limited, sniffed.
+        Its failures are `billed`: the provider made the image it answered with."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise UpstreamTimeout(f"No time left to download the image from {self.provider}.")
+            raise UpstreamTimeout(f"No time left to download the image from {self.provider}.", billed=True)
         try:
             response = await self._downloads.request(
                 "GET", url, remaining, max_bytes=self._max_download_bytes
             )
         except TooLarge:
             raise UpstreamError(
-                f"{self.provider} image is larger than {self._max_download_bytes} bytes."
+                f"{self.provider} image is larger than {self._max_download_bytes} bytes.", billed=True
             ) from None
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"Downloading the image from {self.provider} timed out.") from exc
+            message = f"Downloading the image from {self.provider} timed out."
+            raise UpstreamTimeout(message, billed=True) from exc
         except (self._transport_error, ValueError) as exc:  # ValueError: not a URL
-            raise self._unreachable(exc, f"Could not download the image from {self.provider}.") from None
+            message = f"Could not download the image from {self.provider}."
+            raise self._unreachable(exc, message, billed=True) from None
         if not response.is_success:
-            raise UpstreamError(f"{self.provider} image download failed (HTTP {response.status}).")
+            message = f"{self.provider} image download failed (HTTP {response.status})."
+            raise UpstreamError(message, billed=True)
         media_type = sniff_media_type(response.content)
         if media_type is None:
-            raise malformed(self.provider, "the image URL did not serve an image")
+            raise malformed(self.provider, "the image URL did not serve an image", billed=True)
         return response.content, media_type
 
     async def image(self, url: str, deadline: float) -> tuple[bytes, str]:

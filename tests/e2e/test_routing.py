@@ -185,14 +185,15 @@ def test_a_target_rate_limiting_with_retry_after_is_passed_over(fresh: Stack) ->
 
 def test_a_target_slower_than_its_share_of_the_time_is_passed_over(fresh: Stack) -> None:
     # alpha has half of the max duration and answers after more: its call ends at that deadline as
-    # a timeout (free, as it is for a single model), and beta serves in the time left.
+    # a timeout, charged at its bound (alpha had the request and bills it, whichever of the adapter's
+    # and the route's timers ends the wait), and beta serves in the time left.
     name, key = project(fresh)
     fresh.alpha.delay_s = MAX_DURATION_S / 2 + 2
     started = time.monotonic()
     response = generate(fresh, key, "hero")
     served(response, "beta/flux")
     assert MAX_DURATION_S / 2 - 0.5 < time.monotonic() - started < MAX_DURATION_S
-    assert_both_attempts(fresh, name, "alpha/flux", "UPSTREAM_TIMEOUT")
+    assert_both_attempts(fresh, name, "alpha/flux", "UPSTREAM_TIMEOUT", ALPHA_MICROS)
 
 
 def test_a_content_refusal_never_moves_on_and_costs_nothing(fresh: Stack) -> None:

@@ -214,6 +214,37 @@ async def test_a_job_that_failed_keeps_its_id_in_the_ledger_and_costs_nothing(tm
         await store.close()
 
 
+@pytest.mark.parametrize(
+    ("failure", "owed"),
+    [
+        # the adapter's own timer ended the wait for an answer to a request that went out
+        (UpstreamTimeout("local did not answer in time.", billed=True), 2 * SKETCH_MICROS),
+        # the answer broke off, or the images it named could not be downloaded
+        (UpstreamError("The answer from local broke off.", billed=True), 2 * SKETCH_MICROS),
+        # the request never went out (the connection was not made in time), or was refused
+        (UpstreamTimeout("local did not answer in time."), 0),
+        (UpstreamError("Could not reach local."), 0),
+    ],
+)
+async def test_a_call_the_provider_had_is_charged_its_bound_however_it_failed(
+    tmp_path: Path, failure: Exception, owed: int
+) -> None:
+    # The same money as a call abandoned at the deadline, whichever timer (the adapter's or the
+    # pipeline's) ends the wait first.
+    provider = JobProvider(failure=failure)
+    pipeline, store = build_pipeline(tmp_path, {"local": provider}, upstream_limit_s=5)
+    project = Project("proj_1", "p", 0.0)
+    try:
+        with pytest.raises(type(failure)):
+            await pipeline.run(sketch(n=2), a_caller(project))
+        [entry] = await ledger(store, project)
+        assert (entry.cost_micros, entry.images_returned) == (owed, 0)
+        spend = await store.spend(project.id)
+        assert (spend.spent_micros, spend.reserved_micros) == (owed, 0)
+    finally:
+        await store.close()
+
+
 async def test_a_refused_reservation_sends_nothing(tmp_path: Path) -> None:
     provider = GatedProvider()
     pipeline, store = build_pipeline(tmp_path, {"local": provider})
