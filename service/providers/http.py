@@ -57,10 +57,14 @@ class _Progress:
 
 
 async def _headers_sent(_session: object, context: Any, _params: object) -> None:
-    context.trace_request_ctx.sent = True
+    progress = context.trace_request_ctx
+    if isinstance(progress, _Progress):
+        progress.sent = True
 
 
 def _sent_trace() -> aiohttp.TraceConfig:
+    # (the trace costs ~15-20 us of CPU a request, measured against a loopback server: under 1 % of
+    # a generation's)
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(_headers_sent)
     return trace
