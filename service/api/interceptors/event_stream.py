@@ -36,3 +36,7 @@ class EventStreamInterceptor(UnaryInterceptor):
             return response
         finally:
             stream.close()
+            # The stream and the request context refer to each other: left so, the pair (and the
+            # gRPC context and messages the stream holds) would wait for the cyclic collector, which
+            # runs rarely (server.py's GC_THRESHOLDS), instead of going as the call ends.
+            ctx.stream = None
