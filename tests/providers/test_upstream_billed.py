@@ -1,7 +1,7 @@
 """Which upstream failures the provider bills (`MgError.billed`): those after it had the request.
 
-A request that went out and whose answer did not come in time, and an image the provider answered
-with that could not be downloaded, are billed; a connection that was refused, or not even made
+A request that went out and whose answer did not come in time, an answer stream that broke off
+once under way, and an image the provider answered with that could not be downloaded, are billed; a connection that was refused, or not even made
 before the deadline, is not. Against real loopback sockets: a server that reads the request and
 never answers, and a listening socket whose accept queue is full, so a connection to it hangs.
 """
@@ -112,3 +112,24 @@ async def test_an_image_the_provider_answered_with_that_cannot_be_fetched_is_bil
     finally:
         await provider.aclose()
     assert getattr(caught.value, "billed", None) is True
+
+
+async def test_an_answer_stream_that_breaks_off_is_billed() -> None:
+    events = b'event: image_generation.partial_image\ndata: {"partial_image_index": 0}\n\n' * 3
+    route = (200, {"content-type": "text/event-stream", "x-test-send": "90", "x-test-then": "close"}, events)
+    seen: list[str] = []
+    with serving({"/v1/images/generations": route}) as url:
+        provider = upstream(f"{url}/v1")
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                await provider.request(
+                    "POST",
+                    "/images/generations",
+                    time.monotonic() + 5,
+                    json={},
+                    on_event=lambda name, _data: seen.append(name),
+                )
+        finally:
+            await provider.aclose()
+    assert seen == ["image_generation.partial_image"]  # under way when it broke off
+    assert caught.value.billed and "broke off" in caught.value.message
