@@ -1,9 +1,10 @@
 """Which upstream failures the provider bills (`MgError.billed`): those after it had the request.
 
-A request that went out and whose answer did not come in time, an answer stream that broke off
-once under way, and an image the provider answered with that could not be downloaded, are billed; a connection that was refused, or not even made
-before the deadline, is not. Against real loopback sockets: a server that reads the request and
-never answers, and a listening socket whose accept queue is full, so a connection to it hangs.
+A request that went out and whose answer did not come in time, an answer stream that broke off once
+under way, and an image the provider answered with that could not be downloaded, are billed; a
+connection that was refused, or not even made before the deadline, is not. Against real loopback
+sockets: a server that reads the request and never answers, and a listening socket whose accept
+queue is full, so a connection to it hangs.
 """
 
 from __future__ import annotations
