@@ -67,7 +67,7 @@ def full_accept_queue(stack: ExitStack) -> int:
     return port
 
 
-async def failure_of(base_url: str, expected: type[MgError], within_s: float = 0.5) -> MgError:
+async def failure_of(base_url: str, expected: type[MgError], within_s: float = 1.0) -> MgError:
     """What a generation request to `base_url` fails with."""
     provider = upstream(base_url)
     try:
