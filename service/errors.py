@@ -53,9 +53,10 @@ class MgError(Exception):
     code a caller can see is listed in ALL_ERRORS and in docs/api.md's error table.
 
     `billed` marks an upstream failure that came after the provider had the request and was making
-    its images (the answer did not come in time or broke off, a job it accepted did not end in time,
-    the images it answered with could not be downloaded): the provider bills such a call, so the
-    pipeline charges it at its bound, as it does a call that never returned."""
+    its images (the answer did not come in time or broke off, the images it answered with could not
+    be downloaded): the provider bills such a call, so the pipeline charges it at its bound, as it
+    does a call that never returned (and a timed-out call whose job the provider accepted:
+    fanout.Dispatch.owes)."""
 
     kind: ClassVar[ErrorKind]
 

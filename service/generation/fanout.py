@@ -50,11 +50,27 @@ class Dispatch:
     returned_images: int = 0
     # The ids of the jobs submit-and-poll providers accepted (ImageCall.report_job), answered or not.
     job_ids: list[str] = field(default_factory=list)
+    # Calls that failed after the provider had them (`owes`): unfinished, as the provider bills
+    # them, but not abandoned at the deadline.
+    billed_calls: int = 0
+    # The calls (by first_index) whose job the provider accepted.
+    accepted: set[int] = field(default_factory=set)
 
     def restart(self) -> None:
         """Count afresh, for the next target of a route (the last one's calls are settled)."""
         self.sent_calls = self.sent_images = self.returned_calls = self.returned_images = 0
+        self.billed_calls = 0
         self.job_ids = []
+        self.accepted = set()
+
+    def report_job(self, first_index: int, job: str) -> None:
+        self.job_ids.append(job)
+        self.accepted.add(first_index)
+
+    def owes(self, call: ImageCall, failure: MgError) -> bool:
+        """Whether the provider bills a call that failed: it had the request (`MgError.billed`), or
+        it accepted the call's job and the wait for it ran out, however the adapter noticed."""
+        return failure.billed or (isinstance(failure, UpstreamTimeout) and call.first_index in self.accepted)
 
     @property
     def unfinished_calls(self) -> int:
@@ -89,9 +105,10 @@ def plan_calls(
     request: GenerationRequest,
     deadline: float,
     on_partial: PartialSink | None = None,
-    report_job: Callable[[str], None] = no_job_report,
+    report_job: Callable[[int, str], None] | None = None,
 ) -> list[ImageCall]:
-    """Split the request into upstream calls of `request.images_per_call` images at most."""
+    """Split the request into upstream calls of `request.images_per_call` images at most.
+    `report_job(first_index, job)` hears of each job a provider accepts for a call."""
     per_call = request.images_per_call
     calls = []
     for first in range(0, request.n, per_call):
@@ -117,7 +134,7 @@ def plan_calls(
                 variation=request.operation == VARIATION,
                 partial_images=request.partial_images if on_partial else 0,
                 on_partial=on_partial,
-                report_job=report_job,
+                report_job=functools.partial(report_job, first) if report_job else no_job_report,
             )
         )
     return calls
@@ -187,7 +204,9 @@ class Generator:
             try:
                 result = await provider.generate(call)
             except MgError as failure:
-                if not failure.billed:  # (billed: the provider has it, as if it never returned)
+                if dispatch.owes(call, failure):  # (as if it never returned)
+                    dispatch.billed_calls += 1
+                else:
                     returned(call)
                 raise
             except BaseException:
@@ -214,7 +233,7 @@ class Generator:
                 raise UpstreamError(f"{provider.name} returned no images.")
             return result
 
-        calls = plan_calls(request, started + timeout_s, on_partial, dispatch.job_ids.append)
+        calls = plan_calls(request, started + timeout_s, on_partial, dispatch.report_job)
         outcomes: list[ImageCallResult | BaseException] = []
         if len(calls) == 1:  # the usual case: no task, no gather
             try:
@@ -236,8 +255,7 @@ class Generator:
         results = [o for o in outcomes if isinstance(o, ImageCallResult)]
         failures = [o for o in outcomes if not isinstance(o, ImageCallResult)]
         if not results:
-            billed = sum(1 for f in failures if isinstance(f, MgError) and f.billed)
-            if dispatch.unfinished_calls > billed or not failures:  # (some abandoned at the deadline)
+            if dispatch.unfinished_calls > dispatch.billed_calls or not failures:  # (some abandoned)
                 raise UpstreamTimeout(
                     f"{request.model.id} did not return images within {timeout_s:.3g} seconds."
                 )

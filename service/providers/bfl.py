@@ -182,8 +182,7 @@ class BFLProvider(HttpAdapter):
         while True:
             remaining = call.deadline - time.monotonic()
             if remaining <= 0:
-                message = f"{self.name}: task {task_id} was still {status} at the deadline."
-                raise UpstreamTimeout(message, billed=True)
+                raise UpstreamTimeout(f"{self.name}: task {task_id} was still {status} at the deadline.")
             await asyncio.sleep(min(self.poll_interval_s, remaining))
             result = await self._poll(poll_url, task_id, call.deadline)
             status = result.get("status") or result.get("state")

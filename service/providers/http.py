@@ -48,7 +48,7 @@ class AnswerTimeout(TimeoutError):
 
 
 class _Progress:
-    """Whether a request's headers were written: set by the session's trace (`_SENT_TRACE`)."""
+    """Whether a request's headers were written: set by the session's trace (`_sent_trace`)."""
 
     __slots__ = ("sent",)
 

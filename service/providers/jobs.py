@@ -49,11 +49,11 @@ async def poll(
     step: Callable[[], Awaitable[T | None]], deadline: float, interval_s: float, pending: Callable[[], str]
 ) -> T:
     """`step()` every `interval_s` until it returns something; `UpstreamTimeout(pending())` when the
-    deadline comes first (billed: the provider accepted the job)."""
+    deadline comes first."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise UpstreamTimeout(pending(), billed=True)
+            raise UpstreamTimeout(pending())
         await asyncio.sleep(min(interval_s, remaining))
         outcome = await step()
         if outcome is not None:

@@ -169,13 +169,15 @@ async def test_calls_that_never_answer_are_charged_at_their_bound(tmp_path: Path
 @dataclass
 class JobProvider:
     """A submit-and-poll provider whose jobs are accepted (their ids reported) and then never answer,
-    or fail when `failure` is set."""
+    or fail when `failure` is set. With `accepts=False` it fails before any job is accepted."""
 
     name: str = "local"
     failure: Exception | None = None
+    accepts: bool = True
 
     async def generate(self, call: ImageCall) -> ImageCallResult:
-        call.report_job(f"job-{call.first_index}")
+        if self.accepts:
+            call.report_job(f"job-{call.first_index}")
         if self.failure is not None:
             raise self.failure
         await asyncio.Event().wait()
@@ -215,23 +217,25 @@ async def test_a_job_that_failed_keeps_its_id_in_the_ledger_and_costs_nothing(tm
 
 
 @pytest.mark.parametrize(
-    ("failure", "owed"),
+    ("failure", "accepts", "owed"),
     [
         # the adapter's own timer ended the wait for an answer to a request that went out
-        (UpstreamTimeout("local did not answer in time.", billed=True), 2 * SKETCH_MICROS),
+        (UpstreamTimeout("local did not answer in time.", billed=True), False, 2 * SKETCH_MICROS),
         # the answer broke off, or the images it named could not be downloaded
-        (UpstreamError("The answer from local broke off.", billed=True), 2 * SKETCH_MICROS),
+        (UpstreamError("The answer from local broke off.", billed=True), False, 2 * SKETCH_MICROS),
+        # a job accepted, and the wait for it ran out (a poll found no time left before it went out)
+        (UpstreamTimeout("local did not answer in time."), True, 2 * SKETCH_MICROS),
         # the request never went out (the connection was not made in time), or was refused
-        (UpstreamTimeout("local did not answer in time."), 0),
-        (UpstreamError("Could not reach local."), 0),
+        (UpstreamTimeout("local did not answer in time."), False, 0),
+        (UpstreamError("Could not reach local."), False, 0),
     ],
 )
 async def test_a_call_the_provider_had_is_charged_its_bound_however_it_failed(
-    tmp_path: Path, failure: Exception, owed: int
+    tmp_path: Path, failure: Exception, accepts: bool, owed: int
 ) -> None:
     # The same money as a call abandoned at the deadline, whichever timer (the adapter's or the
     # pipeline's) ends the wait first.
-    provider = JobProvider(failure=failure)
+    provider = JobProvider(failure=failure, accepts=accepts)
     pipeline, store = build_pipeline(tmp_path, {"local": provider}, upstream_limit_s=5)
     project = Project("proj_1", "p", 0.0)
     try:
