@@ -32,7 +32,10 @@ FilePart = tuple[str | None, str | bytes, str | None]
 Files = Mapping[str, FilePart] | Iterable[tuple[str, FilePart]]
 
 TransportError = aiohttp.ClientError  # connection refused/reset, malformed HTTP, too many redirects
-KEEPALIVE_S = 60.0
+# Shorter than the idle timeouts of common servers and load balancers (60 s and up), so a kept
+# connection is almost never one the server is closing as it is reused: a POST whose connection
+# drops once it was written is not retried (DroppedAfterSend), so such a race would fail the call.
+KEEPALIVE_S = 15.0
 READ_CHUNK = 256 * 1024
 MAX_EVENT_STREAM_BYTES = 256 * 1024 * 1024
 
@@ -40,6 +43,12 @@ MAX_EVENT_STREAM_BYTES = 256 * 1024 * 1024
 class StreamBroken(Exception):
     """A 2xx event stream that broke off or overflowed once under way. Not retried: the provider
     was already working on (and billing) the request."""
+
+
+class DroppedAfterSend(TransportError):
+    """The connection failed (reset, closed, a malformed or cut-off answer) after the request went
+    out: the server may have it and be working on (and billing) it, so it is not a safe retry for
+    a method that is not idempotent."""
 
 
 class AnswerTimeout(TimeoutError):
@@ -142,7 +151,7 @@ class HttpClient:
         on_event: EventSink | None = None,
     ) -> HttpResponse:
         """The whole response. Raises TimeoutError (AnswerTimeout once the request went out),
-        TransportError, or TooLarge past `max_bytes`.
+        TransportError (DroppedAfterSend once it went out), or TooLarge past `max_bytes`.
         With `on_event`, a 2xx `text/event-stream` answer goes to it event by event as it arrives
         (sse.py), and the response's content is left empty; a break in it is StreamBroken."""
         body = form(data, files) if data is not None or files is not None else content
@@ -162,6 +171,10 @@ class HttpClient:
         except TimeoutError as exc:
             if progress.sent:
                 raise AnswerTimeout(str(exc)) from exc
+            raise
+        except TransportError as exc:
+            if progress.sent and not isinstance(exc, DroppedAfterSend):
+                raise DroppedAfterSend(str(exc)) from exc
             raise
 
     async def aclose(self) -> None:

@@ -2,7 +2,9 @@
 
 - One connection pool per provider (http.py): connections are kept alive across requests.
 - Retryable failures (429, 500/502/503/504, connection errors) are retried with exponential backoff
-  (and the provider's Retry-After) while the call's deadline allows; then they become errors.
+  (and the provider's Retry-After) while the call's deadline allows; then they become errors. A
+  connection that drops after a POST went out is not retried: the provider may have it, and the
+  failure is `billed` like every other failure after the provider had the request.
 - Every non-2xx answer becomes an `MgError` in one place (`upstream_error`), with the provider's own
   message kept; adapters only say how their provider signals a content refusal.
 - Answers are parsed with orjson and images decoded with pybase64: a provider's JSON can be tens of
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Methods safe to send again when a connection dropped after the request went out (RFC 9110
+# 9.2.2): a status poll or a download. A POST the provider may already have is never sent twice.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 BACKOFF_BASE_S = 0.5
 MAX_RETRY_AFTER_S = 20.0
 
@@ -115,8 +120,10 @@ def json_object_of(provider: str, response: HttpResponse) -> dict[str, Any]:
     return payload
 
 
-def malformed(provider: str, detail: str, *, billed: bool = False) -> UpstreamError:
-    return UpstreamError(f"{provider} answered with something unusable: {detail}", billed=billed)
+def malformed(provider: str, detail: str) -> UpstreamError:
+    """A success answer the gateway cannot use (not JSON, no images, undecodable image data). It is
+    `billed`: the provider answered the request as done, and bills it."""
+    return UpstreamError(f"{provider} answered with something unusable: {detail}", billed=True)
 
 
 def _retry_after(response: HttpResponse) -> float | None:
@@ -157,6 +164,7 @@ class Upstream:
 
         self._transport_error = http.TransportError
         self._stream_broken = http.StreamBroken
+        self._dropped_after_send = http.DroppedAfterSend
         self._answer_timeout = http.AnswerTimeout
         self._client = http.HttpClient(headers, follow_redirects=False)
         # Image URLs are other hosts (CDNs, signed storage) and redirect; they get no credentials.
@@ -213,6 +221,9 @@ class Upstream:
                 message = f"The answer from {self.provider} broke off."
                 raise self._unreachable(exc, message, billed=True) from None
             except self._transport_error as exc:
+                if isinstance(exc, self._dropped_after_send) and method not in IDEMPOTENT_METHODS:
+                    message = f"The connection to {self.provider} broke off after the request went out."
+                    raise self._unreachable(exc, message, billed=True) from None
                 error: MgError = self._unreachable(exc, f"Could not reach {self.provider}.")
                 pause = self._backoff(attempt, None)
             else:
@@ -281,7 +292,7 @@ class Upstream:
             raise UpstreamError(message, billed=True)
         media_type = sniff_media_type(response.content)
         if media_type is None:
-            raise malformed(self.provider, "the image URL did not serve an image", billed=True)
+            raise malformed(self.provider, "the image URL did not serve an image")
         return response.content, media_type
 
     async def image(self, url: str, deadline: float) -> tuple[bytes, str]:
