@@ -215,9 +215,10 @@ class SqliteStore:
 
     def _sweep(self) -> None:
         """Rows nothing will read again, deleted in the database: every project's lapsed
-        reservations (a reservation deletes only its own project's, and spend leaves them out) and
+        reservations (a reservation deletes only its own project's, and spend leaves them out),
         idempotency records past their retention (a claim deletes them too, but only when one
-        comes). A batch per transaction, so writers wait for no long delete."""
+        comes) and reserved totals of nothing. A batch per transaction, so writers wait for no long
+        delete."""
         with contextlib.suppress(sqlite3.OperationalError):  # busy, or a full disk: the next one will do
             conn, now = self._connection(), time.time()
             for table in ("reservations", "idempotency"):
@@ -229,6 +230,8 @@ class SqliteStore:
                             f"(SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
                             (now, SWEEP_BATCH),
                         ).rowcount
+            with _write(conn):  # the totals of periods over, and of projects that hold nothing now
+                conn.execute("DELETE FROM reserved_totals WHERE reserved_micros = 0")
 
     # --- projects
 
@@ -366,7 +369,8 @@ class SqliteStore:
                     "DELETE FROM reservations WHERE project_id = ? AND expires_at <= ?", (project_id, now)
                 )
                 if cap_micros is not None:
-                    spend = _spend(conn, project_id, now, period)
+                    # (the project's lapsed reservations are gone: its total is what holds now)
+                    spend = _spend(conn, project_id, now, period, reserved=_reserved_total)
                     if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
                         return False
                 # The period in force, read from the clock inside the transaction that checked it.
@@ -718,29 +722,62 @@ def _one(
     return make(row) if row is not None else None
 
 
-def _spend(conn: sqlite3.Connection, project_id: str, now: float, period: BudgetPeriod | None) -> Spend:
+def _spend(
+    conn: sqlite3.Connection,
+    project_id: str,
+    now: float,
+    period: BudgetPeriod | None,
+    reserved: Callable[[sqlite3.Connection, str, float, tuple[int, int] | None], int] | None = None,
+) -> Spend:
+    """The project's spend in the period in force (or its lifetime). `reserved` counts what it
+    holds reserved: by default its reservations whose lease has not lapsed, added up."""
+    count = reserved or _reserved_sum
     if period is None:
         spent = conn.execute("SELECT spent_micros FROM spend WHERE project_id = ?", (project_id,)).fetchone()
-        reserved = conn.execute(
-            "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM reservations "
-            "WHERE project_id = ? AND period_anchor IS NULL AND expires_at > ?",
-            (project_id, now),
-        ).fetchone()
-        return Spend(spent["spent_micros"] if spent else 0, reserved["total"])
+        return Spend(spent["spent_micros"] if spent else 0, count(conn, project_id, now, None))
     start = period_start(period, now)
     spent = conn.execute(
         "SELECT spent_micros FROM period_spend WHERE project_id = ? AND anchor = ? AND start = ?",
         (project_id, period.anchor, start),
     ).fetchone()
-    reserved = conn.execute(
-        "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM reservations "
-        "WHERE project_id = ? AND period_anchor = ? AND period_start = ? AND expires_at > ?",
-        (project_id, period.anchor, start, now),
-    ).fetchone()
     carried = period.carry_micros if carries(period, start) else 0
     return Spend(
-        (spent["spent_micros"] if spent else 0) + carried, reserved["total"], start, period_end(period, start)
+        (spent["spent_micros"] if spent else 0) + carried,
+        count(conn, project_id, now, (period.anchor, start)),
+        start,
+        period_end(period, start),
     )
+
+
+def _reserved_sum(
+    conn: sqlite3.Connection, project_id: str, now: float, period: tuple[int, int] | None
+) -> int:
+    """The project's reservations in `period` (None: under its lifetime cap) whose lease has not
+    lapsed, added up: exact whether or not lapsed ones were deleted yet, for reads."""
+    in_period, args = (
+        ("period_anchor IS NULL", ())
+        if period is None
+        else ("period_anchor = ? AND period_start = ?", period)
+    )
+    row = conn.execute(
+        "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM reservations "
+        f"WHERE project_id = ? AND {in_period} AND expires_at > ?",
+        (project_id, *args, now),
+    ).fetchone()
+    return int(row["total"])
+
+
+def _reserved_total(
+    conn: sqlite3.Connection, project_id: str, now: float, period: tuple[int, int] | None
+) -> int:
+    """What the project holds reserved in `period`, from the total the triggers keep (migration
+    0006): one row, however many reservations it holds. It counts lapsed reservations until they
+    are deleted, so a reservation reads it right after deleting the project's lapsed ones."""
+    key = "" if period is None else f"{period[0]}:{period[1]}"
+    row = conn.execute(
+        "SELECT reserved_micros FROM reserved_totals WHERE project_id = ? AND period = ?", (project_id, key)
+    ).fetchone()
+    return int(row["reserved_micros"]) if row else 0
 
 
 def _charge(conn: sqlite3.Connection, project_id: str, micros: int) -> None:
