@@ -14,7 +14,9 @@ worker process opens it (service/stores/open_store on the default settings: Post
 each at concurrency 1 and 32 (that many asyncio tasks on the one store, as a worker serves that many
 requests at once): p50 and p99 latency in milliseconds, and operations per second. The 32 tasks all
 reserve against one project (its spend row is the one they contend for, as requests of one busy
-project do) and hit one rate-limit bucket each (one key each).
+project do) and hit one rate-limit bucket each (one key each). Last, reserve + settle at
+concurrency 1 again with HELD of the project's generations in flight (reservations held), as a
+project holds them when its generations take seconds.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ COST_MICROS = 16_000
 LEASE_S = 30.0
 # A rate high enough that no hit is refused: a refusal skips the write.
 RPM = 10_000_000
+HELD = 10_000
 
 
 def entry(project_id: str, request_id: str) -> LedgerEntry:
@@ -104,6 +107,14 @@ async def measure(store: Store) -> dict[str, dict[str, float]]:
     for concurrency in OPERATIONS:
         results[f"reserve+settle c{concurrency}"] = await timed(concurrency, reserve_and_settle)
         results[f"rate-limit hit c{concurrency}"] = await timed(concurrency, rate_limit_hit)
+    for first in range(0, HELD, 100):
+        await asyncio.gather(
+            *(
+                store.reserve(project.id, f"held-{n}", COST_MICROS, None, 3600, holder)
+                for n in range(first, first + 100)
+            )
+        )
+    results[f"reserve+settle c1, {HELD:,} held"] = await timed(1, reserve_and_settle)
     return results
 
 
