@@ -40,6 +40,7 @@ from service.stores.redis import RedisStore
 from service.stores.sqlite import SqliteStore
 from tests.support.postgres_server import create_database, drop_database
 from tests.support.redis_server import SHARED_URL, clear_prefix
+from tests.support.stores import ledger_entry as entry
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres", "postgres+redis"])
@@ -79,16 +80,6 @@ def store(open_store: Callable[[], Store]) -> Store:
 
 def project(name: str = "acme", **fields: object) -> Project:
     return Project(**{"id": f"proj_{ULID()}", "name": name, "created_at": time.time(), **fields})  # type: ignore[arg-type]
-
-
-def entry(project_id: str, cost: int, outcome: str = "ok", **fields: object) -> LedgerEntry:
-    values: dict[str, object] = {
-        "request_id": str(ULID()), "project_id": project_id, "key_id": "key_1", "model": "local/sketch",
-        "provider": "local", "n_requested": 1, "images_returned": 1 if outcome == "ok" else 0,
-        "size": "1024x1024", "quality": "", "cost_micros": cost, "input_tokens": 5, "upstream_latency_ms": 12,
-        "outcome": outcome, "created_at": time.time(), **fields,
-    }  # fmt: skip
-    return LedgerEntry(**values)  # type: ignore[arg-type]
 
 
 async def test_projects_round_trip(store: Store) -> None:

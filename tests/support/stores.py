@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ulid import ULID
 
+from service.stores.base import LedgerEntry
 from tests.support.postgres_server import temporary_database
 from tests.support.redis_server import SHARED_URL, clear_prefix
 
@@ -31,3 +33,15 @@ def store_env(store: str) -> Iterator[dict[str, str]]:
     finally:
         if store.endswith("redis"):
             clear_prefix(SHARED_URL, prefix)
+
+
+def ledger_entry(project_id: str, cost: int, outcome: str = "ok", **fields: object) -> LedgerEntry:
+    """A ledger entry of a generation of `project_id` that cost `cost` micro-dollars; `fields` replace
+    any of the others."""
+    values: dict[str, object] = {
+        "request_id": str(ULID()), "project_id": project_id, "key_id": "key_1", "model": "local/sketch",
+        "provider": "local", "n_requested": 1, "images_returned": 1 if outcome == "ok" else 0,
+        "size": "1024x1024", "quality": "", "cost_micros": cost, "input_tokens": 5, "upstream_latency_ms": 12,
+        "outcome": outcome, "created_at": time.time(), **fields,
+    }  # fmt: skip
+    return LedgerEntry(**values)  # type: ignore[arg-type]

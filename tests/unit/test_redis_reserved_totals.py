@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.stores.base import LedgerEntry
 from service.stores.periods import BudgetPeriod
 from service.stores.redis import TOTALS_REBUILD_EVERY, RedisStore
 from tests.support.redis_server import SHARED_URL, PrivateRedis, clear_prefix
+from tests.support.stores import ledger_entry as entry
 
 PERIODS = [None, BudgetPeriod.of("day", anchor=1_700_000_000)]
 
@@ -59,13 +59,6 @@ def sums(prefix: str, project: str) -> dict[str, int]:
         period = periods.get(reservation, "")
         found[period] = found.get(period, 0) + int(micros)
     return {period: micros for period, micros in found.items() if micros}
-
-
-def entry(project_id: str, cost_micros: int) -> LedgerEntry:
-    return LedgerEntry(
-        "req", project_id, "key", "openai/dall-e-3", "openai", 1, 1, "1024x1024", "standard",
-        cost_micros, 0, 10, "ok", time.time(),
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("period", PERIODS, ids=["lifetime", "daily"])

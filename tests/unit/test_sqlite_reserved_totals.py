@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from service.stores.base import LedgerEntry
 from service.stores.migrations import statements
 from service.stores.periods import BudgetPeriod
 from service.stores.sqlite import SqliteStore
 from service.stores.sqlite_schema import SCHEMA
+from tests.support.stores import ledger_entry as entry
 
 # Lifetime caps, and a daily period set a while ago.
 PERIODS = [None, BudgetPeriod.of("day", anchor=1_700_000_000)]
@@ -46,13 +45,6 @@ def sums(path: Path) -> dict[tuple[str, str], int]:
             "FROM reservations GROUP BY 1, 2"
         )
         return {(project, period): micros for project, period, micros in rows if micros}
-
-
-def entry(project_id: str, cost_micros: int) -> LedgerEntry:
-    return LedgerEntry(
-        "req", project_id, "key", "openai/dall-e-3", "openai", 1, 1, "1024x1024", "standard",
-        cost_micros, 0, 10, "ok", time.time(),
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("period", PERIODS, ids=["lifetime", "daily"])
