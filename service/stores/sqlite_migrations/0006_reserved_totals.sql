@@ -19,3 +19,6 @@ CREATE TRIGGER reservation_taken AFTER INSERT ON reservations BEGIN
 CREATE TRIGGER reservation_ended AFTER DELETE ON reservations BEGIN
     UPDATE reserved_totals SET reserved_micros = reserved_micros - OLD.amount_micros
     WHERE project_id = OLD.project_id AND period = IFNULL(OLD.period_anchor || ':' || OLD.period_start, ''); END;
+-- Nothing adds up a period's reservations on the way to the provider any more: reads of spend find
+-- them by project (reservations_by_project), and every reservation is one index lighter to write.
+DROP INDEX reservations_by_period;
