@@ -16,11 +16,9 @@ answered is settled, and the rest of the route reserved anew (`reserve`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from service.catalog.catalog import usd
@@ -76,6 +74,23 @@ class Settlement:
 PROMPT_EXTRA = "prompt"
 
 
+class Reserved:
+    """`async with ledger.reserved(attempt, estimate):` (an object rather than an
+    asynccontextmanager, whose suspended generator every generation in flight would hold)."""
+
+    __slots__ = ("_attempt", "_estimate", "_ledger")
+
+    def __init__(self, ledger: SpendLedger, attempt: Attempt, estimate: int) -> None:
+        self._ledger, self._attempt, self._estimate = ledger, attempt, estimate
+
+    async def __aenter__(self) -> None:
+        if not await self._ledger.reserve(self._attempt, self._estimate):
+            raise await self._ledger.budget_exceeded(self._attempt.project, self._estimate)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._ledger.unhold(self._attempt)
+
+
 class SpendLedger:
     def __init__(self, store: Store, lease_s: float, *, keep_prompts: bool = False) -> None:
         self._store = store
@@ -87,16 +102,10 @@ class SpendLedger:
         self._held: dict[str, tuple[Attempt, float]] = {}
         self._renewer: asyncio.Task[None] | None = None
 
-    @contextlib.asynccontextmanager
-    async def reserved(self, attempt: Attempt, estimate: int) -> AsyncIterator[None]:
+    def reserved(self, attempt: Attempt, estimate: int) -> Reserved:
         """Reserve `estimate` (or raise BudgetExceeded), and keep the reservation's lease renewed
         while the block runs. The block settles or releases it."""
-        if not await self.reserve(attempt, estimate):
-            raise await self._budget_exceeded(attempt.project, estimate)
-        try:
-            yield
-        finally:
-            self.unhold(attempt)
+        return Reserved(self, attempt, estimate)
 
     async def reserve(self, attempt: Attempt, estimate: int) -> bool:
         """Reserve `estimate` under `attempt.reservation_id`, renewing its lease until `unhold`
@@ -199,7 +208,7 @@ class SpendLedger:
             until=time.monotonic() + self._lease_s,
         )
 
-    async def _budget_exceeded(self, project: Project, estimate: int) -> BudgetExceeded:
+    async def budget_exceeded(self, project: Project, estimate: int) -> BudgetExceeded:
         cap = project.budget_micros or 0
         spend = await self._store.spend(project.id, project.period)
         left = max(0, cap - spend.spent_micros - spend.reserved_micros)
