@@ -370,7 +370,7 @@ class SqliteStore:
                 )
                 if cap_micros is not None:
                     # (the project's lapsed reservations are gone: its total is what holds now)
-                    spend = _spend(conn, project_id, now, period, reserved=_reserved_total)
+                    spend = _spend(conn, project_id, now, period, from_totals=True)
                     if spend.spent_micros + spend.reserved_micros + amount_micros > cap_micros:
                         return False
                 # The period in force, read from the clock inside the transaction that checked it.
@@ -727,11 +727,13 @@ def _spend(
     project_id: str,
     now: float,
     period: BudgetPeriod | None,
-    reserved: Callable[[sqlite3.Connection, str, float, tuple[int, int] | None], int] | None = None,
+    *,
+    from_totals: bool = False,
 ) -> Spend:
-    """The project's spend in the period in force (or its lifetime). `reserved` counts what it
-    holds reserved: by default its reservations whose lease has not lapsed, added up."""
-    count = reserved or _reserved_sum
+    """The project's spend in the period in force (or its lifetime). What it holds reserved is its
+    reservations whose lease has not lapsed, added up; `from_totals`: the running total, for a
+    caller that just deleted the project's lapsed reservations (see _reserved_total)."""
+    count = _reserved_total if from_totals else _reserved_sum
     if period is None:
         spent = conn.execute("SELECT spent_micros FROM spend WHERE project_id = ?", (project_id,)).fetchone()
         return Spend(spent["spent_micros"] if spent else 0, count(conn, project_id, now, None))
