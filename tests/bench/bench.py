@@ -10,6 +10,7 @@ Per scenario: requests/s, p50/p99 latency, errors, the ratio to direct, CPU ms p
 gateway (Envoy + supervisor + workers), and peak RSS of the gateway. Idle RSS is measured after
 start-up. Results: a Markdown table on stdout and JSON in $BENCH_OUT (default .mg/bench.json).
 
+    BENCH_FLOOR=1      also the design's floor (floor.py) per scenario, in the same rounds
     BENCH_PIN=1        gateway on CPU 1 (one worker, one Envoy thread), wrk + fake on CPU 0,
                        exactly as the peer harness pins the peer gateways; held-1000 and held-10000
                        stay unpinned, on the defaults (one worker per core)
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench import floor as floor_module  # noqa: E402
 from tests.bench import streamed  # noqa: E402
 from tests.support.gateway import GatewayProcess  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
@@ -49,6 +51,7 @@ UPSTREAM_KEY = "sk-fake-upstream"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PIN = os.environ.get("BENCH_PIN") == "1"
+FLOOR = os.environ.get("BENCH_FLOOR") == "1"
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def parts(pids: list[int]) -> dict[str, list[int]]:
         except OSError:
             continue
         program = command.split(b"\0")[0]
-        part = "envoy" if b"envoy" in program else "workers" if b"runtime.server" in command else "supervisor"
+        serves = b"runtime.server" in command or b"bench.floor" in command
+        part = "envoy" if b"envoy" in program else "workers" if serves else "supervisor"
         grouped.setdefault(part, []).append(pid)
     return grouped
 
@@ -313,7 +317,7 @@ def measure(
     target: str, scenario: Scenario, base: str, key: str, gateway: GatewayProcess | None, upload: bytes
 ) -> dict[str, Any]:
     gateway_pid = gateway.process.pid if gateway is not None and gateway.process is not None else None
-    model = scenario.model if target == "mg" else scenario.model.split("/", 1)[1]
+    model = scenario.model if target != "direct" else scenario.model.split("/", 1)[1]
     fields = {
         "model": model,
         "prompt": "a watercolor fox in a snowy forest",
@@ -366,6 +370,17 @@ def start_gateway(upstream_port: int, pin: bool) -> GatewayProcess:
     return gateway.start(command_prefix=["taskset", "-c", "1"] if pin else [])
 
 
+def start_floor(upstream_port: int, pin: bool) -> GatewayProcess:
+    """The design's floor (floor.py) pinned or placed as the gateway is."""
+    floor = floor_module.floor_process(
+        Path(tempfile.mkdtemp(prefix="mg-floor-")),
+        f"http://127.0.0.1:{upstream_port}/v1",
+        UPSTREAM_KEY,
+        {"MG_ENVOY_CONCURRENCY": "1" if pin else "0"},
+    )
+    return floor.start(command_prefix=["taskset", "-c", "1"] if pin else [])
+
+
 def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install -y wrk (make bench does this)", file=sys.stderr)
@@ -390,7 +405,10 @@ def main() -> int:
         # after another scenario would partly be that scenario's.
         gateway = start_gateway(upstream_port, scenario.pin)
         assert gateway.process is not None
-        cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
+        floor = start_floor(upstream_port, scenario.pin) if FLOOR and not scenario.upload_bytes else None
+        served_by = {"mg": gateway, "floor": floor}
+        targets = ["mg", "direct", *(["floor"] if floor else [])]
+        cells: dict[str, list[dict[str, Any]]] = {target: [] for target in targets}
         try:
             time.sleep(2)
             # a project of its own: the dev project has a spend cap the benchmark would reach
@@ -399,14 +417,15 @@ def main() -> int:
             if configuration not in report["idle_rss_mb"]:
                 report["idle_rss_mb"][configuration] = round(rss_mb(tree(gateway.process.pid)), 1)
             for round_ in range(scenario.rounds or rounds):
-                for target in ("mg", "direct") if round_ % 2 == 0 else ("direct", "mg"):
-                    base = gateway.http_url if target == "mg" else f"http://127.0.0.1:{upstream_port}"
+                for target in targets if round_ % 2 == 0 else targets[::-1]:
+                    server = served_by.get(target)
+                    base = server.http_url if server else f"http://127.0.0.1:{upstream_port}"
                     key = bench_key if target == "mg" else UPSTREAM_KEY
-                    cells[target].append(
-                        measure(target, scenario, base, key, gateway if target == "mg" else None, upload)
-                    )
+                    cells[target].append(measure(target, scenario, base, key, server, upload))
         finally:
             gateway.stop()
+            if floor is not None:
+                floor.stop()
             fake.stop()
         report["scenarios"][name] = summarize(scenario, cells)
         print(f"{name}: {json.dumps(report['scenarios'][name])}", file=sys.stderr, flush=True)
@@ -428,34 +447,44 @@ def summarize(scenario: Scenario, cells: dict[str, list[dict[str, Any]]]) -> dic
         values = [c[key] for c in cells[target] if c.get(key) is not None]
         return round(statistics.median(values), 3) if values else 0.0
 
-    mg, direct = ({k: median(t, k) for k in ("rps", "p50_ms", "p99_ms", "errors")} for t in ("mg", "direct"))
-    mg_peak = median("mg", "peak_rss_mb")
-    return {
-        "description": scenario.description,
-        "mg": {
-            **mg,
-            "cpu_ms_per_request": median("mg", "cpu_ms_per_request"),
-            "peak_rss_mb": median("mg", "peak_rss_mb"),
+    def gateway(target: str) -> dict[str, Any]:
+        return {
+            **{k: median(target, k) for k in ("rps", "p50_ms", "p99_ms", "errors")},
+            "cpu_ms_per_request": median(target, "cpu_ms_per_request"),
+            "peak_rss_mb": median(target, "peak_rss_mb"),
             **{
-                f"{part}_{quantile}_ms": median("mg", f"{part}_{quantile}_ms")
+                f"{part}_{quantile}_ms": median(target, f"{part}_{quantile}_ms")
                 for part in ("edge_wait", "worker_own")
                 for quantile in ("p50", "p99")
             },
-        },
+        }
+
+    def held(target: str) -> dict[str, Any]:
+        if not scenario.name.startswith("held"):
+            return {"kb_per_call_in_flight": None, "kb_per_call_in_flight_by_part": None}
+        kb = (median(target, "peak_rss_mb") - median(target, "idle_rss_mb")) * 1024 / scenario.concurrency
+        return {
+            "kb_per_call_in_flight": round(kb, 1),
+            "kb_per_call_in_flight_by_part": per_call_by_part(cells[target], scenario.concurrency),
+        }
+
+    mg = gateway("mg")
+    direct = {k: median("direct", k) for k in ("rps", "p50_ms", "p99_ms", "errors")}
+    summary = {
+        "description": scenario.description,
+        "mg": mg,
         "direct": direct,
         "rps_ratio": round(mg["rps"] / direct["rps"], 3) if direct["rps"] else None,
-        "kb_per_call_in_flight": (
-            round((mg_peak - median("mg", "idle_rss_mb")) * 1024 / scenario.concurrency, 1)
-            if scenario.name.startswith("held")
-            else None
-        ),
-        "kb_per_call_in_flight_by_part": (
-            per_call_by_part(cells["mg"], scenario.concurrency) if scenario.name.startswith("held") else None
-        ),
+        **held("mg"),
         "added_p50_ms": round(mg["p50_ms"] - direct["p50_ms"], 3),
         "p50_ratio": round(mg["p50_ms"] / direct["p50_ms"], 3) if direct["p50_ms"] else None,
         "cells": cells,
     }
+    if cells.get("floor"):
+        floor = gateway("floor")
+        added = round(floor["p50_ms"] - direct["p50_ms"], 3)
+        summary["floor"] = {**floor, **held("floor"), "added_p50_ms": added}
+    return summary
 
 
 def per_call_by_part(cells: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
@@ -490,6 +519,23 @@ def table(report: dict[str, Any]) -> str:
             f"{mg['cpu_ms_per_request']} | {mg['peak_rss_mb']} | {in_flight(s)} "
             f"| {mg['edge_wait_p50_ms']} / {mg['edge_wait_p99_ms']} |"
         )
+    floors = {name: s for name, s in report["scenarios"].items() if "floor" in s}
+    if floors:
+        lines += [
+            "",
+            "The design's floor (floor.py: the same Envoy before a bare grpc.aio relay), beside mg:",
+            "",
+            "| scenario | floor RPS | added p50 ms: floor / mg | CPU ms/req: floor / mg "
+            "| KB per call in flight: floor / mg | errors: floor |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, s in floors.items():
+            floor, mg = s["floor"], s["mg"]
+            lines.append(
+                f"| {name} | {floor['rps']} | {floor['added_p50_ms']} / {s['added_p50_ms']} "
+                f"| {floor['cpu_ms_per_request']} / {mg['cpu_ms_per_request']} "
+                f"| {in_flight(floor)} / {in_flight(s)} | {floor['errors']:g} |"
+            )
     return "\n".join(lines)
 
 

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.support.fake_upstream import UPSTREAM_KEY, fake_upstream
 from tests.support.gateway import GatewayProcess
-from tests.support.ports import free_port
 
-FAKE_UPSTREAM = Path(__file__).resolve().parents[1] / "bench" / "fake_upstream.py"
-UPSTREAM_KEY = "sk-fake-upstream"
 CALLERS = 2_000
 UPSTREAM_DELAY_MS = 4_000
 
@@ -30,23 +23,8 @@ UPSTREAM_DELAY_MS = 4_000
 @pytest.fixture(scope="module")
 def slow_upstream() -> Iterator[int]:
     """An OpenAI-shaped upstream that answers every generation after UPSTREAM_DELAY_MS, cheaply."""
-    port = free_port()
-    command = [sys.executable, str(FAKE_UPSTREAM), "--port", str(port), "--api-key", UPSTREAM_KEY]
-    process = subprocess.Popen(
-        [*command, "--delay-ms", str(UPSTREAM_DELAY_MS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake upstream did not start") from None
-            time.sleep(0.1)
-    yield port
-    process.terminate()
-    process.wait(10)
+    with fake_upstream("--delay-ms", str(UPSTREAM_DELAY_MS)) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

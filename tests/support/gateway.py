@@ -41,6 +41,9 @@ class GatewayProcess:
     # The Python that runs `-m service` (another virtualenv's, to run an installed wheel), and where.
     python: str = sys.executable
     cwd: Path | None = None
+    # What that Python runs, and the line it prints once it serves (tests/bench/floor.py is another).
+    command: tuple[str, ...] = ("-m", "service", "serve")
+    ready_line: str = READY_LINE
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     # copies the gateway's output into `output`
@@ -113,7 +116,7 @@ class GatewayProcess:
 
     def start(self, timeout_s: float = 60, command_prefix: list[str] | None = None) -> GatewayProcess:
         self.process = subprocess.Popen(
-            [*(command_prefix or []), self.python, "-m", "service", "serve"],
+            [*(command_prefix or []), self.python, *self.command],
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
@@ -128,7 +131,7 @@ class GatewayProcess:
             with self.process.stdout:  # closed at the end of the output: the gateway has exited
                 for line in self.process.stdout:
                     self.output.append(line)
-                    if READY_LINE in line:
+                    if self.ready_line in line:
                         ready.set()
 
         self._pump = threading.Thread(target=pump, daemon=True)
