@@ -82,6 +82,12 @@ class Relay:
 
 
 async def serve(settings: Settings, relay: Relay) -> None:
+    # Envoy first: forked once gRPC's threads run, its child could fail before it execs Envoy (mg's
+    # supervisor, which starts Envoy, never runs gRPC).
+    run_dir = settings.run_dir
+    envoy = EnvoyProcess(settings, write_edge_files(settings, run_dir / "envoy"), run_dir / "envoy.log")
+    envoy.claim_admin_socket()
+    envoy.start()
     server = grpc.aio.server(options=grpc_options(settings, reuse_port=False))
     handler = grpc.unary_stream_rpc_method_handler(
         relay.generate,
@@ -93,10 +99,6 @@ async def serve(settings: Settings, relay: Relay) -> None:
     )
     server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    run_dir = settings.run_dir
-    envoy = EnvoyProcess(settings, write_edge_files(settings, run_dir / "envoy"), run_dir / "envoy.log")
-    envoy.claim_admin_socket()
-    envoy.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
