@@ -155,6 +155,7 @@ def test_workers_keep_freed_memory_and_the_supervisor_carries_no_grpc(tmp_path: 
             env = environment(pid)
             assert env["MALLOC_MMAP_THRESHOLD_"] == str(64 << 20)
             assert env["MALLOC_TRIM_THRESHOLD_"] == "1234"
+            assert env["MALLOC_ARENA_MAX"] == "2"
             assert "cygrpc" in mapped_files(pid)  # the check below can tell
         assert gateway.process is not None
         assert "cygrpc" not in mapped_files(gateway.process.pid)
