@@ -28,6 +28,7 @@ from mg.v1 import image_generation_pb2 as pb
 from service.config import Settings, load_settings
 from service.runtime.edge import EnvoyProcess, write_edge_files
 from service.runtime.server import grpc_options, tune_collector
+from service.runtime.supervisor import MALLOC_TUNING
 from tests.support.gateway import GatewayProcess
 
 READY_LINE = "floor is ready"
@@ -36,9 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def floor_process(data_dir: Path, upstream: str, api_key: str, env: dict[str, str]) -> GatewayProcess:
-    """The floor as a child process to `.start()`, with `env` over the MG_* settings of a gateway."""
+    """The floor as a child process to `.start()`, with `env` over the MG_* settings of a gateway,
+    and the malloc settings mg's supervisor gives its workers (runtime tuning, not mg's work)."""
     command = ("-m", "tests.bench.floor", "--upstream", upstream, "--api-key", api_key)
-    return GatewayProcess(data_dir, env, command=command, ready_line=READY_LINE, cwd=ROOT)
+    return GatewayProcess(
+        data_dir, {**MALLOC_TUNING, **env}, command=command, ready_line=READY_LINE, cwd=ROOT
+    )
 
 
 def openai_body(request: pb.GenerateImagesRequest) -> bytes:
