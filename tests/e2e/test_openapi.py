@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from ulid import ULID
 
 from tests.support.gateway import GatewayProcess
@@ -39,6 +40,9 @@ def test_the_gateway_serves_its_openapi_document_without_a_key(gateway: GatewayP
     assert response.content == DOCUMENT.read_bytes()
 
 
+# Past the suite's 120 s: on a slow VM in a parallel run a schemathesis run took longer; its own
+# subprocess timeout (180 s) bounds it.
+@pytest.mark.timeout(240)
 def test_schemathesis_finds_nothing_wrong(gateway: GatewayProcess, tmp_path: Path) -> None:
     project = f"schemathesis-{ULID()}"
     key = gateway.new_key(project, "--budget-usd", "5")
@@ -46,6 +50,7 @@ def test_schemathesis_finds_nothing_wrong(gateway: GatewayProcess, tmp_path: Pat
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
 
 
+@pytest.mark.timeout(240)
 def test_schemathesis_finds_nothing_wrong_in_the_admin_api(tmp_path: Path) -> None:
     """The admin and console routes with the admin token, on a gateway of their own: generated
     projects, keys and revocations change nothing the other tests use."""

@@ -19,7 +19,7 @@ task (`inputs["image"]`, `inputs["mask"]`).
 Triggers (shared ones in tests/fakes/base.py): BLOCKME -> poll status "Request Moderated" (with
 details); BLOCKME_OUTPUT -> "Content Moderated"; TASKERROR -> poll status "Error"; RATELIMIT(_ONCE) ->
 429 active-task limit; FAILME -> 500; FLAKY -> 503 once; GARBAGE -> HTML 200 on submit; EMPTY ->
-Ready without result.sample; SLOW -> Pending for 1.5 s.
+Ready without result.sample; SLOW -> Pending for `slow_s` (1.5 s).
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class FakeBFL(FakeProvider):
     SMOKE_MODEL = "bfl/flux-pro-1.1"
     api_key = "bfl-fake-key"
     pending_polls = 1  # polls answered Pending before a task is Ready
+    slow_s = 1.5  # how long a task whose prompt says SLOW stays Pending
     sample_ttl_s = 600.0  # how long a result.sample URL stays valid
     max_active_tasks = 24  # more concurrent unfinished tasks -> 429
 
@@ -249,7 +250,7 @@ class FakeBFL(FakeProvider):
             return "Request Moderated", None, {"Moderation Reasons": ["Derivative Works Filter"]}
         if "TASKERROR" in prompt:
             return "Error", None, None
-        slow = "SLOW" in prompt and time.monotonic() - task.created < 1.5
+        slow = "SLOW" in prompt and time.monotonic() - task.created < self.slow_s
         if slow or task.polls <= self.pending_polls:
             return "Pending", None, None
         if "EMPTY" in prompt:

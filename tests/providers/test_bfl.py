@@ -225,13 +225,15 @@ def test_an_expired_sample_url_is_an_upstream_error(fake: FakeBFL) -> None:
         generate(fake, "flux-pro-1.1")
 
 
-def test_the_deadline_bounds_the_polling(fake: FakeBFL) -> None:
-    # A second (SLOW stays Pending for 1.5 s): the deadline also bounds the submit before the polls,
-    # which took most of half a second on a loaded machine (a parallel test run), leaving one poll.
+def test_the_deadline_bounds_the_polling(fake: FakeBFL, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2.5 s against a task Pending for 4: the deadline also bounds the submit before the polls, which
+    # took the whole of a 1 s deadline on a loaded machine (a parallel test run on a slow VM); with
+    # 2.5 s there is time left to poll (every 0.02 s here) whatever the submit took.
+    monkeypatch.setattr(fake, "slow_s", 4.0)
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):  # "still Pending", or "did not answer" when a poll is cut off
-        generate(fake, "flux-pro-1.1", prompt="SLOW", deadline=time.monotonic() + 1.0)
-    assert time.monotonic() - started < 1.7
+        generate(fake, "flux-pro-1.1", prompt="SLOW", deadline=time.monotonic() + 2.5)
+    assert time.monotonic() - started < 3.2
     assert len(polls(fake)) >= 2  # (it kept polling until the deadline; how often depends on the load)
 
 
