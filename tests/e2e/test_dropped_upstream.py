@@ -9,15 +9,12 @@ what a caller and an operator see."""
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.support.gateway import GatewayProcess
@@ -79,10 +76,6 @@ def dropping() -> Iterator[DroppingServer]:
     server.close()
 
 
-def usage(gateway: GatewayProcess, project: str) -> list[dict[str, Any]]:
-    return list(json.loads(gateway.mg("usage", "--project", project, "--json").stdout))
-
-
 def test_a_generation_whose_connection_drops_is_sent_once_and_charged(
     tmp_path: Path, dropping: DroppingServer
 ) -> None:
@@ -95,22 +88,17 @@ def test_a_generation_whose_connection_drops_is_sent_once_and_charged(
         assert answered.status_code == 502, answered.text
         assert answered.json()["error"]["code"] == "UPSTREAM_ERROR"
         assert dropping.requests == ["POST /v1/images/generations HTTP/1.1"]
-        (row,) = usage(gateway, "dropped")
+        (row,) = gateway.usage("dropped")
         assert (row["requests"], row["failed"], row["images"]) == (1, 1, 0)
         assert row["cost_micros"] == DALL_E_3_STANDARD_MICROS
-        shown = json.loads(gateway.mg("projects", "show", "dropped", "--json").stdout)
+        shown = gateway.project("dropped")
         assert (shown["spent_usd"], shown["reserved_usd"]) == (0.04, 0.0)
         # a call that never reached the provider (nothing listens) is not charged
         dropping.close()
-        refused = httpx.post(
-            f"{gateway.http_url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}"},
-            json=body,
-            timeout=60,
-        )
+        refused = gateway.generate(body, key, timeout=60)
         assert refused.status_code == 502, refused.text
         assert len(dropping.requests) == 1
-        (row,) = usage(gateway, "dropped")
+        (row,) = gateway.usage("dropped")
         assert (row["requests"], row["failed"], row["cost_micros"]) == (2, 2, DALL_E_3_STANDARD_MICROS)
     finally:
         gateway.stop()

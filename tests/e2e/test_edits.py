@@ -167,12 +167,8 @@ def fake_openai(openai_stack: tuple[GatewayProcess, FakeOpenAI]) -> FakeOpenAI:
     return openai_stack[1]
 
 
-def usage_rows(gateway: GatewayProcess, project: str) -> list[dict[str, Any]]:
-    return list(json.loads(gateway.mg("usage", "--project", project, "--json").stdout))
-
-
 def project_money(gateway: GatewayProcess, project: str) -> tuple[float, float]:
-    shown = json.loads(gateway.mg("projects", "show", project, "--json").stdout)
+    shown = gateway.project(project)
     return shown["spent_usd"], shown["reserved_usd"]
 
 
@@ -190,7 +186,7 @@ def test_gpt_image_edit_with_several_images_and_a_mask_is_charged_its_tokens(
     assert fake_openai.edited == [png(), png(color=(0, 0, 255, 255))]
     # The fake bills 12 text tokens, 194 per input image and 4160 output tokens, at gpt-image-1's
     # $5 / $10 / $40 per million.
-    (row,) = usage_rows(gateway, project)
+    (row,) = gateway.usage(project)
     assert row["cost_micros"] == 12 * 5 + 2 * 194 * 10 + 4160 * 40
     assert result.usage is not None and result.usage.input_tokens_details.image_tokens == 2 * 194
 
@@ -240,7 +236,7 @@ def test_an_edit_is_replayed_by_its_idempotency_key(
     assert again.headers["x-mg-idempotent-replay"] == "true"
     assert again.parse().model_dump() == first.parse().model_dump()
     assert len(fake_openai.generation_requests()) == 1
-    (row,) = usage_rows(gateway, project)
+    (row,) = gateway.usage(project)
     assert row["requests"] == 1
     with pytest.raises(openai.UnprocessableEntityError):  # the same key for another edit
         sdk.images.edit(model="openai/gpt-image-1", image=image, prompt="other", extra_headers=headers)
@@ -272,7 +268,7 @@ def test_a_duplicate_edit_in_flight_joins_the_first(gateway: GatewayProcess) -> 
     assert second_done - first_done < 1.5
     assert answers[0].parse().model_dump() == answers[1].parse().model_dump()
     assert answers[1].headers.get("x-mg-idempotent-replay") == "true"
-    (row,) = usage_rows(gateway, project)
+    (row,) = gateway.usage(project)
     assert (row["requests"], row["images"]) == (1, 1)
 
 
@@ -338,7 +334,7 @@ def test_uploads_that_do_not_read_are_refused_and_cost_nothing(
     key = gateway.new_key(project := f"bad-upload-{ULID()}")
     response = post_raw(gateway, key, body, content_type)
     assert_error(response, status, code, param)
-    assert usage_rows(gateway, project) == [] or usage_rows(gateway, project)[0]["cost_micros"] == 0
+    assert gateway.usage(project) == [] or gateway.usage(project)[0]["cost_micros"] == 0
     assert project_money(gateway, project) == (0.0, 0.0)
     ok = post_raw(
         gateway, key, form("b1", *GOOD, ("image", "a.png", png())), "multipart/form-data; boundary=b1"

@@ -44,14 +44,6 @@ def post(gw: GatewayProcess, key: str, body: dict[str, Any] | None = None) -> ht
     return gw.generate(body or {"model": "local/sketch", "prompt": "a cat", "size": "256x256"}, key)
 
 
-def project_json(gw: GatewayProcess, name: str) -> dict[str, Any]:
-    return dict(json.loads(gw.mg("projects", "show", name, "--json").stdout))
-
-
-def usage_json(gw: GatewayProcess, project: str) -> list[dict[str, Any]]:
-    return list(json.loads(gw.mg("usage", "--project", project, "--json").stdout))
-
-
 def unique(name: str) -> str:
     return f"{name}-{ULID()}"
 
@@ -159,9 +151,9 @@ def test_budget_exceeded_is_402_and_the_provider_is_not_called(gw: GatewayProces
     assert caught.value.status_code == 402
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "BUDGET_EXCEEDED"
     assert "$0.0005" in caught.value.body["message"]
-    (row,) = usage_json(gw, name)
+    (row,) = gw.usage(name)
     assert (row["requests"], row["images"], row["cost_micros"]) == (2, 2, 2 * SKETCH_PRICE_MICROS)
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.002, 0.0)
 
 
@@ -192,17 +184,17 @@ def test_a_cap_that_renews_refuses_until_its_period_ends_then_serves_again(gw: G
     message = refused.json()["error"]["message"]
     assert "$0 of its $0.002 spend cap left for the rolling 1-day period" in message
     assert f"it renews at {iso(renews)}" in message
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert (shown["budget_period"], shown["spent_usd"], shown["renews_at"]) == ("1d", 0.002, iso(renews))
     time.sleep(max(0.0, renews + 0.5 - time.time()))
     assert post(gw, key).status_code == 200
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert (shown["spent_usd"], shown["period_start"], shown["renews_at"]) == (
         0.001,
         iso(renews),
         iso(renews + 86_400),
     )
-    (row,) = usage_json(gw, name)  # the ledger has every charge, across periods
+    (row,) = gw.usage(name)  # the ledger has every charge, across periods
     assert row["cost_micros"] == 3 * SKETCH_PRICE_MICROS
 
 
@@ -224,9 +216,9 @@ def test_fifty_concurrent_requests_never_cross_a_cap_of_ten(gw: GatewayProcess) 
     with ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(lambda _: post(gw, key, body).status_code, range(50)))
     assert statuses.count(200) == 10 and statuses.count(402) == 40
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.01, 0.0)
-    (row,) = usage_json(gw, name)
+    (row,) = gw.usage(name)
     assert (row["requests"], row["images"], row["cost_micros"]) == (10, 10, 10 * SKETCH_PRICE_MICROS)
 
 
@@ -240,9 +232,9 @@ def test_a_failed_call_costs_nothing_and_is_in_the_ledger(gw: GatewayProcess) ->
         "providerOptions": {"local": {"seed": "x"}},
     }
     assert_error(post(gw, key, body), 400, "BAD_REQUEST", "providerOptions.local.seed")
-    (row,) = usage_json(gw, name)
+    (row,) = gw.usage(name)
     assert (row["requests"], row["failed"], row["images"], row["cost_micros"]) == (1, 1, 0, 0)
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.0, 0.0)
 
 
@@ -254,7 +246,7 @@ def test_a_caller_that_disconnects_after_the_call_was_sent_pays_for_it(gw: Gatew
         with pytest.raises(httpx.ReadTimeout):
             gw.generate(body, key, timeout=0.7)
     deadline = time.monotonic() + 10
-    while (rows := usage_json(gw, name)) == [] or rows[0]["images"] < 2:
+    while (rows := gw.usage(name)) == [] or rows[0]["images"] < 2:
         assert time.monotonic() < deadline, rows
         time.sleep(0.2)
     assert (rows[0]["requests"], rows[0]["failed"], rows[0]["images"], rows[0]["cost_micros"]) == (
@@ -263,7 +255,7 @@ def test_a_caller_that_disconnects_after_the_call_was_sent_pays_for_it(gw: Gatew
         2,
         2 * SKETCH_PRICE_MICROS,
     )
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.002, 0.0)
 
 
@@ -280,7 +272,7 @@ def test_ledger_entries_carry_the_request(gw: GatewayProcess) -> None:
     assert response.status_code == 200
     # input tokens counted with the o200k_base tokenizer (9 tokens), not estimated from characters
     assert response.json()["usage"]["input_tokens"] == 9
-    (row,) = usage_json(gw, name)
+    (row,) = gw.usage(name)
     assert row["model"] == "local/sketch" and row["images"] == 2 and row["input_tokens"] == 9
     assert row["cost_micros"] == 2 * 2000  # hd price
     table = gw.mg("usage", "--project", name, "--since", "1h").stdout
@@ -295,7 +287,7 @@ def test_projects_can_be_updated(gw: GatewayProcess) -> None:
     assert post(gw, key).status_code == 403
     gw.mg("projects", "update", name, "--allow-all", "--no-budget")
     assert post(gw, key).status_code == 200
-    shown = project_json(gw, name)
+    shown = gw.project(name)
     assert shown["budget_usd"] is None and shown["allow"] == []
 
 

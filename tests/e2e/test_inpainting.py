@@ -46,10 +46,6 @@ def first_image(result: openai.types.ImagesResponse) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
 
 
-def usage_rows(gateway: GatewayProcess, project: str) -> list[dict[str, Any]]:
-    return list(json.loads(gateway.mg("usage", "--project", project, "--json").stdout))
-
-
 def price_micros(model_id: str) -> int:
     return CATALOG.resolve(model_id).price.per_image(None)
 
@@ -157,7 +153,7 @@ def test_stability_inpaint_through_the_sdk(fakes: Stack) -> None:
     assert sent.path == "/v2beta/stable-image/edit/inpaint" and sent.form["grow_mask"] == "3"
     assert stability.received == [picture(96, 64)]
     white_where_changed(stability.masks[0], 96, 64)
-    (row,) = usage_rows(gateway, project)
+    (row,) = gateway.usage(project)
     assert row["cost_micros"] == price_micros("stability/inpaint") == MICROS_PER_USD * 5 // 100
 
 
@@ -168,7 +164,7 @@ def test_a_stability_moderation_refusal_is_a_400_and_costs_nothing(fakes: Stack)
         masked_edit(sdk, "stability/inpaint", 64, 64, prompt="BLOCKME")
     assert caught.value.body["code"] == "CONTENT_POLICY_VIOLATION"  # type: ignore[index]
     assert len(stability.generation_requests()) == 1
-    assert sum(row["cost_micros"] for row in usage_rows(gateway, project)) == 0
+    assert sum(row["cost_micros"] for row in gateway.usage(project)) == 0
 
 
 def test_bfl_fill_through_the_sdk_with_the_images_own_transparency(fakes: Stack) -> None:
@@ -182,7 +178,7 @@ def test_bfl_fill_through_the_sdk_with_the_images_own_transparency(fakes: Stack)
     (task,) = bfl.tasks.values()
     assert task.endpoint == "flux-pro-1.0-fill" and task.inputs["image"] == transparent_right_half(32, 32)
     white_where_changed(task.inputs["mask"], 32, 32)
-    (row,) = usage_rows(gateway, project)
+    (row,) = gateway.usage(project)
     assert row["cost_micros"] == price_micros("bfl/flux-pro-1.0-fill") == MICROS_PER_USD * 5 // 100
 
 
@@ -221,4 +217,4 @@ def test_inpainting_refusals_before_any_call(fakes: Stack) -> None:
         assert caught.value.status_code == status
         assert caught.value.body["code"] == code and caught.value.body["param"] == param  # type: ignore[index]
     assert stability.requests == [] and bfl.tasks == {}
-    assert sum(row["cost_micros"] for row in usage_rows(gateway, project)) == 0
+    assert sum(row["cost_micros"] for row in gateway.usage(project)) == 0

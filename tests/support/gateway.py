@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,6 +109,14 @@ class GatewayProcess:
             text=True,
             check=check,
         )
+
+    def project(self, name: str) -> dict[str, Any]:
+        """`mg projects show <name> --json`: the project, its spend and what it holds reserved."""
+        return dict(json.loads(self.mg("projects", "show", name, "--json").stdout))
+
+    def usage(self, project: str) -> list[dict[str, Any]]:
+        """`mg usage --project <project> --json`: the project's ledger totals, a row per model."""
+        return list(json.loads(self.mg("usage", "--project", project, "--json").stdout))
 
     def new_key(self, project: str, *options: str) -> str:
         """Create a project with these options and a key for it; returns the key."""
