@@ -13,7 +13,7 @@ from tests.support.gateway import GatewayProcess, local_body
 
 @pytest.fixture(scope="module")
 def short_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path_factory.mktemp("short"), {"MG_MAX_DURATION_S": "3"}).start()
+    process = GatewayProcess(tmp_path_factory.mktemp("short"), {"MG_MAX_DURATION_S": "6"}).start()
     yield process
     process.stop()
 
@@ -23,15 +23,17 @@ def slow_request(gateway: GatewayProcess, delay_ms: int) -> httpx.Response:
 
 
 def test_a_generation_inside_the_max_duration_succeeds(short_gateway: GatewayProcess) -> None:
-    assert slow_request(short_gateway, 1500).status_code == 200
+    # Wide headroom: on a CI machine running the whole suite in parallel, a 1.5 s generation has
+    # been seen to take over 3 s end to end.
+    assert slow_request(short_gateway, 1000).status_code == 200
 
 
 def test_past_the_max_duration_the_server_answers_504(short_gateway: GatewayProcess) -> None:
     response = slow_request(short_gateway, 20_000)
     error = assert_error(response, 504, "UPSTREAM_TIMEOUT")
     # The server's own envelope (not Envoy's backstop, which would fire 5 s later with another text).
-    assert "within 3 seconds" in error["message"]
-    assert response.elapsed.total_seconds() < 7
+    assert "within 6 seconds" in error["message"]
+    assert response.elapsed.total_seconds() < 10
 
 
 def test_generations_longer_than_envoys_default_route_timeout_complete(gateway: GatewayProcess) -> None:

@@ -7,7 +7,7 @@ Deterministic triggers in the prompt, shared by every fake:
   FAILME       500 every time;   FLAKY           503 once per prompt, then success
   GARBAGE      200 with a body that is not what the provider promises
   EMPTY        200 with no images
-  SLOW         answer after a delay (async providers: stay pending for a few polls)
+  SLOW         answer after SLOW_S (async providers: stay pending for a few polls)
   SLOWSTREAM   (streamed answers) a pause before each event
 
 And settings a test sets on one fake (whatever the prompt), to fail one provider of a route:
@@ -42,6 +42,9 @@ from PIL import Image
 from PIL.Image import Image as PILImage
 
 SCHEMAS = Path(__file__).with_name("schemas")
+# A SLOW answer's delay: far enough past the tests' 0.5 s deadlines that a busy CI machine's pauses
+# cannot make an enforced deadline look missed.
+SLOW_S = 3.0
 
 
 @dataclass

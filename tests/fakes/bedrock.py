@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote
 from PIL.Image import Image as PILImage
 
 from tests.fakes.base import (
+    SLOW_S,
     FakeProvider,
     Recorded,
     Reply,
@@ -334,5 +335,5 @@ class FakeBedrock(FakeProvider):
         if "EMPTY" in prompt:
             return json_reply({"images": [], "error": None})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None

@@ -30,7 +30,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, jpeg, json_reply, png
+from tests.fakes.base import SLOW_S, FakeProvider, Recorded, Reply, check_body, jpeg, json_reply, png
 
 BASE = "/api/v3"
 SCHEMA = "bytedance-seedream.json"
@@ -202,7 +202,7 @@ class FakeSeedream(FakeProvider):
         if "EMPTY" in prompt:
             return self._reply(body, [], 0)
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None
 
     def _answer(self, model: Model, body: dict[str, Any]) -> Reply:

@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, check_body, json_reply, png
+from tests.fakes.base import SLOW_S, FakeProvider, Recorded, Reply, check_body, json_reply, png
 
 GEMINI_MODELS = {"gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview"}
 IMAGEN_MODELS = {"imagen-4.0-generate-001", "imagen-4.0-fast-generate-001", "imagen-4.0-ultra-generate-001"}
@@ -250,5 +250,5 @@ class FakeGoogle(FakeProvider):
         if "GARBAGE" in prompt:
             return Reply(200, b"<html><body>502 Bad Gateway</body></html>", {"content-type": "text/html"})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None

@@ -29,6 +29,7 @@ from PIL import Image
 
 from tests.fakes.base import (
     SCHEMAS,
+    SLOW_S,
     FakeProvider,
     Recorded,
     Reply,
@@ -171,7 +172,7 @@ class FakeIdeogram(FakeProvider):
         if "GARBAGE" in prompt:
             return Reply(200, b"<html>upstream proxy error</html>", {"content-type": "text/html"})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None
 
     def _answer(self, body: dict[str, Any]) -> Reply:

@@ -22,7 +22,16 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, json_reply, png
+from tests.fakes.base import (
+    SLOW_S,
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    json_reply,
+    png,
+)
 
 GPT_SIZES = {"1024x1024", "1536x1024", "1024x1536", "auto"}
 DALLE_SIZES = {
@@ -331,5 +340,5 @@ class FakeOpenAI(FakeProvider):
         if "EMPTY" in prompt:
             return json_reply({"created": int(time.time()), "data": []})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None

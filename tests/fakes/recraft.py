@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import SCHEMAS, FakeProvider, Recorded, Reply, check_body, json_reply, png
+from tests.fakes.base import SCHEMAS, SLOW_S, FakeProvider, Recorded, Reply, check_body, json_reply, png
 
 SIZES = {
     "1024x1024", "1365x1024", "1024x1365", "1536x1024", "1024x1536", "1820x1024", "1024x1820",
@@ -277,5 +277,5 @@ class FakeRecraft(FakeProvider):
         if "EMPTY" in prompt:
             return json_reply({"created": int(time.time()), "credits": 0, "data": []})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None

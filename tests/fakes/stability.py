@@ -26,7 +26,17 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, jpeg, json_reply, png
+from tests.fakes.base import (
+    SLOW_S,
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    jpeg,
+    json_reply,
+    png,
+)
 
 ENDPOINTS = {
     "/v2beta/stable-image/generate/ultra": "GenerateUltraRequest",
@@ -195,7 +205,7 @@ class FakeStability(FakeProvider):
         if "EMPTY" in prompt:
             return json_reply({"image": "", "finish_reason": "SUCCESS", "seed": DEFAULT_SEED})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None
 
     def _image(

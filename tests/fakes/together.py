@@ -17,7 +17,17 @@ import time
 import uuid
 from typing import Any
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, jpeg, json_reply, png
+from tests.fakes.base import (
+    SLOW_S,
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    jpeg,
+    json_reply,
+    png,
+)
 
 MODELS = {
     "black-forest-labs/FLUX.1-schnell",
@@ -80,7 +90,7 @@ class FakeTogether(FakeProvider):
         if "BLOCKME" in prompt:
             return error("NSFW content was detected in the generated image. Try a different prompt.", 422)
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         fmt = body.get("output_format", "jpeg")
         make, _ = IMAGES[fmt]
         as_url = body.get("response_format", "url") == "url" or "URLS" in prompt

@@ -25,7 +25,16 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fakes.base import FakeProvider, Recorded, Reply, SchemaViolation, check_body, jpeg, json_reply
+from tests.fakes.base import (
+    SLOW_S,
+    FakeProvider,
+    Recorded,
+    Reply,
+    SchemaViolation,
+    check_body,
+    jpeg,
+    json_reply,
+)
 
 MODELS = {  # upstream id -> cost in ticks per image (1e10 ticks = $1; the pro price is unconfirmed)
     "grok-imagine-image": 200_000_000,
@@ -192,7 +201,7 @@ class FakeXAI(FakeProvider):
         if "BADITEM" in prompt:
             return json_reply({"data": [{"mime_type": "image/jpeg"}]})
         if "SLOW" in prompt:
-            time.sleep(1.5)
+            time.sleep(SLOW_S)
         return None
 
     def _answer(self, body: dict[str, Any]) -> Reply:

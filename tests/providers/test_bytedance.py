@@ -211,7 +211,7 @@ def test_the_deadline_bounds_the_call(fake: FakeSeedream) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         generate(fake, prompt="SLOW", deadline=time.monotonic() + 0.5)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2.5
 
 
 def answer_with(payload: object) -> ImageCallResult:

@@ -264,7 +264,7 @@ def test_the_deadline_bounds_the_call(fake: FakeGoogle) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         generate(fake, FLASH, prompt="SLOW", deadline=time.monotonic() + 0.5)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2.5
 
 
 def test_catalog_sizes_map_exactly_to_supported_ratios() -> None:

@@ -226,7 +226,7 @@ def test_the_deadline_bounds_the_call(fake: FakeIdeogram) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         generate(fake, prompt="SLOW", deadline=time.monotonic() + 0.5)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2.5
 
 
 def reference(data: bytes | None = None, media_type: str = "image/png", side: int = 64) -> ReferenceImage:

@@ -116,7 +116,7 @@ def test_the_deadline_bounds_the_call(fake: FakeOpenAI) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         generate(fake, "gpt-image-1", prompt="SLOW", deadline=time.monotonic() + 0.5)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2.5
 
 
 # Reference images: POST /images/edits, multipart/form-data.

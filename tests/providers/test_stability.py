@@ -180,7 +180,7 @@ def test_the_deadline_bounds_the_call(fake: FakeStability) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         generate(fake, "stable-image-core", prompt="SLOW", deadline=time.monotonic() + 0.5)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2.5
 
 
 def test_the_fake_speaks_both_encodings_and_only_multipart(fake: FakeStability) -> None:

@@ -186,7 +186,7 @@ def test_the_deadline_bounds_the_call(fake: FakeXAI) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         generate(fake, prompt="SLOW", deadline=time.monotonic() + 0.5)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2.5
 
 
 def data_url(media_type: str, data: bytes) -> str:
