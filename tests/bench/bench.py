@@ -51,6 +51,9 @@ UPSTREAM_KEY = "sk-fake-upstream"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PIN = os.environ.get("BENCH_PIN") == "1"
+# With BENCH_PIN the bench pins itself to CPU 0, and a child inherits its parent's CPUs: what is not
+# pinned is started on every CPU explicitly (taken here, before the bench pins itself).
+EVERY_CPU = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
 FLOOR = os.environ.get("BENCH_FLOOR") == "1"
 
 
@@ -101,6 +104,11 @@ SCENARIOS = {
 # warm_every_worker: calls at once in its first round (doubled each round), rounds at most, and the
 # RSS gap (MB) that marks a worker that has not yet made its first call (the vocabulary is ~48 MB)
 WARM_ROUND, WARM_ROUNDS, WARM_GAP_MB = 64, 4, 24
+
+
+def placed(pin: bool, cpu: int) -> list[str]:
+    """The command prefix that runs a child on `cpu` when pinned, else on every CPU."""
+    return ["taskset", "-c", str(cpu) if pin else EVERY_CPU]
 
 
 def tree(pid: int) -> list[int]:
@@ -229,10 +237,8 @@ def wrk(
     command = ["wrk", "-t", "2" if concurrency > 1 else "1", "-c", str(concurrency), "-d", f"{duration}s",
                "--timeout", f"{timeout}s", "-s", str(HERE / "wrk_post.lua"),
                "-H", f"Authorization: Bearer {key}", url]  # fmt: skip
-    if pin:
-        command = ["taskset", "-c", "0", *command]
     run = subprocess.run(
-        command,
+        [*placed(pin, 0), *command],
         capture_output=True,
         text=True,
         env={**os.environ, "BENCH_BODY_FILE": f.name, "BENCH_CONTENT_TYPE": body.content_type},
@@ -325,9 +331,9 @@ class Fake:
             UPSTREAM_KEY,
             *args,
         ]
-        if pin:
-            command = ["taskset", "-c", "0", *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [*placed(pin, 0), *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 20
         import urllib.request
 
@@ -399,7 +405,7 @@ def start_gateway(upstream_port: int, pin: bool) -> GatewayProcess:
     workers = "1" if pin else "0"
     env.update(MG_WORKERS=workers, MG_ENVOY_CONCURRENCY=workers)
     gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="mg-bench-")), env)
-    return gateway.start(command_prefix=["taskset", "-c", "1"] if pin else [])
+    return gateway.start(command_prefix=placed(pin, 1))
 
 
 def start_floor(upstream_port: int, pin: bool) -> GatewayProcess:
@@ -410,7 +416,7 @@ def start_floor(upstream_port: int, pin: bool) -> GatewayProcess:
         UPSTREAM_KEY,
         {"MG_ENVOY_CONCURRENCY": "1" if pin else "0"},
     )
-    return floor.start(command_prefix=["taskset", "-c", "1"] if pin else [])
+    return floor.start(command_prefix=placed(pin, 1))
 
 
 def main() -> int:
@@ -424,7 +430,7 @@ def main() -> int:
     stream_result = None
     if streamed.NAME in names:
         names.remove(streamed.NAME)
-        stream_result = streamed.run(int(os.environ.get("BENCH_DURATION", "8")), rounds)
+        stream_result = streamed.run(int(os.environ.get("BENCH_DURATION", "8")), rounds, placed(False, 0))
         print(f"{streamed.NAME}: {json.dumps(stream_result)}", file=sys.stderr, flush=True)
     upstream_port = free_port()
     # idle RSS of each gateway configuration started: "pinned" (one worker) and/or "defaults"

@@ -90,17 +90,19 @@ def _wait_for(port: int) -> None:
             time.sleep(0.1)
 
 
-def run(duration_s: float, rounds: int) -> dict[str, Any]:
+def run(duration_s: float, rounds: int, placed: list[str]) -> dict[str, Any]:
+    """`placed`: the command prefix placing the gateway and the upstream on CPUs (bench.placed)."""
     cells: dict[str, list[dict[str, Any]]] = {"mg": [], "direct": []}
     port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(UPSTREAM), "--port", str(port)])
+    upstream = subprocess.Popen([*placed, sys.executable, str(UPSTREAM), "--port", str(port)])
     _wait_for(port)
     env = {
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
         "MG_DEFAULT_RPM": "100000000",
     }
-    gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="mg-bench-stream-")), env).start()
+    data_dir = Path(tempfile.mkdtemp(prefix="mg-bench-stream-"))
+    gateway = GatewayProcess(data_dir, env).start(command_prefix=placed)
     try:
         targets = {
             "mg": (f"{gateway.http_url}/v1", gateway.new_key("bench-stream"), "openai/gpt-image-1"),
