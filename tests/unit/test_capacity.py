@@ -17,7 +17,7 @@ from service.stores.sqlite import SqliteStore
 
 async def test_the_queue_is_bounded_in_length_and_in_time(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "mg.sqlite3")
-    limit = InFlightLimit(store, "acme", ProviderLimits(max_in_flight=1, max_queued=1, max_queue_wait_s=0.5))
+    limit = InFlightLimit(store, "acme", ProviderLimits(max_in_flight=1, max_queued=1, max_queue_wait_s=1.0))
     deadline = time.monotonic() + 60
     order: list[str] = []
 
@@ -26,7 +26,8 @@ async def test_the_queue_is_bounded_in_length_and_in_time(tmp_path: Path) -> Non
             order.append(name)
             await asyncio.sleep(hold_s)
 
-    first = asyncio.create_task(call("first", 0.2))
+    # Margins of ~0.4 s either way (the queue wait is 1 s), for a slow machine's pauses.
+    first = asyncio.create_task(call("first", 0.5))
     await asyncio.sleep(0.05)
     waiting = asyncio.create_task(call("waiting", 0))
     await asyncio.sleep(0.05)
@@ -35,12 +36,12 @@ async def test_the_queue_is_bounded_in_length_and_in_time(tmp_path: Path) -> Non
     await asyncio.gather(first, waiting)
     assert order == ["first", "waiting"]  # woken when the slot came free
 
-    holder = asyncio.create_task(call("long", 1.0))
+    holder = asyncio.create_task(call("long", 3.0))
     await asyncio.sleep(0.05)
     started = time.monotonic()
     with pytest.raises(Unavailable, match="none of its 1 slots came free in time"):
         await call("late", 0)
-    assert 0.4 < time.monotonic() - started < 0.9
+    assert 0.9 < time.monotonic() - started < 2.5  # its 1 s wait, not the holder's 3 s
     await holder
     await store.close()
 
