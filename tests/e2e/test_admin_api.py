@@ -387,7 +387,7 @@ def test_usage_is_the_same_as_mg_usage(gw: GatewayProcess) -> None:
     for _ in range(2):
         assert gw.generate(local_body(), key).status_code == 200
     assert gw.generate({**local_body(), "n": 2}, key).status_code == 200
-    cli = json.loads(gw.mg("usage", "--project", name, "--json").stdout)
+    cli = gw.usage(name)
     rows = ok(call(gw, "GET", f"/v1/admin/usage?project={name}"))["rows"]
     assert [
         (

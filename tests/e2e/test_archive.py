@@ -28,9 +28,9 @@ def test_an_archived_projects_keys_stop_working_and_its_ledger_is_kept(gateway: 
         error = assert_error(gateway.generate(BODY, key), 401, "UNAUTHENTICATED")
         assert "archived" in error["message"] and f"mg projects unarchive {name}" in error["message"]
         assert_error(models(gateway, key), 401, "UNAUTHENTICATED")
-    usage = json.loads(gateway.mg("usage", "--project", name, "--json").stdout)
+    usage = gateway.usage(name)
     assert [(row["requests"], row["images"], row["cost_micros"]) for row in usage] == [(1, 1, 1000)]
-    shown = json.loads(gateway.mg("projects", "show", name, "--json").stdout)
+    shown = gateway.project(name)
     assert shown["spent_usd"] == 0.001 and shown["archived_at"] is not None
     listed = json.loads(gateway.mg("projects", "list", "--json").stdout)
     assert name not in [p["name"] for p in listed]

@@ -96,10 +96,7 @@ def test_past_the_queue_time_a_route_moves_on_for_want_of_capacity(limited: Stac
     assert served == ["beta/flux", "beta/flux", "gamma/flux"]
     assert len(gamma.generation_requests()) == 1 and gamma.most_in_flight == 1
     # the ledger has the attempts that reached a provider: none for the two refused for capacity
-    usage = {
-        row["model"]: row
-        for row in json.loads(limited.gateway.mg("usage", "--project", name, "--json").stdout)
-    }
+    usage = {row["model"]: row for row in limited.gateway.usage(name)}
     assert (usage["gamma/flux"]["requests"], usage["beta/flux"]["requests"]) == (1, 2)
     # called directly, the same is a 503 with Retry-After, and nothing is charged for it
     gamma.delay_s = 1.5

@@ -53,7 +53,7 @@ def mask_png(width: int, height: int) -> bytes:
 
 
 def cost_micros(gateway: GatewayProcess, project: str) -> int:
-    rows = json.loads(gateway.mg("usage", "--project", project, "--json").stdout)
+    rows = gateway.usage(project)
     return sum(row["cost_micros"] for row in rows)
 
 

@@ -9,7 +9,6 @@ files made every worker die of SIGBUS here), and one killed is replaced by one t
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -38,16 +37,6 @@ def hosted_image(prompt: str, delay_ms: int = 0) -> dict[str, Any]:
         "response_format": "url",
         "providerOptions": {"local": {"delay_ms": delay_ms}},
     }
-
-
-def project(gw: GatewayProcess, name: str) -> dict[str, Any]:
-    shown: dict[str, Any] = json.loads(gw.mg("projects", "show", name, "--json").stdout)
-    return shown
-
-
-def usage(gw: GatewayProcess) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(gw.mg("usage", "--project", "disk", "--json").stdout)
-    return rows
 
 
 def wait_for(condition: Any, timeout_s: float, what: str) -> None:
@@ -96,7 +85,7 @@ def test_a_full_data_disk_gives_envelopes_and_keeps_the_gateway_up(tmp_path: Pat
                 "the free-space metric to follow the disk",
             )
             wait_for(lambda: any("mg files sweep" in line for line in gw.output), 10, "a low-space warning")
-            shown = project(gw, "disk")
+            shown = gw.project("disk")
             assert shown["reserved_usd"] == 0
             assert shown["spent_usd"] == round(0.002 * len(urls) + 0.001, 6)  # the refused image is free
 
@@ -107,11 +96,11 @@ def test_a_full_data_disk_gives_envelopes_and_keeps_the_gateway_up(tmp_path: Pat
                 target=lambda: running.append(gw.generate(hosted_image("late", delay_ms=3000), key))
             )
             call.start()
-            wait_for(lambda: project(gw, "disk")["reserved_usd"] > 0, 10, "the reservation")
+            wait_for(lambda: gw.project("disk")["reserved_usd"] > 0, 10, "the reservation")
             ballast = fill(disk)
             call.join(30)
             assert_error(running[0], 507, "INSUFFICIENT_STORAGE")
-            assert project(gw, "disk")["reserved_usd"] == 0.002  # held: the release is waiting
+            assert gw.project("disk")["reserved_usd"] == 0.002  # held: the release is waiting
             refused = gw.generate(local_body(prompt="no room for the ledger"), key)
             assert "SQLite store cannot write" in assert_error(refused, 503, "UNAVAILABLE")["message"]
             not_ready = httpx.get(f"{gw.http_url}/readyz")
@@ -120,8 +109,8 @@ def test_a_full_data_disk_gives_envelopes_and_keeps_the_gateway_up(tmp_path: Pat
 
             # 3. Space returns: the release lands by itself, and the gateway serves again.
             ballast.unlink()
-            wait_for(lambda: project(gw, "disk")["reserved_usd"] == 0, 30, "the release to land")
-            (canvas,) = [row for row in usage(gw) if row["model"] == "local/canvas"]
+            wait_for(lambda: gw.project("disk")["reserved_usd"] == 0, 30, "the release to land")
+            (canvas,) = [row for row in gw.usage("disk") if row["model"] == "local/canvas"]
             assert canvas["failed"] == 2  # the two 507s, the second one's row written by the retry
             wait_for(lambda: httpx.get(f"{gw.http_url}/readyz").status_code == 200, 15, "readiness")
             assert gw.generate(local_body(prompt="space again"), key).status_code == 200

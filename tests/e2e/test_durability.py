@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -27,9 +26,9 @@ def test_ledger_spend_and_keys_survive_a_restart(tmp_path: Path) -> None:
         first.stop()
     second = GatewayProcess(tmp_path).start()  # same data dir, new ports
     try:
-        usage = json.loads(second.mg("usage", "--project", "durable", "--json").stdout)
+        usage = second.usage("durable")
         assert [(r["requests"], r["images"], r["cost_micros"]) for r in usage] == [(3, 3, 3000)]
-        shown = json.loads(second.mg("projects", "show", "durable", "--json").stdout)
+        shown = second.project("durable")
         assert shown["spent_usd"] == 0.003
         assert post(second, key).status_code == 200
         # the first start's dev key is printed again and still works
@@ -60,7 +59,7 @@ def test_redis_outage_is_503_and_the_gateway_recovers(tmp_path: Path) -> None:
         while (status := post(gw, key).status_code) != 200:
             assert status == 503 and time.monotonic() < deadline
             time.sleep(0.2)
-        usage = json.loads(gw.mg("usage", "--project", "outage", "--json").stdout)
+        usage = gw.usage("outage")
         # the request that met the outage was charged nothing
         assert [(r["images"], r["cost_micros"]) for r in usage] == [(2, 2000)]
     finally:

@@ -51,7 +51,7 @@ def slow(delay_ms: int) -> dict[str, Any]:
 
 
 def ledger(gw: GatewayProcess, project: str) -> list[dict[str, Any]]:
-    rows = json.loads(gw.mg("usage", "--project", project, "--json").stdout)
+    rows = gw.usage(project)
     return list(rows)
 
 
@@ -111,7 +111,7 @@ def test_replays_are_served_past_the_budget_and_the_rate_limit(gw: GatewayProces
     replay = post(gw, key, "paid")
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
     assert post(gw, key, "new-one").status_code in (402, 429)
-    shown = json.loads(gw.mg("projects", "show", name, "--json").stdout)
+    shown = gw.project(name)
     assert shown["spent_usd"] == 0.001
 
 

@@ -219,5 +219,5 @@ def test_sigterm_drains_and_the_ledger_is_complete(tmp_path: Path) -> None:
         thread.join(30)
     assert results == [200, 200, 200]
     assert gw.wait(30) == 0
-    rows = json.loads(gw.mg("usage", "--project", "drain", "--json").stdout)
+    rows = gw.usage("drain")
     assert [(r["requests"], r["images"], r["failed"]) for r in rows] == [(3, 3, 0)]

@@ -39,9 +39,9 @@ def test_a_generation_is_charged_and_in_the_ledger(gw: GatewayProcess) -> None:
     response = gw.generate(local_body(), key)
     assert response.status_code == 200, response.text
     assert len(response.json()["data"]) == 1
-    shown = json.loads(gw.mg("projects", "show", "paid", "--json").stdout)
+    shown = gw.project("paid")
     assert (shown["spent_usd"], shown["reserved_usd"]) == (SKETCH_PRICE_MICROS / 1e6, 0)
-    (row,) = json.loads(gw.mg("usage", "--project", "paid", "--json").stdout)
+    (row,) = gw.usage("paid")
     assert (row["requests"], row["images"], row["cost_micros"]) == (1, 1, SKETCH_PRICE_MICROS)
 
 
@@ -49,7 +49,7 @@ def test_the_cap_refuses_with_402_and_charges_nothing_more(gw: GatewayProcess) -
     key = gw.new_key("capped", "--budget-usd", "0.002")  # two sketches
     assert [gw.generate(local_body(), key).status_code for _ in range(2)] == [200, 200]
     assert_error(gw.generate(local_body(), key), 402, "BUDGET_EXCEEDED")
-    shown = json.loads(gw.mg("projects", "show", "capped", "--json").stdout)
+    shown = gw.project("capped")
     assert (shown["spent_usd"], shown["reserved_usd"]) == (0.002, 0)
 
 
@@ -58,7 +58,7 @@ def test_concurrent_requests_never_cross_the_cap(gw: GatewayProcess) -> None:
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: gw.generate(local_body(delay_ms=200), key).status_code, range(8)))
     assert sorted(codes) == [200] * 3 + [402] * 5
-    assert json.loads(gw.mg("projects", "show", "race", "--json").stdout)["spent_usd"] == 0.003
+    assert gw.project("race")["spent_usd"] == 0.003
 
 
 def test_an_idempotent_retry_replays_without_a_charge(gw: GatewayProcess) -> None:
@@ -68,7 +68,7 @@ def test_an_idempotent_retry_replays_without_a_charge(gw: GatewayProcess) -> Non
     assert first.status_code == again.status_code == 200, again.text
     assert again.headers["x-mg-idempotent-replay"] == "true" and "x-mg-idempotent-replay" not in first.headers
     assert again.json() == first.json()
-    (row,) = json.loads(gw.mg("usage", "--project", "replay", "--json").stdout)
+    (row,) = gw.usage("replay")
     assert (row["requests"], row["cost_micros"]) == (1, SKETCH_PRICE_MICROS)
 
 
@@ -158,7 +158,7 @@ def test_a_database_outage_is_503_and_the_gateway_recovers(tmp_path: Path) -> No
             while (status := gw.generate(local_body(), key).status_code) != 200:
                 assert status == 503 and time.monotonic() < deadline
                 time.sleep(0.2)
-            (row,) = json.loads(gw.mg("usage", "--project", "outage", "--json").stdout)
+            (row,) = gw.usage("outage")
             # the request that met the outage was charged nothing
             assert (row["images"], row["cost_micros"]) == (2, 2 * SKETCH_PRICE_MICROS)
         finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import Mapping
 
 import httpx
@@ -46,7 +45,7 @@ def test_refused_references_are_400_and_charge_nothing(gateway: GatewayProcess) 
                 "reference_image",
             )
             assert match in error["message"]
-    assert json.loads(gateway.mg("usage", "--project", "references-refused", "--json").stdout) == []
+    assert gateway.usage("references-refused") == []
 
 
 def test_a_model_without_edit_support_is_403(gateway: GatewayProcess) -> None:
@@ -64,4 +63,4 @@ def test_a_picture_over_4096x4096_is_refused_from_its_header(gateway: GatewayPro
     body = {**BODY, "n": 8, "reference_image": base64.b64encode(out.getvalue()).decode()}
     error = assert_error(post(gateway, key, body), 400, "INVALID_REFERENCE_IMAGE", "reference_image")
     assert "4097x4096 pixels; the limit is 16777216" in error["message"]
-    assert json.loads(gateway.mg("usage", "--project", "references-too-many-pixels", "--json").stdout) == []
+    assert gateway.usage("references-too-many-pixels") == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -352,5 +351,5 @@ def test_the_dev_project_has_a_small_cap_and_says_so(gateway: GatewayProcess) ->
     output = "".join(gateway.output)
     assert "Project:                  dev (spend cap $5; change it: " in output
     assert "/mg projects update dev --budget-usd N" in output  # mg by its real path
-    shown = json.loads(gateway.mg("projects", "show", "dev", "--json").stdout)
+    shown = gateway.project("dev")
     assert shown["budget_usd"] == 5.0

@@ -104,12 +104,12 @@ def project(stack: Stack, *options: str) -> tuple[str, str]:
 
 
 def usage(stack: Stack, name: str) -> dict[str, dict[str, Any]]:
-    rows = json.loads(stack.gateway.mg("usage", "--project", name, "--json").stdout)
+    rows = stack.gateway.usage(name)
     return {row["model"]: row for row in rows}
 
 
 def spend(stack: Stack, name: str) -> tuple[float, float]:
-    shown = json.loads(stack.gateway.mg("projects", "show", name, "--json").stdout)
+    shown = stack.gateway.project(name)
     return shown["spent_usd"], shown["reserved_usd"]
 
 

@@ -34,7 +34,7 @@ def test_a_gateway_moved_to_postgresql_keeps_its_keys_spend_and_usage(tmp_path: 
             assert json.loads(moved.mg("projects", "list", "--json").stdout) == projects
             assert json.loads(moved.mg("usage", "--by-day", "--json").stdout) == usage
             assert moved.generate(local_body(), key).status_code == 200
-            shown = json.loads(moved.mg("projects", "show", "moving", "--json").stdout)
+            shown = moved.project("moving")
             assert shown["spent_usd"] == 4 * SKETCH_PRICE_MICROS / 1e6
             assert moved.generate(local_body(), "mg_live_" + "x" * 43).status_code == 401
         finally:

@@ -43,10 +43,6 @@ def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-def ledger(gateway: GatewayProcess, project: str) -> list[dict[str, Any]]:
-    return list(json.loads(gateway.mg("usage", "--project", project, "--json").stdout))
-
-
 def new_project(gateway: GatewayProcess) -> tuple[str, str]:
     name = f"stream-{ULID()}"
     return name, gateway.new_key(name)
@@ -224,8 +220,8 @@ def settled(gateway: GatewayProcess, project: str, timeout_s: float = 15) -> lis
     """The project's ledger (requests, images, cost) once nothing is reserved any more."""
     deadline = time.monotonic() + timeout_s
     while True:
-        shown = json.loads(gateway.mg("projects", "show", project, "--json").stdout)
-        rows = ledger(gateway, project)
+        shown = gateway.project(project)
+        rows = gateway.usage(project)
         if (rows and shown["reserved_usd"] == 0) or time.monotonic() > deadline:
             return [(r["requests"], r["images"], r["cost_micros"]) for r in rows]
         time.sleep(0.2)

@@ -207,7 +207,7 @@ def test_a_dead_workers_reservation_is_released_within_one_lease(tmp_path: Path)
 
 
 def reserved_usd(gateway: GatewayProcess, project: str) -> float:
-    return float(json.loads(gateway.mg("projects", "show", project, "--json").stdout)["reserved_usd"])
+    return float(gateway.project(project)["reserved_usd"])
 
 
 def _swallow(call: Callable[[], object]) -> None:
