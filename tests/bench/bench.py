@@ -372,9 +372,10 @@ def measure(
     elif gateway_pid:
         one_call(url, key, body, scenario.timeout_s)
     pids = tree(gateway_pid) if gateway_pid else []
-    idle_parts = {part: rss_mb(members) for part, members in parts(pids).items()}
-    if scenario.concurrency > 64 and "workers" in idle_parts:
-        idle_parts["workers"] = warm_every_worker(url, key, body, scenario.timeout_s, parts(pids)["workers"])
+    members_of = parts(pids)
+    idle_parts = {part: rss_mb(members) for part, members in members_of.items()}
+    if scenario.concurrency > 64 and "workers" in members_of:
+        idle_parts["workers"] = warm_every_worker(url, key, body, scenario.timeout_s, members_of["workers"])
     idle_mb = sum(idle_parts.values()) if pids else None
     peak = PeakRss(gateway_pid) if gateway_pid else None
     if peak:
