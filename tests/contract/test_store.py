@@ -479,7 +479,9 @@ async def test_sqlite_waits_for_another_processs_lock_without_blocking_the_loop(
     await store.ping()  # schema created
     holder = sqlite3.connect(tmp_path / "locked.sqlite3", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
-    threading.Timer(0.5, lambda: holder.execute("COMMIT")).start()
+    # Held 1.5 s: ~150 ticks on a quiet machine, well over 20 on a loaded one; a blocked loop
+    # would tick once or twice.
+    threading.Timer(1.5, lambda: holder.execute("COMMIT")).start()
     ticks = 0
 
     async def tick() -> None:
@@ -492,7 +494,7 @@ async def test_sqlite_waits_for_another_processs_lock_without_blocking_the_loop(
     decision = await store.hit_rate_limit("k", 10)
     ticker.cancel()
     assert decision.allowed
-    assert ticks >= 20  # the loop ran while the operation waited ~0.5 s for the lock
+    assert ticks >= 20  # the loop ran while the operation waited ~1.5 s for the lock
     holder.close()
     await store.close()
 
